@@ -1,0 +1,110 @@
+"""Credentials: one assumed-role session per account, reused across regions and refreshed.
+
+In: `Config` (static keys or the default chain, external id) and an `Instance` (role ARN).
+Out: `Account`, which hands out one cached boto3 client per (service, region).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import botocore.session
+from botocore.config import Config as ClientConfig
+from botocore.credentials import RefreshableCredentials
+from botocore.exceptions import BotoCoreError, ClientError
+
+from engine.config import Config, Instance
+from engine.errors import CredentialsError
+
+NO_EXTERNAL_ID = "disable_external_id_this_is_unsafe"
+SESSION_NAME = "aws-topology"
+GLOBAL_REGION = "us-east-1"
+
+
+def client_config(workers: int) -> ClientConfig:
+    """Adaptive retries (client-side rate limiting on throttles) and a pool sized for the workers."""
+    return ClientConfig(
+        retries={"mode": "adaptive", "max_attempts": 6},
+        max_pool_connections=max(10, workers),
+        user_agent_extra="aws-topology",
+    )
+
+
+@dataclass
+class Account:
+    """An AWS account reached through its role; clients are created once and shared by threads."""
+
+    id: str
+    role_arn: str
+    session: boto3.Session
+    config: ClientConfig
+    endpoint_url: str | None = None
+    _clients: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def client(self, service: str, region: str) -> Any:
+        key = (service, region)
+        with self._lock:
+            if key not in self._clients:
+                self._clients[key] = self.session.client(
+                    service, region_name=region, config=self.config, endpoint_url=self.endpoint_url
+                )
+            return self._clients[key]
+
+
+def base_session(config: Config) -> boto3.Session:
+    """Static keys when both are configured, else the default credential chain (env, profile, role)."""
+    if config.access_key_id and config.secret_access_key:
+        return boto3.Session(
+            aws_access_key_id=config.access_key_id, aws_secret_access_key=config.secret_access_key
+        )
+    return boto3.Session()
+
+
+def assume(
+    config: Config,
+    instance: Instance,
+    *,
+    base: boto3.Session | None = None,
+    endpoint_url: str | None = None,
+    workers: int = 8,
+) -> Account:
+    """AssumeRole of the instance's role with the external id; credentials refresh before expiry."""
+    base = base or base_session(config)
+    sts = base.client("sts", region_name=base.region_name or GLOBAL_REGION, endpoint_url=endpoint_url)
+    params = {"RoleArn": instance.role_arn, "RoleSessionName": SESSION_NAME}
+    if config.external_id != NO_EXTERNAL_ID:
+        params["ExternalId"] = config.external_id
+
+    def fetch() -> dict[str, str]:
+        try:
+            creds = sts.assume_role(**params)["Credentials"]
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            raise CredentialsError(
+                role_arn=instance.role_arn, problem=f"{error.get('Code')}: {error.get('Message')}"
+            ) from None
+        except BotoCoreError as exc:
+            raise CredentialsError(role_arn=instance.role_arn, problem=type(exc).__name__) from None
+        return {
+            "access_key": creds["AccessKeyId"],
+            "secret_key": creds["SecretAccessKey"],
+            "token": creds["SessionToken"],
+            "expiry_time": creds["Expiration"].isoformat(),
+        }
+
+    credentials = RefreshableCredentials.create_from_metadata(
+        metadata=fetch(), refresh_using=fetch, method="sts-assume-role"
+    )
+    core = botocore.session.get_session()
+    core._credentials = credentials  # botocore has no public setter for refreshable credentials
+    return Account(
+        id=instance.account_id,
+        role_arn=instance.role_arn,
+        session=boto3.Session(botocore_session=core),
+        config=client_config(workers),
+        endpoint_url=endpoint_url,
+    )

@@ -1,0 +1,191 @@
+"""Command line: `aws-topology scan | validate`.
+
+Exit codes: 0 complete snapshot, 1 ran but incomplete (or delivery spooled), 2 bad input
+(config, mappings, credentials). Bad input is one clear message on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import click
+
+from engine.collect import UnitResult
+from engine.config import load_config
+from engine.errors import BadInput
+from engine.mappings import MAPPINGS, load_mappings
+from engine.scan import AccountScan, scan
+from engine.sink import FileSink, HttpSink, Sink, SpoolingSink
+from engine.state import State
+
+log = logging.getLogger("aws_topology")
+
+EXIT_OK, EXIT_INCOMPLETE, EXIT_BAD_INPUT = 0, 1, 2
+
+config_option = click.option(
+    "-c",
+    "--config",
+    "config_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="aws_topology conf.yaml",
+)
+mappings_option = click.option(
+    "--mappings", "mappings_dir", default=str(MAPPINGS), show_default=True, type=click.Path(file_okay=False),
+    help="Folder of mapping files.",
+)  # fmt: skip
+
+
+@click.group()
+def main() -> None:
+    """Declarative AWS topology collector emitting StackState receiver payloads."""
+
+
+@main.command("validate")
+@config_option
+@mappings_option
+def validate_command(config_path: str, mappings_dir: str) -> None:
+    """Check the config and every mapping file, without calling AWS."""
+    with _bad_input():
+        config = load_config(config_path)
+        mappings = load_mappings(mappings_dir)
+    click.echo(
+        f"ok: {len(config.instances)} account(s), {len(mappings.resources)} resource types "
+        f"in {len(mappings.services)} services"
+    )
+
+
+@main.command("scan")
+@config_option
+@mappings_option
+@click.option("--out", type=click.Path(file_okay=False), help="Write each payload as a JSON file here.")
+@click.option("--receiver", help="StackState receiver base URL; the API key comes from STS_API_KEY.")
+@click.option("--state", "state_path", default=".state/aws-topology.sqlite", show_default=True,
+              help="SQLite state (run history, spool of undelivered payloads).")  # fmt: skip
+@click.option(
+    "--workers", default=8, show_default=True, type=click.IntRange(1, 64), help="Units run at once."
+)
+@click.option("--max-payload-bytes", default=1_000_000, show_default=True, type=click.IntRange(10_000))
+@click.option("--table/--no-table", default=None, help="Print components per type (default: on a terminal).")
+def scan_command(
+    config_path: str,
+    mappings_dir: str,
+    out: str | None,
+    receiver: str | None,
+    state_path: str,
+    workers: int,
+    max_payload_bytes: int,
+    table: bool | None,
+) -> None:
+    """Full scan: one complete snapshot per account."""
+    interactive = sys.stderr.isatty()
+    _logging(interactive)
+    with _bad_input():
+        config = load_config(config_path)
+        mappings = load_mappings(mappings_dir)
+        if bool(out) == bool(receiver):
+            raise click.UsageError("give exactly one of --out DIR or --receiver URL")
+    started = time.monotonic()
+    with State(state_path) as state:
+        sink = _sink(out, receiver, state)
+        if isinstance(sink, SpoolingSink):
+            sink.flush_spool()
+        results, calls = scan(
+            config, mappings, sink, workers=workers, max_bytes=max_payload_bytes,
+            on_unit=_progress if interactive else _log_unit,
+        )  # fmt: skip
+        for account in results:
+            state.record_run(
+                account.account, "scan", time.time() - account.seconds, time.time(), account.complete,
+                {"components": len(account.components), "relations": len(account.relations)},
+            )  # fmt: skip
+    seconds = time.monotonic() - started
+    if table if table is not None else sys.stdout.isatty():
+        _table(results)
+    spooled = getattr(sink, "spooled", 0)
+    complete = all(a.complete for a in results) and not spooled
+    click.echo(_summary(results, calls, seconds, out or receiver or "", spooled))
+    if any(a.error for a in results):
+        sys.exit(EXIT_BAD_INPUT)
+    sys.exit(EXIT_OK if complete else EXIT_INCOMPLETE)
+
+
+def _sink(out: str | None, receiver: str | None, state: State) -> Sink:
+    if out:
+        return FileSink(Path(out))
+    return SpoolingSink(HttpSink(str(receiver), os.environ.get("STS_API_KEY")), state)
+
+
+class _bad_input:
+    """Turn `BadInput` into one message on stderr and exit code 2."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type | None, exc: BaseException | None, _tb: object) -> bool:
+        if isinstance(exc, BadInput):
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        return False
+
+
+def _logging(interactive: bool) -> None:
+    logging.basicConfig(
+        level=logging.WARNING if interactive else logging.INFO,
+        format="%(asctime)s level=%(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+
+
+def _progress(result: UnitResult) -> None:
+    mark = "ok" if result.complete else result.status.upper()
+    click.echo(
+        f"  {mark:<9} {result.unit.label:<48} {len(result.components):>5} components "
+        f"{len(result.relations):>5} relations  {result.seconds:6.2f}s",
+        err=True,
+    )
+    if result.error:
+        click.echo(f"            {result.error}", err=True)
+
+
+def _log_unit(result: UnitResult) -> None:
+    log.log(
+        logging.INFO if result.complete else logging.WARNING,
+        "event=unit.done unit=%s status=%s components=%d relations=%d seconds=%.3f%s",
+        result.unit.label, result.status, len(result.components), len(result.relations), result.seconds,
+        f" error={result.error!r}" if result.error else "",
+    )  # fmt: skip
+
+
+def _table(results: list[AccountScan]) -> None:
+    for account in results:
+        click.echo(f"account {account.account}:")
+        components = Counter(c["type"]["name"] for c in account.components)
+        relations = Counter(r["type"]["name"] for r in account.relations)
+        for name, count in sorted(components.items()):
+            click.echo(f"  {name:<40} {count:>6} components")
+        for name, count in sorted(relations.items()):
+            click.echo(f"  {name:<40} {count:>6} relations")
+        for gap in account.gaps():
+            click.echo(f"  permission gap: {gap}")
+
+
+def _summary(results: list[AccountScan], calls: int, seconds: float, target: str, spooled: int) -> str:
+    parts = []
+    for a in results:
+        status = "complete" if a.complete else ("unreachable" if a.error else "INCOMPLETE")
+        bad = [u.unit.label for u in a.units if not u.complete]
+        parts.append(
+            f"account={a.account} status={status} components={len(a.components)} "
+            f"relations={len(a.relations)} payloads={a.payloads}"
+            + (f" incomplete_units={','.join(bad)}" if bad else "")
+            + (f" error={a.error!r}" if a.error else "")
+        )
+    spool = f" spooled={spooled}" if spooled else ""
+    return f"scan {' '.join(parts)} calls={calls} seconds={seconds:.2f} to={target}{spool}"

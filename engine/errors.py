@@ -1,0 +1,63 @@
+"""Typed errors: a message template plus the structured fields it was built from.
+
+The fields stay on the instance so callers (status, summaries) can group failures, e.g. every
+`AccessDenied` into "role X needs Y". No secret is ever put into a field.
+"""
+
+from __future__ import annotations
+
+
+class TopologyError(Exception):
+    """Base class; `fmt` is formatted with the keyword fields given to the constructor."""
+
+    fmt = "{problem}"
+
+    def __init__(self, **fields: object) -> None:
+        self.fields = fields
+        super().__init__(self.fmt.format(**fields))
+
+    def __getattr__(self, name: str) -> object:
+        try:
+            return self.__dict__["fields"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class BadInput(TopologyError):
+    """Input the user must fix (config, mappings, credentials): exit code 2."""
+
+
+class ConfigError(BadInput):
+    fmt = "{file}: {key}: {problem}"
+
+
+class MappingError(BadInput):
+    fmt = "{file}: {key}: {problem}"
+
+
+class CredentialsError(BadInput):
+    fmt = "cannot get credentials for {role_arn}: {problem}"
+
+
+class CallFailed(TopologyError):
+    """An AWS call failed after retries; makes its unit incomplete."""
+
+    fmt = "{operation} in {account}/{region} failed: {code}: {problem}"
+
+
+class AccessDenied(CallFailed):
+    fmt = "role {role_arn} needs {action} ({account}/{region}: {code})"
+
+
+class Throttled(CallFailed):
+    fmt = "{operation} throttled in {account}/{region} after retries ({code})"
+
+
+class DeliveryError(TopologyError):
+    fmt = "delivery to {target} failed: {problem}"
+
+
+class MappingErrors(BadInput):
+    """Every problem found in the mapping files, one `file: key: problem` per line."""
+
+    fmt = "{details}"

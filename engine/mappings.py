@@ -1,0 +1,367 @@
+"""Load `mappings/*.yaml` into frozen, compiled resource specs.
+
+In: a folder of mapping files. Out: `Mappings`, the resource specs with every JMESPath compiled.
+Each file is checked against `schemas/mapping.schema.json`, every expression is compiled, and each
+operation and parameter is checked against botocore's service model; all problems are reported
+together, each as `file: key: problem`. Nothing after this module reads raw YAML.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import botocore.session
+import jsonschema
+import yaml
+from botocore import xform_name
+from botocore.exceptions import UnknownServiceError
+from jmespath.parser import ParsedResult
+
+from engine.errors import MappingErrors
+from engine.functions import ExpressionError, compile_expression
+
+SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+MAPPINGS = Path(__file__).resolve().parent.parent / "mappings"
+
+
+@dataclass(frozen=True)
+class Rate:
+    per_second: float
+    burst: int
+
+
+@dataclass(frozen=True)
+class Call:
+    """One AWS operation with its literal and per-item parameters."""
+
+    operation: str
+    method: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    args: tuple[tuple[str, ParsedResult], ...] = ()
+    paginate: bool = False
+    rate: Rate | None = None
+
+
+@dataclass(frozen=True)
+class Batch:
+    param: str
+    key: ParsedResult
+    size: int
+    items: ParsedResult
+    match: ParsedResult
+
+
+@dataclass(frozen=True)
+class Detail:
+    call: Call
+    result: ParsedResult | None
+    into: str | None
+    when: ParsedResult | None
+    ignore: frozenset[str]
+    gone: frozenset[str]
+    batch: Batch | None
+
+
+@dataclass(frozen=True)
+class Listing:
+    call: Call | None  # None: derived from the parent item
+    items: ParsedResult
+
+
+@dataclass(frozen=True)
+class Get:
+    call: Call
+    param: str | None
+    items: ParsedResult
+
+
+@dataclass(frozen=True)
+class Relation:
+    type: str
+    target: ParsedResult
+    each: ParsedResult | None
+    inbound: bool
+    data: ParsedResult | None
+
+
+@dataclass(frozen=True)
+class EventRule:
+    source: str
+    api_version: str | None
+    names: frozenset[str]
+    ids: ParsedResult
+    delete: bool
+    delete_id: ParsedResult | None
+
+
+@dataclass(frozen=True)
+class Resource:
+    """One component type, as declared in a mapping file."""
+
+    service: str
+    name: str
+    type: str
+    filter: str | None
+    layer: str | None
+    domain: str
+    scope: str
+    parent: str | None
+    listing: Listing
+    details: tuple[Detail, ...]
+    get: Get | None
+    region: ParsedResult | None
+    id: ParsedResult
+    external_id: ParsedResult
+    display_name: ParsedResult | None
+    urns: tuple[ParsedResult, ...]
+    tags: ParsedResult
+    cw_dimensions: ParsedResult | None
+    data: ParsedResult | None
+    relations: tuple[Relation, ...]
+    events: tuple[EventRule, ...]
+    file: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.service}.{self.name}"
+
+
+@dataclass(frozen=True)
+class Mappings:
+    resources: tuple[Resource, ...]
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(r.service for r in self.resources))
+
+    def children(self, parent: Resource) -> tuple[Resource, ...]:
+        return tuple(r for r in self.resources if r.service == parent.service and r.parent == parent.name)
+
+
+def load_mappings(directory: Path | str = MAPPINGS) -> Mappings:
+    """Load and check every `*.yaml` in `directory`; raise `MappingErrors` listing every problem."""
+    problems: list[str] = []
+    resources: list[Resource] = []
+    files = sorted(Path(directory).glob("*.yaml"))
+    if not files:
+        raise MappingErrors(details=f"{directory}: -: no mapping files (*.yaml) found")
+    types: dict[str, str] = {}
+    for path in files:
+        loader = _FileLoader(path)
+        resources += loader.load()
+        problems += loader.problems
+        for resource in loader.resources:
+            where = f"{path.name}: resources.{resource.name}"
+            if resource.type in types and types[resource.type] != where:
+                problems.append(
+                    f"{where}.type: {resource.type} is already declared in {types[resource.type]}"
+                )
+            types.setdefault(resource.type, where)
+    if problems:
+        raise MappingErrors(details="\n".join(problems))
+    return Mappings(tuple(resources))
+
+
+@cache
+def _schema_validator() -> jsonschema.Draft202012Validator:
+    schema = json.loads((SCHEMAS / "mapping.schema.json").read_text())
+    return jsonschema.Draft202012Validator(schema)
+
+
+@cache
+def _botocore_loader() -> botocore.session.Session:
+    return botocore.session.get_session()
+
+
+class _FileLoader:
+    """Turns one mapping file into `Resource`s, collecting problems instead of stopping at the first."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.problems: list[str] = []
+        self.resources: list[Resource] = []
+        self.model: Any = None
+        self.paginators: dict[str, Any] = {}
+
+    def problem(self, key: str, text: str) -> None:
+        self.problems.append(f"{self.path.name}: {key or '-'}: {text}")
+
+    def load(self) -> list[Resource]:
+        try:
+            raw = yaml.safe_load(self.path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "-"
+            self.problem(where, f"invalid YAML: {getattr(exc, 'problem', exc)}")
+            return []
+        except OSError as exc:
+            self.problem("-", f"cannot read: {exc.strerror}")
+            return []
+        errors = sorted(_schema_validator().iter_errors(raw), key=lambda e: list(map(str, e.absolute_path)))
+        for error in errors:
+            self.problem(_dotted(error.absolute_path), _schema_problem(error))
+        if errors:
+            return []
+        service = raw["service"]
+        session = _botocore_loader()
+        try:
+            self.model = session.get_service_model(service)
+            self.paginators = session.get_paginator_model(service)._paginator_config
+        except UnknownServiceError:
+            self.problem("service", f"{service!r} is not a boto3 client name")
+        for name, spec in raw["resources"].items():
+            resource = self.resource(raw, name, spec)
+            if resource is not None:
+                self.resources.append(resource)
+        return self.resources
+
+    def resource(self, raw: dict, name: str, spec: dict) -> Resource | None:
+        key = f"resources.{name}"
+        before = len(self.problems)
+        parent = spec.get("parent")
+        if parent is not None and parent not in {r.name for r in self.resources}:
+            self.problem(f"{key}.parent", f"{parent!r} must be a resource declared earlier in this file")
+        if "operation" not in spec["list"] and parent is None:
+            self.problem(f"{key}.list", "needs an operation (only a resource with a parent can be derived)")
+        expr = lambda sub, text: self.expression(f"{key}.{sub}", text)  # noqa: E731
+        opt = lambda sub: expr(sub, spec[sub]) if sub in spec else None  # noqa: E731
+        listing = spec["list"]
+        resource = Resource(
+            service=raw["service"],
+            name=name,
+            type=spec["type"],
+            filter=spec.get("filter"),
+            layer=spec.get("layer"),
+            domain=spec.get("domain", "AWS"),
+            scope=spec.get("scope", raw.get("scope", "regional")),
+            parent=parent,
+            listing=Listing(
+                call=self.call(f"{key}.list", listing) if "operation" in listing else None,
+                items=expr("list.items", listing["items"]),
+            ),
+            details=tuple(
+                self.detail(f"{key}.details[{i}]", d) for i, d in enumerate(spec.get("details", []))
+            ),
+            get=self.get(f"{key}.get", spec["get"]) if "get" in spec else None,
+            region=opt("region"),
+            id=expr("id", spec["id"]),
+            external_id=expr("external_id", spec.get("external_id", spec["id"])),
+            display_name=opt("name"),
+            urns=tuple(expr(f"urns[{i}]", u) for i, u in enumerate(spec.get("urns", []))),
+            tags=expr("tags", spec.get("tags", "Tags")),
+            cw_dimensions=opt("cw_dimensions"),
+            data=opt("data"),
+            relations=tuple(
+                Relation(
+                    type=r["type"],
+                    target=expr(f"relations[{i}].target", r["target"]),
+                    each=expr(f"relations[{i}].each", r["each"]) if "each" in r else None,
+                    inbound=r.get("direction", "out") == "in",
+                    data=expr(f"relations[{i}].data", r["data"]) if "data" in r else None,
+                )
+                for i, r in enumerate(spec.get("relations", []))
+            ),
+            events=tuple(
+                EventRule(
+                    source=e["source"],
+                    api_version=e.get("api_version"),
+                    names=frozenset(e["names"]),
+                    ids=expr(f"events[{i}].ids", e["ids"]),
+                    delete=e.get("action", "refresh") == "delete",
+                    delete_id=expr(f"events[{i}].delete_id", e["delete_id"]) if "delete_id" in e else None,
+                )
+                for i, e in enumerate(spec.get("events", []))
+            ),
+            file=self.path.name,
+        )
+        if resource.scope == "account" and resource.region is None:
+            self.problem(f"{key}.region", "required for scope 'account'")
+        return resource if len(self.problems) == before else None
+
+    def expression(self, key: str, text: str) -> ParsedResult:
+        try:
+            return compile_expression(text)
+        except ExpressionError as exc:
+            self.problem(key, str(exc))
+            return compile_expression("@")
+
+    def call(self, key: str, spec: dict, extra_params: Iterable[str] = ()) -> Call:
+        operation = spec["operation"]
+        params = spec.get("params", {})
+        args = spec.get("args", {})
+        if self.model is not None:
+            if operation not in self.model.operation_names:
+                self.problem(f"{key}.operation", f"{self.model.service_name} has no operation {operation!r}")
+            else:
+                members = self.model.operation_model(operation).input_shape
+                known = set(members.members) if members is not None else set()
+                for param in [*params, *args, *extra_params]:
+                    if param not in known:
+                        self.problem(
+                            f"{key}",
+                            f"{operation} has no parameter {param!r}; known: {', '.join(sorted(known))}",
+                        )
+        has_paginator = operation in self.paginators
+        paginate = spec.get("paginate", has_paginator)
+        if paginate and not has_paginator and self.model is not None:
+            self.problem(f"{key}.paginate", f"botocore has no paginator for {operation}")
+        rate = spec.get("rate")
+        return Call(
+            operation=operation,
+            method=xform_name(operation),
+            params=params,
+            args=tuple((p, self.expression(f"{key}.args.{p}", e)) for p, e in args.items()),
+            paginate=paginate,
+            rate=Rate(rate["per_second"], rate.get("burst", max(1, int(rate["per_second"]))))
+            if rate
+            else None,
+        )
+
+    def detail(self, key: str, spec: dict) -> Detail:
+        batch = spec.get("batch")
+        return Detail(
+            call=self.call(key, spec, [batch["param"]] if batch else []),
+            result=self.expression(f"{key}.result", spec["result"]) if "result" in spec else None,
+            into=spec.get("into"),
+            when=self.expression(f"{key}.when", spec["when"]) if "when" in spec else None,
+            ignore=frozenset(spec.get("ignore", ())),
+            gone=frozenset(spec.get("gone", ())),
+            batch=Batch(
+                param=batch["param"],
+                key=self.expression(f"{key}.batch.key", batch["key"]),
+                size=batch["size"],
+                items=self.expression(f"{key}.batch.items", batch["items"]),
+                match=self.expression(f"{key}.batch.match", batch["match"]),
+            )
+            if batch
+            else None,
+        )
+
+    def get(self, key: str, spec: dict) -> Get:
+        return Get(
+            call=self.call(key, spec, [spec["param"]] if "param" in spec else []),
+            param=spec.get("param"),
+            items=self.expression(f"{key}.items", spec["items"]),
+        )
+
+
+def _dotted(path: Iterable[Any]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _schema_problem(error: jsonschema.ValidationError) -> str:
+    if error.validator in ("additionalProperties", "unevaluatedProperties"):
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
+        if error.validator == "unevaluatedProperties":
+            return f"unknown key(s) {', '.join(map(repr, extra)) or error.message}"
+        return f"unknown key(s) {', '.join(map(repr, extra))}; expected one of: {', '.join(allowed)}"
+    return error.message

@@ -1,0 +1,136 @@
+"""Full scan: every unit of every account, into one snapshot per account.
+
+In: `Config`, `Mappings`, a sink. Out: `AccountScan` per account (the payloads sent, unit results,
+permission gaps). `stop_snapshot` is true only when every unit of that account is complete.
+Units run in a bounded thread pool; components come before relations in the payloads, so every
+relation is sent after the components of the whole run (none is dropped for being early).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+
+import boto3
+
+from engine.auth import assume
+from engine.collect import Collector, UnitResult
+from engine.config import Config, Instance
+from engine.errors import CredentialsError
+from engine.fetch import Fetcher
+from engine.mappings import Mappings
+from engine.payload import build_payloads
+from engine.plan import plan
+from engine.shape import Labels
+from engine.sink import Sink
+
+log = logging.getLogger("aws_topology")
+
+
+@dataclass
+class AccountScan:
+    account: str
+    role_arn: str
+    units: list[UnitResult] = field(default_factory=list)
+    error: str | None = None  # the account could not be reached at all
+    payloads: int = 0
+    seconds: float = 0.0
+
+    @property
+    def complete(self) -> bool:
+        return self.error is None and all(u.complete for u in self.units)
+
+    @property
+    def components(self) -> list[dict]:
+        return list({c["externalId"]: c for u in self.units for c in u.components}.values())
+
+    @property
+    def relations(self) -> list[dict]:
+        return list({r["externalId"]: r for u in self.units for r in u.relations}.values())
+
+    def gaps(self) -> list[str]:
+        """Permission gaps, once each: "role X needs Y"."""
+        seen: Counter[str] = Counter(
+            f"role {g.role_arn} needs {g.action}" for u in self.units for g in u.gaps
+        )
+        return [f"{text} ({n}x)" if n > 1 else text for text, n in seen.items()]
+
+
+def labels_for(instance: Instance) -> Labels:
+    return Labels(
+        account=instance.account_id,
+        tags=tuple(instance.tags),
+        identifier=instance.identifier,
+        environment=instance.environment,
+        layer=instance.layer,
+        domain=instance.domain,
+    )
+
+
+def scan(
+    config: Config,
+    mappings: Mappings,
+    sink: Sink,
+    *,
+    workers: int = 8,
+    max_bytes: int = 1_000_000,
+    endpoint_url: str | None = None,
+    base: boto3.Session | None = None,
+    on_unit: Callable[[UnitResult], None] = lambda _: None,
+) -> tuple[list[AccountScan], int]:
+    """Scan every configured account; return the per-account results and the number of calls."""
+    fetcher = Fetcher()
+    results = []
+    for instance in config.instances:
+        results.append(
+            scan_account(
+                config, instance, mappings, sink, fetcher,
+                workers=workers, max_bytes=max_bytes, endpoint_url=endpoint_url, base=base, on_unit=on_unit,
+            )
+        )  # fmt: skip
+    return results, fetcher.calls
+
+
+def scan_account(
+    config: Config,
+    instance: Instance,
+    mappings: Mappings,
+    sink: Sink,
+    fetcher: Fetcher,
+    *,
+    workers: int,
+    max_bytes: int,
+    endpoint_url: str | None,
+    base: boto3.Session | None,
+    on_unit: Callable[[UnitResult], None],
+) -> AccountScan:
+    started = time.monotonic()
+    result = AccountScan(instance.account_id, instance.role_arn)
+    try:
+        account = assume(config, instance, base=base, endpoint_url=endpoint_url, workers=workers)
+    except CredentialsError as exc:
+        result.error = str(exc)
+        log.error("event=account.unreachable account=%s problem=%r", instance.account_id, str(exc))
+        return result
+    collector = Collector(account, mappings, fetcher, labels_for(instance))
+    units = plan(instance, mappings)
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="unit") as pool:
+        futures = [pool.submit(collector.run, unit) for unit in units]
+        for future in as_completed(futures):
+            on_unit(future.result())
+    result.units = [f.result() for f in futures]
+    payloads = build_payloads(
+        instance.account_id, result.components, result.relations,
+        snapshot=True, complete=result.complete, max_bytes=max_bytes,
+    )  # fmt: skip
+    for number, payload in enumerate(payloads, 1):
+        sink.send(payload, f"scan-{instance.account_id}-{number:04d}")
+    result.payloads = len(payloads)
+    result.seconds = time.monotonic() - started
+    for gap in result.gaps():
+        log.warning("event=permission.gap account=%s gap=%r", instance.account_id, gap)
+    return result

@@ -1,0 +1,232 @@
+"""State between runs, in one SQLite file: run history, the delivery spool and key/value cursors.
+
+The database is created on first use, runs in WAL mode and carries its schema version in
+`PRAGMA user_version`. Every write is one transaction, so a crash leaves either the whole row or none of it.
+Times are stored as ISO 8601 UTC text (lexical order = time order) and returned as aware datetimes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+RUN_KINDS = ("scan", "events", "flowlogs")
+
+# MIGRATIONS[n] takes the schema from version n to n + 1; never edit a released entry, append a new one.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE runs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            account TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('scan', 'events', 'flowlogs')),
+            started_at TEXT NOT NULL,
+            finished_at TEXT NOT NULL,
+            complete INTEGER NOT NULL CHECK (complete IN (0, 1)),
+            summary TEXT NOT NULL
+        )""",
+        "CREATE INDEX runs_by_account_kind ON runs (account, kind, started_at)",
+        """CREATE TABLE spool (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL,
+            body TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )""",
+        "CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+Timestamp = datetime | float | int
+
+
+def _to_text(value: Timestamp) -> str:
+    """ISO 8601 UTC with microseconds; epoch seconds are accepted, naive datetimes are not."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()}: give a timezone-aware one")
+        moment = value.astimezone(UTC)
+    else:
+        moment = datetime.fromtimestamp(value, UTC)
+    return moment.isoformat(timespec="microseconds")
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=repr)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
+class State:
+    """SQLite-backed run history, spool and cursors; usable as a context manager."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = path if str(path) == ":memory:" else Path(path)
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"State({str(self.path)!r})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection; the next call re-opens it."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is not None:
+            return self._conn
+        if isinstance(self.path, Path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"{self.path}: state schema version {version} is newer than this program's"
+                    f" ({SCHEMA_VERSION})"
+                )
+            for statements in MIGRATIONS[version:]:
+                for statement in statements:
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self._connect()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self._connect().execute(sql, params).fetchall()
+
+    # runs
+
+    def record_run(
+        self,
+        account: str,
+        kind: str,
+        started_at: Timestamp,
+        finished_at: Timestamp,
+        complete: bool,
+        summary: dict,
+    ) -> None:
+        """Append one finished run; times are aware datetimes or epoch seconds."""
+        if kind not in RUN_KINDS:
+            raise ValueError(f"run kind {kind!r} is not one of {', '.join(RUN_KINDS)}")
+        started, finished = _to_text(started_at), _to_text(finished_at)
+        row = (account, kind, started, finished, int(bool(complete)), _dumps(summary))
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO runs (account, kind, started_at, finished_at, complete, summary)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                row,
+            )
+
+    def last_run(self, account: str, kind: str, complete_only: bool = False) -> dict | None:
+        """The run of `account`/`kind` that started last (optionally only complete ones), or None."""
+        rows = self._query(
+            "SELECT account, kind, started_at, finished_at, complete, summary FROM runs"
+            " WHERE account = ? AND kind = ? AND (complete = 1 OR ? = 0)"
+            " ORDER BY started_at DESC, id DESC LIMIT 1",
+            (account, kind, int(complete_only)),
+        )
+        if not rows:
+            return None
+        account, kind, started_at, finished_at, complete, summary = rows[0]
+        return {
+            "account": account,
+            "kind": kind,
+            "started_at": datetime.fromisoformat(started_at),
+            "finished_at": datetime.fromisoformat(finished_at),
+            "complete": bool(complete),
+            "summary": json.loads(summary),
+        }
+
+    # spool
+
+    def spool_put(self, name: str, payload: dict) -> int:
+        """Store an undelivered payload; returns its spool id."""
+        body = _dumps(payload)
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                "INSERT INTO spool (name, body, created_at) VALUES (?, ?, ?)",
+                (name, body, _to_text(datetime.now(UTC))),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def spool_items(self) -> list[tuple[int, str, dict]]:
+        """Every spooled payload as (id, name, payload), oldest first."""
+        rows = self._query("SELECT id, name, body FROM spool ORDER BY id")
+        return [(spool_id, name, json.loads(body)) for spool_id, name, body in rows]
+
+    def spool_count(self) -> int:
+        """How many payloads wait in the spool."""
+        return int(self._query("SELECT COUNT(*) FROM spool")[0][0])
+
+    def spool_delete(self, spool_id: int) -> None:
+        """Remove one delivered payload."""
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM spool WHERE id = ?", (spool_id,))
+
+    # cursors
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The JSON value stored under `key`, or `default`."""
+        rows = self._query("SELECT value FROM kv WHERE key = ?", (key,))
+        return json.loads(rows[0][0]) if rows else default
+
+    def set(self, key: str, value: Any) -> None:
+        """Store a JSON-serialisable value under `key`, replacing any previous one."""
+        text = _dumps(value)
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO kv (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, text),
+            )
