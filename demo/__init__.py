@@ -1,0 +1,1 @@
+"""Demo estate for aws-topology: an in-process moto server plus deterministic seeding."""

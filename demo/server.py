@@ -1,0 +1,126 @@
+"""Run and control a moto server on 127.0.0.1 for demos and live tests.
+
+Usage: ``python -m demo.server --port 5000`` serves until SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+from types import FrameType
+
+from moto.server import ThreadedMotoServer
+
+HOST = "127.0.0.1"
+
+# One cheap read-only call per service that demo.seed touches; see warm().
+_WARM_CALLS: dict[str, tuple[str, dict[str, object]]] = {
+    "ec2": ("describe_regions", {"RegionNames": ["us-east-1"]}),
+    "s3": ("list_buckets", {}),
+    "sqs": ("list_queues", {}),
+    "sns": ("list_topics", {}),
+    "sts": ("get_caller_identity", {}),
+}
+
+
+def _post(url: str, timeout: float = 10.0) -> None:
+    """POST an empty body to ``url``; urllib raises on a non-2xx answer."""
+    request = urllib.request.Request(url, data=b"", method="POST")
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        response.read()
+
+
+def wait_ready(endpoint: str, timeout: float = 20) -> None:
+    """Poll the moto control API until the server answers; raise TimeoutError otherwise."""
+    url = f"{endpoint.rstrip('/')}/moto-api/config"
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                response.read()
+            return
+        except urllib.error.HTTPError:
+            return  # any HTTP answer means the server is up
+        except OSError as exc:
+            last_error = exc
+            time.sleep(0.1)
+    raise TimeoutError(f"moto server at {endpoint} not ready after {timeout}s: {last_error}")
+
+
+def reset(endpoint: str, seed: int | None = 42) -> None:
+    """Wipe all moto state, then seed moto's id generator so ids are deterministic."""
+    base = endpoint.rstrip("/")
+    _post(f"{base}/moto-api/reset")
+    if seed is not None:
+        _post(f"{base}/moto-api/seed?a={int(seed)}")
+
+
+def warm(endpoint: str) -> None:
+    """Make one read-only call per seeded service so moto builds each service's app now.
+
+    moto server builds a service's Flask app on the first request for it and, while doing
+    so, instantiates that service's us-east-1 backend (EC2 creates a default VPC with random
+    ids). When that first request comes after ``reset(seed=...)`` it shifts the seeded id
+    stream, so a fresh server would hand out different ids than a reused one. Warming before
+    the first reset makes seeded ids the same on fresh and reused servers.
+    """
+    import boto3  # only the warm-up needs boto3
+
+    for service, (operation, kwargs) in _WARM_CALLS.items():
+        client = boto3.client(
+            service,
+            region_name="us-east-1",
+            endpoint_url=endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        getattr(client, operation)(**kwargs)
+
+
+def start(port: int = 0) -> tuple[ThreadedMotoServer, str]:
+    """Start a warmed moto server thread on 127.0.0.1; return it and its endpoint URL.
+
+    With ``port=0`` the OS assigns a free port when the socket is bound, which avoids
+    the race between probing for a free port and binding it.
+    """
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # it logs every request otherwise
+    server = ThreadedMotoServer(ip_address=HOST, port=port, verbose=False)
+    server.start()
+    endpoint = f"http://{HOST}:{server.get_host_and_port()[1]}"
+    wait_ready(endpoint)
+    warm(endpoint)
+    return server, endpoint
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve moto in the foreground until SIGTERM or SIGINT."""
+    parser = argparse.ArgumentParser(prog="python -m demo.server", description=__doc__)
+    parser.add_argument("--port", type=int, default=5000, help="port to bind (0 = any free port)")
+    args = parser.parse_args(argv)
+
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+
+    server, endpoint = start(args.port)
+    print(endpoint, flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

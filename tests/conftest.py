@@ -1,0 +1,195 @@
+"""Shared test fixtures: recorded cassettes of a seeded moto server, and a live one.
+
+Cassettes live in `cassettes/<test module>/<test>.yaml`. They are replayed offline by default
+(pytest-recording's record mode `none`). To re-record: `pytest --record-mode=rewrite`; a moto
+server is then started on the fixed port below (queue URLs carry the port), reset, seeded with a
+fixed random seed and the demo estate, whose ids are saved beside the cassettes.
+Requests are matched on service, region, operation and normalised parameters; signatures, dates,
+tokens and credentials are scrubbed before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import pytest
+
+from engine.config import Config, Instance
+
+ROOT = Path(__file__).resolve().parent.parent
+CASSETTES = ROOT / "cassettes"
+RECORD_PORT = 5123
+RECORD_ENDPOINT = f"http://127.0.0.1:{RECORD_PORT}"
+ACCOUNT = "123456789012"
+ROLE = f"arn:aws:iam::{ACCOUNT}:role/StackStateAwsIntegrationRole"
+FAR_FUTURE = "2099-01-01T00:00:00Z"
+
+_DROP_REQUEST_HEADERS = ("X-Amz-Date", "X-Amz-Security-Token", "amz-sdk-invocation-id", "amz-sdk-request",
+                         "User-Agent", "X-Amz-Content-SHA256", "Expect")  # fmt: skip
+_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
+_SECRET_XML = re.compile(r"<(SecretAccessKey|SessionToken|AccessKeyId)>[^<]*</\1>")
+_EXPIRATION = re.compile(r"<Expiration>[^<]*</Expiration>")
+
+
+def _header(request: Any, name: str) -> str:
+    for key, value in request.headers.items():
+        if key.lower() == name.lower():
+            return value.decode() if isinstance(value, bytes) else str(value)
+    return ""
+
+
+def scrub_request(request: Any) -> Any:
+    """Keep only the SigV4 scope (region/service) of Authorization; drop what differs per run."""
+    scope = _SCOPE.search(_header(request, "Authorization"))
+    for key in list(request.headers):
+        if (
+            key.lower() == "authorization"
+            or key in _DROP_REQUEST_HEADERS
+            or key.lower() in map(str.lower, _DROP_REQUEST_HEADERS)
+        ):
+            del request.headers[key]
+    if scope:
+        request.headers["X-Scope"] = f"{scope.group(1)}/{scope.group(2)}"
+    return request
+
+
+def scrub_response(response: dict) -> dict:
+    """Remove credentials from STS answers (and push their expiry out), and per-run headers."""
+    body = response.get("body", {}).get("string")
+    if isinstance(body, bytes) and b"<Credentials>" in body:
+        text = _SECRET_XML.sub(lambda m: f"<{m.group(1)}>REDACTED</{m.group(1)}>", body.decode())
+        response["body"]["string"] = _EXPIRATION.sub(f"<Expiration>{FAR_FUTURE}</Expiration>", text).encode()
+    for name in ("Date", "date", "x-amzn-requestid", "x-amz-request-id", "Server", "server"):
+        response.get("headers", {}).pop(name, None)
+    return response
+
+
+def _scope(request: Any) -> str:
+    return _header(request, "X-Scope") or (
+        "/".join(_SCOPE.search(_header(request, "Authorization")).groups())
+        if _SCOPE.search(_header(request, "Authorization"))
+        else ""
+    )
+
+
+def _body(request: Any) -> Any:
+    body = request.body
+    if hasattr(body, "getvalue"):
+        body = body.getvalue()
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    if not body:
+        return None
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        pairs = parse_qsl(body, keep_blank_values=True)
+        return sorted(p for p in pairs if p[0] not in ("ClientToken",)) if pairs else body
+    if isinstance(parsed, dict):
+        parsed.pop("ClientToken", None)
+        parsed.pop("clientToken", None)
+    return json.dumps(parsed, sort_keys=True)
+
+
+def aws_operation(r1: Any, r2: Any) -> None:
+    """Same service and region (SigV4 scope) and same X-Amz-Target."""
+    assert _scope(r1) == _scope(r2), f"scope {_scope(r1)} != {_scope(r2)}"
+    assert _header(r1, "X-Amz-Target") == _header(r2, "X-Amz-Target")
+
+
+def normalised_body(r1: Any, r2: Any) -> None:
+    """Same parameters: form pairs or JSON compared parsed, idempotency tokens ignored."""
+    assert _body(r1) == _body(r2)
+
+
+def pytest_recording_configure(config: Any, vcr: Any) -> None:
+    vcr.register_matcher("aws_operation", aws_operation)
+    vcr.register_matcher("normalised_body", normalised_body)
+
+
+@pytest.fixture(scope="module")
+def vcr_config() -> dict:
+    return {
+        "before_record_request": scrub_request,
+        "before_record_response": scrub_response,
+        "decode_compressed_response": True,
+        "match_on": ["method", "path", "query", "aws_operation", "normalised_body"],
+        "allow_playback_repeats": True,
+    }
+
+
+@pytest.fixture(scope="module")
+def vcr_cassette_dir(request: pytest.FixtureRequest) -> str:
+    return str(CASSETTES / request.module.__name__.split(".")[-1])
+
+
+def recording(config: pytest.Config) -> bool:
+    return config.getoption("--record-mode") not in (None, "none")
+
+
+@pytest.fixture(scope="session")
+def estate(request: pytest.FixtureRequest) -> dict:
+    """The demo estate's ids: seeded on a fresh moto server when recording, else read from disk."""
+    saved = CASSETTES / "estate.json"
+    if not recording(request.config):
+        return json.loads(saved.read_text())
+    from demo.seed import seed_estate
+    from demo.server import reset, start
+
+    server, endpoint = start(RECORD_PORT)
+    request.addfinalizer(server.stop)
+    reset(endpoint)
+    ids = seed_estate(endpoint)
+    CASSETTES.mkdir(exist_ok=True)
+    saved.write_text(json.dumps(ids, indent=2, sort_keys=True, default=str) + "\n")
+    return ids
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Fake base credentials (moto's default account) and the fixed endpoint."""
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", RECORD_ENDPOINT)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    return RECORD_ENDPOINT
+
+
+def make_config(regions: tuple[str, ...] = ("global", "eu-west-1", "us-east-1"), **instance: Any) -> Config:
+    return Config(
+        access_key_id=None,
+        secret_access_key=None,
+        external_id="test-external-id",
+        instances=(Instance(role_arn=ROLE, regions=regions, **instance),),
+    )
+
+
+class ListSink:
+    """Collects payloads in memory."""
+
+    def __init__(self) -> None:
+        self.payloads: list[tuple[str, dict]] = []
+
+    def send(self, payload: dict, name: str) -> None:
+        self.payloads.append((name, payload))
+
+    def topologies(self) -> list[dict]:
+        return [t for _, p in self.payloads for t in p["topologies"]]
+
+    def components(self) -> dict[str, dict]:
+        return {c["externalId"]: c for t in self.topologies() for c in t["components"]}
+
+    def relations(self) -> set[tuple[str, str, str]]:
+        return {
+            (r["sourceId"], r["type"]["name"], r["targetId"])
+            for t in self.topologies()
+            for r in t["relations"]
+        }
