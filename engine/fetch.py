@@ -122,7 +122,7 @@ def error_code(exc: ClientError) -> str:
 def classify(exc: ClientError, account: Account, region: str, service: str, operation: str) -> CallFailed:
     code = error_code(exc)
     fields = {"operation": operation, "account": account.id, "region": region, "code": code}
-    if code in DENIED:
+    if code in DENIED or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 403:
         return AccessDenied(role_arn=account.role_arn, action=f"{service}:{operation}", **fields)
     if code in THROTTLED:
         return Throttled(**fields)
