@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
+import socket
+import sys
 import threading
 import time
 import urllib.error
@@ -83,6 +86,16 @@ def warm(endpoint: str) -> None:
         getattr(client, operation)(**kwargs)
 
 
+def _check_port_free(port: int) -> None:
+    """Raise OSError if ``port`` cannot be bound; moto's start() would otherwise wait forever."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as werkzeug binds
+        try:
+            probe.bind((HOST, port))
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot start moto server on {HOST}:{port}: {exc.strerror}") from exc
+
+
 def start(port: int = 0) -> tuple[ThreadedMotoServer, str]:
     """Start a warmed moto server thread on 127.0.0.1; return it and its endpoint URL.
 
@@ -90,6 +103,8 @@ def start(port: int = 0) -> tuple[ThreadedMotoServer, str]:
     the race between probing for a free port and binding it.
     """
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # it logs every request otherwise
+    if port:
+        _check_port_free(port)
     server = ThreadedMotoServer(ip_address=HOST, port=port, verbose=False)
     server.start()
     endpoint = f"http://{HOST}:{server.get_host_and_port()[1]}"
@@ -112,7 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
 
-    server, endpoint = start(args.port)
+    try:
+        server, endpoint = start(args.port)
+    except OSError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     print(endpoint, flush=True)
     try:
         while not stop.wait(0.5):
@@ -123,4 +142,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Skip interpreter teardown: freeing a large moto state takes seconds after SIGTERM.
+    os._exit(code)

@@ -114,7 +114,10 @@ def test_ip_urn(vpc: str | None, ip: str | None, expected: str | None) -> None:
 @pytest.mark.parametrize(
     ("tags", "expected"),
     [
-        ([{"Key": "Name", "Value": "web"}, {"Key": "team", "Value": "core"}], {"Name": "web", "team": "core"}),
+        (
+            [{"Key": "Name", "Value": "web"}, {"Key": "team", "Value": "core"}],
+            {"Name": "web", "team": "core"},
+        ),
         ([{"key": "Name", "value": "web"}], {"Name": "web"}),
         ({"Name": "web", "team": "core"}, {"Name": "web", "team": "core"}),
         (None, {}),
@@ -177,7 +180,9 @@ def test_unknown_function_is_rejected_at_compile_time() -> None:
 
 
 def test_unknown_function_inside_a_format_placeholder_is_rejected_at_compile_time() -> None:
-    with pytest.raises(ExpressionError, match=r"^unknown function parse_jsn\(\) in 'parse_jsn\(a\)'; known: "):
+    with pytest.raises(
+        ExpressionError, match=r"^unknown function parse_jsn\(\) in 'parse_jsn\(a\)'; known: "
+    ):
         compile_expression("format('x-{parse_jsn(a)}', @)")
 
 
@@ -195,7 +200,9 @@ def test_builtins_and_custom_functions_are_all_known() -> None:
     assert run("join('-', [Name, Az])", {"Name": "a", "Az": "b"}) == "a-b"
 
 
-@pytest.mark.xfail(strict=True, reason="digest's final json.dumps has no default=str: a datetime raises TypeError")
+@pytest.mark.xfail(
+    strict=True, reason="digest's final json.dumps has no default=str: a datetime raises TypeError"
+)
 def test_digest_accepts_dates_as_boto3_returns_them() -> None:
     first = run("digest(@)", {"CreateTime": dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)})
     second = run("digest(@)", {"CreateTime": dt.datetime(2024, 5, 2, 12, 0, tzinfo=dt.UTC)})

@@ -231,14 +231,15 @@ BROKEN: list[tuple[str, str, str]] = [
     ),
     (
         "invalid_jmespath",
-        add_to_queue("name: \"QueueUrls[?\"\n"),
+        add_to_queue('name: "QueueUrls[?"\n'),
         "sqs.yaml: resources.queue.name: invalid JMESPath 'QueueUrls[?': "
         "Invalid jmespath expression: Incomplete expression:",
     ),
     (
         "bad_placeholder_in_format_template",
         add_to_queue("name: \"format('queue-{a[}-x', @)\"\n"),
-        "sqs.yaml: resources.queue.name: invalid JMESPath 'a[': Invalid jmespath expression: Incomplete expression:",
+        "sqs.yaml: resources.queue.name: invalid JMESPath 'a[': "
+        "Invalid jmespath expression: Incomplete expression:",
     ),
     (
         "unknown_operation",
@@ -259,7 +260,9 @@ BROKEN: list[tuple[str, str, str]] = [
     ),
     (
         "paginate_without_paginator",
-        add_to_queue("details: [{operation: GetQueueAttributes, args: {QueueUrl: QueueUrl}, paginate: true}]\n"),
+        add_to_queue(
+            "details: [{operation: GetQueueAttributes, args: {QueueUrl: QueueUrl}, paginate: true}]\n"
+        ),
         "sqs.yaml: resources.queue.details[0].paginate: botocore has no paginator for GetQueueAttributes",
     ),
     (
@@ -354,10 +357,15 @@ def test_every_problem_of_every_file_is_reported_together(tmp_path: Path) -> Non
         """,
     )
     lines = problems(tmp_path)
-    assert [line.split(":")[0] for line in lines] == ["ec2.yaml", "sns.yaml", "sns.yaml", "sns.yaml", "sqs.yaml"]
-    assert lines[0].startswith("ec2.yaml: resources.vpc.list: DescribeVpcs has no parameter 'VpcIdz'; known: ")
+    files = [line.split(":")[0] for line in lines]
+    assert files == ["ec2.yaml", "sns.yaml", "sns.yaml", "sns.yaml", "sqs.yaml"]
+    assert lines[0].startswith(
+        "ec2.yaml: resources.vpc.list: DescribeVpcs has no parameter 'VpcIdz'; known: "
+    )
     assert lines[1] == "sns.yaml: resources.topic.list.operation: sns has no operation 'ListTopicz'"
-    assert lines[2].startswith("sns.yaml: resources.topic.name: unknown function parse_jsn() in 'parse_jsn(@)'")
+    assert lines[2].startswith(
+        "sns.yaml: resources.topic.name: unknown function parse_jsn() in 'parse_jsn(@)'"
+    )
     assert lines[3] == (
         "sns.yaml: resources.topic.relations[0].target: invalid JMESPath \"split(TopicArn, ':'\": "
         "Invalid jmespath expression: Incomplete expression:"
@@ -387,7 +395,9 @@ def test_bad_id_is_reported_once(tmp_path: Path) -> None:
     assert len(problems(tmp_path)) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="a parent with its own problem is not registered, so children blame it")
+@pytest.mark.xfail(
+    strict=True, reason="a parent with its own problem is not registered, so children blame it"
+)
 def test_child_of_a_broken_parent_gets_no_misleading_parent_error(tmp_path: Path) -> None:
     text = QUEUE.replace("id: QueueUrl", 'id: "QueueUrl["') + (
         '  source:\n    type: aws.sqs.source\n    parent: queue\n    list: {items: "@"}\n    id: "@"\n'

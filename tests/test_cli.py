@@ -1,0 +1,142 @@
+"""Command line: bad input is one `error:` line and exit code 2, never a traceback or a secret."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner, Result
+
+from engine import cli
+
+ROLE = "arn:aws:iam::123456789012:role/StackStateAwsIntegrationRole"
+SECRET = "SUPERSECRET123"
+GOOD: dict[str, Any] = {
+    "init_config": {"aws_access_key_id": "", "aws_secret_access_key": "", "external_id": "uniquesecret!1"},
+    "instances": [{"role_arn": ROLE, "regions": ["global", "eu-west-1"]}],
+}
+
+
+@pytest.fixture(autouse=True)
+def _no_root_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`scan` configures root logging for the process; keep the test process's logging untouched."""
+    monkeypatch.setattr(cli, "_logging", lambda interactive: None)
+
+
+def write_config(tmp_path: Path, data: dict[str, Any] | str, name: str = "conf.yaml") -> str:
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data), encoding="utf-8")
+    return str(path)
+
+
+def invoke(*args: str) -> Result:
+    return CliRunner().invoke(cli.main, list(args))
+
+
+def assert_bad_input(result: Result) -> None:
+    assert result.exit_code == 2
+    assert isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output and "Traceback" not in result.stderr
+
+
+def test_validate_good_config_and_shipped_mappings(tmp_path: Path) -> None:
+    result = invoke("validate", "-c", write_config(tmp_path, GOOD))
+    assert result.exit_code == 0
+    assert result.stdout == "ok: 1 account(s), 8 resource types in 4 services\n"
+    assert result.stderr == ""
+
+
+def test_validate_bad_config_is_one_error_line(tmp_path: Path) -> None:
+    config = write_config(tmp_path, {**GOOD, "instances": [{"role_arn": ROLE, "regions": "eu-west-1"}]})
+    result = invoke("validate", "-c", config)
+    assert_bad_input(result)
+    assert result.stdout == ""
+    assert result.stderr == f"error: {config}: instances[0].regions: must be a list, got string\n"
+
+
+def test_validate_missing_config_file(tmp_path: Path) -> None:
+    missing = str(tmp_path / "absent.yaml")
+    result = invoke("validate", "-c", missing)
+    assert_bad_input(result)
+    assert result.stderr == f"error: {missing}: -: file not found\n"
+
+
+@pytest.mark.parametrize("command", ["validate", "scan"])
+def test_bad_mapping_folder_names_the_file_and_key(tmp_path: Path, command: str) -> None:
+    mappings = tmp_path / "mappings"
+    mappings.mkdir()
+    (mappings / "sqs.yaml").write_text(
+        "version: 2\nservice: sqs\nresources:\n  queue:\n    type: aws.sqs.queue\n"
+        '    list: {operation: ListQueues, items: "QueueUrls[]"}\n    id: "@"\n',
+        encoding="utf-8",
+    )
+    extra = ["--out", str(tmp_path / "out"), "--state", str(tmp_path / "state.sqlite")]
+    args = ["-c", write_config(tmp_path, GOOD), "--mappings", str(mappings)]
+    result = invoke(command, *args, *(extra if command == "scan" else []))
+    assert_bad_input(result)
+    assert result.stderr == "error: sqs.yaml: version: 1 was expected\n"
+    assert not (tmp_path / "out").exists() and not (tmp_path / "state.sqlite").exists()
+
+
+def test_scan_needs_exactly_one_destination(tmp_path: Path) -> None:
+    result = invoke("scan", "-c", write_config(tmp_path, GOOD), "--state", str(tmp_path / "state.sqlite"))
+    assert result.exit_code == 2
+    assert "Usage: main scan [OPTIONS]" in result.stderr
+    assert "Error: give exactly one of --out DIR or --receiver URL" in result.stderr
+    assert not (tmp_path / "state.sqlite").exists()
+
+
+def test_scan_with_both_destinations_is_a_usage_error(tmp_path: Path) -> None:
+    args = ["-c", write_config(tmp_path, GOOD), "--out", str(tmp_path / "o"), "--receiver", "http://x"]
+    result = invoke("scan", *args, "--state", str(tmp_path / "state.sqlite"))
+    assert result.exit_code == 2
+    assert "Error: give exactly one of --out DIR or --receiver URL" in result.stderr
+
+
+def _with_secret(instance: dict[str, Any], **init: Any) -> dict[str, Any]:
+    base = {"aws_access_key_id": "AKIAEXAMPLEKEY", "aws_secret_access_key": SECRET, "external_id": "x"}
+    return {"init_config": {**base, **init}, "instances": [instance]}
+
+
+BROKEN_NEXT_TO_SECRET: dict[str, tuple[dict[str, Any] | str, str]] = {
+    "regions-not-a-list": (
+        _with_secret({"role_arn": ROLE, "regions": "eu-west-1"}),
+        "instances[0].regions: must be a list, got string",
+    ),
+    "unknown-init-key": (
+        _with_secret({"role_arn": ROLE, "regions": ["eu-west-1"]}, full_run_intervall=600),
+        "init_config: unknown key 'full_run_intervall' (did you mean 'full_run_interval'?); "
+        "expected one of: aws_access_key_id, aws_secret_access_key, external_id, full_run_interval",
+    ),
+    "interval-too-small": (
+        _with_secret({"role_arn": ROLE, "regions": ["eu-west-1"]}, full_run_interval=5),
+        "init_config.full_run_interval: must be at least 60, got 5",
+    ),
+    "yaml-error-on-another-line": (
+        f"init_config:\n  aws_access_key_id: AKIAEXAMPLEKEY\n  aws_secret_access_key: {SECRET}\n"
+        "  external_id: x\ninstances:\n  - role_arn: [oops\n",
+        "-: invalid YAML at line 7, column 1: expected ',' or ']', but got '<stream end>' "
+        "(while parsing a flow sequence started at line 6, column 15)",
+    ),
+}
+
+
+@pytest.mark.parametrize("command", ["validate", "scan"])
+@pytest.mark.parametrize(
+    ("content", "problem"), BROKEN_NEXT_TO_SECRET.values(), ids=list(BROKEN_NEXT_TO_SECRET)
+)
+def test_secret_is_never_printed(
+    tmp_path: Path, command: str, content: dict[str, Any] | str, problem: str
+) -> None:
+    config = write_config(tmp_path, content)
+    extra = (
+        ["--out", str(tmp_path / "out"), "--state", str(tmp_path / "s.sqlite")] if command == "scan" else []
+    )
+    result = invoke(command, "-c", config, *extra)
+    assert_bad_input(result)
+    assert SECRET not in result.output and SECRET not in result.stderr
+    assert result.stderr.startswith(f"error: {config}: ")
+    assert result.stderr.count("\n") == 1
+    assert result.stderr == f"error: {config}: {problem}\n"
