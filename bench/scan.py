@@ -87,12 +87,20 @@ def main() -> None:
     args = parser.parse_args()
 
     server, endpoint = start(0)
-    os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-                      AWS_DEFAULT_REGION="us-east-1")  # fmt: skip
+    os.environ.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
     reset(endpoint)
     seeded = seed_bulk(endpoint, args.resources)
-    config = Config(access_key_id=None, secret_access_key=None, external_id="bench",
-                    instances=(Instance(role_arn=ROLE, regions=("eu-west-1", "us-east-1")),))  # fmt: skip
+    config = Config(
+        access_key_id=None,
+        secret_access_key=None,
+        external_id="bench",
+        instances=(Instance(role_arn=ROLE, regions=("eu-west-1", "us-east-1")),),
+    )
     _record()
     engine(config, args.workers)  # warm-up: moto backends, botocore models; records the calls
     engine_times, floor_times = [], []

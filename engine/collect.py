@@ -8,6 +8,7 @@ reported as a permission gap, as the StackPack did.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -154,23 +155,30 @@ class Collector:
     def _batch(
         self, unit: Unit, resource: Resource, detail: Detail, items: list[dict], result: UnitResult
     ) -> None:
+        """Describe distinct keys `size` at a time, per group of items sharing the same `args`."""
         batch = detail.batch
         assert batch is not None
-        keys = list(dict.fromkeys(k for i in items if (k := search(batch.key, i)) is not None))
-        found: dict[Any, Any] = {}
-        for start in range(0, len(keys), batch.size):
-            chunk = keys[start : start + batch.size]
-            try:
-                response = self._detail_call(unit, resource, detail, {}, result, **{batch.param: chunk})
-            except _Gone:
-                continue
-            for element in _as_list(search(batch.items, response) if response else None):
-                value = search(detail.result, element) if detail.result else element
-                found[search(batch.match, element)] = value
+        groups: dict[str, list[dict]] = {}
         for item in items:
-            key = search(batch.key, item)
-            if key in found:
-                _merge(item, detail, found[key])
+            args = {name: search(expression, item) for name, expression in detail.call.args}
+            groups.setdefault(json.dumps(args, sort_keys=True, default=str), []).append(item)
+        for members in groups.values():
+            keys = list(dict.fromkeys(k for i in members if (k := search(batch.key, i)) is not None))
+            found: dict[Any, Any] = {}
+            for start in range(0, len(keys), batch.size):
+                chunk = {batch.param: keys[start : start + batch.size]}
+                try:
+                    response = self._detail_call(unit, resource, detail, members[0], result, **chunk)
+                except _Gone:
+                    continue
+                for element in _as_list(search(batch.items, response) if response else None):
+                    found[search(batch.match, element)] = (
+                        search(detail.result, element) if detail.result else element
+                    )
+            for item in members:
+                key = search(batch.key, item)
+                if key in found:
+                    _merge(item, detail, found[key])
 
 
 def _merge(item: dict, detail: Detail, value: Any) -> None:

@@ -65,7 +65,9 @@ class Functions(functions.Functions):
     @functions.signature({"types": []})
     def _func_digest(self, value: Any) -> str:
         """SHA-256 of the canonical JSON of `value`, with every list sorted (order-insensitive)."""
-        return hashlib.sha256(json.dumps(_sorted_lists(value), sort_keys=True).encode()).hexdigest()
+        return hashlib.sha256(
+            json.dumps(_sorted_lists(value), sort_keys=True, default=str).encode()
+        ).hexdigest()
 
 
 def tag_dict(tags: list | dict | None) -> dict:

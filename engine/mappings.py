@@ -224,7 +224,8 @@ class _FileLoader:
         key = f"resources.{name}"
         before = len(self.problems)
         parent = spec.get("parent")
-        if parent is not None and parent not in {r.name for r in self.resources}:
+        earlier = list(raw["resources"])[: list(raw["resources"]).index(name)]
+        if parent is not None and parent not in earlier:
             self.problem(f"{key}.parent", f"{parent!r} must be a resource declared earlier in this file")
         if "operation" not in spec["list"] and parent is None:
             self.problem(f"{key}.list", "needs an operation (only a resource with a parent can be derived)")
@@ -249,8 +250,8 @@ class _FileLoader:
             ),
             get=self.get(f"{key}.get", spec["get"]) if "get" in spec else None,
             region=opt("region"),
-            id=expr("id", spec["id"]),
-            external_id=expr("external_id", spec.get("external_id", spec["id"])),
+            id=(id_ := expr("id", spec["id"])),
+            external_id=expr("external_id", spec["external_id"]) if "external_id" in spec else id_,
             display_name=opt("name"),
             urns=tuple(expr(f"urns[{i}]", u) for i, u in enumerate(spec.get("urns", []))),
             tags=expr("tags", spec.get("tags", "Tags")),
@@ -359,9 +360,17 @@ def _dotted(path: Iterable[Any]) -> str:
 
 def _schema_problem(error: jsonschema.ValidationError) -> str:
     if error.validator in ("additionalProperties", "unevaluatedProperties"):
-        allowed = sorted(error.schema.get("properties", {}))
+        allowed = sorted(_properties(error.schema))
         extra = sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
-        if error.validator == "unevaluatedProperties":
-            return f"unknown key(s) {', '.join(map(repr, extra)) or error.message}"
         return f"unknown key(s) {', '.join(map(repr, extra))}; expected one of: {', '.join(allowed)}"
     return error.message
+
+
+def _properties(schema: dict) -> set[str]:
+    """Property names a schema allows, including those of the `#/$defs/...` it extends with allOf."""
+    names = set(schema.get("properties", {}))
+    defs = _schema_validator().schema["$defs"]
+    for part in schema.get("allOf", []):
+        ref = part.get("$ref", "")
+        names |= _properties(defs[ref.rsplit("/", 1)[-1]]) if ref.startswith("#/$defs/") else set()
+    return names

@@ -59,7 +59,7 @@ def component(resource: Resource, item: dict, labels: Labels) -> dict:
     if not isinstance(raw, dict):
         raise ShapeError(f"{resource.file}: resources.{resource.name}.data gave {type(raw).__name__}")
     data = capitalise(jsonable({k: v for k, v in raw.items() if not k.startswith("_")}))
-    tags = {str(k): "" if v is None else str(v) for k, v in tag_dict(search(resource.tags, item)).items()}
+    tags = {str(k): str(v) for k, v in tag_dict(search(resource.tags, item)).items() if v is not None}
     data["Tags"] = tags
     if resource.display_name is not None:
         data["Name"] = search(resource.display_name, item)

@@ -28,8 +28,15 @@ ACCOUNT = "123456789012"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/StackStateAwsIntegrationRole"
 FAR_FUTURE = "2099-01-01T00:00:00Z"
 
-_DROP_REQUEST_HEADERS = ("X-Amz-Date", "X-Amz-Security-Token", "amz-sdk-invocation-id", "amz-sdk-request",
-                         "User-Agent", "X-Amz-Content-SHA256", "Expect")  # fmt: skip
+_DROP_REQUEST_HEADERS = (
+    "X-Amz-Date",
+    "X-Amz-Security-Token",
+    "amz-sdk-invocation-id",
+    "amz-sdk-request",
+    "User-Agent",
+    "X-Amz-Content-SHA256",
+    "Expect",
+)
 _SCOPE = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
 _SECRET_XML = re.compile(r"<(SecretAccessKey|SessionToken|AccessKeyId)>[^<]*</\1>")
 _EXPIRATION = re.compile(r"<Expiration>[^<]*</Expiration>")

@@ -35,10 +35,23 @@ def live() -> Iterator[tuple[str, dict]]:
     server, endpoint = start(0)
     reset(endpoint)
     ids = seed_estate(endpoint)
-    iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
-                       aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
-    trust = {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "sts:AssumeRole"}]}  # fmt: skip
+    iam = boto3.client(
+        "iam",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
     iam.create_role(RoleName="LimitedScan", AssumeRolePolicyDocument=json.dumps(trust))
     iam.put_role_policy(
         RoleName="LimitedScan", PolicyName="scan", PolicyDocument=json.dumps(DENY_LIST_QUEUES)
@@ -69,7 +82,6 @@ def iam_enforced_after_next_request(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_denied_list_keeps_snapshot_open_and_reports_the_permission_gap(
     live_env, iam_enforced_after_next_request, tmp_path, caplog
 ):
-    endpoint, ids = live_env
     role = f"arn:aws:iam::{ACCOUNT}:role/LimitedScan"
     conf = tmp_path / "conf.yaml"
     conf.write_text(
@@ -77,8 +89,20 @@ def test_denied_list_keeps_snapshot_open_and_reports_the_permission_gap(
         f"instances: [{{role_arn: '{role}', regions: [eu-west-1, us-east-1]}}]\n"
     )
 
-    result = CliRunner().invoke(main, ["scan", "-c", str(conf), "--out", str(tmp_path / "out"),
-                                       "--state", str(tmp_path / "state.sqlite"), "--workers", "4"])  # fmt: skip
+    result = CliRunner().invoke(
+        main,
+        [
+            "scan",
+            "-c",
+            str(conf),
+            "--out",
+            str(tmp_path / "out"),
+            "--state",
+            str(tmp_path / "state.sqlite"),
+            "--workers",
+            "4",
+        ],
+    )
 
     assert result.exit_code == 1, result.output
     summary = result.stdout.strip().splitlines()[-1]

@@ -389,15 +389,11 @@ def test_folder_without_mapping_files_is_an_error(tmp_path: Path) -> None:
 # --- known engine defects, kept visible (strict: they fail once fixed, so drop the marker then) ----
 
 
-@pytest.mark.xfail(strict=True, reason="a bad id is reported again under external_id, which defaults to it")
 def test_bad_id_is_reported_once(tmp_path: Path) -> None:
     write(tmp_path, "sqs.yaml", QUEUE.replace("id: QueueUrl", 'id: "QueueUrl["'))
     assert len(problems(tmp_path)) == 1
 
 
-@pytest.mark.xfail(
-    strict=True, reason="a parent with its own problem is not registered, so children blame it"
-)
 def test_child_of_a_broken_parent_gets_no_misleading_parent_error(tmp_path: Path) -> None:
     text = QUEUE.replace("id: QueueUrl", 'id: "QueueUrl["') + (
         '  source:\n    type: aws.sqs.source\n    parent: queue\n    list: {items: "@"}\n    id: "@"\n'
@@ -406,7 +402,6 @@ def test_child_of_a_broken_parent_gets_no_misleading_parent_error(tmp_path: Path
     assert not any("resources.source.parent" in line for line in problems(tmp_path))
 
 
-@pytest.mark.xfail(strict=True, reason="unevaluatedProperties lists keys from allOf (operation) as unknown")
 def test_unknown_key_in_list_names_only_that_key(tmp_path: Path) -> None:
     write(tmp_path, "sqs.yaml", QUEUE.replace("items:", "itemz: x, items:"))
     assert problems(tmp_path)[0].startswith("sqs.yaml: resources.queue.list: unknown key(s) 'itemz';")

@@ -17,8 +17,9 @@ EU, US = "eu-west-1", "us-east-1"
 def run_scan(endpoint: str, **kwargs) -> tuple[ListSink, list]:
     sink = ListSink()
     max_bytes = kwargs.pop("max_bytes", 1_000_000)
-    results, _calls = scan(make_config(**kwargs), load_mappings(), sink, workers=1, max_bytes=max_bytes,
-                           endpoint_url=endpoint)  # fmt: skip
+    results, _calls = scan(
+        make_config(**kwargs), load_mappings(), sink, workers=1, max_bytes=max_bytes, endpoint_url=endpoint
+    )
     return sink, results
 
 
@@ -82,8 +83,11 @@ def test_relations_follow_the_reference_directions(aws_env, estate):
     }
     expected |= {(s, "uses-service", vpc) for s in subnets.values()}
     assert expected <= relations
-    subnet_of = {c["externalId"]: c["data"]["SubnetId"] for c in sink.components().values()
-                 if c["type"]["name"] == "aws.ec2.instance"}  # fmt: skip
+    subnet_of = {
+        c["externalId"]: c["data"]["SubnetId"]
+        for c in sink.components().values()
+        if c["type"]["name"] == "aws.ec2.instance"
+    }
     assert {(i, "uses-service", s) for i, s in subnet_of.items()} <= relations
     for _, payload in sink.payloads:
         for rel in payload["topologies"][0]["relations"]:
@@ -94,8 +98,10 @@ def test_apis_to_run_word_filter_selects_resource_types(aws_env, estate):
     sink, results = run_scan(aws_env, apis_to_run=("ec2|instances vpcs", "sqs"))
 
     assert {c["type"]["name"] for c in sink.components().values()} == {
-        "aws.ec2.instance", "aws.ec2.vpc", "aws.sqs.queue",
-    }  # fmt: skip
+        "aws.ec2.instance",
+        "aws.ec2.vpc",
+        "aws.sqs.queue",
+    }
     assert {u.unit.resource.key for u in results[0].units} == {"ec2.instance", "ec2.vpc", "sqs.queue"}
 
 

@@ -248,7 +248,6 @@ def test_item_without_external_id_fails_loudly(mappings: Mappings) -> None:
     assert str(caught.value) == "ec2.yaml: resources.instance.external_id gave None for an item"
 
 
-@pytest.mark.xfail(strict=True, reason="null synthetic tags (no public IP / DNS) still become bare labels")
 def test_private_instance_gets_no_bare_public_labels(mappings: Mappings) -> None:
     raw = instance_item(PublicDnsName="", PublicIpAddress=None)
     labels = shape(resource(mappings, "aws.ec2.instance"), raw)[0]["data"]["labels"]
