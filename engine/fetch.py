@@ -81,7 +81,7 @@ class Fetcher:
             else:
                 result = getattr(client, call.method)(**params)
         except ClientError as exc:
-            raise classify(exc, account, region, service, call.operation) from None
+            raise classify(exc, account, region, call) from None
         except BotoCoreError as exc:
             raise CallFailed(
                 operation=call.operation, account=account.id, region=region,
@@ -119,11 +119,11 @@ def error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", "Unknown"))
 
 
-def classify(exc: ClientError, account: Account, region: str, service: str, operation: str) -> CallFailed:
+def classify(exc: ClientError, account: Account, region: str, call: Call) -> CallFailed:
     code = error_code(exc)
-    fields = {"operation": operation, "account": account.id, "region": region, "code": code}
+    fields = {"operation": call.operation, "account": account.id, "region": region, "code": code}
     if code in DENIED or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 403:
-        return AccessDenied(role_arn=account.role_arn, action=f"{service}:{operation}", **fields)
+        return AccessDenied(role_arn=account.role_arn, action=call.iam_action, **fields)
     if code in THROTTLED:
         return Throttled(**fields)
     message = str(exc.response.get("Error", {}).get("Message", ""))[:300]

@@ -41,6 +41,7 @@ class Call:
 
     operation: str
     method: str
+    iam_action: str
     params: Mapping[str, Any] = field(default_factory=dict)
     args: tuple[tuple[str, ParsedResult], ...] = ()
     paginate: bool = False
@@ -312,9 +313,11 @@ class _FileLoader:
         if paginate and not has_paginator and self.model is not None:
             self.problem(f"{key}.paginate", f"botocore has no paginator for {operation}")
         rate = spec.get("rate")
+        prefix = self.model.signing_name if self.model is not None else "?"
         return Call(
             operation=operation,
             method=xform_name(operation),
+            iam_action=spec.get("iam_action", f"{prefix}:{operation}"),
             params=params,
             args=tuple((p, self.expression(f"{key}.args.{p}", e)) for p, e in args.items()),
             paginate=paginate,
