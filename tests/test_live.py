@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import boto3
 import moto.settings
@@ -11,10 +14,12 @@ import pytest
 from click.testing import CliRunner
 from moto.core.authorization import ActionAuthenticatorMixin
 
+from engine.auth import NO_EXTERNAL_ID, assume
 from engine.cli import main
+from engine.config import Config
 from engine.mappings import load_mappings
 from engine.scan import scan
-from tests.conftest import ACCOUNT, ListSink, make_config
+from tests.conftest import ACCOUNT, ROLE, ListSink, make_config
 
 pytestmark = pytest.mark.live
 
@@ -126,3 +131,81 @@ def test_parallel_scan_gives_the_same_snapshot_as_a_sequential_one(live_env):
     assert one.components().keys() == eight.components().keys()
     assert one.relations() == eight.relations()
     assert len(one.components()) >= 30
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    received: ClassVar[list[tuple[str, dict, dict]]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.received.append((self.path, dict(self.headers), body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_scan_posts_every_payload_to_the_receiver_without_leaking_the_key(live_env, tmp_path, monkeypatch):
+    _, ids = live_env
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    monkeypatch.setenv("STS_API_KEY", "k3y-SECRET-v4lue")
+    monkeypatch.delenv("HTTP_PROXY", raising=False)
+    monkeypatch.delenv("http_proxy", raising=False)
+    conf = tmp_path / "conf.yaml"
+    conf.write_text(
+        "init_config: {aws_access_key_id: '', aws_secret_access_key: '', external_id: live-test}\n"
+        f"instances: [{{role_arn: '{ROLE}', regions: [eu-west-1]}}]\n"
+    )
+    url = f"http://127.0.0.1:{receiver.server_port}/receiver/stsAgent"
+    try:
+        result = CliRunner().invoke(
+            main,
+            [
+                "scan",
+                "-c",
+                str(conf),
+                "--receiver",
+                url,
+                "--state",
+                str(tmp_path / "s.sqlite"),
+                "--workers",
+                "2",
+            ],
+        )
+    finally:
+        receiver.shutdown()
+
+    assert result.exit_code == 0, result.output
+    assert "k3y-SECRET-v4lue" not in result.output
+    paths = {path for path, _, _ in _Receiver.received}
+    assert paths == {"/receiver/stsAgent/intake/?api_key=k3y-SECRET-v4lue"}
+    components = {
+        c["externalId"] for _, _, body in _Receiver.received for c in body["topologies"][0]["components"]
+    }
+    assert {ids["instance_ids"]["web-1"], ids["vpc_id"]} <= components
+    assert not any(i == ids["instance_ids"]["ops-1"] for i in components)  # us-east-1 was not configured
+
+
+def test_assume_role_sends_the_external_id_and_the_magic_value_disables_it(live_env):
+    endpoint, _ = live_env
+    sent: list[dict] = []
+    base = boto3.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1"
+    )
+    base.events.register(
+        "provide-client-params.sts.AssumeRole", lambda params, **_: sent.append(dict(params))
+    )
+    instance = make_config().instances[0]
+
+    assume(make_config(), instance, base=base, endpoint_url=endpoint)
+    unsafe = Config(
+        access_key_id=None, secret_access_key=None, external_id=NO_EXTERNAL_ID, instances=(instance,)
+    )
+    assume(unsafe, instance, base=base, endpoint_url=endpoint)
+
+    assert sent == [
+        {"RoleArn": ROLE, "RoleSessionName": "aws-topology", "ExternalId": "test-external-id"},
+        {"RoleArn": ROLE, "RoleSessionName": "aws-topology"},
+    ]
