@@ -16,9 +16,9 @@ from pathlib import Path
 import click
 
 from engine.collect import UnitResult
-from engine.config import load_config
+from engine.config import Config, api_filter, load_config
 from engine.errors import BadInput
-from engine.mappings import MAPPINGS, load_mappings
+from engine.mappings import MAPPINGS, Mappings, load_mappings
 from engine.scan import AccountScan, scan
 from engine.sink import FileSink, HttpSink, Sink, SpoolingSink
 from engine.state import State
@@ -54,6 +54,7 @@ def validate_command(config_path: str, mappings_dir: str) -> None:
     with _bad_input():
         config = load_config(config_path)
         mappings = load_mappings(mappings_dir)
+    _warn_unknown_apis(config, mappings)
     click.echo(
         f"ok: {len(config.instances)} account(s), {len(mappings.resources)} resource types "
         f"in {len(mappings.services)} services"
@@ -90,6 +91,7 @@ def scan_command(
         mappings = load_mappings(mappings_dir)
         if bool(out) == bool(receiver):
             raise click.UsageError("give exactly one of --out DIR or --receiver URL")
+    _warn_unknown_apis(config, mappings)
     started = time.monotonic()
     with State(state_path) as state:
         sink = _sink(out, receiver, state)
@@ -113,6 +115,18 @@ def scan_command(
     if any(a.error for a in results):
         sys.exit(EXIT_BAD_INPUT)
     sys.exit(EXIT_OK if complete else EXIT_INCOMPLETE)
+
+
+def _warn_unknown_apis(config: Config, mappings: Mappings) -> None:
+    """apis_to_run may name StackPack APIs that no mapping provides yet: say so, then skip them."""
+    for instance in config.instances:
+        unknown = sorted(set(api_filter(instance) or {}) - set(mappings.services))
+        if unknown:
+            click.echo(
+                f"warning: {instance.role_arn}: apis_to_run names {', '.join(unknown)}, which no mapping "
+                f"provides (skipped); known: {', '.join(sorted(mappings.services))}",
+                err=True,
+            )
 
 
 def _sink(out: str | None, receiver: str | None, state: State) -> Sink:

@@ -140,3 +140,19 @@ def test_secret_is_never_printed(
     assert result.stderr.startswith(f"error: {config}: ")
     assert result.stderr.count("\n") == 1
     assert result.stderr == f"error: {config}: {problem}\n"
+
+
+def test_validate_warns_about_apis_that_no_mapping_provides(tmp_path):
+    conf = tmp_path / "conf.yaml"
+    conf.write_text(
+        "init_config: {aws_access_key_id: '', aws_secret_access_key: '', external_id: x1}\n"
+        "instances: [{role_arn: 'arn:aws:iam::123456789012:role/R', regions: [eu-west-1], "
+        "apis_to_run: [ec2, lambda, 'rds|instances']}]\n"
+    )
+    result = CliRunner().invoke(cli.main, ["validate", "-c", str(conf)])
+
+    assert result.exit_code == 0
+    assert result.stderr == (
+        "warning: arn:aws:iam::123456789012:role/R: apis_to_run names lambda, rds, which no mapping provides "
+        "(skipped); known: ec2, s3, sns, sqs\n"
+    )

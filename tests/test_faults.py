@@ -85,3 +85,55 @@ def test_unexpected_error_fails_the_unit_with_the_aws_code(account):
 
     assert result.status == "failed"
     assert result.error.startswith("DescribeVpcs in 123456789012/eu-west-1 failed: InternalError")
+
+
+ECS_MAPPING = """
+version: 1
+service: ecs
+resources:
+  cluster:
+    type: test.ecs.cluster
+    list: {operation: ListClusters, items: "clusterArns[].{clusterArn: @}"}
+    id: clusterArn
+  service:
+    type: test.ecs.service
+    parent: cluster
+    list: {operation: ListServices, args: {cluster: clusterArn}, items: "serviceArns[].{serviceArn: @}"}
+    details:
+      - operation: DescribeServices
+        args: {cluster: _parent.clusterArn}
+        batch: {param: services, key: serviceArn, size: 10, items: "services[]", match: serviceArn}
+    id: serviceArn
+    relations:
+      - {type: has_cluster_node, direction: in, target: _parent.clusterArn}
+"""
+
+
+def test_children_are_listed_per_parent_and_batched_per_parent(account, tmp_path):
+    (tmp_path / "ecs.yaml").write_text(ECS_MAPPING)
+    mappings = load_mappings(tmp_path)
+    c1, c2 = (f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/{n}" for n in ("one", "two"))
+    s = {n: f"arn:aws:ecs:{REGION}:{ACCOUNT}:service/{n}" for n in ("a", "b", "c")}
+    client = account.client("ecs", REGION)
+    with Stubber(client) as stub:
+        stub.add_response("list_clusters", {"clusterArns": [c1, c2]})
+        stub.add_response("list_services", {"serviceArns": [s["a"], s["b"]]}, {"cluster": c1})
+        stub.add_response("list_services", {"serviceArns": [s["c"]]}, {"cluster": c2})
+        described = [{"serviceArn": s["a"], "status": "ACTIVE"}, {"serviceArn": s["b"], "status": "DRAINING"}]
+        stub.add_response(
+            "describe_services", {"services": described}, {"cluster": c1, "services": [s["a"], s["b"]]}
+        )
+        described = [{"serviceArn": s["c"], "status": "ACTIVE"}]
+        stub.add_response("describe_services", {"services": described}, {"cluster": c2, "services": [s["c"]]})
+        unit = plan(make_config().instances[0], mappings)[0]
+        result = Collector(account, mappings, Fetcher(), Labels(account=ACCOUNT)).run(unit)
+        stub.assert_no_pending_responses()
+
+    assert result.complete, result.error
+    status = {c["externalId"]: c["data"].get("Status") for c in result.components}
+    assert status == {c1: None, c2: None, s["a"]: "ACTIVE", s["b"]: "DRAINING", s["c"]: "ACTIVE"}
+    assert {(r["sourceId"], r["targetId"]) for r in result.relations} == {
+        (c1, s["a"]),
+        (c1, s["b"]),
+        (c2, s["c"]),
+    }
