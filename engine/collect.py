@@ -22,7 +22,7 @@ from engine.fetch import Fetcher
 from engine.functions import search
 from engine.mappings import Call, Detail, Mappings, Resource
 from engine.plan import Unit
-from engine.shape import Labels, ShapeError, component, context, relations
+from engine.shape import Labels, ShapeError, as_list, component, context, relations
 
 log = logging.getLogger("aws_topology")
 
@@ -101,11 +101,11 @@ class Collector:
         listing = resource.listing
         if parents is None:
             response = self._call(unit, resource, listing.call, self._context(unit, {}))
-            return [self._context(unit, i) for i in _as_list(search(listing.items, response))]
+            return [self._context(unit, i) for i in as_list(search(listing.items, response))]
         items = []
         for parent in parents:
             source = parent if listing.call is None else self._call(unit, resource, listing.call, parent)
-            found = _as_list(search(listing.items, source))
+            found = as_list(search(listing.items, source))
             items += [self._context(unit, i, _parent=parent) for i in found]
         return items
 
@@ -171,7 +171,7 @@ class Collector:
                     response = self._detail_call(unit, resource, detail, members[0], result, **chunk)
                 except _Gone:
                     continue
-                for element in _as_list(search(batch.items, response) if response else None):
+                for element in as_list(search(batch.items, response) if response else None):
                     found[search(batch.match, element)] = (
                         search(detail.result, element) if detail.result else element
                     )
@@ -186,9 +186,3 @@ def _merge(item: dict, detail: Detail, value: Any) -> None:
         item[detail.into] = value
     elif isinstance(value, dict):
         item.update({k: v for k, v in value.items() if not k.startswith("_")})
-
-
-def _as_list(value: Any) -> list:
-    if value is None:
-        return []
-    return value if isinstance(value, list) else [value]

@@ -116,14 +116,15 @@ def _elements(rel: Relation, item: dict) -> list:
         return [item]
     found = search(rel.each, item) or []
     ctx = {k: v for k, v in item.items() if k.startswith("_")}
-    return [{**e, **ctx, "_item": item} if isinstance(e, dict) else e for e in _as_list(found)]
+    return [{**e, **ctx, "_item": item} if isinstance(e, dict) else e for e in as_list(found)]
 
 
 def _ids(value: Any) -> list[str]:
-    return [v for v in _as_list(value) if isinstance(v, str) and v]
+    return [v for v in as_list(value) if isinstance(v, str) and v]
 
 
-def _as_list(value: Any) -> list:
+def as_list(value: Any) -> list:
+    """None as [], a list as it is, anything else as a one-element list."""
     if value is None:
         return []
     return value if isinstance(value, list) else [value]
