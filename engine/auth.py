@@ -14,7 +14,7 @@ import boto3
 import botocore.session
 from botocore.config import Config as ClientConfig
 from botocore.credentials import RefreshableCredentials
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from engine.config import Config, Instance
 from engine.errors import CredentialsError
@@ -87,8 +87,8 @@ def assume(
             raise CredentialsError(
                 role_arn=instance.role_arn, problem=f"{error.get('Code')}: {error.get('Message')}"
             ) from None
-        except BotoCoreError as exc:
-            raise CredentialsError(role_arn=instance.role_arn, problem=type(exc).__name__) from None
+        except (BotoCoreError, ValueError) as exc:  # no credentials, bad endpoint or provider settings
+            raise CredentialsError(role_arn=instance.role_arn, problem=_first_line(exc)) from None
         return {
             "access_key": creds["AccessKeyId"],
             "secret_key": creds["SecretAccessKey"],
@@ -108,3 +108,9 @@ def assume(
         config=client_config(workers),
         endpoint_url=endpoint_url,
     )
+
+
+def _first_line(exc: Exception) -> str:
+    if isinstance(exc, NoCredentialsError):
+        return "NoCredentialsError: no static keys in the config and none in the default credential chain"
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"

@@ -156,3 +156,21 @@ def test_validate_warns_about_apis_that_no_mapping_provides(tmp_path):
         "warning: arn:aws:iam::123456789012:role/R: apis_to_run names lambda, rds, which no mapping provides "
         "(skipped); known: ec2, s3, sns, sqs\n"
     )
+
+
+def test_scan_without_any_credentials_is_bad_input_naming_the_role(tmp_path, monkeypatch):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.delenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", raising=False)
+    monkeypatch.delenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", raising=False)
+    conf = write_config(tmp_path, GOOD)
+
+    result = invoke("scan", "-c", conf, "--out", str(tmp_path / "out"), "--state", str(tmp_path / "s.sqlite"))
+
+    assert result.exit_code == 2
+    assert result.stdout.startswith("scan account=123456789012 status=unreachable components=0")
+    assert f"error='cannot get credentials for {ROLE}: NoCredentialsError: no static keys" in result.stdout
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
