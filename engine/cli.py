@@ -11,6 +11,8 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -94,18 +96,14 @@ def scan_command(
     _warn_unknown_apis(config, mappings)
     started = time.monotonic()
     with State(state_path) as state:
-        sink = _sink(out, receiver, state)
-        if isinstance(sink, SpoolingSink):
-            sink.flush_spool()
+        sink = _sink(out, receiver, state)  # a spooling sink re-sends older spooled payloads first
         results, calls = scan(
             config, mappings, sink, workers=workers, max_bytes=max_payload_bytes,
             on_unit=_progress if interactive else _log_unit,
         )  # fmt: skip
-        for account in results:
-            state.record_run(
-                account.account, "scan", time.time() - account.seconds, time.time(), account.complete,
-                {"components": len(account.components), "relations": len(account.relations)},
-            )  # fmt: skip
+        for a in results:
+            summary = {"components": len(a.components), "relations": len(a.relations)}
+            state.record_run(a.account, "scan", a.started_at, a.started_at + a.seconds, a.complete, summary)
     seconds = time.monotonic() - started
     if table if table is not None else sys.stdout.isatty():
         _table(results)
@@ -135,17 +133,14 @@ def _sink(out: str | None, receiver: str | None, state: State) -> Sink:
     return SpoolingSink(HttpSink(str(receiver), os.environ.get("STS_API_KEY")), state)
 
 
-class _bad_input:
+@contextmanager
+def _bad_input() -> Iterator[None]:
     """Turn `BadInput` into one message on stderr and exit code 2."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type | None, exc: BaseException | None, _tb: object) -> bool:
-        if isinstance(exc, BadInput):
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(EXIT_BAD_INPUT)
-        return False
+    try:
+        yield
+    except BadInput as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
 
 
 def _logging(interactive: bool) -> None:

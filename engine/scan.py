@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import boto3
 
@@ -38,17 +39,19 @@ class AccountScan:
     units: list[UnitResult] = field(default_factory=list)
     error: str | None = None  # the account could not be reached at all
     payloads: int = 0
+    started_at: float = field(default_factory=time.time)
     seconds: float = 0.0
 
     @property
     def complete(self) -> bool:
         return self.error is None and all(u.complete for u in self.units)
 
-    @property
+    @cached_property
     def components(self) -> list[dict]:
+        """Every unit's components, once per external id (read only after the units are done)."""
         return list({c["externalId"]: c for u in self.units for c in u.components}.values())
 
-    @property
+    @cached_property
     def relations(self) -> list[dict]:
         return list({r["externalId"]: r for u in self.units for r in u.relations}.values())
 

@@ -217,8 +217,8 @@ class SpoolingSink:
     def send(self, payload: dict, name: str) -> None:
         """Deliver, or spool durably on DeliveryError (recorded in `spooled`, not raised)."""
         if not self._failing and self.state.spool_count():
-            self.flush_spool()
-        if self._failing or self.state.spool_count():
+            self.flush_spool()  # leaves the spool empty, or sets _failing
+        if self._failing:
             self._spool(payload, name, "queued behind undelivered payloads")
             return
         try:

@@ -28,15 +28,16 @@ ACCOUNT = "123456789012"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/StackStateAwsIntegrationRole"
 FAR_FUTURE = "2099-01-01T00:00:00Z"
 
-_DROP_REQUEST_HEADERS = (
-    "X-Amz-Date",
-    "X-Amz-Security-Token",
+_DROP_REQUEST_HEADERS = {
+    "authorization",
+    "x-amz-date",
+    "x-amz-security-token",
     "amz-sdk-invocation-id",
     "amz-sdk-request",
-    "User-Agent",
-    "X-Amz-Content-SHA256",
-    "Expect",
-)
+    "user-agent",
+    "x-amz-content-sha256",
+    "expect",
+}
 _SCOPE = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
 _SECRET_XML = re.compile(r"<(SecretAccessKey|SessionToken|AccessKeyId)>[^<]*</\1>")
 _EXPIRATION = re.compile(r"<Expiration>[^<]*</Expiration>")
@@ -51,16 +52,11 @@ def _header(request: Any, name: str) -> str:
 
 def scrub_request(request: Any) -> Any:
     """Keep only the SigV4 scope (region/service) of Authorization; drop what differs per run."""
-    scope = _SCOPE.search(_header(request, "Authorization"))
-    for key in list(request.headers):
-        if (
-            key.lower() == "authorization"
-            or key in _DROP_REQUEST_HEADERS
-            or key.lower() in map(str.lower, _DROP_REQUEST_HEADERS)
-        ):
-            del request.headers[key]
+    scope = _scope(request)
+    for key in [k for k in request.headers if k.lower() in _DROP_REQUEST_HEADERS]:
+        del request.headers[key]
     if scope:
-        request.headers["X-Scope"] = f"{scope.group(1)}/{scope.group(2)}"
+        request.headers["X-Scope"] = scope
     return request
 
 
@@ -76,11 +72,9 @@ def scrub_response(response: dict) -> dict:
 
 
 def _scope(request: Any) -> str:
-    return _header(request, "X-Scope") or (
-        "/".join(_SCOPE.search(_header(request, "Authorization")).groups())
-        if _SCOPE.search(_header(request, "Authorization"))
-        else ""
-    )
+    """`region/service` from the SigV4 credential scope, or the X-Scope a recorded request kept."""
+    found = _SCOPE.search(_header(request, "Authorization"))
+    return f"{found.group(1)}/{found.group(2)}" if found else _header(request, "X-Scope")
 
 
 def _body(request: Any) -> Any:
