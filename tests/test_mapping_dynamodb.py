@@ -50,7 +50,9 @@ def scanned() -> Iterator[tuple[ListSink, list, dict]]:
         orders = _table(
             ddb, "orders", StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
         )
-        ddb.tag_resource(ResourceArn=orders["TableArn"], Tags=[{"Key": k, "Value": v} for k, v in TAGS.items()])
+        ddb.tag_resource(
+            ResourceArn=orders["TableArn"], Tags=[{"Key": k, "Value": v} for k, v in TAGS.items()]
+        )
         _table(ddb, "customers")
         _table(ddb, "invoices")
         sink = ListSink()
