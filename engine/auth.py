@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import boto3
 import botocore.session
 from botocore.config import Config as ClientConfig
 from botocore.credentials import RefreshableCredentials
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, UnknownRegionError
 
 from engine.config import Config, Instance
 from engine.errors import CredentialsError
@@ -22,6 +23,18 @@ from engine.errors import CredentialsError
 NO_EXTERNAL_ID = "disable_external_id_this_is_unsafe"
 SESSION_NAME = "aws-topology"
 GLOBAL_REGION = "us-east-1"
+
+
+@lru_cache(maxsize=64)
+def partition(region: str) -> str:
+    """The AWS partition of a region (`aws`, `aws-cn`, `aws-us-gov`, ...), from botocore's endpoint data.
+
+    A region no partition knows (a new one, or a typo that `validate` warns about) is taken as `aws`.
+    """
+    try:
+        return botocore.session.get_session().get_partition_for_region(region)
+    except UnknownRegionError:
+        return "aws"
 
 
 def client_config(workers: int) -> ClientConfig:

@@ -1,9 +1,11 @@
 """Collect: execute one unit (list, details, children) and shape its items.
 
-In: a `Unit`, its `Account`, the `Fetcher`. Out: `UnitResult` with components, relations and a
-status: `complete`, or `denied` / `throttled` / `failed` when the listing could not be finished
-(unknown is not empty). A denied or throttled *detail* call keeps the item with less data and is
-reported as a permission gap, as the StackPack did.
+In: a root `Unit`, its `Account`, the `Fetcher`. Out: one `UnitResult` per resource type of the
+unit's tree (the root and each child type), each with its components, relations and a status:
+`complete`, or `denied` / `throttled` / `failed` when its listing could not be finished (unknown is
+not empty). A child type fails on its own: its root and its siblings keep their status. A parent
+deleted between listing and describing drops only its own children (`gone` codes). A denied or
+throttled *detail* call keeps the item with less data and is reported as a permission gap.
 """
 
 from __future__ import annotations
@@ -11,18 +13,18 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from jmespath.exceptions import JMESPathError
 
-from engine.auth import Account
+from engine.auth import Account, partition
 from engine.errors import AccessDenied, CallFailed, Throttled
 from engine.fetch import Fetcher
 from engine.functions import search
-from engine.mappings import Call, Detail, Mappings, Resource
+from engine.mappings import Call, Detail, Mappings
 from engine.plan import Unit
-from engine.shape import Labels, ShapeError, as_list, component, context, relations
+from engine.shape import Labels, ShapeError, as_list, component, context, external_id, relations
 
 log = logging.getLogger("aws_topology")
 
@@ -34,7 +36,7 @@ class UnitResult:
     error: str | None = None
     components: list[dict] = field(default_factory=list)
     relations: list[dict] = field(default_factory=list)
-    gaps: list[AccessDenied] = field(default_factory=list)
+    gaps: list[CallFailed] = field(default_factory=list)  # denied or throttled detail calls
     seconds: float = 0.0
 
     @property
@@ -55,11 +57,21 @@ class Collector:
         self.fetcher = fetcher
         self.labels = labels
 
-    def run(self, unit: Unit) -> UnitResult:
+    def run(self, unit: Unit) -> list[UnitResult]:
+        """The results of the unit's root type and of each of its child types, root first."""
+        results: list[UnitResult] = []
+        self._run(unit, None, results, {})
+        return results
+
+    def _run(
+        self, unit: Unit, parents: list[dict] | None, results: list[UnitResult], seen: dict[str, list[dict]]
+    ) -> None:
         result = UnitResult(unit)
+        results.append(result)
         started = time.monotonic()
+        items: list[dict] | None = None
         try:
-            self._collect(unit, unit.resource, None, result)
+            items = self._collect(unit, parents, result, seen)
         except AccessDenied as exc:
             result.status, result.error = "denied", str(exc)
             result.gaps.append(exc)
@@ -73,78 +85,115 @@ class Collector:
             log.exception("event=unit.crashed unit=%s", unit.label)
             result.status, result.error = "failed", f"{type(exc).__name__}: {str(exc)[:300]}"
         result.seconds = time.monotonic() - started
-        return result
+        for child in self.mappings.children(unit.resource):
+            child_unit = replace(unit, resource=child)
+            if items is None:  # the parent listing is unknown, so are its children
+                why = f"not listed: {unit.resource.key} is {result.status}"
+                results.append(UnitResult(child_unit, result.status, why))
+                continue
+            self._run(child_unit, items, results, seen)
 
     def _collect(
-        self, unit: Unit, resource: Resource, parents: list[dict] | None, result: UnitResult
-    ) -> None:
-        items = self._list(unit, resource, parents)
+        self, unit: Unit, parents: list[dict] | None, result: UnitResult, seen: dict[str, list[dict]]
+    ) -> list[dict]:
+        resource = unit.resource
+        items = self._list(unit, parents)
         for detail in resource.details:
-            items = self._detail(unit, resource, detail, items, result)
+            items = self._detail(unit, detail, items, result)
         if resource.region is not None:
             items = [
-                {**item, "_region": region}
+                {**item, "_region": region, "_partition": partition(region)}
                 for item in items
                 if (region := search(resource.region, item)) in unit.regions
             ]
+        for join in resource.joins:
+            index: dict[str, list[dict]] = {}
+            for other in seen.get(join.resource, []):
+                index.setdefault(_key(search(join.key, other)), []).append(other)
+            for item in items:
+                item[join.into] = index.get(_key(search(join.match, item)), [])
         for item in items:
-            record = component(resource, item, self.labels)
-            result.components.append(record)
-            result.relations.extend(relations(resource, item, record["externalId"]))
-        for child in self.mappings.children(resource):
-            self._collect(unit, child, items, result)
+            if resource.emits_component:
+                record = component(resource, item, self.labels)
+                result.components.append(record)
+                ext_id = record["externalId"]
+            else:
+                ext_id = external_id(resource, item)
+            item["_external_id"] = ext_id
+            result.relations.extend(relations(resource, item, ext_id))
+        seen[resource.name] = items
+        return items
 
     def _context(self, unit: Unit, item: Any, **extra: Any) -> dict:
-        return context(item, self.account.id, unit.client_region, **extra)
+        region = unit.client_region
+        return context(item, self.account.id, region, partition(region), **extra)
 
-    def _list(self, unit: Unit, resource: Resource, parents: list[dict] | None) -> list[dict]:
-        listing = resource.listing
+    def _list(self, unit: Unit, parents: list[dict] | None) -> list[dict]:
+        listing = unit.resource.listing
         if parents is None:
-            response = self._call(unit, resource, listing.call, self._context(unit, {}))
+            response = self._call(unit, listing.call, self._context(unit, {}))
             return [self._context(unit, i) for i in as_list(search(listing.items, response))]
         items = []
         for parent in parents:
-            source = parent if listing.call is None else self._call(unit, resource, listing.call, parent)
+            if listing.call is None:
+                source = parent
+            else:
+                try:
+                    source = self._call(unit, listing.call, parent)
+                except CallFailed as exc:
+                    if exc.code in listing.gone or exc.code in listing.ignore:
+                        continue  # the parent vanished (or has nothing to list): only its children go
+                    raise
             found = as_list(search(listing.items, source))
-            items += [self._context(unit, i, _parent=parent) for i in found]
+            where = {"_region": parent["_region"], "_partition": parent["_partition"]}
+            items += [self._context(unit, i, **where, _parent=parent) for i in found]
         return items
 
-    def _call(self, unit: Unit, resource: Resource, call: Call | None, item: dict, **extra: Any) -> dict:
+    def _call(self, unit: Unit, call: Call | None, item: dict, **extra: Any) -> dict:
         assert call is not None
         params = {**call.params, **extra}
         for name, expression in call.args:
             value = search(expression, item)
             if value is not None:
-                params[name] = value
-        return self.fetcher.call(self.account, unit.client_region, resource.service, call, params)
+                params.setdefault(name, value)
+        return self.fetcher.call(self.account, unit.client_region, unit.resource.service, call, params)
 
-    def _detail(
-        self, unit: Unit, resource: Resource, detail: Detail, items: list[dict], result: UnitResult
-    ) -> list[dict]:
+    def _detail(self, unit: Unit, detail: Detail, items: list[dict], result: UnitResult) -> list[dict]:
         todo = [i for i in items if detail.when is None or search(detail.when, i)]
         if detail.batch is not None:
-            self._batch(unit, resource, detail, todo, result)
-            return items
+            return self._batch(unit, detail, todo, items, result)
         gone: set[int] = set()
         for item in todo:
             try:
-                response = self._detail_call(unit, resource, detail, item, result)
+                value = self._detail_value(unit, detail, item, result)
             except _Gone:
                 gone.add(id(item))
                 continue
-            if response is not None:
-                _merge(item, detail, search(detail.result, response) if detail.result else response)
+            if value is not None:
+                _merge(item, detail, value)
         return [i for i in items if id(i) not in gone]
 
+    def _detail_value(self, unit: Unit, detail: Detail, item: dict, result: UnitResult) -> Any:
+        """The detail's result for one item: one call, or one call per chunk of a list parameter."""
+        if detail.chunk is None:
+            response = self._detail_call(unit, detail, item, result)
+            return None if response is None else _result(detail, response)
+        param, size = detail.chunk
+        values = as_list(search(dict(detail.call.args)[param], item))
+        merged: list = []
+        for start in range(0, len(values), size):
+            response = self._detail_call(unit, detail, item, result, **{param: values[start : start + size]})
+            if response is not None:
+                merged += as_list(_result(detail, response))
+        return merged
+
     def _detail_call(
-        self, unit: Unit, resource: Resource, detail: Detail, item: dict, result: UnitResult, **extra: Any
+        self, unit: Unit, detail: Detail, item: dict, result: UnitResult, **extra: Any
     ) -> dict | None:
         try:
-            return self._call(unit, resource, detail.call, item, **extra)
-        except AccessDenied as exc:
-            result.gaps.append(exc)
-        except Throttled:
-            pass  # botocore retried already; the item keeps the data it has
+            return self._call(unit, detail.call, item, **extra)
+        except (AccessDenied, Throttled) as exc:
+            result.gaps.append(exc)  # the item keeps the data it has; the gap is reported
         except CallFailed as exc:
             if exc.code in detail.gone:
                 raise _Gone from None
@@ -153,32 +202,44 @@ class Collector:
         return None
 
     def _batch(
-        self, unit: Unit, resource: Resource, detail: Detail, items: list[dict], result: UnitResult
-    ) -> None:
-        """Describe distinct keys `size` at a time, per group of items sharing the same `args`."""
+        self, unit: Unit, detail: Detail, todo: list[dict], items: list[dict], result: UnitResult
+    ) -> list[dict]:
+        """Describe distinct keys `size` at a time, per group of items sharing the same `args`.
+
+        A group whose call answers with a `gone` code (its parent vanished) drops its items.
+        """
         batch = detail.batch
         assert batch is not None
         groups: dict[str, list[dict]] = {}
-        for item in items:
+        for item in todo:
             args = {name: search(expression, item) for name, expression in detail.call.args}
-            groups.setdefault(json.dumps(args, sort_keys=True, default=str), []).append(item)
+            groups.setdefault(_key(args), []).append(item)
+        gone: set[int] = set()
         for members in groups.values():
             keys = list(dict.fromkeys(k for i in members if (k := search(batch.key, i)) is not None))
             found: dict[Any, Any] = {}
             for start in range(0, len(keys), batch.size):
                 chunk = {batch.param: keys[start : start + batch.size]}
                 try:
-                    response = self._detail_call(unit, resource, detail, members[0], result, **chunk)
+                    response = self._detail_call(unit, detail, members[0], result, **chunk)
                 except _Gone:
+                    gone.update(id(i) for i in members if search(batch.key, i) in chunk[batch.param])
                     continue
                 for element in as_list(search(batch.items, response) if response else None):
-                    found[search(batch.match, element)] = (
-                        search(detail.result, element) if detail.result else element
-                    )
+                    found[search(batch.match, element)] = _result(detail, element)
             for item in members:
                 key = search(batch.key, item)
                 if key in found:
                     _merge(item, detail, found[key])
+        return [i for i in items if id(i) not in gone]
+
+
+def _key(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _result(detail: Detail, response: Any) -> Any:
+    return search(detail.result, response) if detail.result else response
 
 
 def _merge(item: dict, detail: Detail, value: Any) -> None:

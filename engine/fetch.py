@@ -17,6 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from engine.auth import Account
 from engine.errors import AccessDenied, CallFailed, Throttled
+from engine.functions import search
 from engine.mappings import Call, Rate
 
 DENIED = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthorizationError"})
@@ -78,6 +79,8 @@ class Fetcher:
         try:
             if call.paginate:
                 result = client.get_paginator(call.method).paginate(**params).build_full_result()
+            elif call.next is not None:
+                result = _follow(getattr(client, call.method), params, call)
             else:
                 result = getattr(client, call.method)(**params)
         except ClientError as exc:
@@ -113,6 +116,31 @@ class Fetcher:
                 bucket = self._buckets.setdefault((account, region, service, operation), TokenBucket(rate))
         if bucket:
             bucket.take()
+
+
+MAX_PAGES = 10_000
+
+
+def _follow(method: Any, params: dict[str, Any], call: Call) -> dict:
+    """Manual pagination (`next`): pages merged, top-level lists concatenated, other keys from the last."""
+    assert call.next is not None
+    merged: dict[str, Any] = {}
+    for _ in range(MAX_PAGES):
+        page = method(**params)
+        page.pop("ResponseMetadata", None)
+        for key, value in page.items():
+            if isinstance(value, list) and isinstance(merged.get(key), list):
+                merged[key] = merged[key] + value
+            else:
+                merged[key] = value
+        token = search(call.next.token, page)
+        if token is None or token == "" or token == params.get(call.next.param):
+            return merged
+        params = {**params, call.next.param: token}
+    raise CallFailed(
+        operation=call.operation, account="-", region="-", code="TooManyPages",
+        problem=f"more than {MAX_PAGES} pages",
+    )  # fmt: skip
 
 
 def error_code(exc: ClientError) -> str:

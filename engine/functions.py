@@ -13,6 +13,7 @@ import json
 import re
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 import jmespath
 from jmespath import functions
@@ -20,6 +21,7 @@ from jmespath.exceptions import JMESPathError
 from jmespath.parser import ParsedResult
 
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
+_VARIABLE = re.compile(r"\$\{([^{}]+)\}")
 
 
 class Functions(functions.Functions):
@@ -34,10 +36,10 @@ class Functions(functions.Functions):
         parts: list[str] = []
         pos = 0
         for match in _PLACEHOLDER.finditer(template):
-            found = _placeholder(match.group(1)).search(value, options=OPTIONS)
-            if found is None or found == "":
+            found = _text(_placeholder(match.group(1)).search(value, options=OPTIONS))
+            if found is None:
                 return None
-            parts += [template[pos : match.start()], str(found)]
+            parts += [template[pos : match.start()], found]
             pos = match.end()
         return "".join([*parts, template[pos:]])
 
@@ -64,10 +66,121 @@ class Functions(functions.Functions):
 
     @functions.signature({"types": []})
     def _func_digest(self, value: Any) -> str:
-        """SHA-256 of the canonical JSON of `value`, with every list sorted (order-insensitive)."""
+        """SHA-256 of the canonical JSON of `value`, with every list sorted (order-insensitive).
+
+        Top-level `_` keys (the engine's context) are left out: only the AWS data is hashed.
+        """
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if not k.startswith("_")}
         return hashlib.sha256(
             json.dumps(_sorted_lists(value), sort_keys=True, default=str).encode()
         ).hexdigest()
+
+    @functions.signature({"types": ["string", "null"]})
+    def _func_parse_json(self, text: str | None) -> Any:
+        """`parse_json(definition)`: the JSON value of a string; null for null or invalid JSON."""
+        if text is None:
+            return None
+        try:
+            return json.loads(text)
+        except ValueError:
+            return None
+
+    @functions.signature({"types": ["object", "null"]}, {"types": ["string", "null"]})
+    def _func_lookup(self, table: dict | None, key: str | None) -> Any:
+        """`lookup(table, ResourceType)`: dynamic key access; null when the key is absent."""
+        return None if table is None or key is None else table.get(key)
+
+    @functions.signature({"types": ["object", "null"]})
+    def _func_entries(self, value: dict | None) -> list[dict]:
+        """`entries(States)`: an object as `[{key, value}]`, in its own order; null gives []."""
+        return [{"key": k, "value": v} for k, v in (value or {}).items()]
+
+    @functions.signature({"types": []}, {"types": ["string"]})
+    def _func_find_all(self, value: Any, key: str) -> list:
+        """`find_all(definition, 'States')`: every value stored under `key`, at any depth."""
+        found: list = []
+        _find_all(value, key, found)
+        return found
+
+    @functions.signature({"types": ["string", "null"]})
+    def _func_url_host(self, uri: str | None) -> str | None:
+        """`url_host('https://user@api.example.com:8443/v1')` is `api.example.com`; null if none."""
+        if not uri or "://" not in uri:
+            return None
+        try:
+            return urlsplit(uri).hostname or None
+        except ValueError:
+            return None
+
+    @functions.signature({"types": ["string", "null"]}, {"types": []})
+    def _func_substitute(self, template: str | None, value: Any) -> str | None:
+        """`substitute(uri, {stageVariables: variables})`: each `${path}` becomes `path` over `value`.
+
+        Placeholders that resolve to nothing stay as they are.
+        """
+        if template is None:
+            return None
+
+        def one(match: re.Match) -> str:
+            try:
+                found = _text(_placeholder(match.group(1)).search(value, options=OPTIONS))
+            except ExpressionError:
+                found = None
+            return match.group(0) if found is None else found
+
+        return _VARIABLE.sub(one, template)
+
+    @functions.signature({"types": ["string", "null"]}, {"types": ["string"]})
+    def _func_regex(self, text: str | None, pattern: str) -> list[str | None] | None:
+        """`regex(value, '^([a-z0-9-]+)\\.')`: `[match, group1, ...]` of the first match, or null."""
+        if text is None:
+            return None
+        found = _regex(pattern).search(text)
+        return [found.group(0), *found.groups()] if found else None
+
+    @functions.signature({"types": ["string", "null"]}, {"types": ["string"]}, {"types": ["string"]})
+    def _func_replace(self, text: str | None, pattern: str, replacement: str) -> str | None:
+        """`replace(ref, ':(\\$LATEST|[0-9]+)$', '')`: every match replaced (`\\1` back-references)."""
+        return None if text is None else _regex(pattern).sub(replacement, text)
+
+    @functions.signature({"types": ["string", "null"]})
+    def _func_lower(self, text: str | None) -> str | None:
+        """`lower(Type)`: lower case; null stays null."""
+        return None if text is None else text.lower()
+
+    @functions.signature({"types": ["string", "null"]})
+    def _func_upper(self, text: str | None) -> str | None:
+        """`upper(httpMethod)`: upper case; null stays null."""
+        return None if text is None else text.upper()
+
+
+def _text(value: Any) -> str | None:
+    """How a value appears inside a string: strings and numbers as is, booleans as JSON; else null."""
+    if value is None or value == "" or isinstance(value, dict | list):
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _find_all(value: Any, key: str, found: list) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k == key:
+                found.append(v)
+            _find_all(v, key, found)
+    elif isinstance(value, list):
+        for v in value:
+            _find_all(v, key, found)
+
+
+@lru_cache(maxsize=256)
+def _regex(pattern: str) -> re.Pattern:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ExpressionError(f"invalid regular expression {pattern!r}: {exc}") from None
 
 
 def tag_dict(tags: list | dict | None) -> dict:
@@ -113,9 +226,12 @@ def compile_expression(text: str) -> ParsedResult:
         raise ExpressionError(
             f"unknown function {unknown[0]}() in {text!r}; known: {', '.join(sorted(KNOWN))}"
         )
-    for template in _format_templates(parsed.parsed):
+    for template in _literal_arguments(parsed.parsed, "format", 0):
         for placeholder in _PLACEHOLDER.findall(template):
             _placeholder(placeholder)
+    for function in ("regex", "replace"):
+        for pattern in _literal_arguments(parsed.parsed, function, 1):
+            _regex(pattern)
     return parsed
 
 
@@ -129,16 +245,16 @@ def _placeholder(text: str) -> ParsedResult:
     return compile_expression(text)
 
 
-def _format_templates(node: dict) -> list[str]:
-    """Literal templates given to format(), so their placeholders are checked at load too."""
+def _literal_arguments(node: dict, function: str, position: int) -> list[str]:
+    """Literal string arguments given at `position` to `function`, so they are checked at load too."""
     found = []
     children = [c for c in node.get("children", []) if isinstance(c, dict)]
-    first = children[0] if children else {}
-    is_format = node.get("type") == "function_expression" and node["value"] == "format"
-    if is_format and first.get("type") == "literal" and isinstance(first.get("value"), str):
-        found.append(first["value"])
+    if node.get("type") == "function_expression" and node["value"] == function and len(children) > position:
+        argument = children[position]
+        if argument.get("type") == "literal" and isinstance(argument.get("value"), str):
+            found.append(argument["value"])
     for child in children:
-        found += _format_templates(child)
+        found += _literal_arguments(child, function, position)
     return found
 
 

@@ -36,6 +36,14 @@ class Rate:
 
 
 @dataclass(frozen=True)
+class NextPage:
+    """Manual pagination: `token` over a response gives `param` of the next call, or null."""
+
+    param: str
+    token: ParsedResult
+
+
+@dataclass(frozen=True)
 class Call:
     """One AWS operation with its literal and per-item parameters."""
 
@@ -46,6 +54,7 @@ class Call:
     args: tuple[tuple[str, ParsedResult], ...] = ()
     paginate: bool = False
     rate: Rate | None = None
+    next: NextPage | None = None
 
 
 @dataclass(frozen=True)
@@ -66,12 +75,23 @@ class Detail:
     ignore: frozenset[str]
     gone: frozenset[str]
     batch: Batch | None
+    chunk: tuple[str, int] | None = None  # (list parameter, size)
 
 
 @dataclass(frozen=True)
 class Listing:
     call: Call | None  # None: derived from the parent item
     items: ParsedResult
+    ignore: frozenset[str] = frozenset()
+    gone: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Join:
+    resource: str
+    key: ParsedResult
+    match: ParsedResult
+    into: str
 
 
 @dataclass(frozen=True)
@@ -106,7 +126,10 @@ class Resource:
 
     service: str
     name: str
-    type: str
+    type: str  # a type name, or a format() template when `types` is set
+    types: tuple[str, ...]  # every type name this resource can produce
+    type_template: ParsedResult | None
+    emits_component: bool
     filter: str | None
     layer: str | None
     domain: str
@@ -126,6 +149,7 @@ class Resource:
     relations: tuple[Relation, ...]
     events: tuple[EventRule, ...]
     file: str
+    joins: tuple[Join, ...] = ()
 
     @property
     def key(self) -> str:
@@ -158,11 +182,10 @@ def load_mappings(directory: Path | str = MAPPINGS) -> Mappings:
         problems += loader.problems
         for resource in loader.resources:
             where = f"{path.name}: resources.{resource.name}"
-            if resource.type in types and types[resource.type] != where:
-                problems.append(
-                    f"{where}.type: {resource.type} is already declared in {types[resource.type]}"
-                )
-            types.setdefault(resource.type, where)
+            for type_name in resource.types if resource.emits_component else ():
+                if type_name in types and types[type_name] != where:
+                    problems.append(f"{where}.type: {type_name} is already declared in {types[type_name]}")
+                types.setdefault(type_name, where)
     if problems:
         raise MappingErrors(details="\n".join(problems))
     return Mappings(tuple(resources))
@@ -233,10 +256,19 @@ class _FileLoader:
         expr = lambda sub, text: self.expression(f"{key}.{sub}", text)  # noqa: E731
         opt = lambda sub: expr(sub, spec[sub]) if sub in spec else None  # noqa: E731
         listing = spec["list"]
+        templated = "{" in spec["type"]
+        if templated != ("types" in spec):
+            self.problem(f"{key}.types", "a templated `type` needs `types`, and only it may have them")
+        for i, join in enumerate(spec.get("joins", [])):
+            if join["resource"] not in earlier:
+                self.problem(f"{key}.joins[{i}].resource", f"{join['resource']!r} must be declared earlier")
         resource = Resource(
             service=raw["service"],
             name=name,
             type=spec["type"],
+            types=tuple(spec.get("types", [spec["type"]])),
+            type_template=expr("type", f"format({_literal(spec['type'])}, @)") if templated else None,
+            emits_component=spec.get("component", True),
             filter=spec.get("filter"),
             layer=spec.get("layer"),
             domain=spec.get("domain", "AWS"),
@@ -245,6 +277,8 @@ class _FileLoader:
             listing=Listing(
                 call=self.call(f"{key}.list", listing) if "operation" in listing else None,
                 items=expr("list.items", listing["items"]),
+                ignore=frozenset(listing.get("ignore", ())),
+                gone=frozenset(listing.get("gone", ())),
             ),
             details=tuple(
                 self.detail(f"{key}.details[{i}]", d) for i, d in enumerate(spec.get("details", []))
@@ -280,6 +314,15 @@ class _FileLoader:
                 for i, e in enumerate(spec.get("events", []))
             ),
             file=self.path.name,
+            joins=tuple(
+                Join(
+                    resource=j["resource"],
+                    key=expr(f"joins[{i}].key", j["key"]),
+                    match=expr(f"joins[{i}].match", j["match"]),
+                    into=j["into"],
+                )
+                for i, j in enumerate(spec.get("joins", []))
+            ),
         )
         if resource.scope == "account" and resource.region is None:
             self.problem(f"{key}.region", "required for scope 'account'")
@@ -312,8 +355,11 @@ class _FileLoader:
         paginate = spec.get("paginate", has_paginator)
         if paginate and not has_paginator and self.model is not None:
             self.problem(f"{key}.paginate", f"botocore has no paginator for {operation}")
+        if paginate and "next" in spec:
+            self.problem(f"{key}.next", f"{operation} has a paginator; next needs paginate: false")
         rate = spec.get("rate")
         prefix = self.model.signing_name if self.model is not None else "?"
+        next_page = spec.get("next")
         return Call(
             operation=operation,
             method=xform_name(operation),
@@ -324,11 +370,20 @@ class _FileLoader:
             rate=Rate(rate["per_second"], rate.get("burst", max(1, int(rate["per_second"]))))
             if rate
             else None,
+            next=NextPage(next_page["param"], self.expression(f"{key}.next.token", next_page["token"]))
+            if next_page
+            else None,
         )
 
     def detail(self, key: str, spec: dict) -> Detail:
         batch = spec.get("batch")
+        chunk = spec.get("chunk")
+        if chunk and chunk["param"] not in spec.get("args", {}):
+            self.problem(f"{key}.chunk.param", f"{chunk['param']!r} must be one of this call's args")
+        if chunk and batch:
+            self.problem(f"{key}.chunk", "use either batch or chunk")
         return Detail(
+            chunk=(chunk["param"], chunk["size"]) if chunk else None,
             call=self.call(key, spec, [batch["param"]] if batch else []),
             result=self.expression(f"{key}.result", spec["result"]) if "result" in spec else None,
             into=spec.get("into"),
@@ -352,6 +407,11 @@ class _FileLoader:
             param=spec.get("param"),
             items=self.expression(f"{key}.items", spec["items"]),
         )
+
+
+def _literal(text: str) -> str:
+    """A string as a JMESPath raw string literal."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _dotted(path: Iterable[Any]) -> str:

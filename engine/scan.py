@@ -21,7 +21,7 @@ import boto3
 from engine.auth import assume
 from engine.collect import Collector, UnitResult
 from engine.config import Config, Instance
-from engine.errors import CredentialsError
+from engine.errors import AccessDenied, CredentialsError
 from engine.fetch import Fetcher
 from engine.mappings import Mappings
 from engine.payload import build_payloads
@@ -39,26 +39,43 @@ class AccountScan:
     units: list[UnitResult] = field(default_factory=list)
     error: str | None = None  # the account could not be reached at all
     payloads: int = 0
+    collisions: list[str] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
     seconds: float = 0.0
 
     @property
     def complete(self) -> bool:
-        return self.error is None and all(u.complete for u in self.units)
+        return self.error is None and all(u.complete for u in self.units) and not self.collisions
 
     @cached_property
     def components(self) -> list[dict]:
-        """Every unit's components, once per external id (read only after the units are done)."""
-        return list({c["externalId"]: c for u in self.units for c in u.components}.values())
+        """Every unit's components, once per external id (read only after the units are done).
+
+        Two units may list the same component (same type); two *types* claiming one external id
+        is a mapping error: it is recorded in `collisions` and keeps the snapshot open.
+        """
+        found: dict[str, dict] = {}
+        for unit in self.units:
+            for record in unit.components:
+                known = found.setdefault(record["externalId"], record)
+                if known["type"] != record["type"]:
+                    self.collisions.append(
+                        f"{record['externalId']} is both {known['type']['name']} and {record['type']['name']}"
+                    )
+        return list(found.values())
 
     @cached_property
     def relations(self) -> list[dict]:
         return list({r["externalId"]: r for u in self.units for r in u.relations}.values())
 
     def gaps(self) -> list[str]:
-        """Permission gaps, once each: "role X needs Y"."""
+        """Permission gaps and throttled detail calls, once each: "role X needs Y"."""
         seen: Counter[str] = Counter(
-            f"role {g.role_arn} needs {g.action}" for u in self.units for g in u.gaps
+            f"role {g.role_arn} needs {g.action}"
+            if isinstance(g, AccessDenied)
+            else f"{g.operation} throttled in {g.region} (items kept with less data)"
+            for u in self.units
+            for g in u.gaps
         )
         return [f"{text} ({n}x)" if n > 1 else text for text, n in seen.items()]
 
@@ -124,8 +141,11 @@ def scan_account(
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="unit") as pool:
         futures = [pool.submit(collector.run, unit) for unit in units]
         for future in as_completed(futures):
-            on_unit(future.result())
-    result.units = [f.result() for f in futures]
+            for unit_result in future.result():
+                on_unit(unit_result)
+    result.units = [r for f in futures for r in f.result()]
+    for collision in result.components and result.collisions:
+        log.error("event=component.collision account=%s problem=%r", instance.account_id, collision)
     payloads = build_payloads(
         instance.account_id, result.components, result.relations,
         snapshot=True, complete=result.complete, max_bytes=max_bytes,

@@ -63,7 +63,7 @@ def component(resource: Resource, item: dict, labels: Labels) -> dict:
     data["Tags"] = tags
     if resource.display_name is not None:
         data["Name"] = search(resource.display_name, item)
-    urns = [u for u in (search(e, item) for e in resource.urns) if isinstance(u, str) and u]
+    urns = list(dict.fromkeys(u for e in resource.urns for u in _ids(search(e, item))))
     if urns:
         data["URN"] = urns
     if resource.cw_dimensions is not None:
@@ -71,7 +71,20 @@ def component(resource: Resource, item: dict, labels: Labels) -> dict:
         data["CW"] = {"Dimensions": [{"Key": k, "Value": v} for k, v in dims.items() if v not in (None, "")]}
     data["Location"] = {"AwsAccount": labels.account, "AwsRegion": item["_region"]}
     _label(data, tags, urns, resource, labels)
-    return {"externalId": ext_id, "type": {"name": resource.type}, "data": prune(data)}
+    return {"externalId": ext_id, "type": {"name": type_name(resource, item)}, "data": prune(data)}
+
+
+def type_name(resource: Resource, item: dict) -> str:
+    """The component type: the declared name, or the templated one (which must be one of `types`)."""
+    if resource.type_template is None:
+        return resource.type
+    name = search(resource.type_template, item)
+    if name not in resource.types:
+        raise ShapeError(
+            f"{resource.file}: resources.{resource.name}.type gave {name!r}; expected one of "
+            f"{', '.join(resource.types)}"
+        )
+    return name
 
 
 def _label(data: dict, tags: dict, urns: list[str], resource: Resource, labels: Labels) -> None:

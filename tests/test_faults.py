@@ -26,7 +26,8 @@ def account() -> Account:
 def run_unit(account: Account, key: str):
     mappings = load_mappings()
     unit = next(u for u in plan(make_config().instances[0], mappings) if u.resource.key == key)
-    return Collector(account, mappings, Fetcher(), Labels(account=ACCOUNT)).run(unit)
+    [result] = Collector(account, mappings, Fetcher(), Labels(account=ACCOUNT)).run(unit)
+    return result
 
 
 def test_throttled_listing_marks_the_unit_throttled_not_empty(account):
@@ -126,13 +127,13 @@ def test_children_are_listed_per_parent_and_batched_per_parent(account, tmp_path
         described = [{"serviceArn": s["c"], "status": "ACTIVE"}]
         stub.add_response("describe_services", {"services": described}, {"cluster": c2, "services": [s["c"]]})
         unit = plan(make_config().instances[0], mappings)[0]
-        result = Collector(account, mappings, Fetcher(), Labels(account=ACCOUNT)).run(unit)
+        results = Collector(account, mappings, Fetcher(), Labels(account=ACCOUNT)).run(unit)
         stub.assert_no_pending_responses()
 
-    assert result.complete, result.error
-    status = {c["externalId"]: c["data"].get("Status") for c in result.components}
+    assert [(r.unit.resource.name, r.complete) for r in results] == [("cluster", True), ("service", True)]
+    status = {c["externalId"]: c["data"].get("Status") for r in results for c in r.components}
     assert status == {c1: None, c2: None, s["a"]: "ACTIVE", s["b"]: "DRAINING", s["c"]: "ACTIVE"}
-    assert {(r["sourceId"], r["targetId"]) for r in result.relations} == {
+    assert {(r["sourceId"], r["targetId"]) for r in results[1].relations} == {
         (c1, s["a"]),
         (c1, s["b"]),
         (c2, s["c"]),

@@ -91,7 +91,7 @@ def test_denied_list_keeps_snapshot_open_and_reports_the_permission_gap(
     conf = tmp_path / "conf.yaml"
     conf.write_text(
         "init_config: {aws_access_key_id: '', aws_secret_access_key: '', external_id: live-test}\n"
-        f"instances: [{{role_arn: '{role}', regions: [eu-west-1, us-east-1]}}]\n"
+        f"instances: [{{role_arn: '{role}', regions: [eu-west-1, us-east-1], apis_to_run: [ec2, sqs]}}]\n"
     )
 
     result = CliRunner().invoke(

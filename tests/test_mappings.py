@@ -16,15 +16,28 @@ from engine.errors import BadInput, MappingErrors
 from engine.functions import KNOWN
 from engine.mappings import Mappings, Resource, load_mappings
 
-SHIPPED_TYPES = {
-    "aws.ec2.instance",
-    "aws.ec2.security-group",
-    "aws.ec2.vpc",
-    "aws.ec2.subnet",
-    "aws.ec2.vpn-gateway",
+# The component types of the StackPack table (stackstate-aws-topology-behaviour.md §2.4), row 19 per LB type.
+STACKPACK_TYPES = {
+    *("aws.apigateway.rest-api", "aws.apigateway.stage", "aws.apigateway.resource", "aws.apigateway.method"),
+    "aws.apigateway.method.http.integration",
+    "aws.autoscaling.group",
+    "aws.cloudformation.stack",
+    *("aws.dynamodb.table", "aws.dynamodb.streams"),
+    *("aws.ec2.instance", "aws.ec2.security-group", "aws.ec2.vpc", "aws.ec2.subnet", "aws.ec2.vpn-gateway"),
+    *("aws.ecs.cluster", "aws.ecs.service", "aws.ecs.task"),
+    "aws.elb-classic.load-balancer",
+    *(f"aws.elb-v2.{kind}-load-balancer" for kind in ("application", "network", "gateway")),
+    *("aws.elb-v2.target-group", "aws.elb-v2.target-group-instance"),
+    "aws.firehose.delivery-stream",
+    "aws.kinesis.data-stream",
+    *("aws.lambda.function", "aws.lambda.alias"),
+    *("aws.rds.instance", "aws.rds.cluster"),
+    "aws.redshift.cluster",
+    *("aws.route53.domain", "aws.route53.hostedzone"),
     "aws.s3.bucket",
-    "aws.sqs.queue",
     "aws.sns.topic",
+    "aws.sqs.queue",
+    *("aws.stepfunction.statemachine", "aws.stepfunction.state", "aws.stepfunction.activity"),
 }
 
 # A minimal valid file; each broken case below changes one thing in it.
@@ -66,24 +79,11 @@ def shipped() -> Mappings:
     return load_mappings()
 
 
-def test_shipped_mappings_declare_exactly_the_eight_component_types(shipped: Mappings) -> None:
-    assert {r.type for r in shipped.resources} == SHIPPED_TYPES
-    assert len(shipped.resources) == len(SHIPPED_TYPES)
-    assert shipped.services == ("ec2", "s3", "sns", "sqs")
-
-
-def test_shipped_resources_keep_their_file_and_short_name(shipped: Mappings) -> None:
-    keys = {r.key: (r.file, r.type) for r in shipped.resources}
-    assert keys == {
-        "ec2.instance": ("ec2.yaml", "aws.ec2.instance"),
-        "ec2.security-group": ("ec2.yaml", "aws.ec2.security-group"),
-        "ec2.vpc": ("ec2.yaml", "aws.ec2.vpc"),
-        "ec2.subnet": ("ec2.yaml", "aws.ec2.subnet"),
-        "ec2.vpn-gateway": ("ec2.yaml", "aws.ec2.vpn-gateway"),
-        "s3.bucket": ("s3.yaml", "aws.s3.bucket"),
-        "sns.topic": ("sns.yaml", "aws.sns.topic"),
-        "sqs.queue": ("sqs.yaml", "aws.sqs.queue"),
-    }
+def test_shipped_mappings_declare_every_stackpack_type_once(shipped: Mappings) -> None:
+    declared = [t for r in shipped.resources if r.emits_component for t in r.types]
+    assert len(declared) == len(set(declared))
+    assert set(declared) >= STACKPACK_TYPES
+    assert all(r.layer for r in shipped.resources if r.emits_component)
 
 
 def test_shipped_calls_derive_method_names_and_paginators(shipped: Mappings) -> None:
@@ -215,9 +215,9 @@ BROKEN: list[tuple[str, str, str]] = [
     (
         "unknown_key",
         add_to_queue("lisst: {operation: ListQueues}\n"),
-        "sqs.yaml: resources.queue: unknown key(s) 'lisst'; expected one of: cw_dimensions, data, details, "
-        "domain, events, external_id, filter, get, id, layer, list, name, parent, region, relations, scope, "
-        "tags, type, urns",
+        "sqs.yaml: resources.queue: unknown key(s) 'lisst'; expected one of: component, cw_dimensions, data, "
+        "details, domain, events, external_id, filter, get, id, joins, layer, list, name, parent, region, "
+        "relations, scope, tags, type, types, urns",
     ),
     (
         "missing_id",
