@@ -1,0 +1,208 @@
+"""mappings/elb.yaml (classic load balancers) and mappings/autoscaling.yaml against a live moto server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+from moto.elb.exceptions import ELBClientError
+from moto.elb.responses import ELBResponse
+
+from demo.seed import AMI_ID, client
+from demo.server import reset, start
+from engine.mappings import Mappings, load_mappings
+from engine.scan import scan
+from tests.conftest import ACCOUNT, ListSink, make_config
+
+pytestmark = pytest.mark.live
+
+REGION = "eu-west-1"
+ELB = f"arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:loadbalancer"
+BULK = [f"bulk-{n:02}" for n in range(22)]  # with "web": 23 load balancers, two DescribeTags batches
+LISTENERS = [{"Protocol": "HTTP", "LoadBalancerPort": 80, "InstancePort": 80}]
+DESCRIBE_TAGS_MAXIMUM = 20  # LoadBalancerNamesMax20 in the API model; moto does not enforce it
+
+
+def with_params(mappings: Mappings, key: str, operation: str, **params: object) -> Mappings:
+    """The mappings with extra parameters on one call of one resource (to make moto page)."""
+
+    def patched(call):
+        return replace(call, params={**call.params, **params}) if call.operation == operation else call
+
+    resources = []
+    for resource in mappings.resources:
+        if resource.key == key:
+            details = tuple(replace(d, call=patched(d.call)) for d in resource.details)
+            listing = replace(resource.listing, call=patched(resource.listing.call))
+            resource = replace(resource, listing=listing, details=details)
+        resources.append(resource)
+    return Mappings(tuple(resources))
+
+
+@pytest.fixture(scope="module")
+def scanned() -> Iterator[tuple[ListSink, list, dict]]:
+    server, endpoint = start(0)
+    tag_batches: list[int] = []
+    original = ELBResponse.describe_tags
+
+    def describe_tags(self: ELBResponse):
+        """Like AWS: more than 20 names is a ValidationError."""
+        names = self._get_param("LoadBalancerNames", [])
+        tag_batches.append(len(names))
+        if len(names) > DESCRIBE_TAGS_MAXIMUM:
+            raise ELBClientError("ValidationError", "LoadBalancerNames: at most 20 names")
+        return original(self)
+
+    try:
+        with pytest.MonkeyPatch.context() as env:
+            env.setattr(ELBResponse, "describe_tags", describe_tags)
+            reset(endpoint)
+            ids = _seed(endpoint)
+            # Seven load balancers per DescribeLoadBalancers page: the listing must follow NextMarker.
+            mappings = with_params(load_mappings(), "elb.load-balancer", "DescribeLoadBalancers", PageSize=7)
+            env.setenv("AWS_ACCESS_KEY_ID", "testing")
+            env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+            env.delenv("AWS_SESSION_TOKEN", raising=False)
+            env.delenv("AWS_PROFILE", raising=False)
+            env.setenv("AWS_ENDPOINT_URL", endpoint)
+            env.setenv("AWS_CONFIG_FILE", "/dev/null")
+            env.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            sink = ListSink()
+            config = make_config(regions=(REGION,), apis_to_run=("elb", "autoscaling"))
+            results, _ = scan(config, mappings, sink, workers=1, endpoint_url=endpoint)
+        yield sink, results, {**ids, "tag_batches": tag_batches}
+    finally:
+        server.stop()
+
+
+def _seed(endpoint: str) -> dict:
+    ec2 = client("ec2", REGION, endpoint)
+    elb = client("elb", REGION, endpoint)
+    elbv2 = client("elbv2", REGION, endpoint)
+    autoscaling = client("autoscaling", REGION, endpoint)
+    vpc = ec2.create_vpc(CidrBlock="10.5.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.5.0.0/20", AvailabilityZone=f"{REGION}a")["Subnet"][
+        "SubnetId"
+    ]
+    sg = ec2.create_security_group(GroupName="lb", Description="lb", VpcId=vpc)["GroupId"]
+    instance = ec2.run_instances(
+        ImageId=AMI_ID, MinCount=1, MaxCount=1, InstanceType="t3.micro", SubnetId=subnet
+    )["Instances"][0]["InstanceId"]
+    elb.create_load_balancer(
+        LoadBalancerName="web",
+        Listeners=LISTENERS,
+        Subnets=[subnet],
+        SecurityGroups=[sg],
+        Tags=[{"Key": "app", "Value": "web"}],
+    )
+    elb.register_instances_with_load_balancer(LoadBalancerName="web", Instances=[{"InstanceId": instance}])
+    for n, name in enumerate(BULK):
+        elb.create_load_balancer(
+            LoadBalancerName=name,
+            Listeners=LISTENERS,
+            Subnets=[subnet],
+            SecurityGroups=[sg],
+            Tags=[{"Key": "index", "Value": str(n)}],
+        )
+    target_group = elbv2.create_target_group(Name="web-tg", Protocol="HTTP", Port=80, VpcId=vpc)[
+        "TargetGroups"
+    ][0]["TargetGroupArn"]
+    autoscaling.create_launch_configuration(
+        LaunchConfigurationName="web", ImageId=AMI_ID, InstanceType="t3.micro"
+    )
+    autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName="web-asg",
+        LaunchConfigurationName="web",
+        MinSize=2,
+        MaxSize=2,
+        DesiredCapacity=2,
+        VPCZoneIdentifier=subnet,
+        LoadBalancerNames=["web"],
+        TargetGroupARNs=[target_group],
+        Tags=[{"Key": "tier", "Value": "frontend", "PropagateAtLaunch": False}],
+    )
+    group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=["web-asg"])["AutoScalingGroups"][
+        0
+    ]
+    return {
+        "vpc": vpc,
+        "sg": sg,
+        "instance": instance,
+        "target_group": target_group,
+        "group_arn": group["AutoScalingGroupARN"],
+        "group_instances": sorted(i["InstanceId"] for i in group["Instances"]),
+    }
+
+
+def _of_type(sink: ListSink, type_name: str) -> dict[str, dict]:
+    return {k: c for k, c in sink.components().items() if c["type"]["name"] == type_name}
+
+
+def test_elb_and_autoscaling_scan_is_complete(scanned):
+    _, results, _ = scanned
+    assert results[0].complete, [u.error for u in results[0].units]
+
+
+def test_elb_describe_tags_batches_at_most_20_names_and_keeps_every_load_balancer(scanned):
+    sink, _, ids = scanned
+    balancers = _of_type(sink, "aws.elb-classic.load-balancer")
+    assert set(balancers) == {f"{ELB}/{name}" for name in ["web", *BULK]}  # four DescribeLoadBalancers pages
+    assert sorted(ids["tag_batches"]) == [3, 20]  # 23 names: no batch above the maximum, none dropped
+    for n, name in enumerate(BULK):
+        assert balancers[f"{ELB}/{name}"]["data"]["Tags"] == {"index": str(n)}
+
+
+def test_elb_has_constructed_arn_as_id_and_urn_with_name_and_tags(scanned):
+    sink, _, ids = scanned
+    data = sink.components()[f"{ELB}/web"]["data"]
+    assert data["Name"] == "web"
+    assert data["URN"] == [f"{ELB}/web"]
+    assert data["Tags"] == {"app": "web"}
+    assert data["VPCId"] == ids["vpc"]
+    assert data["Location"] == {"AwsAccount": ACCOUNT, "AwsRegion": REGION}
+    assert data["layer"] == "Load Balancers"
+    assert "CW" not in data
+    assert "InstanceHealth" not in data and "_instance_health" not in data
+
+
+def test_elb_uses_its_vpc_instances_and_security_groups(scanned):
+    sink, _, ids = scanned
+    instances = [ids["instance"], *ids["group_instances"]]  # moto registers the group's instances too
+    from_elb_mapping = {r for r in sink.relations() if r[0] == f"{ELB}/web" and r[2] != ids["group_arn"]}
+    assert from_elb_mapping == {
+        (f"{ELB}/web", "uses-service", target) for target in [ids["vpc"], ids["sg"], *instances]
+    }
+    assert {r for r in sink.relations() if r[0] == f"{ELB}/bulk-00"} == {
+        (f"{ELB}/bulk-00", "uses-service", ids["vpc"]),
+        (f"{ELB}/bulk-00", "uses-service", ids["sg"]),
+    }
+
+
+def test_autoscaling_group_is_identified_by_name_with_its_arn_as_urn(scanned):
+    sink, _, ids = scanned
+    groups = _of_type(sink, "aws.autoscaling.group")
+    assert set(groups) == {"web-asg"}
+    data = groups["web-asg"]["data"]
+    assert data["Name"] == "web-asg"
+    assert data["URN"] == [ids["group_arn"]]
+    assert data["identifiers"] == [ids["group_arn"]]  # how StackState resolves the ARN-based edges
+    assert data["Tags"]["tier"] == "frontend"
+    assert data["Location"] == {"AwsAccount": ACCOUNT, "AwsRegion": REGION}
+    assert data["layer"] == "Machines"
+
+
+def test_autoscaling_group_arn_uses_its_instances_and_is_used_by_its_classic_elb_and_target_group(scanned):
+    sink, _, ids = scanned
+    arn = ids["group_arn"]
+    assert {r for r in sink.relations() if arn in r} == {
+        *((arn, "uses-service", instance) for instance in ids["group_instances"]),
+        (f"{ELB}/web", "uses-service", arn),
+        (ids["target_group"], "uses-service", arn),
+    }
+    assert not {r for r in sink.relations() if "web-asg" in (r[0], r[2])}  # edges use the ARN, not the name
+
+
+def test_autoscaling_emits_no_relation_deletes(scanned):
+    sink, _, _ = scanned
+    assert all(not t.get("delete_ids") for t in sink.topologies())
