@@ -37,6 +37,13 @@ def partition(region: str) -> str:
         return "aws"
 
 
+@lru_cache(maxsize=1)
+def known_regions() -> frozenset[str]:
+    """Every region of every partition in botocore's endpoint data."""
+    data = botocore.session.get_session().get_data("endpoints")
+    return frozenset(r for p in data["partitions"] for r in p["regions"])
+
+
 def client_config(workers: int) -> ClientConfig:
     """Adaptive retries (client-side rate limiting on throttles) and a pool sized for the workers."""
     return ClientConfig(

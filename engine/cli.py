@@ -17,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from engine.auth import known_regions
 from engine.collect import UnitResult
 from engine.config import Config, api_filter, load_config
 from engine.errors import BadInput
@@ -116,8 +117,18 @@ def scan_command(
 
 
 def _warn_unknown_apis(config: Config, mappings: Mappings) -> None:
-    """apis_to_run may name StackPack APIs that no mapping provides yet: say so, then skip them."""
+    """apis_to_run may name StackPack APIs that no mapping provides yet: say so, then skip them.
+
+    Region names that no AWS partition knows (typos, or a region newer than botocore) are named too.
+    """
     for instance in config.instances:
+        unknown_regions = [r for r in instance.regions if r != "global" and r not in known_regions()]
+        if unknown_regions:
+            click.echo(
+                f"warning: {instance.role_arn}: no AWS partition knows the region(s) "
+                f"{', '.join(unknown_regions)}; they are scanned as partition 'aws'",
+                err=True,
+            )
         unknown = sorted(set(api_filter(instance) or {}) - set(mappings.services))
         if unknown:
             click.echo(

@@ -134,7 +134,7 @@ def _follow(method: Any, params: dict[str, Any], call: Call) -> dict:
             else:
                 merged[key] = value
         token = search(call.next.token, page)
-        if token is None or token == "" or token == params.get(call.next.param):
+        if token in (None, False, "", [], {}) or token == params.get(call.next.param):
             return merged
         params = {**params, call.next.param: token}
     raise CallFailed(

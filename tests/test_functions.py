@@ -204,3 +204,109 @@ def test_digest_accepts_dates_as_boto3_returns_them() -> None:
     first = run("digest(@)", {"CreateTime": dt.datetime(2024, 5, 1, 12, 0, tzinfo=dt.UTC)})
     second = run("digest(@)", {"CreateTime": dt.datetime(2024, 5, 2, 12, 0, tzinfo=dt.UTC)})
     assert len(first) == 64 and first != second
+
+
+def test_digest_hashes_the_aws_data_only_not_the_engine_context() -> None:
+    group = {"GroupId": "sg-1", "IpPermissions": []}
+    expected = hashlib.sha256(b'{"GroupId": "sg-1", "IpPermissions": []}').hexdigest()
+    assert (
+        run("digest(@)", {**group, "_account": "1", "_region": "eu-west-1", "_partition": "aws"}) == expected
+    )
+
+
+def test_format_renders_numbers_and_booleans_as_json_and_refuses_objects() -> None:
+    assert run("format('{Port}/{Enabled}', @)", {"Port": 8080, "Enabled": False}) == "8080/false"
+    assert run("format('x-{Obj}', @)", {"Obj": {"a": 1}}) is None
+    assert run("format('x-{List}', @)", {"List": [1]}) is None
+
+
+# --- parsing and lookups ----------------------------------------------------------------------------
+
+
+def test_parse_json_of_a_string_and_null_for_invalid_or_null() -> None:
+    assert run("parse_json(d).StartAt", {"d": '{"StartAt": "A"}'}) == "A"
+    assert run("parse_json(d)", {"d": "{broken"}) is None
+    assert run("parse_json(d)", {}) is None
+
+
+def test_lookup_reads_a_dynamic_key_of_a_literal_table() -> None:
+    table = (
+        '`{"AWS::SNS::Topic": "{PhysicalResourceId}", '
+        '"AWS::S3::Bucket": "arn:{_partition}:s3:::{PhysicalResourceId}"}`'
+    )
+    expression = f"format(lookup({table}, ResourceType), @)"
+    bucket = {"ResourceType": "AWS::S3::Bucket", "PhysicalResourceId": "logs", "_partition": "aws-cn"}
+    assert run(expression, bucket) == "arn:aws-cn:s3:::logs"
+    assert run(f"lookup({table}, ResourceType)", {"ResourceType": "AWS::IAM::Role"}) is None
+
+
+def test_entries_pairs_keys_with_values_in_order() -> None:
+    assert run("entries(s)", {"s": {"B": 1, "A": 2}}) == [{"key": "B", "value": 1}, {"key": "A", "value": 2}]
+    assert run("entries(missing)", {}) == []
+
+
+def test_find_all_collects_nested_objects_under_a_key_at_any_depth() -> None:
+    definition = {
+        "StartAt": "P",
+        "States": {
+            "P": {"Type": "Parallel", "Branches": [{"StartAt": "B", "States": {"B": {"Type": "Pass"}}}]},
+            "M": {"Type": "Map", "ItemProcessor": {"StartAt": "I", "States": {"I": {"Type": "Pass"}}}},
+            "L": {"Type": "Map", "Iterator": {"StartAt": "J", "States": {"J": {"Type": "Pass"}}}},
+        },
+    }
+    names = run("find_all(@, 'States')[].entries(@)[].key", definition)
+    assert sorted(names) == ["B", "I", "J", "L", "M", "P"]
+
+
+@pytest.mark.parametrize(
+    ("uri", "host"),
+    [
+        ("https://api.partner.example.com/v1/orders", "api.partner.example.com"),
+        ("http://user:pw@backend.example.com:8443/x", "backend.example.com"),
+        ("arn:aws:apigateway:eu-west-1:sqs:path/1/q", None),
+        (None, None),
+    ],
+)
+def test_url_host_is_the_bare_host_name(uri: str | None, host: str | None) -> None:
+    assert run("url_host(u)", {"u": uri}) == host
+
+
+def test_substitute_fills_placeholders_and_keeps_unknown_ones() -> None:
+    item = {
+        "uri": "http://${stageVariables.backend}:8080/${stageVariables.none}",
+        "v": {"backend": "b.internal"},
+    }
+    assert (
+        run("substitute(uri, {stageVariables: v})", item) == "http://b.internal:8080/${stageVariables.none}"
+    )
+
+
+def test_regex_gives_the_match_and_its_groups_or_null() -> None:
+    pattern = r"'^([a-z0-9-]+)\.[a-z0-9]{12}\.([a-z0-9-]+)\.rds\.amazonaws\.com(:[0-9]+)?$'"
+    found = run(f"regex(v, {pattern})", {"v": "orders.abcdefghijkl.eu-west-1.rds.amazonaws.com:5432"})
+    assert found[1:] == ["orders", "eu-west-1", ":5432"]
+    assert (
+        run(f"regex(v, {pattern})", {"v": "orders.cluster-abcdefghijkl.eu-west-1.rds.amazonaws.com"}) is None
+    )
+    assert run(f"regex(v, {pattern})", {}) is None
+
+
+def test_replace_uses_back_references_and_keeps_null() -> None:
+    assert run(r"replace(f, ':(\$LATEST|[0-9]+)$', '')", {"f": "arn:aws:lambda:r:1:function:f:$LATEST"}) == (
+        "arn:aws:lambda:r:1:function:f"
+    )
+    assert run(r"replace(v, '^(\w+)-(\w+)$', '\2-\1')", {"v": "a-b"}) == "b-a"
+    assert run("replace(v, 'x', 'y')", {}) is None
+
+
+def test_lower_and_upper_keep_null() -> None:
+    assert run("[lower(t), upper(m), lower(n)]", {"t": "Application", "m": "get"}) == [
+        "application",
+        "GET",
+        None,
+    ]
+
+
+def test_an_invalid_literal_regular_expression_is_a_load_error() -> None:
+    with pytest.raises(ExpressionError, match="invalid regular expression"):
+        compile_expression("regex(v, '([a-z')")
