@@ -145,6 +145,7 @@ class Resource:
     urns: tuple[ParsedResult, ...]
     tags: ParsedResult
     cw_dimensions: ParsedResult | None
+    console: ParsedResult | None
     data: ParsedResult | None
     relations: tuple[Relation, ...]
     events: tuple[EventRule, ...]
@@ -291,6 +292,7 @@ class _FileLoader:
             urns=tuple(expr(f"urns[{i}]", u) for i, u in enumerate(spec.get("urns", []))),
             tags=expr("tags", spec.get("tags", "Tags")),
             cw_dimensions=opt("cw_dimensions"),
+            console=opt("console"),
             data=opt("data"),
             relations=tuple(
                 Relation(

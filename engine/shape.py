@@ -45,6 +45,14 @@ def context(item: Any, account: str, region: str, partition: str = "aws", **extr
     return {**base, "_account": account, "_region": region, "_partition": partition, **extra}
 
 
+CONSOLES = {"aws-cn": "https://console.amazonaws.cn", "aws-us-gov": "https://console.amazonaws-us-gov.com"}
+
+
+def console_base(item: dict) -> str:
+    """The AWS console's base URL for the item's partition and region (`_console` in `console`)."""
+    return CONSOLES.get(item.get("_partition", "aws"), f"https://{item['_region']}.console.aws.amazon.com")
+
+
 def external_id(resource: Resource, item: dict) -> str:
     value = search(resource.external_id, item)
     if not isinstance(value, str) or not value:
@@ -69,6 +77,8 @@ def component(resource: Resource, item: dict, labels: Labels) -> dict:
     if resource.cw_dimensions is not None:
         dims = search(resource.cw_dimensions, item) or {}
         data["CW"] = {"Dimensions": [{"Key": k, "Value": v} for k, v in dims.items() if v not in (None, "")]}
+    if resource.console is not None:
+        data["ConsoleUrl"] = search(resource.console, {**item, "_console": console_base(item)})
     data["Location"] = {"AwsAccount": labels.account, "AwsRegion": item["_region"]}
     _label(data, tags, urns, resource, labels)
     return {"externalId": ext_id, "type": {"name": type_name(resource, item)}, "data": prune(data)}
