@@ -20,15 +20,16 @@ import click
 from engine.auth import known_regions
 from engine.collect import UnitResult
 from engine.config import Config, api_filter, load_config
-from engine.errors import BadInput
+from engine.errors import BadInput, ConfigError, Locked
 from engine.mappings import MAPPINGS, Mappings, load_mappings
+from engine.plan import plan
 from engine.scan import AccountScan, scan
 from engine.sink import FileSink, HttpSink, Sink, SpoolingSink
 from engine.state import State
 
 log = logging.getLogger("aws_topology")
 
-EXIT_OK, EXIT_INCOMPLETE, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_INCOMPLETE, EXIT_BAD_INPUT, EXIT_LOCKED = 0, 1, 2, 3
 
 config_option = click.option(
     "-c",
@@ -95,8 +96,11 @@ def scan_command(
         if bool(out) == bool(receiver):
             raise click.UsageError("give exactly one of --out DIR or --receiver URL")
     _warn_unknown_apis(config, mappings)
+    with _bad_input():
+        _refuse_empty_plans(config, mappings)
+        state = _open_state(state_path)
     started = time.monotonic()
-    with State(state_path) as state:
+    with state:
         sink = _sink(out, receiver, state)  # a spooling sink re-sends older spooled payloads first
         results, calls = scan(
             config, mappings, sink, workers=workers, max_bytes=max_payload_bytes,
@@ -114,6 +118,30 @@ def scan_command(
     if any(a.error for a in results):
         sys.exit(EXIT_BAD_INPUT)
     sys.exit(EXIT_OK if complete else EXIT_INCOMPLETE)
+
+
+def _open_state(path: str) -> State:
+    """The checked, locked state; a second run on the same state exits with EXIT_LOCKED."""
+    state = State(path).check()
+    try:
+        return state.lock()
+    except Locked as exc:
+        state.close()
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_LOCKED)
+
+
+def _refuse_empty_plans(config: Config, mappings: Mappings) -> None:
+    """An instance that would scan nothing would close an empty snapshot, deleting its whole topology."""
+    for instance in config.instances:
+        if not plan(instance, mappings):
+            apis = "(all)" if instance.apis_to_run is None else list(instance.apis_to_run)
+            raise ConfigError(
+                file=config.path or "-",
+                key="instances",
+                problem=f"{instance.role_arn}: regions {list(instance.regions)} and apis_to_run {apis} "
+                "select no resource type; an empty snapshot would delete the account's whole topology",
+            )
 
 
 def _warn_unknown_apis(config: Config, mappings: Mappings) -> None:

@@ -39,6 +39,18 @@ class CredentialsError(BadInput):
     fmt = "cannot get credentials for {role_arn}: {problem}"
 
 
+class StateError(BadInput):
+    """The state file cannot be used (corrupt, read-only, a directory, a parent that is a file)."""
+
+    fmt = "state {path}: {problem}"
+
+
+class Locked(TopologyError):
+    """Another run holds the state's lock."""
+
+    fmt = "state {path} is in use by another run ({holder}); try again when it has finished"
+
+
 class CallFailed(TopologyError):
     """An AWS call failed after retries; makes its unit incomplete."""
 

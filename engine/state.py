@@ -8,7 +8,9 @@ Times are stored as ISO 8601 UTC text (lexical order = time order) and returned 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -16,6 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
+
+from engine.errors import Locked, StateError
 
 RUN_KINDS = ("scan", "events", "flowlogs")
 
@@ -69,6 +73,15 @@ def _dumps(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default)
 
 
+def _sqlite_problem(exc: BaseException) -> str:
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return f"not a usable SQLite database ({text}); move it away to start with a fresh state"
+    if "readonly" in text or "read-only" in text:
+        return f"cannot be written ({text}); check its permissions"
+    return f"{type(exc).__name__}: {text}"
+
+
 class State:
     """SQLite-backed run history, spool and cursors; usable as a context manager."""
 
@@ -76,6 +89,7 @@ class State:
         self.path = path if str(path) == ":memory:" else Path(path)
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
+        self._lock_fd: int | None = None
 
     def __repr__(self) -> str:
         return f"State({str(self.path)!r})"
@@ -89,11 +103,55 @@ class State:
         self.close()
 
     def close(self) -> None:
-        """Close the connection; the next call re-opens it."""
+        """Close the connection and release the run lock; the next call re-opens the connection."""
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # closing the descriptor releases the flock
+                self._lock_fd = None
+
+    def check(self) -> Self:
+        """Open (creating if needed) and prove the file readable and writable; raise `StateError` if not.
+
+        Called before the first AWS call, so an unusable state costs no scan and loses no payload.
+        """
+        if isinstance(self.path, Path):
+            for parent in self.path.parents:
+                if parent.exists() and not parent.is_dir():
+                    raise StateError(path=str(self.path), problem=f"{parent} is a file, not a directory")
+            if self.path.is_dir():
+                raise StateError(path=str(self.path), problem="is a directory, not a file")
+        try:
+            with self._transaction() as conn:
+                conn.execute("PRAGMA quick_check").fetchall()
+                conn.execute("INSERT OR REPLACE INTO kv (key, value) VALUES ('state.checked', '1')")
+        except (sqlite3.Error, OSError) as exc:
+            self.close()
+            raise StateError(path=str(self.path), problem=_sqlite_problem(exc)) from None
+        return self
+
+    def lock(self) -> Self:
+        """Take the run lock (`{path}.lock`, an flock); raise `Locked` naming the holder when taken."""
+        if not isinstance(self.path, Path) or self._lock_fd is not None:
+            return self
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            problem = f"cannot create {lock_path}: {exc.strerror}"
+            raise StateError(path=str(self.path), problem=problem) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown process"
+            os.close(fd)
+            raise Locked(path=str(self.path), holder=holder) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} since {_to_text(datetime.now(UTC))}".encode(), 0)
+        self._lock_fd = fd
+        return self
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is not None:
@@ -116,9 +174,9 @@ class State:
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise RuntimeError(
-                    f"{self.path}: state schema version {version} is newer than this program's"
-                    f" ({SCHEMA_VERSION})"
+                raise StateError(
+                    path=str(self.path),
+                    problem=f"schema version {version} is newer than this program's ({SCHEMA_VERSION})",
                 )
             for statements in MIGRATIONS[version:]:
                 for statement in statements:

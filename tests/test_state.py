@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.errors import StateError
 from engine.state import SCHEMA_VERSION, State
 
 ACCOUNT = "123456789012"
@@ -51,7 +52,7 @@ def test_newer_schema_version_is_refused(tmp_path: Path) -> None:
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.close()
 
-    with pytest.raises(RuntimeError, match="newer"), State(path) as state:
+    with pytest.raises(StateError, match="newer"), State(path) as state:
         state.get("k")
 
 
