@@ -284,12 +284,17 @@ def test_elbv2_target_groups_alone_need_no_load_balancers(scanned):
     assert (ids["web"], "uses-service", ids["web_tg"]) in groups_only.relations()
 
 
+@pytest.fixture(scope="module")
+def target_group():
+    return next(r for r in load_mappings().resources if r.key == "elbv2.target-group")
+
+
 @pytest.mark.parametrize(
     ("kind", "expected"), [("app", "application"), ("net", "network"), ("gwy", "gateway"), (None, None)]
 )
-def test_elbv2_target_group_load_balancer_type_comes_from_its_arn(kind, expected):
+def test_elbv2_target_group_load_balancer_type_comes_from_its_arn(target_group, kind, expected):
     """AWS spells the kind in the load balancer ARN (moto always writes `app`), so no moto here."""
-    resource = next(r for r in load_mappings().resources if r.key == "elbv2.target-group")
+    resource = target_group
     balancers = [f"{ARN}:loadbalancer/{kind}/edge/0123456789abcdef"] if kind else []
     item = {"TargetGroupArn": f"{ARN}:targetgroup/edge/fedcba9876543210", "LoadBalancerArns": balancers}
     data = search(resource.data, item)
