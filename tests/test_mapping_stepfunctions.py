@@ -150,6 +150,12 @@ DEFINITION = {
             "Type": "Task",
             "Resource": "arn:aws:states:::apigateway:invoke",
             "Parameters": {"ApiEndpoint": "$.endpoint", "Stage": "prod"},
+            "Next": "Regions",
+        },
+        # Data under a "States" key is not a block of states.
+        "Regions": {
+            "Type": "Pass",
+            "Result": {"States": ["CA", "NY"], "Codes": {"States": "x"}},
             "Next": "Done",
         },
         "Done": {"Type": "Succeed"},
@@ -283,7 +289,7 @@ def test_states_include_parallel_branches_and_both_map_forms(scanned):
     names = {
         "Route", "InvokeBare", "InvokeVersion", "InvokeLatest", "InvokePartial", "InvokeJsonPath",
         "InvokeDirect", "Fan", "Put", "Notify", "Enqueue", "EachItem", "Child", "Distributed", "Work",
-        "RunTask", "CallApi", "CallApiDynamic", "Done",
+        "RunTask", "CallApi", "CallApiDynamic", "Regions", "Done",
     }  # fmt: skip
     assert states == {state(n) for n in names}
     assert state("Only", f"{STATES}:stateMachine:child") in sink.components()
@@ -336,7 +342,7 @@ def test_state_transitions_follow_next_choices_default_branches_and_maps(scanned
         ("Fan", "Put"), ("Fan", "Enqueue"), ("Fan", "EachItem"), ("Put", "Notify"),
         ("EachItem", "Child"), ("EachItem", "Distributed"),
         ("Distributed", "Work"), ("Distributed", "CallApi"), ("Work", "RunTask"),
-        ("CallApi", "CallApiDynamic"), ("CallApiDynamic", "Done"),
+        ("CallApi", "CallApiDynamic"), ("CallApiDynamic", "Regions"), ("Regions", "Done"),
     }  # fmt: skip
 
 
