@@ -1,0 +1,115 @@
+"""mappings/servicediscovery.yaml against a live moto server: relation-only Cloud Map edges.
+
+moto returns every service and instance at once unless MaxResults is given, so the scan asks for
+one per page to prove that every page is read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+
+from demo.seed import client
+from demo.server import reset, start
+from engine.mappings import Mappings, load_mappings
+from engine.scan import scan
+from tests.conftest import ACCOUNT, ListSink, make_config
+
+pytestmark = pytest.mark.live
+
+REGION = "eu-west-1"
+ECS = f"arn:aws:ecs:{REGION}:{ACCOUNT}:service"
+
+
+def with_params(mappings: Mappings, key: str, operation: str, **params: object) -> Mappings:
+    """The mappings with extra parameters on one resource's call of `operation` (to make moto page)."""
+
+    def patched(call):
+        return replace(call, params={**call.params, **params}) if call.operation == operation else call
+
+    resources = []
+    for resource in mappings.resources:
+        if resource.key == key:
+            listing = replace(resource.listing, call=patched(resource.listing.call))
+            details = tuple(replace(d, call=patched(d.call)) for d in resource.details)
+            resource = replace(resource, listing=listing, details=details)
+        resources.append(resource)
+    return Mappings(tuple(resources))
+
+
+def _seed(endpoint: str) -> dict:
+    ec2 = client("ec2", REGION, endpoint)
+    sd = client("servicediscovery", REGION, endpoint)
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    sd.create_private_dns_namespace(Name="corp.local", Vpc=vpc)
+    sd.create_http_namespace(Name="api-only")
+    namespaces = {n["Name"]: n for n in sd.list_namespaces()["Namespaces"]}
+    private = namespaces["corp.local"]
+    zone = private["Properties"]["DnsProperties"]["HostedZoneId"]
+    dns = {"DnsRecords": [{"Type": "A", "TTL": 60}]}
+    web = sd.create_service(Name="web", NamespaceId=private["Id"], DnsConfig=dns)["Service"]["Id"]
+    back = sd.create_service(Name="back", NamespaceId=private["Id"], DnsConfig=dns)["Service"]["Id"]
+    api = sd.create_service(Name="api", NamespaceId=namespaces["api-only"]["Id"])["Service"]["Id"]
+    registrations = [
+        (web, "front-1", {"ECS_SERVICE_NAME": "front", "AWS_INSTANCE_IPV4": "10.0.0.5"}),
+        (web, "host-1", {"EC2_INSTANCE_ID": "i-0123456789abcdef0", "AWS_INSTANCE_IPV4": "10.0.0.6"}),
+        (web, "both", {"ECS_SERVICE_NAME": "front", "EC2_INSTANCE_ID": "i-0fedcba987654321f"}),
+        (web, "plain", {"AWS_INSTANCE_IPV4": "10.0.0.7"}),
+        (back, "back-1", {"ECS_SERVICE_NAME": "back", "AWS_INSTANCE_IPV4": "10.0.0.8"}),
+        (api, "api-1", {"EC2_INSTANCE_ID": "i-00000000000000001"}),
+    ]
+    for service, instance, attributes in registrations:
+        sd.register_instance(ServiceId=service, InstanceId=instance, Attributes=attributes)
+    return {"zone": zone}
+
+
+@pytest.fixture(scope="module")
+def scanned() -> Iterator[tuple[ListSink, list, dict]]:
+    server, endpoint = start(0)
+    try:
+        reset(endpoint)
+        ids = _seed(endpoint)
+        sink = ListSink()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("AWS_ACCESS_KEY_ID", "testing")
+            patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+            patch.delenv("AWS_SESSION_TOKEN", raising=False)
+            patch.delenv("AWS_PROFILE", raising=False)
+            patch.setenv("AWS_ENDPOINT_URL", endpoint)
+            patch.setenv("AWS_CONFIG_FILE", "/dev/null")
+            patch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            mappings = with_params(load_mappings(), "servicediscovery.service", "ListServices", MaxResults=1)
+            mappings = with_params(mappings, "servicediscovery.service", "ListInstances", MaxResults=1)
+            config = make_config(regions=(REGION,), apis_to_run=("servicediscovery",))
+            results, _ = scan(config, mappings, sink, workers=1, endpoint_url=endpoint)
+        yield sink, results, ids
+    finally:
+        server.stop()
+
+
+def test_servicediscovery_scan_is_complete(scanned):
+    _, results, _ = scanned
+    assert results[0].complete, [u.error for u in results[0].units]
+
+
+def test_servicediscovery_emits_no_components(scanned):
+    sink, _, _ = scanned
+    assert sink.components() == {}
+
+
+def test_servicediscovery_instances_use_their_namespace_hosted_zone(scanned):
+    sink, _, ids = scanned
+    assert ids["zone"].startswith("/hostedzone/")  # moto prefixes it; AWS gives the bare id
+    zone = ids["zone"].split("/")[-1]
+    assert sink.relations() == {
+        (f"{ECS}/front", "uses-service", zone),  # ECS_SERVICE_NAME wins over EC2_INSTANCE_ID
+        ("i-0123456789abcdef0", "uses-service", zone),
+        (f"{ECS}/back", "uses-service", zone),
+    }
+
+
+def test_servicediscovery_http_namespace_without_hosted_zone_gives_no_edge(scanned):
+    sink, _, _ = scanned
+    assert not {r for r in sink.relations() if r[0] == "i-00000000000000001"}
