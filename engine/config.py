@@ -228,13 +228,17 @@ def _problems(error: ValidationError) -> Iterator[tuple[tuple[Any, ...], str, st
         allowed = sorted(error.schema.get("properties", {}))
         for extra in sorted(set(value) - set(allowed), key=str):
             yield item(path, _unknown_key(extra, allowed))
-    elif kind in ("minItems", "minLength"):
+    elif kind in ("minItems", "minLength") and (error.validator_value <= 1 or not value):
         yield item(path, "must not be empty")
+    elif kind == "minLength":
+        yield item(path, f"must be at least {error.validator_value} characters")
     elif kind == "minimum":
         shown = "" if secret else f", got {value}"
         yield item(path, f"must be at least {error.validator_value}{shown}")
+    elif kind == "maxLength":
+        yield item(path, f"is longer than {error.validator_value} characters ({len(value)})")
     elif kind == "pattern" and not secret:
-        yield item(path, f"{value!r} {error.schema.get('x-invalid', 'has an invalid format')}")
+        yield item(path, f"{_short(value)} {error.schema.get('x-invalid', 'has an invalid format')}")
     elif kind == "uniqueItems":
         index = next((i for i, v in enumerate(value) if v in value[:i]), None)
         if index is None:
@@ -243,6 +247,12 @@ def _problems(error: ValidationError) -> Iterator[tuple[tuple[Any, ...], str, st
             yield item((*path, index), f"{value[index]!r} is listed twice")
     else:
         yield item(path, f"is invalid ({kind})")
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """A value as quoted in a message, cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}...' ({len(value)} characters)"
 
 
 def _unknown_key(extra: Any, allowed: list[str]) -> str:

@@ -43,10 +43,10 @@ class Functions(functions.Functions):
             pos = match.end()
         return "".join([*parts, template[pos:]])
 
-    @functions.signature({"types": ["string", "null"]}, {"types": ["string"]})
-    def _func_split(self, value: str | None, separator: str) -> list[str] | None:
-        """`split(QueueArn, ':')`: the string cut at every separator; null stays null."""
-        return None if value is None else value.split(separator)
+    @functions.signature({"types": []}, {"types": ["string"]})
+    def _func_split(self, value: Any, separator: str) -> list[str] | None:
+        """`split(QueueArn, ':')`: the string cut at every separator; null (or a non-string) gives null."""
+        return value.split(separator) if isinstance(value, str) else None
 
     @functions.signature({"types": ["string", "null"]}, {"types": ["string", "null"]})
     def _func_ip_urn(self, vpc_id: str | None, ip: str | None) -> str | None:
@@ -76,10 +76,10 @@ class Functions(functions.Functions):
             json.dumps(_sorted_lists(value), sort_keys=True, default=str).encode()
         ).hexdigest()
 
-    @functions.signature({"types": ["string", "null"]})
-    def _func_parse_json(self, text: str | None) -> Any:
+    @functions.signature({"types": []})
+    def _func_parse_json(self, text: Any) -> Any:
         """`parse_json(definition)`: the JSON value of a string; null for null or invalid JSON."""
-        if text is None:
+        if not isinstance(text, str):
             return None
         try:
             return json.loads(text)
@@ -103,23 +103,23 @@ class Functions(functions.Functions):
         _find_all(value, key, found)
         return found
 
-    @functions.signature({"types": ["string", "null"]})
-    def _func_url_host(self, uri: str | None) -> str | None:
+    @functions.signature({"types": []})
+    def _func_url_host(self, uri: Any) -> str | None:
         """`url_host('https://user@api.example.com:8443/v1')` is `api.example.com`; null if none."""
-        if not uri or "://" not in uri:
+        if not isinstance(uri, str) or "://" not in uri:
             return None
         try:
             return urlsplit(uri).hostname or None
         except ValueError:
             return None
 
-    @functions.signature({"types": ["string", "null"]}, {"types": []})
-    def _func_substitute(self, template: str | None, value: Any) -> str | None:
+    @functions.signature({"types": []}, {"types": []})
+    def _func_substitute(self, template: Any, value: Any) -> str | None:
         """`substitute(uri, {stageVariables: variables})`: each `${path}` becomes `path` over `value`.
 
         Placeholders that resolve to nothing stay as they are.
         """
-        if template is None:
+        if not isinstance(template, str):
             return None
 
         def one(match: re.Match) -> str:
@@ -131,28 +131,28 @@ class Functions(functions.Functions):
 
         return _VARIABLE.sub(one, template)
 
-    @functions.signature({"types": ["string", "null"]}, {"types": ["string"]})
-    def _func_regex(self, text: str | None, pattern: str) -> list[str | None] | None:
+    @functions.signature({"types": []}, {"types": ["string"]})
+    def _func_regex(self, text: Any, pattern: str) -> list[str | None] | None:
         """`regex(value, '^([a-z0-9-]+)\\.')`: `[match, group1, ...]` of the first match, or null."""
-        if text is None:
+        if not isinstance(text, str):
             return None
         found = _regex(pattern).search(text)
         return [found.group(0), *found.groups()] if found else None
 
-    @functions.signature({"types": ["string", "null"]}, {"types": ["string"]}, {"types": ["string"]})
-    def _func_replace(self, text: str | None, pattern: str, replacement: str) -> str | None:
+    @functions.signature({"types": []}, {"types": ["string"]}, {"types": ["string"]})
+    def _func_replace(self, text: Any, pattern: str, replacement: str) -> str | None:
         """`replace(ref, ':(\\$LATEST|[0-9]+)$', '')`: every match replaced (`\\1` back-references)."""
-        return None if text is None else _regex(pattern).sub(replacement, text)
+        return _regex(pattern).sub(replacement, text) if isinstance(text, str) else None
 
-    @functions.signature({"types": ["string", "null"]})
-    def _func_lower(self, text: str | None) -> str | None:
+    @functions.signature({"types": []})
+    def _func_lower(self, text: Any) -> str | None:
         """`lower(Type)`: lower case; null stays null."""
-        return None if text is None else text.lower()
+        return text.lower() if isinstance(text, str) else None
 
-    @functions.signature({"types": ["string", "null"]})
-    def _func_upper(self, text: str | None) -> str | None:
+    @functions.signature({"types": []})
+    def _func_upper(self, text: Any) -> str | None:
         """`upper(httpMethod)`: upper case; null stays null."""
-        return None if text is None else text.upper()
+        return text.upper() if isinstance(text, str) else None
 
 
 def _text(value: Any) -> str | None:

@@ -247,6 +247,17 @@ BAD = [
     ),
     ("empty external_id", _set("init_config.external_id", ""), "init_config.external_id: must not be empty"),
     (
+        "external_id shorter than AWS accepts",
+        _set("init_config.external_id", "x"),
+        "init_config.external_id: must be at least 2 characters",
+    ),
+    (
+        "huge apis_to_run entry is refused at once and quoted short",
+        _set("instances.0.apis_to_run", ["ec2|" + "a" * 60_000 + "!"]),
+        "instances[0].apis_to_run[0]: 'ec2|" + "a" * 70 + "...' "
+        "(60005 characters) is not an API name or 'api|part part' entry (e.g. 'ec2' or 'ec2|instances vpcs')",
+    ),
+    (
         "full_run_interval wrong type",
         _set("init_config.full_run_interval", "hourly"),
         "init_config.full_run_interval: must be an integer, got string",

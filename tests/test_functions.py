@@ -310,3 +310,12 @@ def test_lower_and_upper_keep_null() -> None:
 def test_an_invalid_literal_regular_expression_is_a_load_error() -> None:
     with pytest.raises(ExpressionError, match="invalid regular expression"):
         compile_expression("regex(v, '([a-z')")
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ["regex(v, 'a')", "replace(v, 'a', 'b')", "url_host(v)", "substitute(v, @)", "lower(v)", "split(v, ':')"],
+)
+def test_string_functions_give_null_for_a_non_string_instead_of_failing_the_unit(expression: str) -> None:
+    assert run(expression, {"v": 123}) is None
+    assert run(expression, {"v": {"a": 1}}) is None
