@@ -15,10 +15,17 @@ import boto3
 import botocore.session
 from botocore.config import Config as ClientConfig
 from botocore.credentials import RefreshableCredentials
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, UnknownRegionError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError,
+    NoCredentialsError,
+    UnknownRegionError,
+)
+from botocore.parsers import ResponseParserError
 
 from engine.config import Config, Instance
-from engine.errors import CredentialsError
+from engine.errors import CredentialsError, Unreachable
 
 NO_EXTERNAL_ID = "disable_external_id_this_is_unsafe"
 SESSION_NAME = "aws-topology"
@@ -69,9 +76,11 @@ class Account:
         key = (service, region)
         with self._lock:
             if key not in self._clients:
-                self._clients[key] = self.session.client(
+                client = self.session.client(
                     service, region_name=region, config=self.config, endpoint_url=self.endpoint_url
                 )
+                client.meta.events.register("before-parse", refuse_html)
+                self._clients[key] = client
             return self._clients[key]
 
 
@@ -95,6 +104,7 @@ def assume(
     """AssumeRole of the instance's role with the external id; credentials refresh before expiry."""
     base = base or base_session(config)
     sts = base.client("sts", region_name=base.region_name or GLOBAL_REGION, endpoint_url=endpoint_url)
+    sts.meta.events.register("before-parse", refuse_html)
     params = {"RoleArn": instance.role_arn, "RoleSessionName": SESSION_NAME}
     if config.external_id != NO_EXTERNAL_ID:
         params["ExternalId"] = config.external_id
@@ -107,6 +117,8 @@ def assume(
             raise CredentialsError(
                 role_arn=instance.role_arn, problem=f"{error.get('Code')}: {error.get('Message')}"
             ) from None
+        except (ConnectionError, ResponseParserError) as exc:  # an outage or a proxy page: not bad input
+            raise Unreachable(role_arn=instance.role_arn, problem=not_aws(exc)) from None
         except (BotoCoreError, ValueError) as exc:  # no credentials, bad endpoint or provider settings
             raise CredentialsError(role_arn=instance.role_arn, problem=_first_line(exc)) from None
         return {
@@ -128,6 +140,25 @@ def assume(
         config=client_config(workers),
         endpoint_url=endpoint_url,
     )
+
+
+def refuse_html(response_dict: dict, operation_model: Any, **_: Any) -> None:
+    """botocore `before-parse` hook: an HTML page (proxy, captive portal) is not an AWS answer.
+
+    botocore would parse it into an empty response, which reads as "no resources": raise instead.
+    """
+    if operation_model.has_streaming_output:  # an S3 object may well be an HTML file
+        return
+    headers = {k.lower(): v for k, v in (response_dict.get("headers") or {}).items()}
+    if "text/html" in str(headers.get("content-type", "")).lower():
+        raise ResponseParserError("HTML answer")
+
+
+def not_aws(exc: Exception) -> str:
+    """One line for a transport or parse failure; an unparsable answer is usually a proxy's HTML page."""
+    if isinstance(exc, ResponseParserError):
+        return "the endpoint's answer is not an AWS response (an HTML page from a proxy or captive portal?)"
+    return str(exc).splitlines()[0][:300]
 
 
 def _first_line(exc: Exception) -> str:

@@ -115,7 +115,7 @@ def scan_command(
     spooled = getattr(sink, "spooled", 0)
     complete = all(a.complete for a in results) and not spooled
     click.echo(_summary(results, calls, seconds, out or receiver or "", spooled))
-    if any(a.error for a in results):
+    if any(a.bad_input for a in results):
         sys.exit(EXIT_BAD_INPUT)
     sys.exit(EXIT_OK if complete else EXIT_INCOMPLETE)
 

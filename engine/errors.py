@@ -61,6 +61,18 @@ class AccessDenied(CallFailed):
     fmt = "role {role_arn} needs {action} ({account}/{region}: {code})"
 
 
+class CredentialsRejected(CallFailed):
+    """AWS refused the credentials themselves (expired, bad signature, unknown key): not a permission gap."""
+
+    fmt = "{operation} in {account}/{region}: AWS rejected the credentials ({code}); check clock and role"
+
+
+class Unreachable(TopologyError):
+    """AWS could not be reached, or answered something that is not AWS: an outage, not bad input."""
+
+    fmt = "cannot reach AWS for {role_arn}: {problem}"
+
+
 class Throttled(CallFailed):
     fmt = "{operation} throttled in {account}/{region} after retries ({code})"
 

@@ -14,13 +14,28 @@ import time
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.parsers import ResponseParserError
 
-from engine.auth import Account
-from engine.errors import AccessDenied, CallFailed, Throttled
+from engine.auth import Account, not_aws
+from engine.errors import AccessDenied, CallFailed, CredentialsRejected, Throttled
 from engine.functions import search
 from engine.mappings import Call, Rate
 
 DENIED = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthorizationError"})
+# 403s that are about the credentials, not about a permission of the role.
+BAD_CREDENTIALS = frozenset(
+    {
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "InvalidClientTokenId",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "UnrecognizedClientException",
+        "AuthFailure",
+        "RequestExpired",
+        "InvalidToken",
+    }
+)
 THROTTLED = frozenset(
     [
         "Throttling",
@@ -85,10 +100,10 @@ class Fetcher:
                 result = getattr(client, call.method)(**params)
         except ClientError as exc:
             raise classify(exc, account, region, call) from None
-        except BotoCoreError as exc:
+        except (BotoCoreError, ResponseParserError) as exc:
             raise CallFailed(
                 operation=call.operation, account=account.id, region=region,
-                code=type(exc).__name__, problem=str(exc),
+                code=type(exc).__name__, problem=not_aws(exc),
             ) from None  # fmt: skip
         result.pop("ResponseMetadata", None)
         return result
@@ -150,6 +165,8 @@ def error_code(exc: ClientError) -> str:
 def classify(exc: ClientError, account: Account, region: str, call: Call) -> CallFailed:
     code = error_code(exc)
     fields = {"operation": call.operation, "account": account.id, "region": region, "code": code}
+    if code in BAD_CREDENTIALS:
+        return CredentialsRejected(**fields)
     if code in DENIED or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 403:
         return AccessDenied(role_arn=account.role_arn, action=call.iam_action, **fields)
     if code in THROTTLED:

@@ -21,7 +21,7 @@ import boto3
 from engine.auth import assume
 from engine.collect import Collector, UnitResult
 from engine.config import Config, Instance
-from engine.errors import AccessDenied, CredentialsError
+from engine.errors import AccessDenied, CredentialsError, Unreachable
 from engine.fetch import Fetcher
 from engine.mappings import Mappings
 from engine.payload import build_payloads
@@ -38,6 +38,7 @@ class AccountScan:
     role_arn: str
     units: list[UnitResult] = field(default_factory=list)
     error: str | None = None  # the account could not be reached at all
+    bad_input: bool = False  # ... because of its credentials or role (exit 2), not an outage (exit 1)
     payloads: int = 0
     collisions: list[str] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
@@ -132,8 +133,9 @@ def scan_account(
     result = AccountScan(instance.account_id, instance.role_arn)
     try:
         account = assume(config, instance, base=base, endpoint_url=endpoint_url, workers=workers)
-    except CredentialsError as exc:
+    except (CredentialsError, Unreachable) as exc:
         result.error = str(exc)
+        result.bad_input = isinstance(exc, CredentialsError)
         log.error("event=account.unreachable account=%s problem=%r", instance.account_id, str(exc))
         return result
     collector = Collector(account, mappings, fetcher, labels_for(instance))

@@ -97,7 +97,7 @@ def test_scan_with_both_destinations_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def _with_secret(instance: dict[str, Any], **init: Any) -> dict[str, Any]:
-    base = {"aws_access_key_id": "AKIAEXAMPLEKEY", "aws_secret_access_key": SECRET, "external_id": "x"}
+    base = {"aws_access_key_id": "AKIAEXAMPLEKEY", "aws_secret_access_key": SECRET, "external_id": "x1"}
     return {"init_config": {**base, **init}, "instances": [instance]}
 
 
@@ -117,7 +117,7 @@ BROKEN_NEXT_TO_SECRET: dict[str, tuple[dict[str, Any] | str, str]] = {
     ),
     "yaml-error-on-another-line": (
         f"init_config:\n  aws_access_key_id: AKIAEXAMPLEKEY\n  aws_secret_access_key: {SECRET}\n"
-        "  external_id: x\ninstances:\n  - role_arn: [oops\n",
+        "  external_id: x1\ninstances:\n  - role_arn: [oops\n",
         "-: invalid YAML at line 7, column 1: expected ',' or ']', but got '<stream end>' "
         "(while parsing a flow sequence started at line 6, column 15)",
     ),
