@@ -247,3 +247,8 @@ def _merge(item: dict, detail: Detail, value: Any) -> None:
         item[detail.into] = value
     elif isinstance(value, dict):
         item.update({k: v for k, v in value.items() if not k.startswith("_")})
+    elif value is not None:  # a list or a scalar has no keys to merge: the mapping needs `into`
+        raise ShapeError(
+            f"{detail.call.operation}: the detail result is {type(value).__name__}, not an object; "
+            "give the detail an `into` key"
+        )

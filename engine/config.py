@@ -139,7 +139,7 @@ def _validator() -> Draft202012Validator:
     return Draft202012Validator(schema)
 
 
-class _StrictLoader(yaml.SafeLoader):
+class StrictLoader(yaml.SafeLoader):
     """SafeLoader that rejects a repeated mapping key instead of silently keeping the last value."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
@@ -177,7 +177,7 @@ def _read_yaml(path: Path, file: str) -> dict[Any, Any]:
     except OSError as exc:
         raise fail(f"cannot read file: {exc.strerror or type(exc).__name__}") from None
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: plain data only
+        data = yaml.load(text, Loader=StrictLoader)  # a SafeLoader: plain data only
     except yaml.MarkedYAMLError as exc:
         # str(exc) would quote the offending source line, which may hold a secret.
         problem = f"invalid YAML{_at(exc.problem_mark)}: {exc.problem}"

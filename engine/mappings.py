@@ -22,6 +22,7 @@ from botocore import xform_name
 from botocore.exceptions import UnknownServiceError
 from jmespath.parser import ParsedResult
 
+from engine.config import StrictLoader
 from engine.errors import MappingErrors
 from engine.functions import ExpressionError, compile_expression
 
@@ -218,7 +219,10 @@ class _FileLoader:
 
     def load(self) -> list[Resource]:
         try:
-            raw = yaml.safe_load(self.path.read_text(encoding="utf-8"))
+            raw = yaml.load(self.path.read_text(encoding="utf-8"), Loader=StrictLoader)
+        except UnicodeDecodeError as exc:
+            self.problem("-", f"not UTF-8 text (bad byte at offset {exc.start})")
+            return []
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "-"

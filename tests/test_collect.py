@@ -271,3 +271,28 @@ def test_a_batch_answered_gone_drops_only_that_batch(tmp_path, size):
 
     assert result.complete
     assert [c["externalId"] for c in result.components] == (arns[1:] if size == 1 else [])
+
+
+def test_a_list_detail_result_without_into_fails_the_unit_instead_of_vanishing(tmp_path):
+    mapping = FIREHOSE + textwrap.indent(
+        textwrap.dedent(
+            """\
+            details:
+              - {operation: ListTagsForDeliveryStream, args: {DeliveryStreamName: name}, result: Tags}
+            """
+        ),
+        "    ",
+    )
+    account = account_in(REGION)
+    with Stubber(account.client("firehose", REGION)) as stub:
+        stub.add_response(
+            "list_delivery_streams", {"DeliveryStreamNames": ["a"], "HasMoreDeliveryStreams": False}
+        )
+        stub.add_response("list_tags_for_delivery_stream", {"Tags": [{"Key": "k"}], "HasMoreTags": False})
+        [result] = run(tmp_path, mapping, account)
+
+    assert result.status == "failed"
+    assert (
+        "ListTagsForDeliveryStream: the detail result is list, not an object; give the detail an `into` key"
+        in (result.error)
+    )

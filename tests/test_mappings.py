@@ -405,3 +405,14 @@ def test_child_of_a_broken_parent_gets_no_misleading_parent_error(tmp_path: Path
 def test_unknown_key_in_list_names_only_that_key(tmp_path: Path) -> None:
     write(tmp_path, "sqs.yaml", QUEUE.replace("items:", "itemz: x, items:"))
     assert problems(tmp_path)[0].startswith("sqs.yaml: resources.queue.list: unknown key(s) 'itemz';")
+
+
+def test_a_binary_file_is_one_problem_line_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "sqs.yaml").write_bytes(b"version: 1\n\xff\xfe\x00binary")
+    assert problems(tmp_path) == ["sqs.yaml: -: not UTF-8 text (bad byte at offset 11)"]
+
+
+def test_a_repeated_key_is_refused_instead_of_replacing_the_first(tmp_path: Path) -> None:
+    write(tmp_path, "sqs.yaml", add_to_queue("id: QueueArn\n"))
+    [problem] = problems(tmp_path)
+    assert problem.startswith("sqs.yaml: line 8, column 5: invalid YAML: duplicate key 'id'")
