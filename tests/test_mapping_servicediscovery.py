@@ -1,7 +1,8 @@
 """mappings/servicediscovery.yaml against a live moto server: relation-only Cloud Map edges.
 
 moto returns every service and instance at once unless MaxResults is given, so the scan asks for
-one per page to prove that every page is read.
+one per page to prove that every page is read. moto labels its Cloud Map JSON answers `text/html`,
+which the engine rightly refuses as a proxy's page; the fixture labels them as AWS does.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
+from moto.servicediscovery.responses import ServiceDiscoveryResponse
 
 from demo.seed import client
 from demo.server import reset, start
@@ -37,6 +39,18 @@ def with_params(mappings: Mappings, key: str, operation: str, **params: object) 
             resource = replace(resource, listing=listing, details=details)
         resources.append(resource)
     return Mappings(tuple(resources))
+
+
+def _json_content_type(patch: pytest.MonkeyPatch) -> None:
+    """Label moto's Cloud Map answers as the JSON they are (AWS: application/x-amz-json-1.1)."""
+    original = ServiceDiscoveryResponse.call_action
+
+    def labelled(self):
+        status, headers, body = original(self)
+        headers["Content-Type"] = "application/x-amz-json-1.1"
+        return status, headers, body
+
+    patch.setattr(ServiceDiscoveryResponse, "call_action", labelled)
 
 
 def _seed(endpoint: str) -> dict:
@@ -80,6 +94,7 @@ def scanned() -> Iterator[tuple[ListSink, list, dict]]:
             patch.setenv("AWS_ENDPOINT_URL", endpoint)
             patch.setenv("AWS_CONFIG_FILE", "/dev/null")
             patch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+            _json_content_type(patch)
             mappings = with_params(load_mappings(), "servicediscovery.service", "ListServices", MaxResults=1)
             mappings = with_params(mappings, "servicediscovery.service", "ListInstances", MaxResults=1)
             config = make_config(regions=(REGION,), apis_to_run=("servicediscovery",))
