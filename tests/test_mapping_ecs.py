@@ -19,6 +19,7 @@ from moto.ecs.models import EC2ContainerServiceBackend, ecs_backends
 
 from demo.seed import AMI_ID, client
 from demo.server import reset, start
+from engine.functions import search
 from engine.mappings import load_mappings
 from engine.scan import scan
 from tests.conftest import ACCOUNT, ListSink, make_config
@@ -242,3 +243,18 @@ def test_ecs_service_uses_its_load_balancer_target_group(scanned):
     sink, _, _, _ = scanned
     uses = {(s, t) for s, kind, t in sink.relations() if kind == "uses-service"}
     assert uses == {(f"{ARN}:service/web/front", TARGET_GROUP)}
+
+
+def test_ecs_task_urns_skip_containers_without_ipv4_and_standalone_tasks():
+    """The URN expression over single items (no moto): only IPv4 interfaces of named containers count."""
+    task = next(r for r in load_mappings().resources if r.key == "ecs.task")
+    containers = [
+        {"name": "web", "networkInterfaces": [{"privateIpv4Address": "10.0.0.9"}]},
+        {"name": "sidecar", "networkInterfaces": []},
+        {"name": "v6", "networkInterfaces": [{"ipv6Address": "fd00::1"}]},
+        {"networkInterfaces": [{"privateIpv4Address": "10.0.0.10"}]},
+    ]
+    service_task = {"group": "service:api", "containers": containers}
+    assert search(task.urns[0], service_task) == ["urn:service-instance:/service-api-web:/10.0.0.9"]
+    assert search(task.urns[0], {"group": "family:report", "containers": containers}) is False
+    assert search(task.urns[0], {"taskArn": "arn:denied"}) is False  # DescribeTasks denied: no group
