@@ -146,11 +146,12 @@ def refuse_html(response_dict: dict, operation_model: Any, **_: Any) -> None:
     """botocore `before-parse` hook: an HTML page (proxy, captive portal) is not an AWS answer.
 
     botocore would parse it into an empty response, which reads as "no resources": raise instead.
+    The body is what tells (moto labels its JSON `text/html`); no AWS API answers with an HTML page.
     """
     if operation_model.has_streaming_output:  # an S3 object may well be an HTML file
         return
-    headers = {k.lower(): v for k, v in (response_dict.get("headers") or {}).items()}
-    if "text/html" in str(headers.get("content-type", "")).lower():
+    head = bytes(response_dict.get("body") or b"")[:64].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")):
         raise ResponseParserError("HTML answer")
 
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -88,6 +91,26 @@ def scan_command(
     table: bool | None,
 ) -> None:
     """Full scan: one complete snapshot per account."""
+    stop = threading.Event()
+    with _stopping_on(stop) as received:
+        _scan(config_path, mappings_dir, out, receiver, state_path, workers, max_payload_bytes, table, stop)
+        if received:
+            name = signal.Signals(received[0]).name
+            click.echo(f"error: stopped by {name}; the run is recorded as incomplete", err=True)
+            sys.exit(128 + received[0])
+
+
+def _scan(
+    config_path: str,
+    mappings_dir: str,
+    out: str | None,
+    receiver: str | None,
+    state_path: str,
+    workers: int,
+    max_payload_bytes: int,
+    table: bool | None,
+    stop: threading.Event,
+) -> None:
     interactive = sys.stderr.isatty()
     _logging(interactive)
     with _bad_input():
@@ -100,24 +123,75 @@ def scan_command(
         _refuse_empty_plans(config, mappings)
         state = _open_state(state_path)
     started = time.monotonic()
+    run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{os.getpid()}"
     with state:
-        sink = _sink(out, receiver, state)  # a spooling sink re-sends older spooled payloads first
+        sink = _sink(out, receiver, state, run_id)  # a spooling sink re-sends older spooled payloads first
         results, calls = scan(
             config, mappings, sink, workers=workers, max_bytes=max_payload_bytes,
-            on_unit=_progress if interactive else _log_unit,
+            on_unit=_progress if interactive else _log_unit, state=state, stop=stop,
         )  # fmt: skip
         for a in results:
-            summary = {"components": len(a.components), "relations": len(a.relations)}
+            summary = {
+                "components": len(a.components), "relations": len(a.relations), "payloads": a.payloads,
+                "snapshot_closed": a.closes_snapshot, "carried": a.carried, "interrupted": a.interrupted,
+                "incomplete_units": [u.unit.label for u in a.units if not u.complete],
+            }  # fmt: skip
             state.record_run(a.account, "scan", a.started_at, a.started_at + a.seconds, a.complete, summary)
+        if isinstance(sink, FileSink):
+            _write_manifest(sink.directory, run_id, results, interrupted=stop.is_set())
     seconds = time.monotonic() - started
     if table if table is not None else sys.stdout.isatty():
         _table(results)
     spooled = getattr(sink, "spooled", 0)
     complete = all(a.complete for a in results) and not spooled
-    click.echo(_summary(results, calls, seconds, out or receiver or "", spooled))
+    click.echo(_summary(results, calls, seconds, str(getattr(sink, "directory", receiver)), spooled))
+    if stop.is_set():
+        return
     if any(a.bad_input for a in results):
         sys.exit(EXIT_BAD_INPUT)
     sys.exit(EXIT_OK if complete else EXIT_INCOMPLETE)
+
+
+@contextmanager
+def _stopping_on(stop: threading.Event) -> Iterator[list[int]]:
+    """SIGINT/SIGTERM set `stop` (the scan ends at its next API call); a second signal kills at once."""
+    received: list[int] = []
+
+    def handler(signum: int, _frame: object) -> None:
+        received.append(signum)
+        stop.set()
+        log.warning("event=run.stopping signal=%s", signal.Signals(signum).name)
+        signal.signal(signum, signal.SIG_DFL)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _write_manifest(directory: Path, run_id: str, results: list[AccountScan], interrupted: bool) -> None:
+    """`manifest.json`, written last: which payload files this run wrote and whether each snapshot closed.
+
+    A run folder without a manifest is a run that died midway: nothing in it reads as complete.
+    """
+    manifest = {
+        "run": run_id,
+        "interrupted": interrupted,
+        "accounts": {
+            a.account: {
+                "snapshot_closed": a.closes_snapshot,
+                "complete": a.complete,
+                "payloads": [f"scan-{a.account}-{n:04d}.json" for n in range(1, a.payloads + 1)],
+            }
+            for a in results
+        },
+    }
+    FileSink(directory).send(manifest, "manifest")
 
 
 def _open_state(path: str) -> State:
@@ -166,9 +240,10 @@ def _warn_unknown_apis(config: Config, mappings: Mappings) -> None:
             )
 
 
-def _sink(out: str | None, receiver: str | None, state: State) -> Sink:
+def _sink(out: str | None, receiver: str | None, state: State, run_id: str) -> Sink:
+    """Files go to a folder of their own per run (`{out}/run-{id}/`), so two runs never mix."""
     if out:
-        return FileSink(Path(out))
+        return FileSink(Path(out) / f"run-{run_id}")
     return SpoolingSink(HttpSink(str(receiver), os.environ.get("STS_API_KEY")), state)
 
 
@@ -228,11 +303,15 @@ def _summary(results: list[AccountScan], calls: int, seconds: float, target: str
     parts = []
     for a in results:
         status = "complete" if a.complete else ("unreachable" if a.error else "INCOMPLETE")
+        status = "interrupted" if a.interrupted else status
         bad = [u.unit.label for u in a.units if not u.complete]
+        carried = [f"{label}({age / 3600:.1f}h)" for label, age in a.carried.items()]
         parts.append(
             f"account={a.account} status={status} components={len(a.components)} "
-            f"relations={len(a.relations)} payloads={a.payloads}"
+            f"relations={len(a.relations)} payloads={a.payloads} "
+            f"snapshot_closed={str(a.closes_snapshot).lower()}"
             + (f" incomplete_units={','.join(bad)}" if bad else "")
+            + (f" carried_forward={','.join(carried)}" if carried else "")
             + (f" error={a.error!r}" if a.error else "")
         )
     spool = f" spooled={spooled}" if spooled else ""

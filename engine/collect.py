@@ -19,7 +19,7 @@ from typing import Any
 from jmespath.exceptions import JMESPathError
 
 from engine.auth import Account, partition
-from engine.errors import AccessDenied, CallFailed, Throttled
+from engine.errors import AccessDenied, CallFailed, Interrupted, Throttled
 from engine.fetch import Fetcher
 from engine.functions import search
 from engine.mappings import Call, Detail, Mappings
@@ -72,6 +72,8 @@ class Collector:
         items: list[dict] | None = None
         try:
             items = self._collect(unit, parents, result, seen)
+        except Interrupted as exc:
+            result.status, result.error = "interrupted", str(exc)
         except AccessDenied as exc:
             result.status, result.error = "denied", str(exc)
             result.gaps.append(exc)

@@ -51,6 +51,12 @@ class Locked(TopologyError):
     fmt = "state {path} is in use by another run ({holder}); try again when it has finished"
 
 
+class Interrupted(TopologyError):
+    """The run was asked to stop (SIGINT, SIGTERM)."""
+
+    fmt = "interrupted before {operation}"
+
+
 class CallFailed(TopologyError):
     """An AWS call failed after retries; makes its unit incomplete."""
 

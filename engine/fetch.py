@@ -17,7 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 
 from engine.auth import Account, not_aws
-from engine.errors import AccessDenied, CallFailed, CredentialsRejected, Throttled
+from engine.errors import AccessDenied, CallFailed, CredentialsRejected, Interrupted, Throttled
 from engine.functions import search
 from engine.mappings import Call, Rate
 
@@ -82,8 +82,9 @@ class Fetcher:
     Pacing hooks botocore's `before-call` event, so every page of a paginated call takes a token.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, stop: threading.Event | None = None) -> None:
         self.calls = 0
+        self._stop = stop or threading.Event()
         self._rates: dict[tuple[str, str], Rate] = {}
         self._buckets: dict[tuple[str, str, str, str], TokenBucket] = {}
         self._hooked: set[int] = set()
@@ -122,7 +123,13 @@ class Fetcher:
                 client.meta.events.register("before-call", before_call)
         return client
 
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
     def _take(self, account: str, region: str, service: str, operation: str) -> None:
+        if self._stop.is_set():
+            raise Interrupted(operation=operation)
         with self._lock:
             self.calls += 1
             rate = self._rates.get((service, operation))

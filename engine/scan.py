@@ -1,14 +1,19 @@
 """Full scan: every unit of every account, into one snapshot per account.
 
-In: `Config`, `Mappings`, a sink. Out: `AccountScan` per account (the payloads sent, unit results,
-permission gaps). `stop_snapshot` is true only when every unit of that account is complete.
-Units run in a bounded thread pool; components come before relations in the payloads, so every
-relation is sent after the components of the whole run (none is dropped for being early).
+In: `Config`, `Mappings`, a sink, optionally the `State`. Out: `AccountScan` per account (the payloads
+sent, unit results, permission gaps). `stop_snapshot` is true only when every unit of that account is
+complete, or incomplete but carried forward: with a state, each unit's last complete result is kept, and an
+incomplete unit re-sends it (for at most `max_carry_age` seconds), so one permanently denied type never keeps
+an account's snapshot open forever. A unit that never completed sent nothing, so closing loses nothing.
+Units run in a bounded thread pool; components come before relations in the payloads, so every relation is
+sent after the components of the whole run (none is dropped for being early). A set `stop` event (SIGINT,
+SIGTERM) ends the scan at the next API call; an interrupted account sends nothing.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -28,8 +33,11 @@ from engine.payload import build_payloads
 from engine.plan import plan
 from engine.shape import Labels
 from engine.sink import Sink
+from engine.state import State
 
 log = logging.getLogger("aws_topology")
+
+MAX_CARRY_AGE = 7 * 24 * 3600  # a week: then the unit stops counting and the snapshot stays open
 
 
 @dataclass
@@ -41,12 +49,22 @@ class AccountScan:
     bad_input: bool = False  # ... because of its credentials or role (exit 2), not an outage (exit 1)
     payloads: int = 0
     collisions: list[str] = field(default_factory=list)
+    carried: dict[str, float] = field(default_factory=dict)  # unit label -> age in seconds of its result
+    interrupted: bool = False
     started_at: float = field(default_factory=time.time)
     seconds: float = 0.0
 
     @property
     def complete(self) -> bool:
-        return self.error is None and all(u.complete for u in self.units) and not self.collisions
+        """Every unit listed now: nothing carried forward, nothing unknown."""
+        return self.closes_snapshot and not self.carried
+
+    @property
+    def closes_snapshot(self) -> bool:
+        """Whether the snapshot may end (`stop_snapshot`): every unit complete or carried forward."""
+        if self.error is not None or self.interrupted or self.collisions:
+            return False
+        return all(u.complete or u.unit.label in self.carried for u in self.units)
 
     @cached_property
     def components(self) -> list[dict]:
@@ -102,15 +120,21 @@ def scan(
     endpoint_url: str | None = None,
     base: boto3.Session | None = None,
     on_unit: Callable[[UnitResult], None] = lambda _: None,
+    state: State | None = None,
+    stop: threading.Event | None = None,
+    max_carry_age: float = MAX_CARRY_AGE,
 ) -> tuple[list[AccountScan], int]:
     """Scan every configured account; return the per-account results and the number of calls."""
-    fetcher = Fetcher()
+    fetcher = Fetcher(stop)
     results = []
     for instance in config.instances:
+        if fetcher.stopped:
+            break
         results.append(
             scan_account(
                 config, instance, mappings, sink, fetcher,
                 workers=workers, max_bytes=max_bytes, endpoint_url=endpoint_url, base=base, on_unit=on_unit,
+                state=state, max_carry_age=max_carry_age,
             )
         )  # fmt: skip
     return results, fetcher.calls
@@ -128,6 +152,8 @@ def scan_account(
     endpoint_url: str | None,
     base: boto3.Session | None,
     on_unit: Callable[[UnitResult], None],
+    state: State | None = None,
+    max_carry_age: float = MAX_CARRY_AGE,
 ) -> AccountScan:
     started = time.monotonic()
     result = AccountScan(instance.account_id, instance.role_arn)
@@ -146,11 +172,18 @@ def scan_account(
             for unit_result in future.result():
                 on_unit(unit_result)
     result.units = [r for f in futures for r in f.result()]
+    result.interrupted = fetcher.stopped
+    if result.interrupted:
+        log.warning("event=scan.interrupted account=%s sent=nothing", instance.account_id)
+        result.seconds = time.monotonic() - started
+        return result
+    if state is not None:
+        _carry_forward(result, state, max_carry_age)
     for collision in result.components and result.collisions:
         log.error("event=component.collision account=%s problem=%r", instance.account_id, collision)
     payloads = build_payloads(
         instance.account_id, result.components, result.relations,
-        snapshot=True, complete=result.complete, max_bytes=max_bytes,
+        snapshot=True, complete=result.closes_snapshot, max_bytes=max_bytes,
     )  # fmt: skip
     for number, payload in enumerate(payloads, 1):
         sink.send(payload, f"scan-{instance.account_id}-{number:04d}")
@@ -159,3 +192,22 @@ def scan_account(
     for gap in result.gaps():
         log.warning("event=permission.gap account=%s gap=%r", instance.account_id, gap)
     return result
+
+
+def _carry_forward(result: AccountScan, state: State, max_age: float) -> None:
+    """Keep each complete unit's result; give an incomplete unit its last complete one, if young enough."""
+    now = time.time()
+    for unit in result.units:
+        key = f"unit.{unit.unit.label}"
+        if unit.complete:
+            state.set(key, {"at": now, "components": unit.components, "relations": unit.relations})
+            continue
+        kept = state.get(key)
+        if kept is None or now - kept["at"] > max_age:
+            continue
+        unit.components, unit.relations = kept["components"], kept["relations"]
+        result.carried[unit.unit.label] = now - kept["at"]
+        log.warning(
+            "event=unit.carried unit=%s status=%s age_seconds=%d",
+            unit.unit.label, unit.status, now - kept["at"],
+        )  # fmt: skip

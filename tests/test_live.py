@@ -113,7 +113,7 @@ def test_denied_list_keeps_snapshot_open_and_reports_the_permission_gap(
     summary = result.stdout.strip().splitlines()[-1]
     assert "status=INCOMPLETE" in summary
     assert f"incomplete_units={ACCOUNT}/eu-west-1/sqs.queue,{ACCOUNT}/us-east-1/sqs.queue" in summary
-    payloads = [json.loads(p.read_text()) for p in sorted((tmp_path / "out").glob("*.json"))]
+    payloads = [json.loads(p.read_text()) for p in sorted((tmp_path / "out").rglob("scan-*.json"))]
     topologies = [t for p in payloads for t in p["topologies"]]
     assert topologies[0]["start_snapshot"] is True
     assert all(t["stop_snapshot"] is False for t in topologies)
