@@ -13,7 +13,7 @@ import json
 import re
 from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import jmespath
 from jmespath import functions
@@ -143,6 +143,11 @@ class Functions(functions.Functions):
     def _func_replace(self, text: Any, pattern: str, replacement: str) -> str | None:
         """`replace(ref, ':(\\$LATEST|[0-9]+)$', '')`: every match replaced (`\\1` back-references)."""
         return _regex(pattern).sub(replacement, text) if isinstance(text, str) else None
+
+    @functions.signature({"types": []})
+    def _func_url_encode(self, text: Any) -> str | None:
+        """`url_encode(QueueUrl)`: percent-encoded for use inside a URL (console links); null stays null."""
+        return quote(text, safe="") if isinstance(text, str) else None
 
     @functions.signature({"types": []})
     def _func_lower(self, text: Any) -> str | None:

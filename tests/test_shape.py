@@ -448,3 +448,24 @@ def test_bucket_external_id_and_notification_relation(mappings: Mappings) -> Non
             "data": {"event_type": "s3:ObjectCreated:*"},
         }
     ]
+
+
+def test_console_link_follows_the_partition_and_region(mappings: Mappings) -> None:
+    spec = resource(mappings, "aws.ec2.instance")
+    for region, partition, base in [
+        ("eu-west-1", "aws", "https://eu-west-1.console.aws.amazon.com"),
+        ("cn-north-1", "aws-cn", "https://console.amazonaws.cn"),
+        ("us-gov-west-1", "aws-us-gov", "https://console.amazonaws-us-gov.com"),
+    ]:
+        record = component(spec, context(instance_item(), ACCOUNT, region, partition), LABELS)
+        assert record["data"]["ConsoleUrl"] == (
+            f"{base}/ec2/home?region={region}#InstanceDetails:instanceId=i-0abc1234def567890"
+        )
+
+
+def test_queue_console_link_carries_the_encoded_queue_url(mappings: Mappings) -> None:
+    url = "https://sqs.eu-west-1.amazonaws.com/123456789012/orders"
+    record, _ = shape(resource(mappings, "aws.sqs.queue"), {"QueueUrl": url})
+    assert record["data"]["ConsoleUrl"].endswith(
+        "#/queues/https%3A%2F%2Fsqs.eu-west-1.amazonaws.com%2F123456789012%2Forders"
+    )
