@@ -17,17 +17,40 @@ bootstrap() {
   fi
 }
 
-free_port() { "$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# Wait until the moto server started in the background has printed its endpoint (it does so after it
+# listens and has warmed every service), then print that endpoint. Fails with the log's tail when the
+# server exits first or is not ready within $3 seconds.
+wait_for_server() {
+  local pid=$1 log=$2 timeout=$3 endpoint=""
+  local deadline=$((SECONDS + timeout))
+  while :; do
+    endpoint=$(grep -m1 -E '^http://127\.0\.0\.1:[0-9]+$' "$log" 2>/dev/null || true)
+    [ -n "$endpoint" ] && { echo "$endpoint"; return 0; }
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "run.sh: the moto server (pid $pid) exited before it was ready; last lines of $log:" >&2
+      tail -n 20 "$log" >&2
+      return 1
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "run.sh: the moto server (pid $pid) was not ready after ${timeout}s; last lines of $log:" >&2
+      tail -n 20 "$log" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+}
 
 demo() {
   bootstrap demo
-  local port out
-  port=${MOTO_PORT:-$(free_port)}
+  local out endpoint
   out="out/demo-$(date -u +%Y%m%dT%H%M%SZ)"
-  "$VENV/bin/python" -m demo.server --port "$port" >.moto.log 2>&1 &
+  # Port 0 lets the OS pick a free port when the server binds (no probe-then-bind race); MOTO_PORT pins it.
+  : >.moto.log  # emptied here, not by the child's redirection, so no stale endpoint line can be read
+  "$VENV/bin/python" -m demo.server --port "${MOTO_PORT:-0}" >>.moto.log 2>&1 &
   MOTO_PID=$!
   trap 'kill "$MOTO_PID" 2>/dev/null || true' EXIT
-  export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
+  endpoint=$(wait_for_server "$MOTO_PID" .moto.log "${MOTO_READY_TIMEOUT:-60}")
+  export AWS_ENDPOINT_URL="$endpoint" AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing
   export AWS_DEFAULT_REGION=us-east-1 AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
   "$VENV/bin/python" -m demo.seed --endpoint "$AWS_ENDPOINT_URL"
   echo "scanning the demo estate (moto server $AWS_ENDPOINT_URL, config demo/conf.yaml)"

@@ -28,7 +28,28 @@ _WARM_CALLS: dict[str, tuple[str, dict[str, object]]] = {
     "sqs": ("list_queues", {}),
     "sns": ("list_topics", {}),
     "sts": ("get_caller_identity", {}),
+    "iam": ("list_roles", {}),
+    "dynamodb": ("list_tables", {}),
+    "dynamodbstreams": ("list_streams", {}),
+    "kinesis": ("list_streams", {}),
+    "firehose": ("list_delivery_streams", {}),
+    "rds": ("describe_db_instances", {}),
+    "redshift": ("describe_clusters", {}),
+    "lambda": ("list_functions", {}),
+    "elb": ("describe_load_balancers", {}),
+    "elbv2": ("describe_load_balancers", {}),
+    "autoscaling": ("describe_auto_scaling_groups", {}),
+    "ecs": ("list_clusters", {}),
+    "servicediscovery": ("list_namespaces", {}),
+    "apigateway": ("get_rest_apis", {}),
+    "apigatewayv2": ("get_apis", {}),
+    "stepfunctions": ("list_state_machines", {}),
+    "cloudformation": ("list_stacks", {}),
+    "route53": ("list_hosted_zones", {}),
+    "route53domains": ("list_domains", {}),
 }
+# DynamoDB stream label (and so LatestStreamArn) that moto would otherwise take from the wall clock.
+STREAM_LABEL = "2024-01-01T00:00:00.000"
 
 
 def _post(url: str, timeout: float = 10.0) -> None:
@@ -86,6 +107,81 @@ def warm(endpoint: str) -> None:
         getattr(client, operation)(**kwargs)
 
 
+def _fixed_stream_label() -> None:
+    """Make moto label every DynamoDB stream ``STREAM_LABEL`` instead of the current time.
+
+    The label is part of the stream ARN, which the demo estate and the scan output carry, so a
+    wall-clock label would make two seeds differ. Real labels are creation timestamps of this shape.
+    """
+    from moto.dynamodb.models.table import Table
+
+    original = Table.set_stream_specification
+    if getattr(original, "demo_patched", False):
+        return
+
+    def set_stream_specification(self: Table, streams: dict | None) -> None:
+        original(self, streams)
+        if self.latest_stream_label:
+            self.latest_stream_label = STREAM_LABEL
+
+    set_stream_specification.demo_patched = True  # type: ignore[attr-defined]
+    Table.set_stream_specification = set_stream_specification  # type: ignore[method-assign]
+
+
+def _redshift_vpc_id() -> None:
+    """Give moto's Redshift clusters the VpcId of their cluster subnet group, as AWS reports it.
+
+    moto 5.2.5 never fills ``VpcId`` in describe_clusters (the model has no such attribute), so the
+    StackPack's cluster -> VPC relation could not be seen. Clusters without a subnet group keep none.
+    """
+    from moto.redshift.models import Cluster
+
+    if hasattr(Cluster, "vpc_id"):
+        return
+
+    def vpc_id(self: Cluster) -> str | None:
+        if not self.cluster_subnet_group_name:
+            return None
+        groups = self.redshift_backend.describe_cluster_subnet_groups(self.cluster_subnet_group_name)
+        return groups[0].vpc_id
+
+    Cluster.vpc_id = property(vpc_id)  # type: ignore[attr-defined]
+
+
+def _complete_reset() -> None:
+    """Make ``/moto-api/reset`` drop backends that other backends re-create while being reset.
+
+    moto resets a backend by re-running its ``__init__``. Some of those (Redshift, Auto Scaling)
+    look up the EC2 backend of their region; when EC2 was already cleared, that lookup builds a new
+    EC2 backend, with a default VPC whose ids come from the *unseeded* generator, and it survives
+    the reset. The default VPC of us-east-1 then differed from run to run. Clearing every backend
+    that existed before the reset once more, after it, leaves nothing behind.
+    """
+    from moto.core.base_backend import BackendDict, backend_lock
+
+    original = BackendDict.reset.__func__  # type: ignore[attr-defined]
+    if getattr(original, "demo_patched", False):
+        return
+
+    def reset(cls: type[BackendDict]) -> None:
+        with backend_lock:
+            known = list(BackendDict._instances)
+            original(cls)
+            for backend in known:
+                backend.clear()
+            BackendDict._instances.clear()
+
+    reset.demo_patched = True  # type: ignore[attr-defined]
+    BackendDict.reset = classmethod(reset)  # type: ignore[method-assign, assignment]
+
+
+def patch_moto() -> None:
+    """Apply the demo's moto adjustments (idempotent): complete resets, stream labels, Redshift VpcId."""
+    _complete_reset()
+    _fixed_stream_label()
+    _redshift_vpc_id()
+
+
 def _check_port_free(port: int) -> None:
     """Raise OSError if ``port`` cannot be bound; moto's start() would otherwise wait forever."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -97,12 +193,13 @@ def _check_port_free(port: int) -> None:
 
 
 def start(port: int = 0) -> tuple[ThreadedMotoServer, str]:
-    """Start a warmed moto server thread on 127.0.0.1; return it and its endpoint URL.
+    """Start a warmed, patched (see patch_moto) moto server thread on 127.0.0.1; return it and its URL.
 
     With ``port=0`` the OS assigns a free port when the socket is bound, which avoids
     the race between probing for a free port and binding it.
     """
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # it logs every request otherwise
+    patch_moto()
     if port:
         _check_port_free(port)
     server = ThreadedMotoServer(ip_address=HOST, port=port, verbose=False)
