@@ -56,7 +56,7 @@ demo() {
   echo "scanning the demo estate (moto server $AWS_ENDPOINT_URL, config demo/conf.yaml)"
   local rc=0
   "$VENV/bin/aws-topology" scan -c demo/conf.yaml --out "$out" --state .state/demo.sqlite --table || rc=$?
-  echo "payloads: $(find "$out" -name '*.json' | wc -l) file(s) in $out/"
+  echo "payloads: $(find "$out" -name 'scan-*.json' | wc -l) file(s) in $out/"
   return "$rc"
 }
 

@@ -379,6 +379,7 @@ def seed_route53(endpoint: str, account: str, out: dict[str, Any]) -> None:
         TechContact=contact,
         AutoRenew=True,
     )
+    domains.update_tags_for_domain(DomainName="demo-shop.com", TagsToUpdate=tags(team="storefront"))
     route53 = client("route53", SECOND_REGION, endpoint, account)
     zone = next(
         z["Id"]

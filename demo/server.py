@@ -6,6 +6,7 @@ Usage: ``python -m demo.server --port 5000`` serves until SIGTERM/SIGINT.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -175,11 +176,42 @@ def _complete_reset() -> None:
     BackendDict.reset = classmethod(reset)  # type: ignore[method-assign, assignment]
 
 
+def _domain_tags() -> None:
+    """Answer Route 53 Domains ListTagsForDomain / UpdateTagsForDomain, which moto 5.2.5 lacks.
+
+    Without them every ListTagsForDomain is an HTML 500, so the domain type could never complete.
+    Tags live on the domain object, as on AWS; an unknown domain is moto's own error.
+    """
+    from moto.route53domains.responses import Route53DomainsResponse
+
+    if hasattr(Route53DomainsResponse, "list_tags_for_domain"):
+        return
+
+    def _domain(self: Route53DomainsResponse) -> object:
+        return self.route53domains_backend.get_domain(domain_name=self._get_param("DomainName"))
+
+    def list_tags_for_domain(self: Route53DomainsResponse) -> str:
+        tags = getattr(_domain(self), "demo_tags", {})
+        return json.dumps({"TagList": [{"Key": k, "Value": v} for k, v in tags.items()]})
+
+    def update_tags_for_domain(self: Route53DomainsResponse) -> str:
+        domain = _domain(self)
+        tags = dict(getattr(domain, "demo_tags", {}))
+        tags.update({t["Key"]: t.get("Value", "") for t in self._get_param("TagsToUpdate") or []})
+        domain.demo_tags = tags  # type: ignore[attr-defined]
+        return "{}"
+
+    Route53DomainsResponse.list_tags_for_domain = list_tags_for_domain  # type: ignore[attr-defined]
+    Route53DomainsResponse.update_tags_for_domain = update_tags_for_domain  # type: ignore[attr-defined]
+
+
 def patch_moto() -> None:
-    """Apply the demo's moto adjustments (idempotent): complete resets, stream labels, Redshift VpcId."""
+    """Apply the demo's moto adjustments (idempotent): complete resets, stream labels, Redshift VpcId,
+    Route 53 Domains tags."""
     _complete_reset()
     _fixed_stream_label()
     _redshift_vpc_id()
+    _domain_tags()
 
 
 def _check_port_free(port: int) -> None:
