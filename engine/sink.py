@@ -1,28 +1,36 @@
 """Sinks: intake payloads in, delivered payloads out (receiver HTTP intake, files, or the durable spool).
 
-Every sink raises `DeliveryError` when a payload could not be delivered; `SpoolingSink` turns that into a
-durable spool entry so no payload is silently dropped. The receiver API key never appears in errors, logs
-or reprs.
+Every sink raises `DeliveryError` when a payload could not be delivered; `SpoolingSink` turns a transient one
+into a durable spool entry so no payload is silently dropped, and records a permanent rejection (4xx other
+than 408/429) without letting it block the payloads behind it. The receiver API key never appears in errors,
+logs or reprs.
 """
 
 from __future__ import annotations
 
 import contextlib
-import email.utils
-import http.client
+import contextvars
 import json
 import logging
 import os
 import re
+import socket
 import tempfile
+import threading
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol, Self
+
+import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import MaxRetryError, ProxySchemeUnknown
+from urllib3.util import make_headers, parse_url
 
 from engine.errors import DeliveryError
 from engine.payload import encode
@@ -33,7 +41,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_DELAY = 60.0
+RETRY_STATUSES = frozenset({408, 429, *range(500, 600)})
+DETAIL_CHARS = 300  # of an error answer's body, shown in the problem
+_KEEP_BYTES = 64 * 1024  # of any answer's body; the rest is read (to keep the connection) and dropped
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_NUMBERED = re.compile(r"^(?P<prefix>.*)-(?P<number>[0-9]+)$")
 
 
 class Sink(Protocol):
@@ -42,6 +54,12 @@ class Sink(Protocol):
     def send(self, payload: dict, name: str) -> None:
         """Deliver one payload or raise DeliveryError."""
         ...
+
+
+def is_rejection(exc: DeliveryError) -> bool:
+    """A permanent refusal: the receiver answered 4xx other than 408 (timeout) and 429 (throttled)."""
+    status = getattr(exc, "status", None)
+    return isinstance(status, int) and 400 <= status < 500 and status not in (408, 429)
 
 
 class FileSink:
@@ -74,34 +92,158 @@ class FileSink:
         log.debug("event=sink.written path=%s", target)
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Refuse redirects: urllib would turn the POST into a body-less GET and report success."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
-        return None
+# HTTP: urllib3 (a botocore dependency) with one overall deadline per attempt.
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP date); None when absent or unreadable."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+class _Deadline:
+    """Bounds one POST attempt as a whole (connect, send, headers, body).
+
+    urllib3's timeouts bound each socket operation, so a receiver dripping a byte now and then never trips
+    them. While the attempt runs, every connection it uses registers here; when `seconds` have passed, their
+    sockets are shut down, which wakes a blocked send or recv with an error, and `expired` tells why.
+    """
+
+    current: contextvars.ContextVar[_Deadline | None] = contextvars.ContextVar("sink_deadline", default=None)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._connections: list[HTTPConnection] = []
+        self._lock = threading.Lock()
+        self._finished = False
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> Self:
+        self._token = self.current.set(self)
+        self._timer.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        with self._lock:
+            self._finished = True
+        self._timer.cancel()
+        self.current.reset(self._token)
+
+    @classmethod
+    def watch(cls, connection: HTTPConnection) -> None:
+        """Put `connection` under the running attempt's deadline (shut at once if it already passed)."""
+        deadline = cls.current.get()
+        if deadline is None:
+            return
+        with deadline._lock:
+            if connection not in deadline._connections:
+                deadline._connections.append(connection)
+            expired = deadline.expired and not deadline._finished
+        if expired:
+            _shut(connection)
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._finished:
+                return
+            self.expired = True
+            connections = list(self._connections)
+        for connection in connections:
+            _shut(connection)
+
+
+def _shut(connection: HTTPConnection) -> None:
+    sock = getattr(connection, "sock", None)
+    raw = sock if isinstance(sock, socket.socket) else getattr(sock, "socket", None)  # SSLTransport
+    if isinstance(raw, socket.socket):
+        with contextlib.suppress(OSError):
+            socket.socket.shutdown(raw, socket.SHUT_RDWR)  # the plain socket's, also under TLS
+
+
+class _WatchedHTTPConnection(HTTPConnection):
+    def connect(self) -> None:
+        _Deadline.watch(self)
+        super().connect()
+        _Deadline.watch(self)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _Deadline.watch(self)
+        super().request(*args, **kwargs)
+
+
+class _WatchedHTTPSConnection(HTTPSConnection):
+    def connect(self) -> None:
+        _Deadline.watch(self)
+        super().connect()
+        _Deadline.watch(self)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        _Deadline.watch(self)
+        super().request(*args, **kwargs)
+
+
+class _HTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _HTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+class _Redact(logging.Filter):
+    """Masks API keys in urllib3's own log lines (its debug line shows the request URL with `api_key=`)."""
+
+    secrets: set[str] = set()  # noqa: RUF012 - shared on purpose: every HttpSink's key, on every logger
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            message = record.getMessage()
+            redacted = message
+            for secret in self.secrets:
+                redacted = redacted.replace(secret, "***")
+            if redacted != message:
+                record.msg, record.args = redacted, None
+        return True
+
+
+_REDACT = _Redact()
+for _name in ("urllib3.connectionpool", "urllib3.poolmanager", "urllib3.util.retry", "urllib3.connection"):
+    logging.getLogger(_name).addFilter(_REDACT)
+
+
+def _pool_manager(target: str) -> tuple[urllib3.PoolManager, str | None]:
+    """A PoolManager, or a ProxyManager when HTTPS_PROXY/HTTP_PROXY (either case) apply to `target`'s scheme
+    and NO_PROXY does not exclude its host; plus the proxy's address without credentials (None when direct).
+    Credentials in the proxy URL become a Proxy-Authorization header. ALL_PROXY is ignored, as urllib did.
+    """
+    parts = urllib.parse.urlsplit(target)
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(parts.scheme)
+    host = parts.netloc.rpartition("@")[2]
+    if not proxy or urllib.request.proxy_bypass_environment(host, proxies):
+        manager = urllib3.PoolManager()
+        shown = None
+    else:
+        parsed = parse_url(proxy if "://" in proxy else f"http://{proxy}")
+        shown = parsed._replace(auth=None).url
+        headers = make_headers(proxy_basic_auth=urllib.parse.unquote(parsed.auth)) if parsed.auth else None
+        manager = urllib3.ProxyManager(shown, proxy_headers=headers)
+    manager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+    return manager, shown
 
 
 class HttpSink:
-    """POSTs payloads to the receiver's V1 intake route, retrying transient failures with backoff.
+    """POSTs payloads to the receiver's V1 intake route (`{url}/intake/?api_key=...`, header `sts-api-key`).
 
-    Retried: connection errors, timeouts, 429 and 5xx (delay `backoff * 2**attempt`, or Retry-After, capped at
-    60 s). Any other non-2xx status fails at once. `retries` counts the attempts after the first one.
+    Transport: a urllib3 `PoolManager` (a `ProxyManager` when HTTPS_PROXY/HTTP_PROXY apply and NO_PROXY does
+    not exclude the receiver). Each attempt has one overall deadline of `timeout` seconds (connect at most
+    `connect_timeout` of it): a receiver that trickles its answer is cut off then, not per byte. Redirects are
+    refused (a redirected POST would become a body-less GET that reports success).
+
+    Retries follow `self.retry`, a `urllib3.Retry`: connection errors, timeouts, 408, 429 and 5xx are retried
+    `retries` times (POST allowed), waiting the answer's Retry-After when it has one, else
+    `backoff * 2**(n-1)` before the n-th retry, at most 60 s. Any other non-2xx answer fails at once; 4xx
+    other than 408/429 is a permanent rejection (`is_rejection`). The loop that applies the policy is ours,
+    not urllib3's, so that waits go through `sleep`, each attempt gets its own deadline and urllib3 never
+    logs the URL with the key.
     """
 
     def __init__(
@@ -112,19 +254,42 @@ class HttpSink:
         retries: int = 5,
         backoff: float = 1.0,
         timeout: float = 30.0,
+        connect_timeout: float = 10.0,
         sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         self.target = f"{url.rstrip('/')}/intake/"
+        parsed = parse_url(self.target)
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise ValueError(f"receiver URL {url!r} is not an http(s) URL with a host")
         self.retries = retries
         self.backoff = backoff
         self.timeout = timeout
+        self.retry = urllib3.Retry(
+            total=retries,
+            backoff_factor=backoff,
+            backoff_max=MAX_DELAY,
+            status_forcelist=RETRY_STATUSES,
+            allowed_methods=frozenset({"POST"}),
+            respect_retry_after_header=True,
+            redirect=False,
+            raise_on_status=False,
+        )
+        self._timeouts = urllib3.Timeout(connect=min(connect_timeout, timeout), read=timeout)
         self._sleep = sleep
         self._api_key = api_key or None
-        self._opener = urllib.request.build_opener(_NoRedirect)
+        if self._api_key:
+            _REDACT.secrets.update({self._api_key, urllib.parse.quote(self._api_key, safe="")})
+        self._setup_problem = ""
+        try:
+            self._manager, self.proxy = _pool_manager(self.target)
+        except (ProxySchemeUnknown, ValueError, Urllib3Error) as exc:
+            self._manager, self.proxy = urllib3.PoolManager(), None
+            self._setup_problem = f"unusable proxy setting: {type(exc).__name__}: {exc}"
 
     def __repr__(self) -> str:
         key = "***" if self._api_key else None
-        return f"HttpSink({self.target!r}, api_key={key!r}, retries={self.retries})"
+        via = f", proxy={self.proxy!r}" if self.proxy else ""
+        return f"HttpSink({self.target!r}, api_key={key!r}, retries={self.retries}{via})"
 
     def _redact(self, text: str) -> str:
         if self._api_key:
@@ -132,49 +297,80 @@ class HttpSink:
                 text = text.replace(secret, "***")
         return text
 
-    def _request(self, body: bytes) -> urllib.request.Request:
-        headers = {"Content-Type": "application/json"}
+    def _url_and_headers(self) -> tuple[str, dict[str, str]]:
+        headers = {"Content-Type": "application/json", "User-Agent": "aws-topology"}
         url = self.target
         if self._api_key:
             headers["sts-api-key"] = self._api_key
             url += "?api_key=" + urllib.parse.quote(self._api_key, safe="")
-        return urllib.request.Request(url, data=body, headers=headers, method="POST")
+        return url, headers
 
-    def _attempt(self, request: urllib.request.Request) -> tuple[bool, str, float | None, int | None]:
-        """One POST: (retriable, problem, Retry-After seconds, HTTP status); problem is "" on success."""
-        try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                response.read()
-            return False, "", None, response.status
-        except urllib.error.HTTPError as exc:
-            with exc:
-                status = exc.code
-                detail = exc.read(300).decode("utf-8", "replace").strip()
-                retry_after = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
-            problem = f"HTTP {status} {exc.reason}" + (f": {detail}" if detail else "")
-            return status == 429 or status >= 500, problem, retry_after, status
-        except urllib.error.URLError as exc:
-            reason = exc.reason
-            text = f"{type(reason).__name__}: {reason}" if isinstance(reason, BaseException) else str(reason)
-            return True, f"connection failed: {text}", None, None
-        except (OSError, http.client.HTTPException) as exc:
-            return True, f"connection failed: {type(exc).__name__}: {exc}", None, None
+    def _attempt(self, body: bytes) -> tuple[urllib3.BaseHTTPResponse | None, str, Exception | None]:
+        """One POST within the deadline: (answer, problem, error); problem is "" on a 2xx answer."""
+        url, headers = self._url_and_headers()
+        response, kept, error = None, b"", None
+        with _Deadline(self.timeout) as deadline:
+            try:
+                response = self._manager.urlopen(
+                    "POST", url, body=body, headers=headers, retries=False, redirect=False,
+                    timeout=self._timeouts, preload_content=False,
+                )  # fmt: skip
+                try:
+                    for chunk in response.stream(8192):
+                        kept = (kept + chunk)[:_KEEP_BYTES]
+                        if deadline.expired:
+                            raise TimeoutError("deadline passed while reading the answer")
+                finally:
+                    response.release_conn()
+            except (Urllib3Error, OSError) as exc:
+                error = exc
+        if error is not None or response is None:
+            if deadline.expired:
+                return None, f"no complete answer within the {self.timeout:g} s deadline", error
+            return None, f"connection failed: {type(error).__name__}: {error}", error
+        if 200 <= response.status < 300:
+            return response, "", None
+        detail = kept[:DETAIL_CHARS].decode("utf-8", "replace").strip()
+        problem = f"HTTP {response.status} {response.reason or ''}".rstrip()
+        problem += f": {detail}" if detail else ""
+        return response, problem, None
+
+    def _delay(self, retry: urllib3.Retry, response: urllib3.BaseHTTPResponse | None) -> float:
+        """Retry-After of the answer when given (and readable), else `backoff * 2**(n-1)`; at most 60 s."""
+        delay = None
+        if response is not None and retry.respect_retry_after_header:
+            with contextlib.suppress(Urllib3Error, ValueError, OverflowError):
+                delay = retry.get_retry_after(response)
+        if delay is None:
+            delay = self.backoff * 2 ** (len(retry.history) - 1)
+        return min(max(delay, 0.0), MAX_DELAY)
 
     def send(self, payload: dict, name: str) -> None:
         """POST one payload; raise DeliveryError (target without query string) after the last failure."""
-        request = self._request(encode(payload))
-        problem, status = "", None
-        attempts = 0
-        for attempt in range(self.retries + 1):
-            attempts = attempt + 1
-            retriable, problem, retry_after, status = self._attempt(request)
+        if self._setup_problem:
+            raise DeliveryError(target=self.target, problem=f"{name}: {self._setup_problem}", name=name,
+                                status=None, attempts=0)  # fmt: skip
+        body = encode(payload)
+        retry = self.retry
+        attempts, status = 0, None
+        while True:
+            attempts += 1
+            response, problem, error = self._attempt(body)
             if not problem:
-                log.debug("event=sink.sent name=%s target=%s status=%s", name, self.target, status)
+                log.debug("event=sink.sent name=%s target=%s status=%s", name, self.target, response.status)
                 return
             problem = self._redact(problem)
-            if not retriable or attempt == self.retries:
+            status = response.status if response is not None else None
+            has_retry_after = response is not None and "Retry-After" in response.headers
+            retriable = response is None or retry.is_retry("POST", response.status, has_retry_after)
+            if retriable:
+                try:
+                    retry = retry.increment("POST", self.target, response=response, error=error)
+                except MaxRetryError:
+                    retriable = False
+            if not retriable:
                 break
-            delay = min(retry_after if retry_after is not None else self.backoff * 2**attempt, MAX_DELAY)
+            delay = self._delay(retry, response)
             log.warning(
                 "event=sink.retry name=%s target=%s problem=%r delay=%.1f", name, self.target, problem, delay
             )
@@ -191,54 +387,184 @@ class HttpSink:
         )
 
 
-class SpoolingSink:
-    """Wraps a sink so failed payloads land in the State spool instead of being lost.
+# Spool
 
-    Order is kept: while the spool holds anything, or once a delivery failed in this run, new payloads are
-    spooled behind it rather than sent. `flush_spool()` re-sends the spool oldest first, deleting each entry
-    only after it was delivered.
+
+def _topology(payload: dict) -> dict:
+    topologies = payload.get("topologies") if isinstance(payload, dict) else None
+    return topologies[0] if topologies and isinstance(topologies[0], dict) else {}
+
+
+def _account(payload: dict) -> str | None:
+    url = (_topology(payload).get("instance") or {}).get("url")
+    return url if isinstance(url, str) else None
+
+
+class SpoolingSink:
+    """Wraps a sink so undelivered payloads land in the State spool instead of being lost.
+
+    - A transient failure (connection, timeout, 408, 429, 5xx) spools the payload, and order is kept: while
+      the spool holds pending entries, or once a delivery failed in this run, new payloads are spooled
+      behind them rather than sent.
+    - A permanent rejection (`is_rejection`: 4xx other than 408/429) is recorded as a `rejected` spool entry
+      with its HTTP status and reason, logged (`event=sink.rejected`) and counted in `rejected`; it is never
+      re-sent and blocks nothing. Should it belong to a snapshot, the rest of that snapshot is still sent but
+      never closes it (`stop_snapshot` sent as false): closing would delete what the rejected payload held.
+    - Snapshots: a snapshot is the consecutive run of payloads (`{prefix}-{NNNN}`, numbers one apart) from
+      one whose topology has `start_snapshot: true`, for the account `topologies[0].instance.url`. When a new
+      snapshot of an account starts (sent or spooled), the pending spooled snapshot payloads of that account
+      are deleted (`event=sink.superseded`, counted in `superseded`); delta payloads stay, in order.
+    - Bounds: beyond `max_entries` entries or `max_bytes` bytes of stored JSON, the oldest entries are
+      dropped, each logged as an error (`event=spool.overflow`) and counted in `overflowed`.
+
+    `flush_spool()` re-sends the pending spool oldest first, deleting each entry only after it was delivered;
+    the `aws-topology spool` command calls it to re-send now (the listing and dropping are on `State`).
     """
 
-    def __init__(self, inner: Sink, state: State) -> None:
+    def __init__(
+        self, inner: Sink, state: State, *, max_entries: int = 10_000, max_bytes: int = 512 * 1024 * 1024
+    ) -> None:
         self.inner = inner
         self.state = state
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
         self.spooled = 0
         self.flushed = 0
+        self.rejected = 0
+        self.superseded = 0
+        self.overflowed = 0
         self._failing = False
+        self._run = uuid.uuid4().hex[:12]
+        # account -> (snapshot key, name prefix, number of its last payload) while a snapshot is open
+        self._open: dict[str, tuple[str, str, int]] = {}
+        self._damaged: set[str] = set()  # snapshot keys with a rejected payload
 
     def __repr__(self) -> str:
-        return f"SpoolingSink({self.inner!r}, spooled={self.spooled}, flushed={self.flushed})"
+        return (
+            f"SpoolingSink({self.inner!r}, spooled={self.spooled}, flushed={self.flushed}, "
+            f"rejected={self.rejected}, superseded={self.superseded}, overflowed={self.overflowed})"
+        )
 
-    def _spool(self, payload: dict, name: str, reason: str) -> None:
-        self.state.spool_put(name, payload)
+    def _snapshot_of(self, payload: dict, name: str) -> str | None:
+        """The key of the snapshot `payload` belongs to, None for a delta; follows the open snapshots."""
+        account = _account(payload)
+        if account is None:
+            return None
+        topology = _topology(payload)
+        match = _NUMBERED.match(name)
+        prefix, number = (match["prefix"], int(match["number"])) if match else (name, 0)
+        if topology.get("start_snapshot") is True:
+            key = f"{account}:{name}:{self._run}"
+        else:
+            current = self._open.get(account)
+            if current is None or match is None or (prefix, number) != (current[1], current[2] + 1):
+                return None
+            key = current[0]
+        self._open[account] = (key, prefix, number)
+        if topology.get("stop_snapshot") is True:
+            del self._open[account]
+        return key
+
+    def _supersede(self, account: str, name: str) -> None:
+        dropped = self.state.spool_supersede(account)
+        if dropped:
+            self.superseded += len(dropped)
+            log.warning(
+                "event=sink.superseded account=%s by=%s dropped=%d names=%s",
+                account, name, len(dropped), ",".join(entry["name"] for entry in dropped),
+            )  # fmt: skip
+
+    def _trim(self) -> None:
+        for entry in self.state.spool_trim(self.max_entries, self.max_bytes):
+            self.overflowed += 1
+            log.error(
+                "event=spool.overflow id=%d name=%s status=%s size=%d max_entries=%d max_bytes=%d",
+                entry["id"], entry["name"], entry["status"], entry["size"], self.max_entries, self.max_bytes,
+            )  # fmt: skip
+
+    def _spool(
+        self, payload: dict, name: str, snapshot: str | None, reason: str, status: int | None = None
+    ) -> None:
+        self.state.spool_put(name, payload, reason=reason, http_status=status, snapshot=snapshot)
         self.spooled += 1
         log.warning("event=sink.spooled name=%s reason=%r", name, reason)
+        self._trim()
+
+    def _reject(
+        self, payload: dict, name: str, snapshot: str | None, exc: DeliveryError, spool_id: int | None
+    ) -> None:
+        reason, status = str(exc), getattr(exc, "status", None)
+        if spool_id is None:
+            spool_id = self.state.spool_put(
+                name, payload, status="rejected", reason=reason, http_status=status, snapshot=snapshot
+            )
+        else:
+            self.state.spool_reject(spool_id, reason, status)
+        self.rejected += 1
+        if snapshot is not None:
+            self._damaged.add(snapshot)
+        log.error(
+            "event=sink.rejected name=%s status=%s spool_id=%d problem=%r", name, status, spool_id, reason
+        )
+        self._trim()
+
+    def _deliver(self, payload: dict, name: str, snapshot: str | None, spool_id: int | None = None) -> bool:
+        """Send: True when delivered, False when rejected for good (recorded); DeliveryError if transient."""
+        outgoing = payload
+        if snapshot in self._damaged and _topology(payload).get("stop_snapshot") is True:
+            topologies = [{**_topology(payload), "stop_snapshot": False}, *payload["topologies"][1:]]
+            outgoing = {**payload, "topologies": topologies}
+            log.warning("event=sink.snapshot_left_open name=%s reason='a payload of it was rejected'", name)
+        try:
+            self.inner.send(outgoing, name)
+        except DeliveryError as exc:
+            if not is_rejection(exc):
+                raise
+            self._reject(payload, name, snapshot, exc, spool_id)
+            return False
+        return True
 
     def send(self, payload: dict, name: str) -> None:
-        """Deliver, or spool durably on DeliveryError (recorded in `spooled`, not raised)."""
+        """Deliver, or spool durably on a transient DeliveryError (counted in `spooled`, not raised), or
+        record a permanent rejection (counted in `rejected`, not raised)."""
+        snapshot = self._snapshot_of(payload, name)
+        account = _account(payload)
+        if snapshot is not None and account is not None and _topology(payload).get("start_snapshot") is True:
+            self._supersede(account, name)
         if not self._failing and self.state.spool_count():
-            self.flush_spool()  # leaves the spool empty, or sets _failing
+            self.flush_spool()  # leaves no pending entry, or sets _failing
         if self._failing:
-            self._spool(payload, name, "queued behind undelivered payloads")
+            self._spool(payload, name, snapshot, "queued behind undelivered payloads")
             return
         try:
-            self.inner.send(payload, name)
+            self._deliver(payload, name, snapshot)
         except DeliveryError as exc:
             self._failing = True
-            self._spool(payload, name, str(exc))
+            self._spool(payload, name, snapshot, str(exc), getattr(exc, "status", None))
 
     def flush_spool(self) -> int:
-        """Re-send spooled payloads oldest first, stopping at the first failure; returns how many went."""
+        """Re-send the pending spool oldest first; returns how many were delivered (and deleted).
+
+        A permanent rejection marks that entry `rejected` and the flush goes on with the next one; a
+        transient failure stops it, leaving that entry and the rest pending (and this run spools new payloads
+        behind them).
+        """
         delivered = 0
-        for spool_id, name, payload in self.state.spool_items():
+        self._damaged |= {e["snapshot"] for e in self.state.spool_entries("rejected") if e["snapshot"]}
+        for entry in self.state.spool_entries("pending"):
+            payload = self.state.spool_payload(entry["id"])
+            if payload is None:
+                continue
             try:
-                self.inner.send(payload, name)
+                sent = self._deliver(payload, entry["name"], entry["snapshot"], entry["id"])
             except DeliveryError as exc:
                 self._failing = True
-                log.warning("event=sink.flush_stopped name=%s problem=%r", name, str(exc))
+                self.state.spool_note(entry["id"], str(exc), getattr(exc, "status", None))
+                log.warning("event=sink.flush_stopped name=%s problem=%r", entry["name"], str(exc))
                 break
-            self.state.spool_delete(spool_id)
-            delivered += 1
+            if sent:
+                self.state.spool_delete(entry["id"])
+                delivered += 1
         else:
             self._failing = False
         self.flushed += delivered

@@ -44,6 +44,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ),
+    (
+        # spool entries: pending (re-sent) or rejected (kept to be listed); size, account, snapshot key
+        "ALTER TABLE spool ADD COLUMN status TEXT NOT NULL DEFAULT 'pending'"
+        " CHECK (status IN ('pending', 'rejected'))",
+        "ALTER TABLE spool ADD COLUMN reason TEXT",
+        "ALTER TABLE spool ADD COLUMN http_status INTEGER",
+        "ALTER TABLE spool ADD COLUMN size INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE spool ADD COLUMN account TEXT",
+        "ALTER TABLE spool ADD COLUMN snapshot TEXT",
+        # entries spooled before: every scan payload belonged to a snapshot
+        "UPDATE spool SET size = length(CAST(body AS BLOB)),"
+        " account = json_extract(body, '$.topologies[0].instance.url'),"
+        " snapshot = CASE WHEN name LIKE 'scan-%'"
+        " OR json_extract(body, '$.topologies[0].start_snapshot') = 1"
+        " THEN 'before-v2:' || COALESCE(json_extract(body, '$.topologies[0].instance.url'), '') END",
+        "CREATE INDEX spool_by_account ON spool (account, status, id)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -247,30 +264,179 @@ class State:
         }
 
     # spool
+    #
+    # Undelivered payloads, oldest first. `pending` entries wait to be re-sent (by `SpoolingSink`); `rejected`
+    # ones were refused for good by the receiver and are never re-sent, only kept to be listed and dropped.
+    # What an `aws-topology spool` command needs:
+    #   list      spool_entries(status=None) -> [{id, name, created, size, status, reason, http_status,
+    #             account, snapshot}], spool_totals() -> {pending, rejected, bytes}, spool_payload(id)
+    #   re-send   SpoolingSink(HttpSink(...), state).flush_spool() -> number delivered
+    #   drop one  spool_delete(id) -> bool        drop rejected  spool_drop_rejected() -> int
+    #   re-queue  spool_requeue(id=None) -> int   (rejected -> pending, e.g. after fixing a wrong API key)
+    # `reason`/`http_status` of a pending entry say why it is still pending (its latest failure).
 
-    def spool_put(self, name: str, payload: dict) -> int:
-        """Store an undelivered payload; returns its spool id."""
+    _SPOOL_STATUSES = ("pending", "rejected")
+    _SPOOL_COLUMNS = "id, name, created_at, size, status, reason, http_status, account, snapshot"
+
+    @staticmethod
+    def _spool_account(payload: dict) -> str | None:
+        """`topologies[0].instance.url`: the account a payload is about, None when it has no topology."""
+        topologies = payload.get("topologies") if isinstance(payload, dict) else None
+        if not topologies or not isinstance(topologies[0], dict):
+            return None
+        url = (topologies[0].get("instance") or {}).get("url")
+        return url if isinstance(url, str) else None
+
+    @classmethod
+    def _spool_entry(cls, row: tuple) -> dict:
+        spool_id, name, created_at, size, status, reason, http_status, account, snapshot = row
+        return {
+            "id": spool_id,
+            "name": name,
+            "created": datetime.fromisoformat(created_at),
+            "size": size,
+            "status": status,
+            "reason": reason,
+            "http_status": http_status,
+            "account": account,
+            "snapshot": snapshot,
+        }
+
+    def spool_put(
+        self,
+        name: str,
+        payload: dict,
+        *,
+        status: str = "pending",
+        reason: str | None = None,
+        http_status: int | None = None,
+        snapshot: str | None = None,
+    ) -> int:
+        """Store an undelivered payload; returns its spool id.
+
+        `status` is `pending` (to be re-sent) or `rejected` (refused for good); `reason` and `http_status` say
+        why it was not delivered; `snapshot` is the key of the snapshot the payload belongs to, None for a
+        delta.
+        """
+        if status not in self._SPOOL_STATUSES:
+            raise ValueError(f"spool status {status!r} is not one of {', '.join(self._SPOOL_STATUSES)}")
         body = _dumps(payload)
+        row = (
+            name, body, _to_text(datetime.now(UTC)), status, reason, http_status,
+            len(body.encode()), self._spool_account(payload), snapshot,
+        )  # fmt: skip
         with self._transaction() as conn:
             cursor = conn.execute(
-                "INSERT INTO spool (name, body, created_at) VALUES (?, ?, ?)",
-                (name, body, _to_text(datetime.now(UTC))),
+                "INSERT INTO spool (name, body, created_at, status, reason, http_status, size, account,"
+                " snapshot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
             )
             return int(cursor.lastrowid or 0)
 
     def spool_items(self) -> list[tuple[int, str, dict]]:
-        """Every spooled payload as (id, name, payload), oldest first."""
-        rows = self._query("SELECT id, name, body FROM spool ORDER BY id")
+        """Every pending payload as (id, name, payload), oldest first (rejected ones are not re-sent)."""
+        rows = self._query("SELECT id, name, body FROM spool WHERE status = 'pending' ORDER BY id")
         return [(spool_id, name, json.loads(body)) for spool_id, name, body in rows]
 
-    def spool_count(self) -> int:
-        """How many payloads wait in the spool."""
-        return int(self._query("SELECT COUNT(*) FROM spool")[0][0])
+    def spool_entries(self, status: str | None = None) -> list[dict]:
+        """The spool without payloads, oldest first; only entries of `status` (pending/rejected) when given.
 
-    def spool_delete(self, spool_id: int) -> None:
-        """Remove one delivered payload."""
+        Each entry: id, name, created (aware datetime), size (bytes of the stored JSON), status, reason and
+        http_status (why it was rejected, or None), account (`topologies[0].instance.url`), snapshot (key
+        of the snapshot it belongs to, None for a delta payload).
+        """
+        if status is not None and status not in self._SPOOL_STATUSES:
+            raise ValueError(f"spool status {status!r} is not one of {', '.join(self._SPOOL_STATUSES)}")
+        rows = self._query(
+            f"SELECT {self._SPOOL_COLUMNS} FROM spool WHERE (? IS NULL OR status = ?) ORDER BY id",
+            (status, status),
+        )
+        return [self._spool_entry(row) for row in rows]
+
+    def spool_payload(self, spool_id: int) -> dict | None:
+        """The payload stored under `spool_id`, or None when there is no such entry."""
+        rows = self._query("SELECT body FROM spool WHERE id = ?", (spool_id,))
+        return json.loads(rows[0][0]) if rows else None
+
+    def spool_count(self, status: str = "pending") -> int:
+        """How many payloads wait in the spool (or how many were rejected, with status='rejected')."""
+        return int(self._query("SELECT COUNT(*) FROM spool WHERE status = ?", (status,))[0][0])
+
+    def spool_totals(self) -> dict:
+        """{pending: n, rejected: n, bytes: size of every stored payload}."""
+        rows = self._query("SELECT status, COUNT(*), COALESCE(SUM(size), 0) FROM spool GROUP BY status")
+        totals = {"pending": 0, "rejected": 0, "bytes": 0}
+        for status, count, size in rows:
+            totals[status] = int(count)
+            totals["bytes"] += int(size)
+        return totals
+
+    def spool_delete(self, spool_id: int) -> bool:
+        """Remove one entry (delivered, or dropped by an operator); False when there was no such entry."""
         with self._transaction() as conn:
-            conn.execute("DELETE FROM spool WHERE id = ?", (spool_id,))
+            return conn.execute("DELETE FROM spool WHERE id = ?", (spool_id,)).rowcount > 0
+
+    def spool_note(self, spool_id: int, reason: str, http_status: int | None = None) -> None:
+        """Record why a pending entry is still pending (its latest failed re-send)."""
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE spool SET reason = ?, http_status = ? WHERE id = ? AND status = 'pending'",
+                (reason, http_status, spool_id),
+            )
+
+    def spool_reject(self, spool_id: int, reason: str, http_status: int | None) -> None:
+        """Mark a pending entry rejected for good: it stays listed but is never re-sent."""
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE spool SET status = 'rejected', reason = ?, http_status = ? WHERE id = ?",
+                (reason, http_status, spool_id),
+            )
+
+    def spool_requeue(self, spool_id: int | None = None) -> int:
+        """Make a rejected entry (or, without an id, every one) pending again, e.g. after fixing the API
+        key that made the receiver answer 401/403; returns how many. They are re-sent in their old place.
+        """
+        with self._transaction() as conn:
+            return conn.execute(
+                "UPDATE spool SET status = 'pending' WHERE status = 'rejected' AND (? IS NULL OR id = ?)",
+                (spool_id, spool_id),
+            ).rowcount
+
+    def spool_drop_rejected(self) -> int:
+        """Delete every rejected entry; returns how many."""
+        with self._transaction() as conn:
+            return conn.execute("DELETE FROM spool WHERE status = 'rejected'").rowcount
+
+    def spool_supersede(self, account: str) -> list[dict]:
+        """Delete the pending snapshot payloads of `account` (a newer snapshot replaces them); deltas stay.
+
+        Returns the deleted entries (as `spool_entries` shows them), oldest first.
+        """
+        where = "WHERE account = ? AND status = 'pending' AND snapshot IS NOT NULL"
+        with self._transaction() as conn:
+            rows = conn.execute(f"SELECT {self._SPOOL_COLUMNS} FROM spool {where} ORDER BY id", (account,))
+            dropped = [self._spool_entry(row) for row in rows.fetchall()]
+            conn.execute(f"DELETE FROM spool {where}", (account,))
+        return dropped
+
+    def spool_trim(self, max_entries: int, max_bytes: int) -> list[dict]:
+        """Delete the oldest entries (any status) until at most `max_entries` totalling at most `max_bytes`
+        remain; returns the deleted entries, oldest first. The caller reports them: nothing goes silently.
+        """
+        with self._transaction() as conn:
+            count, total = conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM spool").fetchone()
+            if count <= max_entries and total <= max_bytes:
+                return []
+            dropped = []
+            for row in conn.execute(f"SELECT {self._SPOOL_COLUMNS} FROM spool ORDER BY id").fetchall():
+                if count <= max_entries and total <= max_bytes:
+                    break
+                entry = self._spool_entry(row)
+                dropped.append(entry)
+                count -= 1
+                total -= entry["size"]
+            conn.executemany("DELETE FROM spool WHERE id = ?", [(entry["id"],) for entry in dropped])
+        return dropped
 
     # cursors
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import email.utils
 import json
 import logging
 import os
 import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -51,8 +56,30 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(text)
 
+    def do_GET(self) -> None:
+        request = {"path": self.path, "headers": self.headers, "body": b"", "method": "GET"}
+        self.receiver.requests.append(request)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+
+@contextlib.contextmanager
+def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A ThreadingHTTPServer on 127.0.0.1 with `handler`; yields its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 @pytest.fixture(autouse=True)
@@ -160,13 +187,47 @@ def test_400_fails_at_once(receiver: Receiver) -> None:
     assert caught.value.target == receiver.base + "intake/"
 
 
-def test_redirect_is_not_followed(receiver: Receiver) -> None:
-    receiver.responses.append((302, {"Location": "/elsewhere"}, b""))
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_redirect_is_not_followed(receiver: Receiver, status: int) -> None:
+    """A followed 301/302/303 turns the POST into a body-less GET whose 200 would read as delivered."""
+    receiver.responses.append((status, {"Location": "/elsewhere"}, b""))
 
-    with pytest.raises(DeliveryError, match="HTTP 302"):
+    with pytest.raises(DeliveryError, match=f"HTTP {status}") as caught:
         http_sink(receiver.base, []).send(PAYLOAD, "scan")
 
     assert len(receiver.requests) == 1
+    assert caught.value.status == status and caught.value.attempts == 1
+
+
+def test_408_is_retried(receiver: Receiver) -> None:
+    receiver.responses.append((408, {}, b"request timeout"))
+    sleeps: list[float] = []
+
+    http_sink(receiver.base, sleeps).send(PAYLOAD, "scan")
+
+    assert sleeps == [1.0]
+    assert len(receiver.requests) == 2
+
+
+def test_retry_after_as_http_date_is_honoured(receiver: Receiver) -> None:
+    when = datetime.now(UTC) + timedelta(seconds=20)
+    receiver.responses.append((503, {"Retry-After": email.utils.format_datetime(when, usegmt=True)}, b""))
+    sleeps: list[float] = []
+
+    http_sink(receiver.base, sleeps).send(PAYLOAD, "scan")
+
+    assert len(sleeps) == 1 and 15.0 <= sleeps[0] <= 20.0
+
+
+def test_successful_post_logs_no_key_even_at_debug(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        http_sink(receiver.base, []).send(PAYLOAD, "scan")
+
+    assert "intake" in caplog.text  # urllib3's own request line is there, masked
+    for secret in (API_KEY, "s3cr3t-Key%2F"):
+        assert secret not in caplog.text
 
 
 def test_connection_refused_raises_after_retries_without_leaking_key(
@@ -205,6 +266,101 @@ def test_timeout_is_retried(receiver: Receiver) -> None:
 
     assert sleeps == [1.0]
     assert len(receiver.requests) == 2
+
+
+class Drip(BaseHTTPRequestHandler):
+    """Answers 200 with a 200-byte body, one byte every 0.1 s (each read is quick; the whole takes 20 s);
+    with `headers_too`, the status line and headers trickle the same way."""
+
+    headers_too = False
+    stop = threading.Event()
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: 200\r\nContent-Type: application/json\r\n\r\n"
+        try:
+            if self.headers_too:
+                self._drip(head)
+            else:
+                self.wfile.write(head)
+                self.wfile.flush()
+            self._drip(b" " * 198 + b"{}")
+        except OSError:
+            pass
+
+    def _drip(self, data: bytes) -> None:
+        for i in range(len(data)):
+            if self.stop.wait(0.1):
+                return
+            self.wfile.write(data[i : i + 1])
+            self.wfile.flush()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("headers_too", [False, True], ids=["body", "headers"])
+def test_dripping_receiver_is_cut_off_at_the_attempt_deadline(headers_too: bool) -> None:
+    """The probe: a receiver dripping a byte now and then held one POST for 97 s; each read was in time."""
+    handler = type("BoundDrip", (Drip,), {"headers_too": headers_too, "stop": threading.Event()})
+    sleeps: list[float] = []
+    with serve(handler) as base:
+        started = time.monotonic()
+        with pytest.raises(DeliveryError) as caught:
+            http_sink(f"{base}/receiver/stsAgent", sleeps, retries=1, timeout=0.6).send(PAYLOAD, "scan")
+        elapsed = time.monotonic() - started
+        handler.stop.set()
+
+    assert elapsed < 3.0
+    assert "deadline" in str(caught.value)
+    assert caught.value.attempts == 2 and caught.value.status is None
+    assert sleeps == [1.0]
+
+
+def test_proxy_from_environment_is_used_with_its_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[str, str | None, str | None]] = []
+
+    class Proxy(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append((self.path, self.headers["Proxy-Authorization"], self.headers["sts-api-key"]))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    with serve(Proxy) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.replace("http://", "http://ops:pa%40ss@"))
+        monkeypatch.setenv("NO_PROXY", "localhost,.internal.example")
+        sink = http_sink("http://receiver.example.invalid:7077/receiver/stsAgent", [])
+        sink.send(PAYLOAD, "scan")
+
+    path, auth, key = seen[0]
+    query = "?api_key=s3cr3t-Key%2Fwith%2Bchars"
+    assert path == f"http://receiver.example.invalid:7077/receiver/stsAgent/intake/{query}"
+    assert auth == "Basic " + base64.b64encode(b"ops:pa@ss").decode()
+    assert key == API_KEY
+    assert sink.proxy == proxy and "pa%40ss" not in repr(sink) and "ops" not in repr(sink)
+
+
+def test_no_proxy_excludes_the_receiver(
+    receiver: Receiver, closed_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{closed_port}")
+    monkeypatch.setenv("NO_PROXY", "example.com, 127.0.0.1")
+
+    sink = http_sink(receiver.base, [])
+    sink.send(PAYLOAD, "scan")
+
+    assert sink.proxy is None
+    assert len(receiver.requests) == 1
+
+
+def test_receiver_url_must_be_http(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="http"):
+        HttpSink(f"file://{tmp_path}", API_KEY)
 
 
 def test_repr_hides_api_key() -> None:
