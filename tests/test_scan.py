@@ -1,4 +1,9 @@
-"""Full scans of the demo estate, replayed from cassettes recorded against a moto server."""
+"""Full scans of the demo estate, replayed from cassettes recorded against a moto server.
+
+The estate (demo/seed.py) holds every component type and relation type of the StackPack table, in
+eu-west-1 and us-east-1 plus `global`. Assertions compare sets of external ids and (source, type, target)
+triples with the ids the seeder reported, so a cassette that replays the wrong answer fails.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,12 @@ from engine.mappings import load_mappings
 from engine.payload import validate_payload
 from engine.scan import scan
 from tests.conftest import ACCOUNT, ListSink, make_config
+from tests.test_mappings import STACKPACK_TYPES
 
 pytestmark = pytest.mark.vcr
 
 EU, US = "eu-west-1", "us-east-1"
+RELATION_TYPES = {"uses-service", "has-resource", "has_cluster_node", "uses-ec2-host"}  # flowlog: flow logs
 
 
 def run_scan(endpoint: str, **kwargs) -> tuple[ListSink, list]:
@@ -27,23 +34,66 @@ def by_type(sink: ListSink, type_name: str) -> set[str]:
     return {i for i, c in sink.components().items() if c["type"]["name"] == type_name}
 
 
-def test_full_scan_is_one_complete_snapshot_with_every_seeded_resource(aws_env, estate):
-    sink, results = run_scan(aws_env)
+def test_full_scan_yields_every_stackpack_type_and_relation_type_with_no_failed_unit(aws_env, estate):
+    sink, [result] = run_scan(aws_env)
 
-    assert [r.complete for r in results] == [True]
+    assert [u.unit.label for u in result.units if not u.complete] == []
+    assert result.complete and result.collisions == [] and result.gaps() == []
+    types = {c["type"]["name"] for c in sink.components().values()}
+    assert types >= STACKPACK_TYPES
+    assert {"aws.apigatewayv2.api", "aws.apigatewayv2.stage", "aws.ec2.nat-gateway"} <= types  # beyond
+    assert {t for _, t, _ in sink.relations()} == RELATION_TYPES
     topologies = sink.topologies()
     assert topologies[0]["start_snapshot"] is True and topologies[-1]["stop_snapshot"] is True
-    assert {t["instance"]["url"] for t in topologies} == {ACCOUNT}
+    for payload in (p for _, p in sink.payloads):
+        validate_payload(payload)
+
+
+def test_every_component_links_to_its_console_page_and_carries_its_layer(aws_env, estate):
+    sink, _ = run_scan(aws_env)
+
+    for component in sink.components().values():
+        data = component["data"]
+        assert data["layer"] and data["domain"] == "AWS"
+        if component["type"]["name"] == "aws.apigateway.method.http.integration":
+            continue  # a placeholder for a service outside AWS
+        region = data["Location"]["AwsRegion"]
+        assert data["ConsoleUrl"].startswith(f"https://{region}.console.aws.amazon.com/"), component
+
+
+def test_full_scan_lists_every_seeded_resource(aws_env, estate):
+    sink, _ = run_scan(aws_env)
+
     assert by_type(sink, "aws.ec2.instance") == set(estate["instance_ids"].values())
     assert by_type(sink, "aws.s3.bucket") == {f"arn:aws:s3:::{b}" for b in estate["buckets"]}
     assert by_type(sink, "aws.sqs.queue") == set(estate["queue_arns"].values())
     assert by_type(sink, "aws.sns.topic") == set(estate["topic_arns"].values())
+    assert by_type(sink, "aws.lambda.function") == set(estate["lambda_function_arns"].values())
+    assert by_type(sink, "aws.lambda.alias") == set(estate["lambda_alias_arns"].values())
+    assert by_type(sink, "aws.dynamodb.table") == set(estate["dynamodb_table_arns"].values())
+    assert by_type(sink, "aws.dynamodb.streams") == set(estate["dynamodb_stream_arns"].values())
+    assert by_type(sink, "aws.kinesis.data-stream") == set(estate["kinesis_stream_arns"].values())
+    assert by_type(sink, "aws.firehose.delivery-stream") == set(estate["firehose_stream_arns"].values())
+    assert by_type(sink, "aws.rds.cluster") == set(estate["rds_cluster_arns"].values())
+    assert by_type(sink, "aws.rds.instance") == set(estate["rds_instance_arns"].values())
+    assert by_type(sink, "aws.redshift.cluster") == set(estate["redshift_cluster_arns"].values())
+    assert by_type(sink, "aws.elb-classic.load-balancer") == set(estate["elb_classic_arns"].values())
+    assert by_type(sink, "aws.elb-v2.target-group") == set(estate["target_group_arns"].values())
+    assert by_type(sink, "aws.autoscaling.group") == set(estate["autoscaling_group_arns"])  # by name
+    assert by_type(sink, "aws.ecs.cluster") == set(estate["ecs_cluster_arns"].values())
+    assert by_type(sink, "aws.ecs.service") == set(estate["ecs_service_arns"].values())
+    assert by_type(sink, "aws.ecs.task") == set(estate["ecs_task_arns"].values())
+    assert by_type(sink, "aws.stepfunction.statemachine") == set(estate["state_machine_arns"].values())
+    assert by_type(sink, "aws.stepfunction.activity") == set(estate["activity_arns"].values())
+    assert by_type(sink, "aws.cloudformation.stack") == set(estate["stack_ids"].values())
+    assert by_type(sink, "aws.apigateway.stage") == set(estate["rest_api_stage_arns"].values())
+    assert by_type(sink, "aws.route53.hostedzone") == set(estate["hosted_zone_ids"].values())
+    assert by_type(sink, "aws.route53.domain") == set(estate["domains"])
     assert by_type(sink, "aws.ec2.vpn-gateway") == {estate["vpn_gateway_id"]}
+    assert by_type(sink, "aws.ec2.nat-gateway") == {estate["nat_gateway_id"]}
     assert {estate["vpc_id"], estate["default_vpc_id_us"]} <= by_type(sink, "aws.ec2.vpc")
     assert set(estate["subnet_ids"].values()) <= by_type(sink, "aws.ec2.subnet")
     assert set(estate["security_group_ids"].values()) <= by_type(sink, "aws.ec2.security-group")
-    for payload in (p for _, p in sink.payloads):
-        validate_payload(payload)
 
 
 def test_instance_component_carries_stackpack_identifiers_tags_and_labels(aws_env, estate):
@@ -66,32 +116,139 @@ def test_instance_component_carries_stackpack_identifiers_tags_and_labels(aws_en
     assert sorted(data["tags"]) == ["integration-type:aws-v2", f"integration-url:{ACCOUNT}"]
 
 
+def test_bucket_tags_and_notifications_come_from_their_own_answers(aws_env, estate):
+    """S3 sub-resources (?location, ?tagging, ?notification) share a path: a cassette that replayed one
+    answer for all three would give every bucket no tags and no notification edge."""
+    sink, _ = run_scan(aws_env)
+    assets = sink.components()["arn:aws:s3:::demo-assets-eu"]["data"]
+
+    assert assets["Tags"] == {"team": "storefront", "data-class": "public"}
+    assert assets["Location"]["AwsRegion"] == EU
+    assert sink.components()["arn:aws:s3:::demo-assets-us"]["data"]["Location"]["AwsRegion"] == US
+    notified = {(s, t) for s, kind, t in sink.relations() if s.startswith("arn:aws:s3:::")}
+    assert ("arn:aws:s3:::demo-assets-eu", estate["lambda_function_arns"]["event-router"]) in notified
+
+
 def test_relations_follow_the_reference_directions(aws_env, estate):
     sink, _ = run_scan(aws_env)
     ids, sgs, subnets = estate["instance_ids"], estate["security_group_ids"], estate["subnet_ids"]
-    vpc = estate["vpc_id"]
+    vpc, fn, queues = estate["vpc_id"], estate["lambda_function_arns"], estate["queue_arns"]
     relations = sink.relations()
 
     expected = {
+        # EC2
         (ids["web-1"], "uses-service", sgs["web"]),
         (ids["db-1"], "uses-service", sgs["db"]),
         (vpc, "has-resource", sgs["web"]),
-        (vpc, "has-resource", sgs["db"]),
         (estate["vpn_gateway_id"], "uses-service", vpc),
-        (estate["topic_arns"]["order-events"], "uses-service", estate["queue_arns"]["orders"]),
-        (estate["topic_arns"]["alerts"], "uses-service", estate["queue_arns"]["audit"]),
+        *((s, "uses-service", vpc) for s in subnets.values()),
+        # SNS -> SQS and Lambda subscriptions
+        (estate["topic_arns"]["order-events"], "uses-service", queues["orders"]),
+        (estate["topic_arns"]["alerts"], "uses-service", queues["audit"]),
+        # Lambda: event sources (a queue is the parent of its function), RDS found in the environment
+        (queues["orders"], "uses-service", fn["order-processor"]),
+        (fn["order-processor"], "uses-service", estate["dynamodb_stream_arns"]["orders"]),
+        (fn["event-router"], "uses-service", estate["kinesis_stream_arns"]["clickstream"]),
+        (fn["order-processor"], "uses-service", estate["rds_instance_arns"]["inventory-db"]),
+        # DynamoDB, Kinesis -> Firehose -> S3
+        (estate["dynamodb_table_arns"]["orders"], "uses-service", estate["dynamodb_stream_arns"]["orders"]),
+        (
+            estate["kinesis_stream_arns"]["clickstream"],
+            "uses-service",
+            estate["firehose_stream_arns"]["clickstream-archive"],
+        ),
+        (
+            estate["firehose_stream_arns"]["clickstream-archive"],
+            "uses-service",
+            "arn:aws:s3:::demo-clickstream-archive-eu",
+        ),
+        # RDS cluster -> member
+        (
+            estate["rds_cluster_arns"]["orders-aurora"],
+            "has_cluster_node",
+            estate["rds_instance_arns"]["orders-aurora-1"],
+        ),
+        # ECS
+        (estate["ecs_cluster_arns"]["demo-cluster"], "uses-ec2-host", ids["ecs-1"]),
+        (estate["ecs_cluster_arns"]["demo-cluster"], "has_cluster_node", estate["ecs_service_arns"]["web"]),
+        (
+            estate["ecs_cluster_arns"]["demo-cluster"],
+            "has_cluster_node",
+            estate["ecs_task_arns"]["report-job"],
+        ),
+        *(
+            (estate["ecs_service_arns"]["web"], "has_cluster_node", estate["ecs_task_arns"][t])
+            for t in ("web-0", "web-1")
+        ),
+        (estate["ecs_service_arns"]["web"], "uses-service", estate["target_group_arns"]["demo-ecs-tg"]),
+        # Auto Scaling, via the group ARN
+        *(
+            (estate["autoscaling_group_arns"]["demo-web-asg"], "uses-service", i)
+            for i in estate["autoscaling_instance_ids"]["demo-web-asg"]
+        ),
+        (
+            estate["target_group_arns"]["demo-asg-tg"],
+            "uses-service",
+            estate["autoscaling_group_arns"]["demo-web-asg"],
+        ),
+        # ELBv2
+        (
+            estate["load_balancer_arns"]["demo-alb"],
+            "uses-service",
+            estate["target_group_arns"]["demo-web-tg"],
+        ),
+        # CloudFormation stack -> its resources
+        *(
+            (estate["stack_ids"]["demo-inventory"], "has-resource", target)
+            for target in (
+                queues["inventory-updates"],
+                estate["topic_arns"]["inventory-events"],
+                estate["dynamodb_table_arns"]["inventory"],
+                fn["inventory-sync"],
+                "arn:aws:s3:::demo-inventory-exports-eu",
+                sgs["inventory-sync"],
+            )
+        ),
+        # API Gateway
+        (
+            f"arn:aws:execute-api:{EU}:{ACCOUNT}:{estate['rest_api_ids']['demo-shop-api']}",
+            "has-resource",
+            estate["rest_api_stage_arns"]["demo-shop-api/prod"],
+        ),
     }
-    expected |= {(s, "uses-service", vpc) for s in subnets.values()}
-    assert expected <= relations
-    subnet_of = {
-        c["externalId"]: c["data"]["SubnetId"]
-        for c in sink.components().values()
-        if c["type"]["name"] == "aws.ec2.instance"
-    }
-    assert {(i, "uses-service", s) for i, s in subnet_of.items()} <= relations
+    assert expected - relations == set()
     for _, payload in sink.payloads:
         for rel in payload["topologies"][0]["relations"]:
             assert rel["externalId"] == f"{rel['sourceId']}-{rel['type']['name']}-{rel['targetId']}"
+
+
+def test_api_gateway_methods_reach_lambda_sqs_and_http_services(aws_env, estate):
+    sink, _ = run_scan(aws_env)
+    stage = estate["rest_api_stage_arns"]["demo-shop-api/prod"]
+    targets = {t for s, kind, t in sink.relations() if s.startswith(f"{stage}/") and kind == "uses-service"}
+
+    assert estate["lambda_function_arns"]["order-processor"] in targets
+    assert estate["queue_arns"]["orders"] in targets
+    http = by_type(sink, "aws.apigateway.method.http.integration")
+    assert http and http <= targets
+    assert all(h.startswith("urn:service:/") and ":" not in h.removeprefix("urn:service:/") for h in http)
+
+
+def test_state_machine_states_reach_their_integrations(aws_env, estate):
+    sink, _ = run_scan(aws_env)
+    machine = estate["state_machine_arns"]["order-fulfilment"]
+    states = {i for i in by_type(sink, "aws.stepfunction.state") if i.startswith(f"{machine}:state/")}
+    targets = {t for s, _, t in sink.relations() if s in states}
+
+    assert len(states) >= 10
+    assert {
+        estate["lambda_alias_arns"]["order-processor:live"],  # invoked as order-processor:live
+        estate["dynamodb_table_arns"]["orders"],
+        estate["queue_arns"]["orders"],
+        estate["topic_arns"]["order-events"],
+        estate["activity_arns"]["manual-approval"],
+        estate["state_machine_arns"]["order-notify"],
+    } <= targets
 
 
 def test_apis_to_run_word_filter_selects_resource_types(aws_env, estate):
@@ -105,13 +262,19 @@ def test_apis_to_run_word_filter_selects_resource_types(aws_env, estate):
     assert {u.unit.resource.key for u in results[0].units} == {"ec2.instance", "ec2.vpc", "sqs.queue"}
 
 
-def test_global_only_config_runs_no_regional_unit_and_closes_an_empty_snapshot(aws_env, estate):
-    sink, results = run_scan(aws_env, regions=("global",))
+def test_global_only_config_scans_only_the_global_types(aws_env, estate):
+    sink, [result] = run_scan(aws_env, regions=("global",))
 
-    assert results[0].units == [] and results[0].complete
-    assert [(t["start_snapshot"], t["stop_snapshot"], t["components"]) for t in sink.topologies()] == [
-        (True, True, [])
-    ]
+    assert result.complete
+    assert {u.unit.label for u in result.units} == {
+        f"{ACCOUNT}/global/route53.hostedzone",
+        f"{ACCOUNT}/global/route53domains.domain",
+    }
+    assert {c["type"]["name"] for c in sink.components().values()} == {
+        "aws.route53.hostedzone",
+        "aws.route53.domain",
+    }
+    assert {c["data"]["Location"]["AwsRegion"] for c in sink.components().values()} == {US}
 
 
 def test_small_payload_limit_splits_the_snapshot_and_keeps_every_element(aws_env, estate):
