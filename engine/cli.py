@@ -121,6 +121,8 @@ def _scan(
     _warn_unknown_apis(config, mappings)
     with _bad_input():
         _refuse_empty_plans(config, mappings)
+        if receiver and not receiver.startswith(("http://", "https://")):
+            raise click.UsageError(f"--receiver must be an http(s) URL, not {receiver[:80]!r}")
         state = _open_state(state_path)
     started = time.monotonic()
     run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{os.getpid()}"
@@ -142,9 +144,9 @@ def _scan(
     seconds = time.monotonic() - started
     if table if table is not None else sys.stdout.isatty():
         _table(results)
-    spooled = getattr(sink, "spooled", 0)
-    complete = all(a.complete for a in results) and not spooled
-    click.echo(_summary(results, calls, seconds, str(getattr(sink, "directory", receiver)), spooled))
+    undelivered = {k: getattr(sink, k, 0) for k in ("spooled", "rejected", "overflowed")}
+    complete = all(a.complete for a in results) and not any(undelivered.values())
+    click.echo(_summary(results, calls, seconds, str(getattr(sink, "directory", receiver)), undelivered))
     if stop.is_set():
         return
     if any(a.bad_input for a in results):
@@ -192,6 +194,75 @@ def _write_manifest(directory: Path, run_id: str, results: list[AccountScan], in
         },
     }
     FileSink(directory).send(manifest, "manifest")
+
+
+@main.group("spool")
+def spool_group() -> None:
+    """Payloads that could not be delivered: list, re-send or drop them.
+
+    Pending entries are re-sent first by every run; rejected ones (a 4xx answer from the receiver) are
+    kept to be looked at and never re-sent on their own: `requeue` them once the cause (a wrong API key)
+    is fixed, or `drop` them.
+    """
+
+
+state_option = click.option(
+    "--state", "state_path", default=".state/aws-topology.sqlite", show_default=True, help="SQLite state."
+)
+
+
+@spool_group.command("list")
+@state_option
+def spool_list(state_path: str) -> None:
+    """One line per spooled payload, oldest first, then the totals."""
+    with _bad_input(), _open_state(state_path) as state:
+        for e in state.spool_entries():
+            status = f"{e['status']}" + (f" (HTTP {e['http_status']})" if e["http_status"] else "")
+            click.echo(
+                f"{e['id']:>6}  {e['created']:%Y-%m-%d %H:%M:%S}  {e['name']:<28} {e['size']:>9} B  "
+                f"{status:<16} {e['reason'] or ''}"
+            )
+        totals = state.spool_totals()
+    click.echo(f"pending={totals['pending']} rejected={totals['rejected']} bytes={totals['bytes']}")
+
+
+@spool_group.command("resend")
+@state_option
+@click.option(
+    "--receiver", required=True, help="StackState receiver base URL; the API key comes from STS_API_KEY."
+)
+def spool_resend(state_path: str, receiver: str) -> None:
+    """Re-send the pending payloads now; exit 1 while any stay pending."""
+    _logging(sys.stderr.isatty())
+    with _bad_input(), _open_state(state_path) as state:
+        sink = SpoolingSink(HttpSink(receiver, os.environ.get("STS_API_KEY")), state)
+        sent = sink.flush_spool()
+        left = state.spool_count()
+    click.echo(f"resent={sent} rejected={sink.rejected} pending={left}")
+    sys.exit(EXIT_OK if left == 0 and not sink.rejected else EXIT_INCOMPLETE)
+
+
+@spool_group.command("requeue")
+@state_option
+@click.argument("spool_id", required=False, type=int)
+def spool_requeue(state_path: str, spool_id: int | None) -> None:
+    """Make a rejected entry (or all of them) pending again."""
+    with _bad_input(), _open_state(state_path) as state:
+        click.echo(f"requeued={state.spool_requeue(spool_id)}")
+
+
+@spool_group.command("drop")
+@state_option
+@click.argument("spool_id", required=False, type=int)
+@click.option("--rejected", is_flag=True, help="Drop every rejected entry.")
+def spool_drop(state_path: str, spool_id: int | None, rejected: bool) -> None:
+    """Drop one entry by id, or every rejected one."""
+    if (spool_id is None) == (not rejected):
+        raise click.UsageError("give either a SPOOL_ID or --rejected")
+    with _bad_input(), _open_state(state_path) as state:
+        dropped = state.spool_drop_rejected() if rejected else int(state.spool_delete(spool_id or 0))
+    click.echo(f"dropped={dropped}")
+    sys.exit(EXIT_OK if dropped else EXIT_INCOMPLETE)
 
 
 def _open_state(path: str) -> State:
@@ -299,7 +370,9 @@ def _table(results: list[AccountScan]) -> None:
             click.echo(f"  permission gap: {gap}")
 
 
-def _summary(results: list[AccountScan], calls: int, seconds: float, target: str, spooled: int) -> str:
+def _summary(
+    results: list[AccountScan], calls: int, seconds: float, target: str, undelivered: dict[str, int]
+) -> str:
     parts = []
     for a in results:
         status = "complete" if a.complete else ("unreachable" if a.error else "INCOMPLETE")
@@ -314,5 +387,5 @@ def _summary(results: list[AccountScan], calls: int, seconds: float, target: str
             + (f" carried_forward={','.join(carried)}" if carried else "")
             + (f" error={a.error!r}" if a.error else "")
         )
-    spool = f" spooled={spooled}" if spooled else ""
+    spool = "".join(f" {k}={n}" for k, n in undelivered.items() if n)
     return f"scan {' '.join(parts)} calls={calls} seconds={seconds:.2f} to={target}{spool}"

@@ -9,9 +9,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import boto3
 import moto.settings
@@ -175,3 +178,55 @@ def test_two_runs_into_one_folder_stay_apart_and_each_says_what_it_wrote(endpoin
         listed = manifest["accounts"][ACCOUNT]["payloads"]
         assert listed == sorted(p.name for p in run_dir.glob("scan-*.json"))
         assert topologies(run_dir)[0]["start_snapshot"] is True
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    status = 200
+    bodies: ClassVar[list[dict]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.status == 200:
+            self.bodies.append(body)
+        self.send_response(self.status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_spooled_payloads_are_listed_resent_and_rejected_ones_dropped_through_the_cli(endpoint, tmp_path):
+    state = str(tmp_path / "s.sqlite")
+    config = str(conf(tmp_path, apis="['ec2|vpcs']"))
+    cli = CliRunner()
+
+    down = cli.invoke(
+        main, ["scan", "-c", config, "--receiver", "http://127.0.0.1:9", "--state", state], env=env(endpoint)
+    )
+    assert down.exit_code == 1 and "spooled=1" in down.stdout, down.output
+    listed = cli.invoke(main, ["spool", "list", "--state", state])
+    assert f"scan-{ACCOUNT}-0001" in listed.stdout and "pending=1 rejected=0" in listed.stdout
+
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{receiver.server_port}"
+    try:
+        resent = cli.invoke(main, ["spool", "resend", "--receiver", url, "--state", state])
+        assert resent.exit_code == 0 and resent.stdout.strip() == "resent=1 rejected=0 pending=0"
+        assert [b["topologies"][0]["start_snapshot"] for b in _Receiver.bodies] == [True]
+
+        _Receiver.status = 400  # a receiver that refuses the payload for good
+        refused = cli.invoke(
+            main, ["scan", "-c", config, "--receiver", url, "--state", state], env=env(endpoint)
+        )
+        assert refused.exit_code == 1 and "rejected=1" in refused.stdout, refused.output
+    finally:
+        receiver.shutdown()
+    listed = cli.invoke(main, ["spool", "list", "--state", state])
+    assert "rejected (HTTP 400)" in listed.stdout and "pending=0 rejected=1" in listed.stdout
+    dropped = cli.invoke(main, ["spool", "drop", "--rejected", "--state", state])
+    assert dropped.stdout.strip() == "dropped=1"
+    assert (
+        cli.invoke(main, ["spool", "list", "--state", state]).stdout.strip() == "pending=0 rejected=0 bytes=0"
+    )
