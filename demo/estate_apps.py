@@ -29,27 +29,11 @@ def _method(apigw: Any, api: str, resource: str, http_method: str, **integration
     apigw.put_integration(restApiId=api, resourceId=resource, httpMethod=http_method, **integration)
 
 
-def seed_rest_api(endpoint: str, account: str, out: dict[str, Any]) -> None:
-    """REST API ``demo-shop-api`` with stage ``prod`` (stage variable ``backend``) and four methods:
-
-    GET /orders -> Lambda order-processor (AWS_PROXY), POST /orders -> SQS queue orders (AWS),
-    GET /items -> HTTP_PROXY ``http://${stageVariables.backend}:8080/items``,
-    POST /partner -> HTTP_PROXY ``https://api.partner.example.com/v1/orders``.
-    """
-    region = MAIN_REGION
-    apigw = client("apigateway", region, endpoint, account)
-    api = apigw.create_rest_api(
-        name="demo-shop-api",
-        description="Storefront API",
-        endpointConfiguration={"types": ["REGIONAL"]},
-        tags={"team": "storefront", "stackstate-environment": "production"},
-    )["id"]
-    root = next(r["id"] for r in apigw.get_resources(restApiId=api)["items"] if r["path"] == "/")
-    paths = {
-        part: apigw.create_resource(restApiId=api, parentId=root, pathPart=part)["id"]
-        for part in ("orders", "items", "partner")
-    }
-    function_arn = out["lambda_function_arns"]["order-processor"]
+def _integrations(
+    apigw: Any, api: str, paths: dict[str, str], function_arn: str, out: dict[str, Any]
+) -> None:
+    """The four methods: Lambda proxy, SQS, HTTP proxy via a stage variable, plain HTTP proxy."""
+    region, account = MAIN_REGION, out["account"]
     _method(
         apigw,
         api,
@@ -81,6 +65,30 @@ def seed_rest_api(endpoint: str, account: str, out: dict[str, Any]) -> None:
         integrationHttpMethod="POST",
         uri=_PARTNER_URL,
     )
+
+
+def seed_rest_api(endpoint: str, account: str, out: dict[str, Any]) -> None:
+    """REST API ``demo-shop-api`` with stage ``prod`` (stage variable ``backend``) and four methods:
+
+    GET /orders -> Lambda order-processor (AWS_PROXY), POST /orders -> SQS queue orders (AWS),
+    GET /items -> HTTP_PROXY ``http://${stageVariables.backend}:8080/items``,
+    POST /partner -> HTTP_PROXY ``https://api.partner.example.com/v1/orders``.
+    """
+    region = MAIN_REGION
+    apigw = client("apigateway", region, endpoint, account)
+    api = apigw.create_rest_api(
+        name="demo-shop-api",
+        description="Storefront API",
+        endpointConfiguration={"types": ["REGIONAL"]},
+        tags={"team": "storefront", "stackstate-environment": "production"},
+    )["id"]
+    root = next(r["id"] for r in apigw.get_resources(restApiId=api)["items"] if r["path"] == "/")
+    paths = {
+        part: apigw.create_resource(restApiId=api, parentId=root, pathPart=part)["id"]
+        for part in ("orders", "items", "partner")
+    }
+    function_arn = out["lambda_function_arns"]["order-processor"]
+    _integrations(apigw, api, paths, function_arn, out)
     client("lambda", region, endpoint, account).add_permission(
         FunctionName=function_arn,
         StatementId="apigateway-demo-shop-api",

@@ -107,21 +107,7 @@ def seed_lambda(endpoint: str, account: str, out: dict[str, Any]) -> None:
     )
     router = _function(aws, "event-router", role, "analytics", Environment={"Variables": {"MODE": "fanout"}})
     alias = aws.create_alias(FunctionName="order-processor", Name="live", FunctionVersion="1")["AliasArn"]
-    mappings = {
-        "orders-queue": aws.create_event_source_mapping(
-            EventSourceArn=out["queue_arns"]["orders"], FunctionName="order-processor", BatchSize=10
-        )["UUID"],
-        "orders-stream": aws.create_event_source_mapping(
-            EventSourceArn=out["dynamodb_stream_arns"]["orders"],
-            FunctionName="order-processor",
-            StartingPosition="LATEST",
-        )["UUID"],
-        "clickstream": aws.create_event_source_mapping(
-            EventSourceArn=out["kinesis_stream_arns"]["clickstream"],
-            FunctionName="event-router",
-            StartingPosition="TRIM_HORIZON",
-        )["UUID"],
-    }
+    mappings = _event_source_mappings(aws, out)
     _notify_lambda(endpoint, account, aws, router["FunctionArn"])
 
     us = client("lambda", SECOND_REGION, endpoint, account)
@@ -136,6 +122,27 @@ def seed_lambda(endpoint: str, account: str, out: dict[str, Any]) -> None:
     out["lambda_alias_arns"] = {"order-processor:live": alias}
     out["event_source_mapping_uuids"] = mappings
     _subscribe_lambda(endpoint, account, us, forwarder["FunctionArn"], out)
+
+
+def _event_source_mappings(aws: Any, out: dict[str, Any]) -> dict[str, str]:
+    """SQS ``orders`` and the ``orders`` table stream -> order-processor, Kinesis ``clickstream`` ->
+    event-router; return the mapping UUIDs by source.
+    """
+    return {
+        "orders-queue": aws.create_event_source_mapping(
+            EventSourceArn=out["queue_arns"]["orders"], FunctionName="order-processor", BatchSize=10
+        )["UUID"],
+        "orders-stream": aws.create_event_source_mapping(
+            EventSourceArn=out["dynamodb_stream_arns"]["orders"],
+            FunctionName="order-processor",
+            StartingPosition="LATEST",
+        )["UUID"],
+        "clickstream": aws.create_event_source_mapping(
+            EventSourceArn=out["kinesis_stream_arns"]["clickstream"],
+            FunctionName="event-router",
+            StartingPosition="TRIM_HORIZON",
+        )["UUID"],
+    }
 
 
 def _notify_lambda(endpoint: str, account: str, aws: Any, function_arn: str) -> None:
@@ -216,38 +223,39 @@ def _forward(target_group: str) -> list[dict[str, str]]:
     return [{"Type": "forward", "TargetGroupArn": target_group}]
 
 
-def seed_elbv2(endpoint: str, account: str, out: dict[str, Any]) -> None:
-    """Application, network and gateway load balancers, their target groups and listeners.
+def _load_balancers(elbv2: Any, out: dict[str, Any]) -> dict[str, str]:
+    """Create demo-alb (application), demo-nlb (network) and demo-gwlb (gateway); return their ARNs.
 
-    demo-alb :80 -> demo-web-tg (web-1, web-2), rules /shop/* -> demo-asg-tg (Auto Scaling),
-    /api/* -> demo-ecs-tg (ECS service, ip targets), /fn/* -> demo-lambda-tg (event-router);
-    demo-nlb :443 TCP -> demo-nlb-tg (ecs-1); demo-gwlb (GENEVE) -> demo-gwlb-tg (db-1).
+    Their DNS names and zones go to ``out["load_balancer_dns"]`` (for the Route 53 alias record).
     """
-    elbv2 = client("elbv2", MAIN_REGION, endpoint, account)
-    vpc, web_sg, ids = out["vpc_id"], out["security_group_ids"]["web"], out["instance_ids"]
+    subnets = _subnets(out)
     lbs = {
         "demo-alb": elbv2.create_load_balancer(
             Name="demo-alb",
             Type="application",
-            Subnets=_subnets(out),
-            SecurityGroups=[web_sg],
+            Subnets=subnets,
+            SecurityGroups=[out["security_group_ids"]["web"]],
             Tags=tags(team="storefront", **{"stackstate-environment": "production"}),
         ),
         "demo-nlb": elbv2.create_load_balancer(
-            Name="demo-nlb", Type="network", Subnets=_subnets(out), Tags=tags(team="platform")
+            Name="demo-nlb", Type="network", Subnets=subnets, Tags=tags(team="platform")
         ),
         "demo-gwlb": elbv2.create_load_balancer(
-            Name="demo-gwlb", Type="gateway", Subnets=_subnets(out)[:1], Tags=tags(team="network")
+            Name="demo-gwlb", Type="gateway", Subnets=subnets[:1], Tags=tags(team="network")
         ),
     }
-    lb_arns = {name: answer["LoadBalancers"][0]["LoadBalancerArn"] for name, answer in lbs.items()}
+    described = {name: answer["LoadBalancers"][0] for name, answer in lbs.items()}
     out["load_balancer_dns"] = {
         name: {"DNSName": lb["DNSName"], "CanonicalHostedZoneId": lb["CanonicalHostedZoneId"]}
-        for name, answer in lbs.items()
-        for lb in answer["LoadBalancers"]
+        for name, lb in described.items()
     }
+    return {name: lb["LoadBalancerArn"] for name, lb in described.items()}
+
+
+def _target_groups(elbv2: Any, vpc: str) -> dict[str, str]:
+    """Create the six target groups (instance, ip, lambda, TCP and GENEVE); return their ARNs."""
     http = {"Protocol": "HTTP", "Port": 80}
-    tgs = {
+    return {
         "demo-web-tg": _target_group(elbv2, "demo-web-tg", vpc, TargetType="instance", **http),
         "demo-asg-tg": _target_group(elbv2, "demo-asg-tg", vpc, TargetType="instance", **http),
         "demo-ecs-tg": _target_group(elbv2, "demo-ecs-tg", vpc, TargetType="ip", **http),
@@ -259,16 +267,16 @@ def seed_elbv2(endpoint: str, account: str, out: dict[str, Any]) -> None:
             elbv2, "demo-gwlb-tg", vpc, TargetType="instance", Protocol="GENEVE", Port=6081
         ),
     }
-    elbv2.register_targets(
-        TargetGroupArn=tgs["demo-web-tg"], Targets=[{"Id": ids["web-1"]}, {"Id": ids["web-2"]}]
-    )
-    elbv2.register_targets(TargetGroupArn=tgs["demo-nlb-tg"], Targets=[{"Id": ids["ecs-1"]}])
-    elbv2.register_targets(TargetGroupArn=tgs["demo-gwlb-tg"], Targets=[{"Id": ids["db-1"]}])
-    _register_lambda_target(endpoint, account, elbv2, tgs["demo-lambda-tg"], out)
 
+
+def _listeners(elbv2: Any, lb_arns: dict[str, str], tgs: dict[str, str]) -> dict[str, str]:
+    """One listener per load balancer, three path rules on demo-alb; return the ARNs by ``lb:port``."""
     listeners = {
         "demo-alb:80": elbv2.create_listener(
-            LoadBalancerArn=lb_arns["demo-alb"], DefaultActions=_forward(tgs["demo-web-tg"]), **http
+            LoadBalancerArn=lb_arns["demo-alb"],
+            Protocol="HTTP",
+            Port=80,
+            DefaultActions=_forward(tgs["demo-web-tg"]),
         ),
         "demo-nlb:443": elbv2.create_listener(
             LoadBalancerArn=lb_arns["demo-nlb"],
@@ -280,19 +288,40 @@ def seed_elbv2(endpoint: str, account: str, out: dict[str, Any]) -> None:
             LoadBalancerArn=lb_arns["demo-gwlb"], DefaultActions=_forward(tgs["demo-gwlb-tg"])
         ),
     }
-    listener_arns = {key: answer["Listeners"][0]["ListenerArn"] for key, answer in listeners.items()}
+    arns = {key: answer["Listeners"][0]["ListenerArn"] for key, answer in listeners.items()}
     for priority, (path, group) in enumerate(
         (("/shop/*", "demo-asg-tg"), ("/api/*", "demo-ecs-tg"), ("/fn/*", "demo-lambda-tg")), start=10
     ):
         elbv2.create_rule(
-            ListenerArn=listener_arns["demo-alb:80"],
+            ListenerArn=arns["demo-alb:80"],
             Priority=priority,
             Conditions=[{"Field": "path-pattern", "Values": [path]}],
             Actions=_forward(tgs[group]),
         )
+    return arns
+
+
+def seed_elbv2(endpoint: str, account: str, out: dict[str, Any]) -> None:
+    """Application, network and gateway load balancers, their target groups and listeners.
+
+    demo-alb :80 -> demo-web-tg (web-1, web-2), rules /shop/* -> demo-asg-tg (Auto Scaling),
+    /api/* -> demo-ecs-tg (ECS service, ip targets), /fn/* -> demo-lambda-tg (event-router);
+    demo-nlb :443 TCP -> demo-nlb-tg (ecs-1); demo-gwlb (GENEVE) -> demo-gwlb-tg (db-1).
+    """
+    elbv2 = client("elbv2", MAIN_REGION, endpoint, account)
+    ids = out["instance_ids"]
+    lb_arns = _load_balancers(elbv2, out)
+    tgs = _target_groups(elbv2, out["vpc_id"])
+    for group, names in (
+        ("demo-web-tg", ("web-1", "web-2")),
+        ("demo-nlb-tg", ("ecs-1",)),
+        ("demo-gwlb-tg", ("db-1",)),
+    ):
+        elbv2.register_targets(TargetGroupArn=tgs[group], Targets=[{"Id": ids[name]} for name in names])
+    _register_lambda_target(endpoint, account, elbv2, tgs["demo-lambda-tg"], out)
     out["load_balancer_arns"] = lb_arns
     out["target_group_arns"] = tgs
-    out["listener_arns"] = listener_arns
+    out["listener_arns"] = _listeners(elbv2, lb_arns, tgs)
 
 
 def _register_lambda_target(
@@ -387,24 +416,8 @@ def _container(name: str, image: str, port: int, host_port: bool = True) -> dict
     }
 
 
-def seed_ecs(endpoint: str, account: str, out: dict[str, Any]) -> None:
-    """Cluster ``demo-cluster`` with container instance ``ecs-1``; task definitions ``web-app``
-    (containers nginx + app, awsvpc) and ``report-job``; service ``web`` behind ``demo-ecs-tg``;
-    two RUNNING service tasks (group ``service:web``) and one standalone ``report-job`` task.
-    """
-    region = MAIN_REGION
-    ecs = client("ecs", region, endpoint, account)
-    cluster = ecs.create_cluster(
-        clusterName="demo-cluster",
-        tags=lower_tags({"team": "platform", "stackstate-environment": "production"}),
-    )["cluster"]["clusterArn"]
-    host = ecs.register_container_instance(
-        cluster="demo-cluster",
-        instanceIdentityDocument=_identity_document(
-            out["instance_ids"]["ecs-1"], region, account, "10.0.0.20"
-        ),
-    )["containerInstance"]["containerInstanceArn"]
-    task_role = out["iam_role_arns"]["ecs-task"]
+def _task_definitions(ecs: Any, task_role: str) -> dict[str, str]:
+    """Register ``web-app`` (containers nginx and app, awsvpc) and ``report-job`` (bridge); return ARNs."""
     web_app = ecs.register_task_definition(
         family="web-app",
         taskRoleArn=task_role,
@@ -422,29 +435,29 @@ def seed_ecs(endpoint: str, account: str, out: dict[str, Any]) -> None:
         networkMode="bridge",
         containerDefinitions=[_container("report", "demo/report:1.0", 9000)],
     )["taskDefinition"]["taskDefinitionArn"]
-    network = {
-        "awsvpcConfiguration": {
-            "subnets": _subnets(out),
-            "securityGroups": [out["security_group_ids"]["web"]],
-        }
-    }
-    service = ecs.create_service(
+    return {"web-app": web_app, "report-job": report}
+
+
+def _web_service(ecs: Any, network: dict[str, Any], target_group: str) -> str:
+    """Create service ``web`` (2 x web-app behind ``target_group``) and return its ARN."""
+    return ecs.create_service(
         cluster="demo-cluster",
         serviceName="web",
         taskDefinition="web-app",
         desiredCount=2,
         launchType="EC2",
         clientToken="demo-web-service",
-        loadBalancers=[
-            {
-                "targetGroupArn": out["target_group_arns"]["demo-ecs-tg"],
-                "containerName": "nginx",
-                "containerPort": 80,
-            }
-        ],
+        loadBalancers=[{"targetGroupArn": target_group, "containerName": "nginx", "containerPort": 80}],
         networkConfiguration=network,
         tags=lower_tags({"team": "storefront"}),
     )["service"]["serviceArn"]
+
+
+def _run_tasks(ecs: Any, network: dict[str, Any]) -> dict[str, str]:
+    """Run the service's two tasks (moto services start none) and one standalone task; return ARNs.
+
+    Service tasks are keyed ``web-0``/``web-1`` in ARN order, the standalone one ``report-job``.
+    """
     service_tasks = ecs.run_task(
         cluster="demo-cluster",
         taskDefinition="web-app",
@@ -458,15 +471,36 @@ def seed_ecs(endpoint: str, account: str, out: dict[str, Any]) -> None:
     standalone = ecs.run_task(
         cluster="demo-cluster", taskDefinition="report-job", launchType="EC2", clientToken="demo-report-task"
     )["tasks"]
+    arns = sorted(task["taskArn"] for task in service_tasks)
+    return {**{f"web-{i}": arn for i, arn in enumerate(arns)}, "report-job": standalone[0]["taskArn"]}
+
+
+def seed_ecs(endpoint: str, account: str, out: dict[str, Any]) -> None:
+    """Cluster ``demo-cluster`` with container instance ``ecs-1``; task definitions ``web-app``
+    (containers nginx + app, awsvpc) and ``report-job``; service ``web`` behind ``demo-ecs-tg``;
+    two RUNNING service tasks (group ``service:web``) and one standalone ``report-job`` task.
+    """
+    region = MAIN_REGION
+    ecs = client("ecs", region, endpoint, account)
+    cluster = ecs.create_cluster(
+        clusterName="demo-cluster",
+        tags=lower_tags({"team": "platform", "stackstate-environment": "production"}),
+    )["cluster"]["clusterArn"]
+    document = _identity_document(out["instance_ids"]["ecs-1"], region, account, "10.0.0.20")
+    host = ecs.register_container_instance(cluster="demo-cluster", instanceIdentityDocument=document)[
+        "containerInstance"
+    ]["containerInstanceArn"]
     out["ecs_cluster_arns"] = {"demo-cluster": cluster}
     out["ecs_container_instance_arns"] = {"ecs-1": host}
-    out["ecs_task_definition_arns"] = {"web-app": web_app, "report-job": report}
-    out["ecs_service_arns"] = {"web": service}
-    arns = sorted(task["taskArn"] for task in service_tasks)
-    out["ecs_task_arns"] = {
-        **{f"web-{i}": arn for i, arn in enumerate(arns)},
-        "report-job": standalone[0]["taskArn"],
+    out["ecs_task_definition_arns"] = _task_definitions(ecs, out["iam_role_arns"]["ecs-task"])
+    network = {
+        "awsvpcConfiguration": {
+            "subnets": _subnets(out),
+            "securityGroups": [out["security_group_ids"]["web"]],
+        }
     }
+    out["ecs_service_arns"] = {"web": _web_service(ecs, network, out["target_group_arns"]["demo-ecs-tg"])}
+    out["ecs_task_arns"] = _run_tasks(ecs, network)
 
 
 def _task_ip(endpoint: str, account: str, task_arn: str) -> str:
