@@ -22,7 +22,6 @@ SECOND_REGION = "us-east-1"
 AMI_ID = "ami-04681a1dbd79675a5"
 
 _CONFIG = Config(retries={"max_attempts": 2, "mode": "standard"}, max_pool_connections=16)
-# moto answers a failing server-side call with an HTML 500; 'standard' mode retries those.
 _ZIP_DATE = (2024, 1, 1, 0, 0, 0)  # fixed mtime: the zip bytes (and CodeSha256) never change
 
 
