@@ -89,11 +89,17 @@ class Collector:
         result.seconds = time.monotonic() - started
         for child in self.mappings.children(unit.resource):
             child_unit = replace(unit, resource=child)
-            if items is None:  # the parent listing is unknown, so are its children
-                why = f"not listed: {unit.resource.key} is {result.status}"
-                results.append(UnitResult(child_unit, result.status, why))
-                continue
-            self._run(child_unit, items, results, seen)
+            if items is None:  # the parent listing is unknown, so is everything under it
+                self._unknown(
+                    child_unit, result.status, f"not listed: {unit.resource.key} is {result.status}", results
+                )
+            else:
+                self._run(child_unit, items, results, seen)
+
+    def _unknown(self, unit: Unit, status: str, why: str, results: list[UnitResult]) -> None:
+        results.append(UnitResult(unit, status, why))
+        for child in self.mappings.children(unit.resource):
+            self._unknown(replace(unit, resource=child), status, why, results)
 
     def _collect(
         self, unit: Unit, parents: list[dict] | None, result: UnitResult, seen: dict[str, list[dict]]
