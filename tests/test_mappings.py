@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import textwrap
 import types
 import typing
 from pathlib import Path
 from typing import Any
 
+import botocore.session
 import pytest
 from jmespath.parser import ParsedResult
 
@@ -86,27 +88,28 @@ def test_shipped_mappings_declare_every_stackpack_type_once(shipped: Mappings) -
     assert all(r.layer for r in shipped.resources if r.emits_component)
 
 
-def test_shipped_calls_derive_method_names_and_paginators(shipped: Mappings) -> None:
-    by_key = {r.key: r for r in shipped.resources}
-    instance = by_key["ec2.instance"]
-    assert instance.listing.call is not None
-    assert (instance.listing.call.method, instance.listing.call.paginate) == ("describe_instances", True)
-    assert (instance.listing.call.rate.per_second, instance.listing.call.rate.burst) == (20, 100)
-    gateway_list = by_key["ec2.vpn-gateway"].listing.call
-    assert gateway_list is not None and gateway_list.paginate is False  # no paginator exists
-    (types_detail,) = instance.details
-    assert types_detail.batch is not None
-    assert (types_detail.batch.param, types_detail.batch.size) == ("InstanceTypes", 100)
-    assert types_detail.into == "IsNitro"
-    bucket = by_key["s3.bucket"]
-    assert bucket.scope == "account"
-    assert [d.call.operation for d in bucket.details] == [
-        "GetBucketLocation",
-        "GetBucketTagging",
-        "GetBucketNotificationConfiguration",
-    ]
-    assert bucket.details[1].ignore == frozenset({"NoSuchTagSet"})
-    assert bucket.details[1].gone == frozenset({"NoSuchBucket"})
+_PAGE_TOKEN = re.compile(
+    r"^(NextToken|nextToken|NextMarker|Marker|NextPageToken|position|HasMore\w*|IsTruncated)$"
+)
+
+
+def test_every_call_that_can_page_reads_every_page(shipped: Mappings) -> None:
+    """The predecessor read only the first page of several calls (Firehose streams, stack resources,
+    record sets, tags). A call whose answer can carry a page token is paginated or declares `next`."""
+    session = botocore.session.get_session()
+    first_page_only = []
+    for resource in shipped.resources:
+        for call in (c for c in [resource.listing.call, *(d.call for d in resource.details)] if c):
+            output = session.get_service_model(resource.service).operation_model(call.operation).output_shape
+            tokens = [m for m in (output.members if output else {}) if _PAGE_TOKEN.match(m)]
+            if (
+                tokens
+                and not call.paginate
+                and call.next is None
+                and call is not getattr(resource.get, "call", None)
+            ):
+                first_page_only.append(f"{resource.key}: {call.operation} ({', '.join(tokens)})")
+    assert first_page_only == []
 
 
 def _check_compiled(value: Any, hint: Any, where: str, seen: list[str]) -> None:
