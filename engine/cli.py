@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -80,20 +81,11 @@ def validate_command(config_path: str, mappings_dir: str) -> None:
 )
 @click.option("--max-payload-bytes", default=1_000_000, show_default=True, type=click.IntRange(10_000))
 @click.option("--table/--no-table", default=None, help="Print components per type (default: on a terminal).")
-def scan_command(
-    config_path: str,
-    mappings_dir: str,
-    out: str | None,
-    receiver: str | None,
-    state_path: str,
-    workers: int,
-    max_payload_bytes: int,
-    table: bool | None,
-) -> None:
+def scan_command(**options: Any) -> None:
     """Full scan: one complete snapshot per account."""
     stop = threading.Event()
     with _stopping_on(stop) as received:
-        _scan(config_path, mappings_dir, out, receiver, state_path, workers, max_payload_bytes, table, stop)
+        _scan(stop=stop, **options)
         if received:
             name = signal.Signals(received[0]).name
             click.echo(f"error: stopped by {name}; the run is recorded as incomplete", err=True)
@@ -101,6 +93,7 @@ def scan_command(
 
 
 def _scan(
+    *,
     config_path: str,
     mappings_dir: str,
     out: str | None,

@@ -158,26 +158,25 @@ def _shut(connection: HTTPConnection) -> None:
             socket.socket.shutdown(raw, socket.SHUT_RDWR)  # the plain socket's, also under TLS
 
 
-class _WatchedHTTPConnection(HTTPConnection):
+class _Watched:
+    """Puts the connection under the attempt's deadline (if any) whenever it connects or sends."""
+
     def connect(self) -> None:
-        _Deadline.watch(self)
-        super().connect()
-        _Deadline.watch(self)
+        _Deadline.watch(self)  # type: ignore[arg-type]
+        super().connect()  # type: ignore[misc]
+        _Deadline.watch(self)  # type: ignore[arg-type]
 
     def request(self, *args: Any, **kwargs: Any) -> None:
-        _Deadline.watch(self)
-        super().request(*args, **kwargs)
+        _Deadline.watch(self)  # type: ignore[arg-type]
+        super().request(*args, **kwargs)  # type: ignore[misc]
 
 
-class _WatchedHTTPSConnection(HTTPSConnection):
-    def connect(self) -> None:
-        _Deadline.watch(self)
-        super().connect()
-        _Deadline.watch(self)
+class _WatchedHTTPConnection(_Watched, HTTPConnection):
+    pass
 
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _Deadline.watch(self)
-        super().request(*args, **kwargs)
+
+class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
+    pass
 
 
 class _HTTPPool(urllib3.HTTPConnectionPool):
