@@ -176,3 +176,18 @@ def test_scan_without_any_credentials_is_bad_input_naming_the_role(tmp_path, mon
     assert result.stdout.startswith("scan account=123456789012 status=unreachable components=0")
     assert f"error='cannot get credentials for {ROLE}: NoCredentialsError: no static keys" in result.stdout
     assert list((tmp_path / "out").rglob("scan-*.json")) == []
+
+
+def test_validate_warns_about_regions_that_no_aws_partition_knows(tmp_path):
+    conf = tmp_path / "conf.yaml"
+    conf.write_text(
+        "init_config: {aws_access_key_id: '', aws_secret_access_key: '', external_id: x1}\n"
+        "instances: [{role_arn: 'arn:aws:iam::123456789012:role/R', regions: [global, eu-west-9]}]\n"
+    )
+    result = CliRunner().invoke(cli.main, ["validate", "-c", str(conf)])
+
+    assert result.exit_code == 0
+    assert result.stderr == (
+        "warning: arn:aws:iam::123456789012:role/R: no AWS partition knows the region(s) eu-west-9; "
+        "they are scanned as partition 'aws'\n"
+    )

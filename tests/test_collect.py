@@ -296,3 +296,45 @@ def test_a_list_detail_result_without_into_fails_the_unit_instead_of_vanishing(t
         "ListTagsForDeliveryStream: the detail result is list, not an object; give the detail an `into` key"
         in (result.error)
     )
+
+
+def test_two_types_claiming_one_external_id_keep_the_snapshot_open(tmp_path, monkeypatch):
+    from engine import scan as scan_module
+    from tests.conftest import ListSink
+
+    (tmp_path / "test.yaml").write_text(
+        textwrap.dedent(
+            """
+            version: 1
+            service: firehose
+            resources:
+              stream:
+                type: test.stream
+                layer: Messaging
+                list: {operation: ListDeliveryStreams, items: "DeliveryStreamNames[].{name: @}"}
+                id: name
+              mirror:
+                type: test.mirror
+                layer: Messaging
+                list: {operation: ListDeliveryStreams, items: "DeliveryStreamNames[].{name: @}"}
+                id: name
+            """
+        )
+    )
+    session = boto3.Session(aws_access_key_id="stub", aws_secret_access_key="stub", region_name=REGION)
+    client = session.client("firehose", region_name=REGION)
+    answer = {"DeliveryStreamNames": ["a"], "HasMoreDeliveryStreams": False}
+    with Stubber(client) as stub:
+        stub.add_response("list_delivery_streams", answer)
+        stub.add_response("list_delivery_streams", answer)
+        account = account_in(REGION)
+        account._clients[("firehose", REGION)] = client
+        monkeypatch.setattr(scan_module, "assume", lambda *args, **kwargs: account)
+        sink = ListSink()
+        [result], _ = scan_module.scan(
+            make_config(regions=(REGION,)), load_mappings(tmp_path), sink, workers=1
+        )
+
+    assert result.collisions == ["a is both test.stream and test.mirror"]
+    assert not result.closes_snapshot
+    assert all(t["stop_snapshot"] is False for t in sink.topologies())
