@@ -111,14 +111,18 @@ class Relation:
     data: ParsedResult | None
 
 
+CLOUDTRAIL = "AWS API Call via CloudTrail"
+
+
 @dataclass(frozen=True)
 class EventRule:
     source: str
     api_version: str | None
-    names: frozenset[str]
+    names: frozenset[str]  # CloudTrail eventName values; empty for other detail-types
     ids: ParsedResult
     delete: bool
     delete_id: ParsedResult | None
+    detail_type: str = CLOUDTRAIL
 
 
 @dataclass(frozen=True)
@@ -312,7 +316,8 @@ class _FileLoader:
                 EventRule(
                     source=e["source"],
                     api_version=e.get("api_version"),
-                    names=frozenset(e["names"]),
+                    names=frozenset(e.get("names", ())),
+                    detail_type=e.get("detail_type", CLOUDTRAIL),
                     ids=expr(f"events[{i}].ids", e["ids"]),
                     delete=e.get("action", "refresh") == "delete",
                     delete_id=expr(f"events[{i}].delete_id", e["delete_id"]) if "delete_id" in e else None,
