@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,10 @@ import click
 
 from engine.auth import known_regions
 from engine.collect import UnitResult
-from engine.config import Config, api_filter, load_config
+from engine.config import Config, Instance, api_filter, load_config
+from engine.delta import AccountDelta, apply_events
 from engine.errors import BadInput, ConfigError, Locked
+from engine.fetch import Fetcher
 from engine.mappings import MAPPINGS, Mappings, load_mappings
 from engine.plan import plan
 from engine.scan import AccountScan, scan
@@ -69,30 +72,74 @@ def validate_command(config_path: str, mappings_dir: str) -> None:
     )
 
 
+def _run_options(command: Any) -> Any:
+    """The options shared by scan, events and run."""
+    for option in reversed(
+        [
+            config_option,
+            mappings_option,
+            click.option("--out", type=click.Path(file_okay=False), help="Write payloads as files here."),
+            click.option("--receiver", help="StackState receiver base URL; the API key is STS_API_KEY."),
+            click.option("--state", "state_path", default=".state/aws-topology.sqlite", show_default=True,
+                         help="SQLite state (run history, spool, event bookkeeping, lock)."),
+            click.option("--workers", default=8, show_default=True, type=click.IntRange(1, 64),
+                         help="Units run at once."),
+            click.option("--max-payload-bytes", default=1_000_000, show_default=True,
+                         type=click.IntRange(10_000)),
+            click.option("--table/--no-table", default=None,
+                         help="Print components per type (default: on a terminal)."),
+        ]
+    ):  # fmt: skip
+        command = option(command)
+    return command
+
+
 @main.command("scan")
-@config_option
-@mappings_option
-@click.option("--out", type=click.Path(file_okay=False), help="Write each payload as a JSON file here.")
-@click.option("--receiver", help="StackState receiver base URL; the API key comes from STS_API_KEY.")
-@click.option("--state", "state_path", default=".state/aws-topology.sqlite", show_default=True,
-              help="SQLite state (run history, spool of undelivered payloads).")  # fmt: skip
-@click.option(
-    "--workers", default=8, show_default=True, type=click.IntRange(1, 64), help="Units run at once."
-)
-@click.option("--max-payload-bytes", default=1_000_000, show_default=True, type=click.IntRange(10_000))
-@click.option("--table/--no-table", default=None, help="Print components per type (default: on a terminal).")
+@_run_options
 def scan_command(**options: Any) -> None:
     """Full scan: one complete snapshot per account."""
+    _session(options, scan_due=lambda config, state: list(config.instances), events=False)
+
+
+@main.command("events")
+@_run_options
+def events_command(**options: Any) -> None:
+    """Event deltas: apply the new EventBridge objects of each account's log bucket."""
+    _session(options, scan_due=lambda config, state: [], events=True)
+
+
+@main.command("run")
+@_run_options
+def run_command(**options: Any) -> None:
+    """What cron calls every minute: a full scan where `full_run_interval` has passed since the last
+    complete one, then event deltas for every account."""
+    _session(options, scan_due=_due, events=True)
+
+
+def _due(config: Config, state: State) -> list[Instance]:
+    """Accounts whose last complete full scan is older than `full_run_interval` (or that never had one)."""
+    now = datetime.now(UTC)
+    due = []
+    for instance in config.instances:
+        last = state.last_run(instance.account_id, "scan", complete_only=True)
+        if last is None or (now - last["started_at"]).total_seconds() >= config.full_run_interval:
+            due.append(instance)
+    return due
+
+
+def _session(options: dict[str, Any], scan_due: Any, events: bool) -> None:
+    """Load, check and lock; scan the accounts that are due, apply events; exit with the worst code."""
     stop = threading.Event()
     with _stopping_on(stop) as received:
-        _scan(stop=stop, **options)
+        code = _work(stop=stop, scan_due=scan_due, events=events, **options)
         if received:
             name = signal.Signals(received[0]).name
             click.echo(f"error: stopped by {name}; the run is recorded as incomplete", err=True)
             sys.exit(128 + received[0])
+    sys.exit(code)
 
 
-def _scan(
+def _work(
     *,
     config_path: str,
     mappings_dir: str,
@@ -103,7 +150,9 @@ def _scan(
     max_payload_bytes: int,
     table: bool | None,
     stop: threading.Event,
-) -> None:
+    scan_due: Any,
+    events: bool,
+) -> int:
     interactive = sys.stderr.isatty()
     _logging(interactive)
     with _bad_input():
@@ -117,34 +166,88 @@ def _scan(
         if receiver and not receiver.startswith(("http://", "https://")):
             raise click.UsageError(f"--receiver must be an http(s) URL, not {receiver[:80]!r}")
         state = _open_state(state_path)
-    started = time.monotonic()
     run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{os.getpid()}"
+    codes: list[int] = []
     with state:
         sink = _sink(out, receiver, state, run_id)  # a spooling sink re-sends older spooled payloads first
-        results, calls = scan(
-            config, mappings, sink, workers=workers, max_bytes=max_payload_bytes,
-            on_unit=_progress if interactive else _log_unit, state=state, stop=stop,
-        )  # fmt: skip
-        for a in results:
-            summary = {
-                "components": len(a.components), "relations": len(a.relations), "payloads": a.payloads,
-                "snapshot_closed": a.closes_snapshot, "carried": a.carried, "interrupted": a.interrupted,
-                "incomplete_units": [u.unit.label for u in a.units if not u.complete],
-            }  # fmt: skip
-            state.record_run(a.account, "scan", a.started_at, a.started_at + a.seconds, a.complete, summary)
+        target = str(getattr(sink, "directory", receiver))
+        results: list[AccountScan] = []
+        due = scan_due(config, state)
+        if due:
+            scan_config = replace(config, instances=tuple(due))
+            results = _full_scans(
+                scan_config, mappings, state, sink, workers, max_payload_bytes, stop, target
+            )
+            if table if table is not None else sys.stdout.isatty():
+                _table(results)
+            codes += [_code(a.complete, a.bad_input) for a in results]
+        if events and not stop.is_set():
+            codes += _deltas(config, mappings, state, sink, workers, max_payload_bytes, stop)
         if isinstance(sink, FileSink):
             _write_manifest(sink.directory, run_id, results, interrupted=stop.is_set())
-    seconds = time.monotonic() - started
-    if table if table is not None else sys.stdout.isatty():
-        _table(results)
-    undelivered = {k: getattr(sink, k, 0) for k in ("spooled", "rejected", "overflowed")}
-    complete = all(a.complete for a in results) and not any(undelivered.values())
-    click.echo(_summary(results, calls, seconds, str(getattr(sink, "directory", receiver)), undelivered))
-    if stop.is_set():
-        return
-    if any(a.bad_input for a in results):
-        sys.exit(EXIT_BAD_INPUT)
-    sys.exit(EXIT_OK if complete else EXIT_INCOMPLETE)
+    undelivered = {k: n for k in ("spooled", "rejected", "overflowed") if (n := getattr(sink, k, 0))}
+    if undelivered:
+        click.echo("delivery " + " ".join(f"{k}={v}" for k, v in undelivered.items()))
+        codes.append(EXIT_INCOMPLETE)
+    return max(codes, default=EXIT_OK)
+
+
+def _full_scans(
+    config: Config, mappings: Mappings, state: State, sink: Sink, workers: int, max_bytes: int,
+    stop: threading.Event, target: str,
+) -> list[AccountScan]:  # fmt: skip
+    """Scan the accounts of `config`, record each run, print the summary line."""
+    started = time.monotonic()
+    results, calls = scan(
+        config, mappings, sink, workers=workers, max_bytes=max_bytes, state=state, stop=stop,
+        on_unit=_progress if sys.stderr.isatty() else _log_unit,
+    )  # fmt: skip
+    for a in results:
+        summary = {
+            "components": len(a.components), "relations": len(a.relations), "payloads": a.payloads,
+            "snapshot_closed": a.closes_snapshot, "carried": a.carried, "interrupted": a.interrupted,
+            "incomplete_units": [u.unit.label for u in a.units if not u.complete],
+        }  # fmt: skip
+        state.record_run(a.account, "scan", a.started_at, a.started_at + a.seconds, a.complete, summary)
+    click.echo(_summary(results, calls, time.monotonic() - started, target))
+    return results
+
+
+def _deltas(
+    config: Config, mappings: Mappings, state: State, sink: Sink, workers: int, max_bytes: int,
+    stop: threading.Event,
+) -> list[int]:  # fmt: skip
+    """Apply each account's new events, record each run, print one line per account."""
+    fetcher, codes = Fetcher(stop), []
+    for instance in config.instances:
+        delta = apply_events(
+            config, instance, mappings, sink, state, fetcher, workers=workers, max_bytes=max_bytes
+        )
+        summary = _delta_summary(delta)
+        finished = delta.started_at + delta.seconds
+        state.record_run(delta.account, "events", delta.started_at, finished, delta.complete, summary)
+        click.echo(f"events account={delta.account} " + " ".join(f"{k}={v}" for k, v in summary.items()))
+        codes.append(_code(delta.complete, delta.bad_input))
+    return codes
+
+
+def _code(complete: bool, bad_input: bool) -> int:
+    return EXIT_BAD_INPUT if bad_input else (EXIT_OK if complete else EXIT_INCOMPLETE)
+
+
+def _delta_summary(delta: AccountDelta) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        "status": "complete" if delta.complete else "INCOMPLETE",
+        "objects": delta.objects, "envelopes": delta.envelopes, "unknown": delta.unknown,
+        "changes": delta.changes, "components": delta.components, "deletes": delta.deletes,
+        "payloads": delta.payloads, "deleted_objects": len(delta.deleted), "stale_objects": delta.stale,
+        "kept_objects": len(delta.kept), "corrupt_objects": len(delta.corrupt),
+    }  # fmt: skip
+    if delta.failed_units:
+        summary["failed_units"] = ",".join(delta.failed_units)
+    if delta.error:
+        summary["error"] = repr(delta.error)
+    return summary
 
 
 @contextmanager
@@ -363,9 +466,7 @@ def _table(results: list[AccountScan]) -> None:
             click.echo(f"  permission gap: {gap}")
 
 
-def _summary(
-    results: list[AccountScan], calls: int, seconds: float, target: str, undelivered: dict[str, int]
-) -> str:
+def _summary(results: list[AccountScan], calls: int, seconds: float, target: str) -> str:
     parts = []
     for a in results:
         status = "complete" if a.complete else ("unreachable" if a.error else "INCOMPLETE")
@@ -380,5 +481,4 @@ def _summary(
             + (f" carried_forward={','.join(carried)}" if carried else "")
             + (f" error={a.error!r}" if a.error else "")
         )
-    spool = "".join(f" {k}={n}" for k, n in undelivered.items() if n)
-    return f"scan {' '.join(parts)} calls={calls} seconds={seconds:.2f} to={target}{spool}"
+    return f"scan {' '.join(parts)} calls={calls} seconds={seconds:.2f} to={target}"

@@ -138,6 +138,8 @@ class Collector:
 
     def _list(self, unit: Unit, parents: list[dict] | None) -> list[dict]:
         listing = unit.resource.listing
+        if parents is None and unit.ids:
+            return self._get(unit)
         if parents is None:
             response = self._call(unit, listing.call, self._context(unit, {}))
             return [self._context(unit, i) for i in as_list(search(listing.items, response))]
@@ -156,6 +158,27 @@ class Collector:
             where = {"_region": parent["_region"], "_partition": parent["_partition"]}
             items += [self._context(unit, i, **where, _parent=parent) for i in found]
         return items
+
+    def _get(self, unit: Unit) -> list[dict]:
+        """The resources of `unit.ids`, fetched by id (`get`), as items like a listing gives them."""
+        get = unit.resource.get
+        assert get is not None, f"{unit.resource.key} has no get"
+        wanted = set(unit.ids)
+        batches = [list(unit.ids)] if get.param else [[i] for i in unit.ids]
+        found: list[dict] = []
+        while batches:
+            ids = batches.pop()
+            extra = {get.param: ids} if get.param else {}
+            try:
+                response = self._call(unit, get.call, self._context(unit, {"_id": ids[0]}), **extra)
+            except CallFailed as exc:
+                if exc.code not in get.gone:
+                    raise
+                if len(ids) > 1:  # one of them is gone: ask one by one
+                    batches += [[i] for i in ids]
+                continue
+            found += [self._context(unit, i) for i in as_list(search(get.items, response))]
+        return [i for i in found if search(unit.resource.id, i) in wanted]
 
     def _call(self, unit: Unit, call: Call | None, item: dict, **extra: Any) -> dict:
         assert call is not None

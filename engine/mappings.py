@@ -100,6 +100,7 @@ class Get:
     call: Call
     param: str | None
     items: ParsedResult
+    gone: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -417,6 +418,7 @@ class _FileLoader:
             call=self.call(key, spec, [spec["param"]] if "param" in spec else []),
             param=spec.get("param"),
             items=self.expression(f"{key}.items", spec["items"]),
+            gone=frozenset(spec.get("gone", ())),
         )
 
 

@@ -26,6 +26,7 @@ class Unit:
     client_region: str
     resource: Resource
     regions: tuple[str, ...]  # regions whose items are kept (account-wide lists)
+    ids: tuple[str, ...] = ()  # a refresh (event delta): only these resources, fetched with `get`
 
     @property
     def label(self) -> str:

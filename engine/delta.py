@@ -1,0 +1,215 @@
+"""Delta: apply an account's new EventBridge objects as delta payloads, then delete what was delivered.
+
+In: `Config`, one `Instance`, `Mappings`, a sink, the `State`. Out: `AccountDelta` (counts, the objects
+deleted, kept, corrupt). Steps: refuse an unversioned bucket; list each configured region's prefix; drop
+objects older than the last complete snapshot (its payloads were delivered: their effect is in it); read
+the rest (`events.envelopes`), turn them into changes (`events.Rules`), keep the last change per resource,
+re-describe refreshed resources by id through their mapping's `get` (children included), send one delta
+(components, relations, `delete_ids`; no snapshot flags) and only then delete the objects whose changes
+all applied. A corrupt object is left in place, recorded in the state and not read again while unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import boto3
+
+from engine.auth import GLOBAL_REGION, Account, assume
+from engine.collect import Collector, UnitResult
+from engine.config import Config, Instance
+from engine.errors import CallFailed, CredentialsError, DeliveryError, Unreachable
+from engine.events import GLOBAL, Change, CorruptObject, Rules, envelopes, latest, prefixes
+from engine.fetch import Fetcher
+from engine.mappings import Mappings
+from engine.payload import build_payloads
+from engine.plan import Unit
+from engine.scan import labels_for
+from engine.sink import Sink
+from engine.state import State
+
+log = logging.getLogger("aws_topology")
+
+DELETE_BATCH = 1000  # DeleteObjects maximum
+CORRUPT_KEY = "events.corrupt.{account}"
+
+
+@dataclass
+class AccountDelta:
+    account: str
+    bucket: str
+    error: str | None = None
+    bad_input: bool = False
+    objects: int = 0
+    envelopes: int = 0
+    unknown: int = 0  # envelopes no rule matches
+    changes: int = 0
+    components: int = 0
+    deletes: int = 0
+    payloads: int = 0
+    deleted: list[str] = field(default_factory=list)
+    stale: int = 0  # older than the last complete snapshot: dropped unread
+    kept: list[str] = field(default_factory=list)  # their changes did not all apply: read again next run
+    corrupt: dict[str, str] = field(default_factory=dict)
+    failed_units: list[str] = field(default_factory=list)
+    started_at: float = field(default_factory=time.time)
+    seconds: float = 0.0
+
+    @property
+    def complete(self) -> bool:
+        return self.error is None and not self.kept and not self.failed_units and not self.corrupt
+
+
+def apply_events(
+    config: Config,
+    instance: Instance,
+    mappings: Mappings,
+    sink: Sink,
+    state: State,
+    fetcher: Fetcher,
+    *,
+    workers: int = 8,
+    max_bytes: int = 1_000_000,
+    endpoint_url: str | None = None,
+    base: boto3.Session | None = None,
+) -> AccountDelta:
+    started = time.monotonic()
+    result = AccountDelta(instance.account_id, instance.log_bucket_name)
+    try:
+        account = assume(config, instance, base=base, endpoint_url=endpoint_url, workers=workers)
+        s3 = account.client("s3", GLOBAL_REGION)
+        status = s3.get_bucket_versioning(Bucket=result.bucket).get("Status")
+        if status != "Enabled":
+            result.error = (
+                f"bucket {result.bucket} is not versioned ({status or 'never enabled'}): enable versioning "
+                "on it, since processed objects are deleted; no object was read or deleted"
+            )
+            result.bad_input = True
+            return result
+        objects = _objects(s3, result.bucket, prefixes(instance.account_id, instance.regions))
+    except (CredentialsError, Unreachable) as exc:
+        result.error, result.bad_input = str(exc), isinstance(exc, CredentialsError)
+        return result
+    except Exception as exc:  # a denied or missing bucket: reported (the CloudTrail fallback is not built)
+        result.error = f"cannot read bucket {result.bucket}: {_problem(exc)}"
+        return result
+    result.objects = len(objects)
+    stale, fresh = _split_stale(objects, state, instance.account_id)
+    result.stale = len(stale)
+    corrupt_known = state.get(CORRUPT_KEY.format(account=instance.account_id), {})
+    by_object: dict[str, list[Change]] = {}
+    rules = Rules(mappings)
+    for obj in fresh:
+        key = obj["Key"]
+        if corrupt_known.get(key, {}).get("etag") == obj.get("ETag"):
+            result.corrupt[key] = corrupt_known[key]["problem"]
+            continue
+        try:
+            found = envelopes(s3.get_object(Bucket=result.bucket, Key=key)["Body"].read())
+        except CorruptObject as exc:
+            result.corrupt[key] = str(exc)
+            corrupt_known[key] = {"etag": obj.get("ETag"), "problem": str(exc), "at": time.time()}
+            log.warning("event=events.corrupt bucket=%s key=%s problem=%r", result.bucket, key, str(exc))
+            continue
+        result.envelopes += len(found)
+        per_envelope = [list(rules.changes(e, instance.account_id, instance.regions)) for e in found]
+        result.unknown += sum(1 for cs in per_envelope if not cs)
+        by_object[key] = [c for cs in per_envelope for c in cs]
+    state.set(CORRUPT_KEY.format(account=instance.account_id), corrupt_known)
+    changes = latest([c for cs in by_object.values() for c in cs])
+    result.changes = len(changes)
+    refreshed = _refresh(account, instance, mappings, fetcher, changes)
+    units = [u for us in refreshed.values() for u in us]
+    failed = {key for key, us in refreshed.items() if not all(u.complete for u in us)}
+    result.failed_units = [u.unit.label for u in units if not u.complete]
+    components = [c for u in units for c in u.components]
+    relations = [r for u in units for r in u.relations]
+    deletes = list(dict.fromkeys(c.delete_id for c in changes if c.delete and c.delete_id))
+    result.components, result.deletes = len(components), len(deletes)
+    payloads = build_payloads(
+        instance.account_id, components, relations, deletes, snapshot=False, max_bytes=max_bytes
+    )
+    try:
+        for number, payload in enumerate(payloads, 1):
+            sink.send(payload, f"events-{instance.account_id}-{number:04d}")
+    except DeliveryError as exc:
+        result.error = f"delta not delivered, no object deleted: {exc}"
+        result.kept = list(by_object)
+        return result
+    result.payloads = len(payloads)
+    done = [k for k, cs in by_object.items() if not any((c.resource.key, c.region) in failed for c in cs)]
+    result.kept = [k for k in by_object if k not in done]
+    result.deleted = _delete(s3, result.bucket, [o["Key"] for o in stale] + done)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _objects(s3: Any, bucket: str, prefixes_: list[str]) -> list[dict]:
+    found: list[dict] = []
+    for prefix in prefixes_:
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        found += [o for page in pages for o in page.get("Contents", [])]
+    return sorted(found, key=lambda o: (o["LastModified"], o["Key"]))
+
+
+def _split_stale(objects: list[dict], state: State, account: str) -> tuple[list[dict], list[dict]]:
+    """Objects older than the start of the last complete snapshot (once nothing of it waits in the spool)."""
+    last = state.last_run(account, "scan", complete_only=True)
+    if last is None or state.spool_count() > 0:
+        return [], objects
+    since: datetime = last["started_at"]
+    return [o for o in objects if o["LastModified"] < since], [
+        o for o in objects if o["LastModified"] >= since
+    ]
+
+
+def _refresh(
+    account: Account, instance: Instance, mappings: Mappings, fetcher: Fetcher, changes: list[Change]
+) -> dict[tuple[str, str], list[UnitResult]]:
+    """Re-describe the refreshed resources: one unit per (type, region) with all of its ids, children too."""
+    ids: dict[tuple[str, str], list[str]] = defaultdict(list)
+    by_key = {r.key: r for r in mappings.resources}
+    for change in changes:
+        if not change.delete:
+            ids[(change.resource.key, change.region)].append(change.id)
+    collector = Collector(account, mappings, fetcher, labels_for(instance))
+    configured = tuple(r for r in instance.regions if r != GLOBAL)
+    results: dict[tuple[str, str], list[UnitResult]] = {}
+    for (key, region), wanted in ids.items():
+        resource = by_key[key]
+        if resource.get is None:
+            log.warning("event=events.no_get resource=%s ids=%d", key, len(wanted))
+            continue
+        client_region = GLOBAL_REGION if region in (GLOBAL, "account") else region
+        regions = configured if region == "account" else (client_region,)
+        unit = Unit(account.id, region, client_region, resource, regions, tuple(dict.fromkeys(wanted)))
+        results[(key, region)] = collector.run(unit)
+    return results
+
+
+def _delete(s3: Any, bucket: str, keys: list[str]) -> list[str]:
+    """Delete objects (a delete marker on a versioned bucket); returns the keys deleted."""
+    deleted: list[str] = []
+    for start in range(0, len(keys), DELETE_BATCH):
+        chunk = keys[start : start + DELETE_BATCH]
+        answer = s3.delete_objects(
+            Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": False}
+        )
+        deleted += [d["Key"] for d in answer.get("Deleted", [])]
+        for error in answer.get("Errors", []):
+            log.warning("event=events.not_deleted key=%s code=%s", error.get("Key"), error.get("Code"))
+    return deleted
+
+
+def _problem(exc: Exception) -> str:
+    if isinstance(exc, CallFailed):
+        return str(exc)
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", type(exc).__name__))
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
