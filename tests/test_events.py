@@ -1,0 +1,218 @@
+"""Event deltas end to end against a live moto server: EventBridge objects in a versioned bucket become one
+delta payload, and objects are deleted only after it was delivered."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+
+import pytest
+from click.testing import CliRunner, Result
+
+from demo.seed import client
+from engine.cli import main
+from engine.events import Rules, envelopes, latest
+from engine.mappings import load_mappings
+from tests.conftest import ACCOUNT
+
+pytestmark = pytest.mark.live
+
+REGION = "eu-west-1"
+BUCKET = f"stackstate-logs-{ACCOUNT}"
+PREFIX = f"AWSLogs/{ACCOUNT}/EventBridge/{REGION}/"
+
+
+def cloudtrail(source: str, name: str, **detail: object) -> dict:
+    return {
+        "detail-type": "AWS API Call via CloudTrail", "source": f"aws.{source.split('.')[0]}",
+        "region": REGION, "detail": {"eventSource": source, "eventName": name, "awsRegion": REGION, **detail},
+    }  # fmt: skip
+
+
+def state_change(instance: str, state: str) -> dict:
+    return {
+        "detail-type": "EC2 Instance State-change Notification", "source": "aws.ec2", "region": REGION,
+        "detail": {"instance-id": instance, "state": state},
+    }  # fmt: skip
+
+
+def firehose(*events: dict) -> bytes:
+    """As Firehose writes them: JSON objects back to back, gzip."""
+    return gzip.compress("".join(json.dumps(e, ensure_ascii=False) for e in events).encode())
+
+
+@pytest.fixture
+def aws(tmp_path) -> Iterator[dict]:
+    from demo.server import reset, start
+
+    server, endpoint = start(0)
+    reset(endpoint)
+    s3, sqs, ec2 = (client(s, REGION, endpoint) for s in ("s3", "sqs", "ec2"))
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    kept = sqs.create_queue(QueueName="kept")["QueueUrl"]
+    created = sqs.create_queue(QueueName="created")["QueueUrl"]
+    gone = sqs.create_queue(QueueName="gone")["QueueUrl"]
+    sqs.delete_queue(QueueUrl=gone)
+    image = "ami-04681a1dbd79675a5"
+    running, stopped = (
+        ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+        for _ in range(2)
+    )
+    conf = tmp_path / "conf.yaml"
+    conf.write_text(
+        "init_config: {aws_access_key_id: '', aws_secret_access_key: '', external_id: ext-id}\n"
+        f"instances: [{{role_arn: 'arn:aws:iam::{ACCOUNT}:role/R', regions: [{REGION}], "
+        "apis_to_run: [sqs, ec2]}]\n"
+    )
+    env = {
+        "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+    }  # fmt: skip
+    yield {
+        "s3": s3, "env": env, "conf": conf, "tmp": tmp_path, "created": created, "gone": gone, "kept": kept,
+        "running": running, "stopped": stopped,
+    }  # fmt: skip
+    server.stop()
+
+
+def put(aws: dict, name: str, body: bytes) -> str:
+    key = f"{PREFIX}2026/12/01/12/stackstate-eventbridge-stream-1-2026-12-01-12-{name}"
+    aws["s3"].put_object(Bucket=BUCKET, Key=key, Body=body)
+    return key
+
+
+def events(aws: dict, *extra: str) -> Result:
+    args = ["events", "-c", str(aws["conf"]), "--state", str(aws["tmp"] / "s.sqlite"), *extra]
+    if "--receiver" not in extra:
+        args += ["--out", str(aws["tmp"] / "out")]
+    return CliRunner().invoke(main, args, env=aws["env"])
+
+
+def remaining(aws: dict) -> set[str]:
+    return {o["Key"] for o in aws["s3"].list_objects_v2(Bucket=BUCKET).get("Contents", [])}
+
+
+def delta(aws: dict) -> dict:
+    [path] = (aws["tmp"] / "out").rglob("events-*.json")
+    [topology] = json.loads(path.read_text())["topologies"]
+    return topology
+
+
+def test_events_become_one_delta_and_their_objects_are_deleted_after_delivery(aws):
+    queues = f"arn:aws:sqs:{REGION}:{ACCOUNT}"
+    first = put(
+        aws, "00-a",
+        firehose(
+            cloudtrail("sqs.amazonaws.com", "CreateQueue", responseElements={"queueUrl": aws["created"]}),
+            cloudtrail("sqs.amazonaws.com", "DeleteQueue", requestParameters={"queueUrl": aws["gone"]}),
+            state_change(aws["running"], "running"),
+        ),
+    )  # fmt: skip
+    second = put(
+        aws, "01-b",
+        firehose(
+            state_change(aws["stopped"], "terminated"),
+            cloudtrail(
+                "sqs.amazonaws.com", "SetQueueAttributes", requestParameters={"queueUrl": aws["created"]},
+                userIdentity={"userName": "zoë.müller"},  # non-ASCII content
+            ),
+            cloudtrail("iam.amazonaws.com", "CreateRole", requestParameters={"roleName": "x"}),  # unknown
+        ),
+    )  # fmt: skip
+
+    result = events(aws)
+
+    assert result.exit_code == 0, result.output
+    assert "envelopes=6 unknown=1 changes=4" in result.stdout
+    topology = delta(aws)
+    assert topology["start_snapshot"] is False and topology["stop_snapshot"] is False
+    assert {c["externalId"] for c in topology["components"]} == {f"{queues}:created", aws["running"]}
+    assert set(topology["delete_ids"]) == {f"{queues}:gone", aws["stopped"]}
+    assert remaining(aws) == set()
+    assert {first, second}.isdisjoint(remaining(aws))
+
+
+def test_a_corrupt_object_is_left_in_place_recorded_and_not_read_again(aws):
+    bad = put(aws, "00-bad", gzip.compress(b'{"detail-type": "AWS API Call via CloudTrail", "detail": {'))
+    good = put(aws, "01-good", firehose(state_change(aws["running"], "running")))
+
+    first = events(aws)
+    second = events(aws)
+
+    assert first.exit_code == 1 and "corrupt_objects=1" in first.stdout, first.output
+    assert remaining(aws) == {bad} and good not in remaining(aws)
+    assert "objects=1 envelopes=0" in second.stdout and "corrupt_objects=1" in second.stdout
+
+
+def test_an_unversioned_bucket_is_refused_and_nothing_is_read_or_deleted(aws):
+    aws["s3"].put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Suspended"})
+    key = put(aws, "00-a", firehose(state_change(aws["running"], "running")))
+
+    result = events(aws)
+
+    assert result.exit_code == 2
+    assert f"bucket {BUCKET} is not versioned (Suspended): enable versioning" in result.stdout
+    assert remaining(aws) == {key}
+
+
+def test_a_receiver_that_is_down_spools_the_delta_durably_before_objects_go(aws):
+    key = put(aws, "00-a", firehose(state_change(aws["running"], "running")))
+
+    result = events(aws, "--receiver", "http://127.0.0.1:9")
+
+    assert result.exit_code == 1 and "spooled=1" in result.stdout, result.output
+    assert remaining(aws) == set()  # the delta is in the spool: the object's content is not lost
+    listed = CliRunner().invoke(main, ["spool", "list", "--state", str(aws["tmp"] / "s.sqlite")])
+    assert f"events-{ACCOUNT}-0001" in listed.stdout and key not in listed.stdout
+
+
+def test_a_failed_file_write_deletes_no_object(aws):
+    key = put(aws, "00-a", firehose(state_change(aws["running"], "running")))
+    (aws["tmp"] / "out").write_text("a file where the folder should be")
+
+    result = events(aws)
+
+    assert result.exit_code != 0
+    assert remaining(aws) == {key}
+
+
+def test_run_does_a_full_scan_first_then_only_deltas_until_the_interval_passed(aws):
+    args = [
+        "run",
+        "-c",
+        str(aws["conf"]),
+        "--state",
+        str(aws["tmp"] / "s.sqlite"),
+        "--out",
+        str(aws["tmp"] / "o"),
+    ]
+    first = CliRunner().invoke(main, args, env=aws["env"])
+    second = CliRunner().invoke(main, args, env=aws["env"])
+
+    assert first.exit_code == 0 and "scan account=" in first.stdout and "events account=" in first.stdout
+    assert (
+        second.exit_code == 0 and "scan account=" not in second.stdout and "events account=" in second.stdout
+    )
+
+
+def test_the_last_change_per_resource_wins_and_non_ascii_content_is_read():
+    rules = Rules(load_mappings())
+    url = "https://sqs.eu-west-1.amazonaws.com/123456789012/q"
+    body = firehose(
+        cloudtrail(
+            "sqs.amazonaws.com", "CreateQueue", responseElements={"queueUrl": url}, userAgent="ünïcødé"
+        ),
+        cloudtrail("sqs.amazonaws.com", "DeleteQueue", requestParameters={"queueUrl": url}),
+    )
+    changes = latest([c for e in envelopes(body) for c in rules.changes(e, ACCOUNT, (REGION,))])
+
+    assert [(c.resource.key, c.id, c.delete, c.delete_id) for c in changes] == [
+        ("sqs.queue", url, True, f"arn:aws:sqs:{REGION}:{ACCOUNT}:q")
+    ]
+
+
+def test_plain_text_objects_are_read_like_gzip_ones():
+    event = state_change("i-1", "running")
+    assert envelopes(json.dumps(event).encode() * 2) == [event, event]
