@@ -24,7 +24,7 @@ from engine.fetch import Fetcher
 from engine.functions import search
 from engine.mappings import Call, Detail, Mappings
 from engine.plan import Unit
-from engine.shape import Labels, ShapeError, as_list, component, context, external_id, relations
+from engine.shape import Labels, ShapeError, as_list, component, context, events, external_id, relations
 
 log = logging.getLogger("aws_topology")
 
@@ -36,6 +36,7 @@ class UnitResult:
     error: str | None = None
     components: list[dict] = field(default_factory=list)
     relations: list[dict] = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)
     gaps: list[CallFailed] = field(default_factory=list)  # denied or throttled detail calls
     seconds: float = 0.0
 
@@ -129,6 +130,7 @@ class Collector:
                 ext_id = external_id(resource, item)
             item["_external_id"] = ext_id
             result.relations.extend(relations(resource, item, ext_id))
+            result.events.extend(events(resource, item, time.time()))
         seen[resource.name] = items
         return items
 

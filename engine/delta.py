@@ -131,9 +131,11 @@ def apply_events(
     relations = [r for u in units for r in u.relations]
     deletes = list(dict.fromkeys(c.delete_id for c in changes if c.delete and c.delete_id))
     result.components, result.deletes = len(components), len(deletes)
+    events = [e for u in units for e in u.events]
     payloads = build_payloads(
-        instance.account_id, components, relations, deletes, snapshot=False, max_bytes=max_bytes
-    )
+        instance.account_id, components, relations, deletes,
+        snapshot=False, max_bytes=max_bytes, events=events,
+    )  # fmt: skip
     try:
         for number, payload in enumerate(payloads, 1):
             sink.send(payload, f"events-{instance.account_id}-{number:04d}")

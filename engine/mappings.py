@@ -88,6 +88,16 @@ class Listing:
 
 
 @dataclass(frozen=True)
+class Emit:
+    type: str
+    title: str
+    text: ParsedResult
+    host: ParsedResult
+    tags: ParsedResult | None
+    each: ParsedResult | None
+
+
+@dataclass(frozen=True)
 class Join:
     resource: str
     key: ParsedResult
@@ -157,6 +167,7 @@ class Resource:
     events: tuple[EventRule, ...]
     file: str
     joins: tuple[Join, ...] = ()
+    emits: tuple[Emit, ...] = ()
 
     @property
     def key(self) -> str:
@@ -334,6 +345,17 @@ class _FileLoader:
                     into=j["into"],
                 )
                 for i, j in enumerate(spec.get("joins", []))
+            ),
+            emits=tuple(
+                Emit(
+                    type=e["type"],
+                    title=e["title"],
+                    text=expr(f"emit[{i}].text", e["text"]),
+                    host=expr(f"emit[{i}].host", e["host"]),
+                    tags=expr(f"emit[{i}].tags", e["tags"]) if "tags" in e else None,
+                    each=expr(f"emit[{i}].each", e["each"]) if "each" in e else None,
+                )
+                for i, e in enumerate(spec.get("emit", []))
             ),
         )
         if resource.scope == "account" and resource.region is None:

@@ -84,6 +84,22 @@ class AccountScan:
         return list(found.values())
 
     @cached_property
+    def events(self) -> list[dict]:
+        """The items' declared events, and one `aws_agent_check_error` per unit that did not complete."""
+        errors = [
+            {
+                "event_type": "aws_agent_check_error", "source_type_name": "aws_agent_check_error",
+                "msg_title": f"{u.status} in api {u.unit.resource.service}", "msg_text": u.error or u.status,
+                "tags": [f"aws_region:{u.unit.region}", f"account_id:{self.account}",
+                         f"process:{u.unit.resource.key}"],
+                "timestamp": int(self.started_at), "alert_type": "error",
+            }
+            for u in self.units
+            if not u.complete
+        ]  # fmt: skip
+        return [e for u in self.units for e in u.events] + errors
+
+    @cached_property
     def relations(self) -> list[dict]:
         return list({r["externalId"]: r for u in self.units for r in u.relations}.values())
 
@@ -183,7 +199,7 @@ def scan_account(
         log.error("event=component.collision account=%s problem=%r", instance.account_id, collision)
     payloads = build_payloads(
         instance.account_id, result.components, result.relations,
-        snapshot=True, complete=result.closes_snapshot, max_bytes=max_bytes,
+        snapshot=True, complete=result.closes_snapshot, max_bytes=max_bytes, events=result.events,
     )  # fmt: skip
     for number, payload in enumerate(payloads, 1):
         sink.send(payload, f"scan-{instance.account_id}-{number:04d}")

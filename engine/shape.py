@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.functions import search, tag_dict
-from engine.mappings import Relation, Resource
+from engine.mappings import Emit, Relation, Resource
 
 STACKPACK_LABEL = "stackpack:aws-v2"
 IDENTIFIER_TAG = "stackstate-identifier"
@@ -134,7 +134,24 @@ def relation(source: str, target: str, type_name: str, data: Any = None) -> dict
     }
 
 
-def _elements(rel: Relation, item: dict) -> list:
+def events(resource: Resource, item: dict, now: float) -> Iterator[dict]:
+    """The V1 events the mapping declares for one item (`emit`)."""
+    for emit in resource.emits:
+        for element in _elements(emit, item):
+            text, host = search(emit.text, element), search(emit.host, element)
+            if not isinstance(host, str) or not host:
+                continue
+            tags = [
+                t for t in as_list(search(emit.tags, element) if emit.tags else None) if isinstance(t, str)
+            ]
+            yield {
+                "event_type": emit.type, "source_type_name": emit.type, "msg_title": emit.title,
+                "msg_text": "" if text is None else str(text), "host": host, "tags": tags,
+                "timestamp": int(now),
+            }  # fmt: skip
+
+
+def _elements(rel: Relation | Emit, item: dict) -> list:
     if rel.each is None:
         return [item]
     found = search(rel.each, item) or []
