@@ -1,0 +1,278 @@
+"""CloudTrail fallback (`engine.cloudtrail`): LookupEvents via botocore's Stubber (moto answers it 500)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from botocore.stub import Stubber
+
+from engine import cloudtrail, fetch
+from engine.auth import Account, client_config
+from engine.cloudtrail import CURSOR_KEY, WRITES_ONLY, Cursor, commit_cursor, load_cursor, lookup_envelopes
+from engine.state import State
+from tests.conftest import ACCOUNT, ROLE
+
+REGION = "eu-west-1"
+SINCE = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
+NOW = datetime(2024, 5, 1, 11, 0, tzinfo=UTC)
+T1 = datetime(2024, 5, 1, 10, 5, 0, tzinfo=UTC)
+T2 = datetime(2024, 5, 1, 10, 10, 0, tzinfo=UTC)
+T3 = datetime(2024, 5, 1, 10, 20, 0, tzinfo=UTC)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture(autouse=True)
+def clock(monkeypatch) -> FakeClock:
+    """No test really sleeps, and each starts with fresh rate buckets."""
+    fake = FakeClock()
+    monkeypatch.setattr(fetch.time, "monotonic", fake.monotonic)
+    monkeypatch.setattr(fetch.time, "sleep", fake.sleep)
+    monkeypatch.setattr(cloudtrail, "_buckets", {})
+    return fake
+
+
+@pytest.fixture
+def account() -> Account:
+    session = boto3.Session(aws_access_key_id="stub", aws_secret_access_key="stub", region_name=REGION)
+    return Account(id=ACCOUNT, role_arn=ROLE, session=session, config=client_config(1))
+
+
+@pytest.fixture
+def state(tmp_path) -> Iterator[State]:
+    with State(tmp_path / "state.db") as opened:
+        yield opened
+
+
+@pytest.fixture
+def stub(account) -> Iterator[Stubber]:
+    with Stubber(account.client("cloudtrail", REGION)) as stubber:
+        yield stubber
+        stubber.assert_no_pending_responses()
+
+
+def detail(
+    event_id: str, when: datetime, name: str = "CreateQueue", source: str = "sqs.amazonaws.com"
+) -> dict:
+    return {
+        "eventVersion": "1.08",
+        "eventID": event_id,
+        "eventTime": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "eventSource": source,
+        "eventName": name,
+        "awsRegion": REGION,
+        "requestParameters": {"queueName": event_id},
+        "responseElements": None,
+    }
+
+
+def event(event_id: str, when: datetime, raw: str | None = None, **kwargs: str) -> dict:
+    return {
+        "EventId": event_id,
+        "EventName": kwargs.get("name", "CreateQueue"),
+        "ReadOnly": "false",
+        "EventTime": when,
+        "EventSource": kwargs.get("source", "sqs.amazonaws.com"),
+        "CloudTrailEvent": json.dumps(detail(event_id, when, **kwargs)) if raw is None else raw,
+    }
+
+
+def params(start: datetime, token: str | None = None) -> dict:
+    expected = {"LookupAttributes": WRITES_ONLY, "StartTime": start, "EndTime": NOW}
+    return expected if token is None else {**expected, "NextToken": token}
+
+
+def ids(lookup: cloudtrail.Lookup) -> list[str]:
+    return [e["detail"]["eventID"] for e in lookup.envelopes]
+
+
+def test_first_lookup_starts_at_since_follows_pages_and_returns_envelopes_oldest_first(account, state, stub):
+    assert WRITES_ONLY == [{"AttributeKey": "ReadOnly", "AttributeValue": "false"}]
+    newest_first = [
+        event("e4", T3, source="ec2.amazonaws.com", name="RunInstances"),
+        event("e3", T2),
+        event("e2", T2, source="elasticloadbalancing.amazonaws.com", name="CreateLoadBalancer"),
+        event("e1", T1),
+    ]
+    stub.add_response("lookup_events", {"Events": newest_first[:2], "NextToken": "t1"}, params(SINCE))
+    stub.add_response("lookup_events", {"Events": newest_first[2:]}, params(SINCE, "t1"))
+
+    lookup = lookup_envelopes(account, REGION, state, since=SINCE, now=NOW)
+
+    assert ids(lookup) == ["e1", "e2", "e3", "e4"]
+    assert (lookup.requests, lookup.skipped, lookup.duplicates, lookup.truncated) == (2, 0, 0, False)
+    assert lookup.envelopes[1] == {
+        "detail-type": "AWS API Call via CloudTrail",
+        "source": "aws.elasticloadbalancing",
+        "region": REGION,
+        "time": "2024-05-01T10:10:00Z",
+        "detail": detail("e2", T2, source="elasticloadbalancing.amazonaws.com", name="CreateLoadBalancer"),
+    }
+    assert [e["source"] for e in lookup.envelopes] == [
+        "aws.sqs",
+        "aws.elasticloadbalancing",
+        "aws.sqs",
+        "aws.ec2",
+    ]
+    assert lookup.cursor == Cursor(T3, {"e4": T3, "e3": T2, "e2": T2, "e1": T1})
+
+
+def test_bad_cloudtrail_event_is_skipped_counted_and_logged(account, state, stub, caplog):
+    events = [
+        event("e3", T3),
+        event("bad", T2, raw="{not json"),
+        event("list", T2, raw="[1]"),
+        event("e1", T1),
+    ]
+    stub.add_response("lookup_events", {"Events": events}, params(SINCE))
+
+    with caplog.at_level(logging.WARNING, logger="aws_topology"):
+        lookup = lookup_envelopes(account, REGION, state, since=SINCE, now=NOW)
+
+    assert ids(lookup) == ["e1", "e3"]
+    assert lookup.skipped == 2
+    logged = [r.getMessage() for r in caplog.records if "event=cloudtrail.bad_event" in r.getMessage()]
+    assert len(logged) == 2
+    assert any("id=bad" in m and "bad JSON" in m for m in logged)
+    assert any("id=list" in m and "not a JSON object" in m for m in logged)
+    assert set(lookup.cursor.seen) == {"e1", "bad", "list", "e3"}  # not counted again when re-read
+
+
+def test_cursor_moves_only_on_commit(account, state, stub):
+    stub.add_response("lookup_events", {"Events": [event("e1", T1)]}, params(SINCE))
+    stub.add_response("lookup_events", {"Events": [event("e1", T1)]}, params(SINCE))
+
+    first = lookup_envelopes(account, REGION, state, since=SINCE, now=NOW)
+    again = lookup_envelopes(account, REGION, state, since=SINCE, now=NOW)  # not delivered: read again
+
+    assert ids(first) == ids(again) == ["e1"]
+    assert load_cursor(state, ACCOUNT, REGION) is None
+    assert state.get(CURSOR_KEY.format(account=ACCOUNT, region=REGION)) is None
+
+    commit_cursor(state, ACCOUNT, REGION, again.cursor)
+
+    assert load_cursor(state, ACCOUNT, REGION) == Cursor(T1, {"e1": T1})
+    assert state.get(f"cloudtrail.cursor.{ACCOUNT}.{REGION}") == {
+        "time": "2024-05-01T10:05:00.000000+00:00",
+        "seen": {"e1": "2024-05-01T10:05:00.000000+00:00"},
+    }
+
+
+def test_after_commit_lookup_starts_at_the_cursor_and_drops_only_the_events_already_seen(
+    account, state, stub
+):
+    no_overlap = timedelta(0)
+    stub.add_response("lookup_events", {"Events": [event("e2", T2), event("e1", T1)]}, params(SINCE))
+    first = lookup_envelopes(account, REGION, state, since=SINCE, now=NOW, overlap=no_overlap)
+    commit_cursor(state, ACCOUNT, REGION, first.cursor)
+    assert first.cursor == Cursor(T2, {"e2": T2})
+
+    # StartTime is inclusive: e2 comes again; e2b happened in the same second and is new
+    stub.add_response(
+        "lookup_events", {"Events": [event("e3", T3), event("e2b", T2), event("e2", T2)]}, params(T2)
+    )
+    second = lookup_envelopes(account, REGION, state, since=SINCE, now=NOW, overlap=no_overlap)
+
+    assert ids(second) == ["e2b", "e3"]
+    assert second.duplicates == 1
+    assert second.cursor == Cursor(T3, {"e3": T3})
+
+
+def test_an_event_delivered_late_within_the_overlap_is_read_once(account, state, stub):
+    early = SINCE + timedelta(minutes=1)
+    stub.add_response("lookup_events", {"Events": [event("e3", T3), event("e0", early)]}, params(SINCE))
+    first = lookup_envelopes(account, REGION, state, since=SINCE, now=NOW)
+    commit_cursor(state, ACCOUNT, REGION, first.cursor)
+    assert first.cursor == Cursor(T3, {"e3": T3})  # e0 is more than the overlap before the cursor
+
+    late = event("late", T2)  # happened before e3, visible only now
+    start = T3 - cloudtrail.OVERLAP
+    stub.add_response("lookup_events", {"Events": [event("e3", T3), late]}, params(start))
+    second = lookup_envelopes(account, REGION, state, since=SINCE, now=NOW)
+    commit_cursor(state, ACCOUNT, REGION, second.cursor)
+
+    stub.add_response("lookup_events", {"Events": [event("e3", T3), late]}, params(start))
+    third = lookup_envelopes(account, REGION, state, since=SINCE, now=NOW)
+
+    assert (ids(second), second.duplicates) == (["late"], 1)
+    assert (ids(third), third.duplicates) == ([], 2)
+    assert third.cursor == Cursor(T3, {"e3": T3, "late": T2})
+
+
+def test_a_cursor_older_than_the_last_full_scan_starts_at_the_scan(account, state, stub):
+    commit_cursor(
+        state, ACCOUNT, REGION, Cursor(SINCE - timedelta(days=3), {"old": SINCE - timedelta(days=3)})
+    )
+    stub.add_response("lookup_events", {"Events": []}, params(SINCE))
+
+    lookup = lookup_envelopes(account, REGION, state, since=SINCE, now=NOW)
+
+    assert lookup.envelopes == []
+    assert lookup.cursor == load_cursor(state, ACCOUNT, REGION)  # nothing read: unchanged
+
+
+def test_five_pages_are_paced_under_two_requests_a_second_shared_across_lookups(account, state, stub, clock):
+    pages = [event(f"e{n}", T1 + timedelta(minutes=n)) for n in range(5, 0, -1)]
+    for n, page in enumerate(pages):
+        token = {"NextToken": f"t{n + 1}"} if n < 4 else {}
+        stub.add_response("lookup_events", {"Events": [page], **token}, params(SINCE, f"t{n}" if n else None))
+
+    lookup = lookup_envelopes(account, REGION, state, since=SINCE, now=NOW)
+
+    assert ids(lookup) == ["e1", "e2", "e3", "e4", "e5"]
+    assert sum(clock.slept) >= 1.5  # 2 at once, then one every 1/2 s
+    assert clock.slept == pytest.approx([0.5, 0.5, 0.5])
+
+    stub.add_response("lookup_events", {"Events": []}, params(SINCE))
+    lookup_envelopes(account, REGION, state, since=SINCE, now=NOW)  # same process, same bucket
+    assert clock.slept == pytest.approx([0.5, 0.5, 0.5, 0.5])
+
+
+def test_max_events_stops_paging_and_keeps_the_newest(account, state, stub):
+    page = [event("e3", T3), event("e2", T2), event("e1", T1)]
+    stub.add_response("lookup_events", {"Events": page, "NextToken": "t1"}, params(SINCE))
+
+    lookup = lookup_envelopes(account, REGION, state, since=SINCE, now=NOW, max_events=2)
+
+    assert (lookup.requests, lookup.truncated) == (1, True)
+    assert ids(lookup) == ["e2", "e3"]
+
+
+def test_access_denied_propagates_and_leaves_the_cursor(account, state, stub):
+    stub.add_client_error("lookup_events", service_error_code="AccessDeniedException", http_status_code=400)
+
+    with pytest.raises(ClientError) as raised:
+        lookup_envelopes(account, REGION, state, since=SINCE, now=NOW)
+
+    assert raised.value.response["Error"]["Code"] == "AccessDeniedException"
+    assert load_cursor(state, ACCOUNT, REGION) is None
+
+
+def test_unreadable_cursor_falls_back_to_since_and_naive_times_are_refused(account, state, stub, caplog):
+    state.set(CURSOR_KEY.format(account=ACCOUNT, region=REGION), {"no": "time"})
+    stub.add_response("lookup_events", {"Events": []}, params(SINCE))
+
+    with caplog.at_level(logging.WARNING, logger="aws_topology"):
+        lookup = lookup_envelopes(account, REGION, state, since=SINCE, now=NOW)
+
+    assert (lookup.envelopes, lookup.cursor) == ([], None)
+    assert "event=cloudtrail.bad_cursor" in caplog.text
+    with pytest.raises(ValueError, match="naive"):
+        lookup_envelopes(account, REGION, state, since=SINCE.replace(tzinfo=None), now=NOW)
