@@ -6,12 +6,19 @@ server is then started on the fixed port below (queue URLs carry the port), rese
 fixed random seed and the demo estate, whose ids are saved beside the cassettes.
 Requests are matched on service, region, operation and normalised parameters; signatures, dates,
 tokens and credentials are scrubbed before anything is written.
+
+The live mapping tests (tests/test_mapping_*.py) share small helpers from here instead: `moto_server`
+starts a fresh in-process moto server, `scan_live` scans it with fake credentials (`live_aws`),
+`with_params` makes moto page, and `components_of_type` / `ids_of_type` pick components by type.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -19,6 +26,8 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from engine.config import Config, Instance
+from engine.mappings import Call, Mappings, load_mappings
+from engine.scan import AccountScan, scan
 
 ROOT = Path(__file__).resolve().parent.parent
 CASSETTES = ROOT / "cassettes"
@@ -205,3 +214,76 @@ class ListSink:
             for t in self.topologies()
             for r in t["relations"]
         }
+
+
+def components_of_type(sink: ListSink, type_name: str) -> dict[str, dict]:
+    """The components the sink got whose type is `type_name`, by external id."""
+    return {k: c for k, c in sink.components().items() if c["type"]["name"] == type_name}
+
+
+def ids_of_type(sink: ListSink, type_name: str) -> set[str]:
+    """The external ids of the components the sink got whose type is `type_name`."""
+    return set(components_of_type(sink, type_name))
+
+
+@contextmanager
+def moto_server() -> Iterator[str]:
+    """A fresh in-process moto server on a free port: started, reset, its endpoint yielded, stopped."""
+    from demo.server import reset, start
+
+    server, endpoint = start(0)
+    try:
+        reset(endpoint)
+        yield endpoint
+    finally:
+        server.stop()
+
+
+@contextmanager
+def live_aws(endpoint: str) -> Iterator[pytest.MonkeyPatch]:
+    """Fake base credentials (moto's `testing`), no session token, profile or config files, and
+    `endpoint` as AWS_ENDPOINT_URL while the block runs; the environment is restored after it.
+    Yields the MonkeyPatch, so that patches of moto made on it are undone with the environment."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        patch.delenv("AWS_SESSION_TOKEN", raising=False)
+        patch.delenv("AWS_PROFILE", raising=False)
+        patch.setenv("AWS_ENDPOINT_URL", endpoint)
+        patch.setenv("AWS_CONFIG_FILE", "/dev/null")
+        patch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        yield patch
+
+
+def scan_live(
+    endpoint: str, mappings: Mappings | None = None, **config: Any
+) -> tuple[ListSink, list[AccountScan]]:
+    """Scan the moto server at `endpoint` on one worker, within `live_aws`, with `make_config(**config)`
+    and `mappings` (all of mappings/ when None); return the sink that collected it and the results."""
+    sink = ListSink()
+    with live_aws(endpoint):
+        results, _ = scan(
+            make_config(**config),
+            load_mappings() if mappings is None else mappings,
+            sink,
+            workers=1,
+            endpoint_url=endpoint,
+        )
+    return sink, results
+
+
+def with_params(mappings: Mappings, key: str, operation: str, **params: object) -> Mappings:
+    """The mappings with extra parameters on the calls of `operation` of the resource `key`, its
+    listing or its details (to make moto page: moto answers everything at once unless asked)."""
+
+    def patched(call: Call) -> Call:
+        return replace(call, params={**call.params, **params}) if call.operation == operation else call
+
+    resources = []
+    for resource in mappings.resources:
+        if resource.key == key:
+            listing = replace(resource.listing, call=patched(resource.listing.call))
+            details = tuple(replace(d, call=patched(d.call)) for d in resource.details)
+            resource = replace(resource, listing=listing, details=details)
+        resources.append(resource)
+    return Mappings(tuple(resources))

@@ -7,10 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from demo.seed import client
-from demo.server import reset, start
-from engine.mappings import load_mappings
-from engine.scan import scan
-from tests.conftest import ACCOUNT, ListSink, make_config
+from tests.conftest import ACCOUNT, ListSink, ids_of_type, moto_server, scan_live
 
 pytestmark = pytest.mark.live
 
@@ -69,32 +66,14 @@ def _seed(endpoint: str) -> dict:
 
 @pytest.fixture(scope="module")
 def scanned() -> Iterator[tuple[ListSink, list, dict]]:
-    server, endpoint = start(0)
-    try:
-        reset(endpoint)
+    with moto_server() as endpoint:
         ids = _seed(endpoint)
-        sink = ListSink()
-        with pytest.MonkeyPatch.context() as env:
-            env.setenv("AWS_ACCESS_KEY_ID", "testing")
-            env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-            env.delenv("AWS_SESSION_TOKEN", raising=False)
-            env.delenv("AWS_PROFILE", raising=False)
-            env.setenv("AWS_ENDPOINT_URL", endpoint)
-            env.setenv("AWS_CONFIG_FILE", "/dev/null")
-            env.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            config = make_config(regions=(REGION, CHINA), apis_to_run=("apigateway",))
-            results, _ = scan(config, load_mappings(), sink, workers=1, endpoint_url=endpoint)
+        sink, results = scan_live(endpoint, regions=(REGION, CHINA), apis_to_run=("apigateway",))
         yield sink, results, ids
-    finally:
-        server.stop()
 
 
 def _api(ids: dict, name: str = "shop") -> str:
     return f"arn:aws:execute-api:{REGION}:{ACCOUNT}:{ids[name]}"
-
-
-def _of_type(sink: ListSink, type_name: str) -> set[str]:
-    return {k for k, c in sink.components().items() if c["type"]["name"] == type_name}
 
 
 def test_apigateway_scan_is_complete(scanned):
@@ -104,7 +83,7 @@ def test_apigateway_scan_is_complete(scanned):
 
 def test_rest_api_has_execute_api_arn_name_ids_and_inline_tags(scanned):
     sink, _, ids = scanned
-    assert _of_type(sink, "aws.apigateway.rest-api") == {
+    assert ids_of_type(sink, "aws.apigateway.rest-api") == {
         _api(ids),
         _api(ids, "empty"),
         f"arn:aws-cn:execute-api:{CHINA}:{ACCOUNT}:{ids['china']}",  # partition-aware
@@ -120,7 +99,7 @@ def test_rest_api_has_execute_api_arn_name_ids_and_inline_tags(scanned):
 def test_stage_has_name_ids_cw_dimensions_and_tags(scanned):
     sink, _, ids = scanned
     api = _api(ids)
-    assert _of_type(sink, "aws.apigateway.stage") == {f"{api}/prod", f"{api}/dev"}
+    assert ids_of_type(sink, "aws.apigateway.stage") == {f"{api}/prod", f"{api}/dev"}
     data = sink.components()[f"{api}/dev"]["data"]
     assert data["Name"] == "shop - dev"
     assert data["StageName"] == "dev"
@@ -138,7 +117,7 @@ def test_every_stage_repeats_the_resources_that_have_methods(scanned):
     sink, _, ids = scanned
     api = _api(ids)
     paths = ("/orders", "/orders/{id}", "/health", "/mock")
-    assert _of_type(sink, "aws.apigateway.resource") == {
+    assert ids_of_type(sink, "aws.apigateway.resource") == {
         f"{api}/{stage}/*{path}" for stage in ("prod", "dev") for path in paths
     }
     data = sink.components()[f"{api}/prod/*/orders/{{id}}"]["data"]
@@ -159,7 +138,7 @@ def test_methods_with_an_integration_are_components_per_stage(scanned):
     sink, _, ids = scanned
     api = _api(ids)
     methods = ("GET/orders", "POST/orders", "PUT/orders", "PATCH/orders/{id}", "GET/health", "GET/mock")
-    assert _of_type(sink, "aws.apigateway.method") == {
+    assert ids_of_type(sink, "aws.apigateway.method") == {
         f"{api}/{stage}/{method}" for stage in ("prod", "dev") for method in methods
     }  # DELETE /orders/{id} has no integration
     data = sink.components()[f"{api}/dev/GET/orders"]["data"]
@@ -225,7 +204,7 @@ def test_methods_use_lambda_sqs_and_http_targets(scanned):
 def test_http_backends_are_placeholder_integration_components(scanned):
     sink, _, _ = scanned
     hosts = ("orders.example.com", "dev.example.com", "health.internal")
-    assert _of_type(sink, INTEGRATION) == {f"urn:service:/{h}" for h in hosts}
+    assert ids_of_type(sink, INTEGRATION) == {f"urn:service:/{h}" for h in hosts}
     data = sink.components()["urn:service:/orders.example.com"]["data"]
     assert data["Location"] == {"AwsAccount": ACCOUNT, "AwsRegion": REGION}
     assert data["Tags"] == {}

@@ -7,10 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from demo.seed import client
-from demo.server import reset, start
-from engine.mappings import load_mappings
-from engine.scan import scan
-from tests.conftest import ACCOUNT, ListSink, make_config
+from tests.conftest import ACCOUNT, ListSink, ids_of_type, moto_server, scan_live
 
 pytestmark = pytest.mark.live
 
@@ -20,9 +17,7 @@ APIS = f"arn:aws:apigateway:{REGION}::/apis"
 
 @pytest.fixture(scope="module")
 def scanned() -> Iterator[tuple[ListSink, list, dict]]:
-    server, endpoint = start(0)
-    try:
-        reset(endpoint)
+    with moto_server() as endpoint:
         v2 = client("apigatewayv2", REGION, endpoint)
         web = v2.create_api(Name="web", ProtocolType="HTTP", Tags={"team": "web"})
         v2.create_stage(ApiId=web["ApiId"], StageName="$default")
@@ -31,24 +26,8 @@ def scanned() -> Iterator[tuple[ListSink, list, dict]]:
             Name="chat", ProtocolType="WEBSOCKET", RouteSelectionExpression="$request.body.action"
         )
         v2.create_stage(ApiId=chat["ApiId"], StageName="live")
-        sink = ListSink()
-        with pytest.MonkeyPatch.context() as env:
-            env.setenv("AWS_ACCESS_KEY_ID", "testing")
-            env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-            env.delenv("AWS_SESSION_TOKEN", raising=False)
-            env.delenv("AWS_PROFILE", raising=False)
-            env.setenv("AWS_ENDPOINT_URL", endpoint)
-            env.setenv("AWS_CONFIG_FILE", "/dev/null")
-            env.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            config = make_config(regions=(REGION,), apis_to_run=("apigatewayv2",))
-            results, _ = scan(config, load_mappings(), sink, workers=1, endpoint_url=endpoint)
+        sink, results = scan_live(endpoint, regions=(REGION,), apis_to_run=("apigatewayv2",))
         yield sink, results, {"web": web["ApiId"], "chat": chat["ApiId"]}
-    finally:
-        server.stop()
-
-
-def _of_type(sink: ListSink, type_name: str) -> set[str]:
-    return {k for k, c in sink.components().items() if c["type"]["name"] == type_name}
 
 
 def test_apigatewayv2_scan_is_complete(scanned):
@@ -59,7 +38,7 @@ def test_apigatewayv2_scan_is_complete(scanned):
 def test_http_and_websocket_apis_have_arn_name_tags_and_cw_dimension(scanned):
     sink, _, ids = scanned
     web, chat = f"{APIS}/{ids['web']}", f"{APIS}/{ids['chat']}"
-    assert _of_type(sink, "aws.apigatewayv2.api") == {web, chat}
+    assert ids_of_type(sink, "aws.apigatewayv2.api") == {web, chat}
     data = sink.components()[web]["data"]
     assert data["Name"] == "web"
     assert data["ApiId"] == ids["web"]
@@ -74,7 +53,7 @@ def test_http_and_websocket_apis_have_arn_name_tags_and_cw_dimension(scanned):
 def test_stages_have_arn_name_tags_and_cw_dimensions(scanned):
     sink, _, ids = scanned
     web, chat = f"{APIS}/{ids['web']}", f"{APIS}/{ids['chat']}"
-    assert _of_type(sink, "aws.apigatewayv2.stage") == {
+    assert ids_of_type(sink, "aws.apigatewayv2.stage") == {
         f"{web}/stages/$default",
         f"{web}/stages/prod",
         f"{chat}/stages/live",

@@ -15,11 +15,9 @@ from moto.cloudformation.responses import CloudFormationResponse
 from moto.core.responses import ActionResult
 
 from demo.seed import client
-from demo.server import reset, start
 from engine.mappings import load_mappings
-from engine.scan import scan
 from engine.shape import relations
-from tests.conftest import ACCOUNT, ListSink, make_config
+from tests.conftest import ACCOUNT, ListSink, moto_server, scan_live
 
 pytestmark = pytest.mark.live
 
@@ -91,26 +89,13 @@ def _seed(endpoint: str) -> dict:
 
 @pytest.fixture(scope="module")
 def scanned() -> Iterator[tuple[ListSink, list, dict, list[int]]]:
-    server, endpoint = start(0)
     pages: list[int] = []
-    try:
-        reset(endpoint)
+    with moto_server() as endpoint:
         ids = _seed(endpoint)
-        sink = ListSink()
         with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("AWS_ACCESS_KEY_ID", "testing")
-            patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-            patch.delenv("AWS_SESSION_TOKEN", raising=False)
-            patch.delenv("AWS_PROFILE", raising=False)
-            patch.setenv("AWS_ENDPOINT_URL", endpoint)
-            patch.setenv("AWS_CONFIG_FILE", "/dev/null")
-            patch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
             _page_stack_resources(patch, pages)
-            config = make_config(regions=(REGION,), apis_to_run=("cloudformation",))
-            results, _ = scan(config, load_mappings(), sink, workers=1, endpoint_url=endpoint)
+            sink, results = scan_live(endpoint, regions=(REGION,), apis_to_run=("cloudformation",))
         yield sink, results, ids, pages
-    finally:
-        server.stop()
 
 
 def _resources_of(sink: ListSink, stack: str) -> set[str]:

@@ -3,32 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 
 import pytest
 
 from demo.seed import client
-from demo.server import reset, start
-from engine.mappings import Mappings, load_mappings
-from engine.scan import scan
-from tests.conftest import ACCOUNT, ListSink, make_config
+from engine.mappings import load_mappings
+from tests.conftest import ACCOUNT, ListSink, ids_of_type, moto_server, scan_live, with_params
 
 pytestmark = pytest.mark.live
 
 REGION = "eu-west-1"
 PREFIX = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table"
 TAGS = {f"key{n:02}": f"value{n}" for n in range(12)}  # moto returns 10 tags per page
-
-
-def with_list_params(mappings: Mappings, key: str, **params: object) -> Mappings:
-    """The mappings with extra parameters on one resource's list call (to make moto page)."""
-    resources = []
-    for resource in mappings.resources:
-        if resource.key == key:
-            call = replace(resource.listing.call, params={**resource.listing.call.params, **params})
-            resource = replace(resource, listing=replace(resource.listing, call=call))
-        resources.append(resource)
-    return Mappings(tuple(resources))
 
 
 def _table(ddb, name: str, **extra: object) -> dict:
@@ -43,9 +29,7 @@ def _table(ddb, name: str, **extra: object) -> dict:
 
 @pytest.fixture(scope="module")
 def scanned() -> Iterator[tuple[ListSink, list, dict]]:
-    server, endpoint = start(0)
-    try:
-        reset(endpoint)
+    with moto_server() as endpoint:
         ddb = client("dynamodb", REGION, endpoint)
         orders = _table(
             ddb, "orders", StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
@@ -55,22 +39,10 @@ def scanned() -> Iterator[tuple[ListSink, list, dict]]:
         )
         _table(ddb, "customers")
         _table(ddb, "invoices")
-        sink = ListSink()
-        with pytest.MonkeyPatch.context() as env:
-            env.setenv("AWS_ACCESS_KEY_ID", "testing")
-            env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-            env.delenv("AWS_SESSION_TOKEN", raising=False)
-            env.delenv("AWS_PROFILE", raising=False)
-            env.setenv("AWS_ENDPOINT_URL", endpoint)
-            env.setenv("AWS_CONFIG_FILE", "/dev/null")
-            env.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            # One table per ListTables page: the listing must follow LastEvaluatedTableName.
-            mappings = with_list_params(load_mappings(), "dynamodb.table", Limit=1)
-            config = make_config(regions=(REGION,), apis_to_run=("dynamodb",))
-            results, _ = scan(config, mappings, sink, workers=1, endpoint_url=endpoint)
+        # One table per ListTables page: the listing must follow LastEvaluatedTableName.
+        mappings = with_params(load_mappings(), "dynamodb.table", "ListTables", Limit=1)
+        sink, results = scan_live(endpoint, mappings, regions=(REGION,), apis_to_run=("dynamodb",))
         yield sink, results, orders
-    finally:
-        server.stop()
 
 
 def test_dynamodb_scan_is_complete(scanned):
@@ -80,7 +52,7 @@ def test_dynamodb_scan_is_complete(scanned):
 
 def test_dynamodb_lists_every_table_page(scanned):
     sink, _, _ = scanned
-    tables = {k for k, c in sink.components().items() if c["type"]["name"] == "aws.dynamodb.table"}
+    tables = ids_of_type(sink, "aws.dynamodb.table")
     assert tables == {f"{PREFIX}/orders", f"{PREFIX}/customers", f"{PREFIX}/invoices"}
 
 
@@ -120,5 +92,4 @@ def test_dynamodb_stream_is_derived_from_its_table(scanned):
 def test_dynamodb_table_uses_its_stream_and_tables_without_stream_have_none(scanned):
     sink, _, orders = scanned
     assert sink.relations() == {(f"{PREFIX}/orders", "uses-service", orders["LatestStreamArn"])}
-    streams = [c for c in sink.components().values() if c["type"]["name"] == "aws.dynamodb.streams"]
-    assert len(streams) == 1
+    assert len(ids_of_type(sink, "aws.dynamodb.streams")) == 1

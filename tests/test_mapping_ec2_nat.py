@@ -11,10 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from demo.seed import client
-from demo.server import reset, start
-from engine.mappings import load_mappings
-from engine.scan import scan
-from tests.conftest import ACCOUNT, ListSink, make_config
+from tests.conftest import ACCOUNT, ListSink, moto_server, scan_live
 
 pytestmark = pytest.mark.live
 
@@ -52,24 +49,10 @@ def _seed(endpoint: str) -> dict:
 
 @pytest.fixture(scope="module")
 def scanned() -> Iterator[tuple[ListSink, list, dict]]:
-    server, endpoint = start(0)
-    try:
-        reset(endpoint)
+    with moto_server() as endpoint:
         ids = _seed(endpoint)
-        sink = ListSink()
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("AWS_ACCESS_KEY_ID", "testing")
-            patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-            patch.delenv("AWS_SESSION_TOKEN", raising=False)
-            patch.delenv("AWS_PROFILE", raising=False)
-            patch.setenv("AWS_ENDPOINT_URL", endpoint)
-            patch.setenv("AWS_CONFIG_FILE", "/dev/null")
-            patch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            config = make_config(regions=(REGION,), apis_to_run=("ec2|nat_gateways",))
-            results, _ = scan(config, load_mappings(), sink, workers=1, endpoint_url=endpoint)
+        sink, results = scan_live(endpoint, regions=(REGION,), apis_to_run=("ec2|nat_gateways",))
         yield sink, results, ids
-    finally:
-        server.stop()
 
 
 def test_ec2_nat_gateway_scan_is_complete(scanned):

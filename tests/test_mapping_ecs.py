@@ -18,11 +18,9 @@ from moto.ecs.exceptions import InvalidParameterException
 from moto.ecs.models import EC2ContainerServiceBackend, ecs_backends
 
 from demo.seed import AMI_ID, client
-from demo.server import reset, start
 from engine.functions import search
 from engine.mappings import load_mappings
-from engine.scan import scan
-from tests.conftest import ACCOUNT, ListSink, make_config
+from tests.conftest import ACCOUNT, ListSink, components_of_type, ids_of_type, moto_server, scan_live
 
 pytestmark = pytest.mark.live
 
@@ -123,32 +121,17 @@ def _seed(endpoint: str) -> dict:
 
 @pytest.fixture(scope="module")
 def scanned() -> Iterator[tuple[ListSink, list, dict, dict]]:
-    server, endpoint = start(0)
     sizes: dict[str, list[int]] = {}
-    try:
-        reset(endpoint)
-        _post(endpoint, "/moto-api/state-manager/set-transition", TASK_TRANSITION)  # tasks stay RUNNING
-        ids = _seed(endpoint)
-        sink = ListSink()
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("AWS_ACCESS_KEY_ID", "testing")
-            patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-            patch.delenv("AWS_SESSION_TOKEN", raising=False)
-            patch.delenv("AWS_PROFILE", raising=False)
-            patch.setenv("AWS_ENDPOINT_URL", endpoint)
-            patch.setenv("AWS_CONFIG_FILE", "/dev/null")
-            patch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            _enforce_maxima(patch, sizes)
-            config = make_config(regions=(REGION,), apis_to_run=("ecs",))
-            results, _ = scan(config, load_mappings(), sink, workers=1, endpoint_url=endpoint)
-        yield sink, results, ids, sizes
-    finally:
-        _post(endpoint, "/moto-api/state-manager/unset-transition", {"model_name": "ecs::task"})
-        server.stop()
-
-
-def _of_type(sink: ListSink, name: str) -> dict[str, dict]:
-    return {k: c for k, c in sink.components().items() if c["type"]["name"] == name}
+    with moto_server() as endpoint:
+        try:
+            _post(endpoint, "/moto-api/state-manager/set-transition", TASK_TRANSITION)  # tasks stay RUNNING
+            ids = _seed(endpoint)
+            with pytest.MonkeyPatch.context() as patch:
+                _enforce_maxima(patch, sizes)
+                sink, results = scan_live(endpoint, regions=(REGION,), apis_to_run=("ecs",))
+            yield sink, results, ids, sizes
+        finally:
+            _post(endpoint, "/moto-api/state-manager/unset-transition", {"model_name": "ecs::task"})
 
 
 def test_ecs_scan_is_complete(scanned):
@@ -158,7 +141,7 @@ def test_ecs_scan_is_complete(scanned):
 
 def test_ecs_cluster_has_arn_name_tags_and_cw_dimension(scanned):
     sink, _, _, _ = scanned
-    assert set(_of_type(sink, "aws.ecs.cluster")) == {WEB, BATCH}
+    assert ids_of_type(sink, "aws.ecs.cluster") == {WEB, BATCH}
     data = sink.components()[WEB]["data"]
     assert data["Name"] == "web"
     assert data["ClusterName"] == "web"
@@ -178,7 +161,7 @@ def test_ecs_cluster_uses_every_container_instance_host_in_chunks_of_100(scanned
 
 def test_ecs_describes_services_ten_at_a_time_and_keeps_every_one(scanned):
     sink, _, _, sizes = scanned
-    services = _of_type(sink, "aws.ecs.service")
+    services = components_of_type(sink, "aws.ecs.service")
     assert set(services) == {f"{ARN}:service/web/{n}" for n in ["front", *EXTRA_SERVICES]}
     assert sorted(sizes["describe_services"]) == [2, 10]
     assert all(n <= 100 for n in sizes["describe_tasks"] + sizes["describe_clusters"])
@@ -219,7 +202,7 @@ def test_ecs_service_task_urns_name_each_container_interface(scanned):
 
 def test_ecs_task_has_definition_name_and_tags(scanned):
     sink, _, ids, _ = scanned
-    tasks = _of_type(sink, "aws.ecs.task")
+    tasks = components_of_type(sink, "aws.ecs.task")
     assert set(tasks) == {*ids["front_tasks"], ids["standalone"], ids["nightly"]}
     first = tasks[ids["front_tasks"][0]]["data"]
     assert first["Name"] == "app:1"

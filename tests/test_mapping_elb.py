@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 
 import pytest
 from moto.elb.exceptions import ELBClientError
 from moto.elb.responses import ELBResponse
 
 from demo.seed import AMI_ID, client
-from demo.server import reset, start
-from engine.mappings import Mappings, load_mappings
-from engine.scan import scan
-from tests.conftest import ACCOUNT, ListSink, make_config
+from engine.mappings import load_mappings
+from tests.conftest import ACCOUNT, ListSink, components_of_type, moto_server, scan_live, with_params
 
 pytestmark = pytest.mark.live
 
@@ -24,25 +21,8 @@ LISTENERS = [{"Protocol": "HTTP", "LoadBalancerPort": 80, "InstancePort": 80}]
 DESCRIBE_TAGS_MAXIMUM = 20  # LoadBalancerNamesMax20 in the API model; moto does not enforce it
 
 
-def with_params(mappings: Mappings, key: str, operation: str, **params: object) -> Mappings:
-    """The mappings with extra parameters on one call of one resource (to make moto page)."""
-
-    def patched(call):
-        return replace(call, params={**call.params, **params}) if call.operation == operation else call
-
-    resources = []
-    for resource in mappings.resources:
-        if resource.key == key:
-            details = tuple(replace(d, call=patched(d.call)) for d in resource.details)
-            listing = replace(resource.listing, call=patched(resource.listing.call))
-            resource = replace(resource, listing=listing, details=details)
-        resources.append(resource)
-    return Mappings(tuple(resources))
-
-
 @pytest.fixture(scope="module")
 def scanned() -> Iterator[tuple[ListSink, list, dict]]:
-    server, endpoint = start(0)
     tag_batches: list[int] = []
     original = ELBResponse.describe_tags
 
@@ -54,26 +34,16 @@ def scanned() -> Iterator[tuple[ListSink, list, dict]]:
             raise ELBClientError("ValidationError", "LoadBalancerNames: at most 20 names")
         return original(self)
 
-    try:
-        with pytest.MonkeyPatch.context() as env:
-            env.setattr(ELBResponse, "describe_tags", describe_tags)
-            reset(endpoint)
+    with moto_server() as endpoint:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(ELBResponse, "describe_tags", describe_tags)
             ids = _seed(endpoint)
             # Seven load balancers per DescribeLoadBalancers page: the listing must follow NextMarker.
             mappings = with_params(load_mappings(), "elb.load-balancer", "DescribeLoadBalancers", PageSize=7)
-            env.setenv("AWS_ACCESS_KEY_ID", "testing")
-            env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-            env.delenv("AWS_SESSION_TOKEN", raising=False)
-            env.delenv("AWS_PROFILE", raising=False)
-            env.setenv("AWS_ENDPOINT_URL", endpoint)
-            env.setenv("AWS_CONFIG_FILE", "/dev/null")
-            env.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            sink = ListSink()
-            config = make_config(regions=(REGION,), apis_to_run=("elb", "autoscaling"))
-            results, _ = scan(config, mappings, sink, workers=1, endpoint_url=endpoint)
+            sink, results = scan_live(
+                endpoint, mappings, regions=(REGION,), apis_to_run=("elb", "autoscaling")
+            )
         yield sink, results, {**ids, "tag_batches": tag_batches}
-    finally:
-        server.stop()
 
 
 def _seed(endpoint: str) -> dict:
@@ -135,10 +105,6 @@ def _seed(endpoint: str) -> dict:
     }
 
 
-def _of_type(sink: ListSink, type_name: str) -> dict[str, dict]:
-    return {k: c for k, c in sink.components().items() if c["type"]["name"] == type_name}
-
-
 def test_elb_and_autoscaling_scan_is_complete(scanned):
     _, results, _ = scanned
     assert results[0].complete, [u.error for u in results[0].units]
@@ -146,7 +112,7 @@ def test_elb_and_autoscaling_scan_is_complete(scanned):
 
 def test_elb_describe_tags_batches_at_most_20_names_and_keeps_every_load_balancer(scanned):
     sink, _, ids = scanned
-    balancers = _of_type(sink, "aws.elb-classic.load-balancer")
+    balancers = components_of_type(sink, "aws.elb-classic.load-balancer")
     assert set(balancers) == {f"{ELB}/{name}" for name in ["web", *BULK]}  # four DescribeLoadBalancers pages
     assert sorted(ids["tag_batches"]) == [3, 20]  # 23 names: no batch above the maximum, none dropped
     for n, name in enumerate(BULK):
@@ -181,7 +147,7 @@ def test_elb_uses_its_vpc_instances_and_security_groups(scanned):
 
 def test_autoscaling_group_is_identified_by_name_with_its_arn_as_urn(scanned):
     sink, _, ids = scanned
-    groups = _of_type(sink, "aws.autoscaling.group")
+    groups = components_of_type(sink, "aws.autoscaling.group")
     assert set(groups) == {"web-asg"}
     data = groups["web-asg"]["data"]
     assert data["Name"] == "web-asg"

@@ -8,40 +8,29 @@ are made to page at one item, which moto honours.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 
 import pytest
 from moto.elbv2.exceptions import ValidationError
 from moto.elbv2.models import ELBv2Backend
 
 from demo.seed import AMI_ID, client
-from demo.server import reset, start
 from engine.functions import search
-from engine.mappings import Mappings, load_mappings
-from engine.scan import scan
-from tests.conftest import ACCOUNT, ListSink, make_config
+from engine.mappings import load_mappings
+from tests.conftest import (
+    ACCOUNT,
+    ListSink,
+    components_of_type,
+    ids_of_type,
+    moto_server,
+    scan_live,
+    with_params,
+)
 
 pytestmark = pytest.mark.live
 
 REGION = "eu-west-1"
 ARN = f"arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}"
 EXTRA_GROUPS = [f"tg{n:02}" for n in range(21)]  # with web, ips and fn: 24 target groups, 2 tag batches
-
-
-def with_params(mappings: Mappings, key: str, operation: str, **params: object) -> Mappings:
-    """The mappings with extra parameters on one resource's call of `operation` (to make moto page)."""
-
-    def patched(call):
-        return replace(call, params={**call.params, **params}) if call.operation == operation else call
-
-    resources = []
-    for resource in mappings.resources:
-        if resource.key == key:
-            listing = replace(resource.listing, call=patched(resource.listing.call))
-            details = tuple(replace(d, call=patched(d.call)) for d in resource.details)
-            resource = replace(resource, listing=listing, details=details)
-        resources.append(resource)
-    return Mappings(tuple(resources))
 
 
 def _enforce_tag_maximum(patch: pytest.MonkeyPatch, sizes: list[int]) -> None:
@@ -117,35 +106,21 @@ def _seed(endpoint: str) -> dict:
     }
 
 
-def _scan(endpoint: str, mappings: Mappings, apis: tuple[str, ...]) -> tuple[ListSink, list]:
-    sink = ListSink()
-    config = make_config(regions=(REGION,), apis_to_run=apis)
-    results, _ = scan(config, mappings, sink, workers=1, endpoint_url=endpoint)
-    return sink, results
-
-
 @pytest.fixture(scope="module")
 def scanned() -> Iterator[dict]:
-    server, endpoint = start(0)
     sizes: list[int] = []
-    try:
-        reset(endpoint)
+    with moto_server() as endpoint:
         ids = _seed(endpoint)
         with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("AWS_ACCESS_KEY_ID", "testing")
-            patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-            patch.delenv("AWS_SESSION_TOKEN", raising=False)
-            patch.delenv("AWS_PROFILE", raising=False)
-            patch.setenv("AWS_ENDPOINT_URL", endpoint)
-            patch.setenv("AWS_CONFIG_FILE", "/dev/null")
-            patch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
             _enforce_tag_maximum(patch, sizes)
             mappings = with_params(
                 load_mappings(), "elbv2.load-balancer", "DescribeLoadBalancers", PageSize=1
             )
             mappings = with_params(mappings, "elbv2.load-balancer", "DescribeListeners", PageSize=1)
-            sink, results = _scan(endpoint, mappings, ("elbv2",))
-            groups_only, groups_only_results = _scan(endpoint, load_mappings(), ("elbv2|targetgroups",))
+            sink, results = scan_live(endpoint, mappings, regions=(REGION,), apis_to_run=("elbv2",))
+            groups_only, groups_only_results = scan_live(
+                endpoint, regions=(REGION,), apis_to_run=("elbv2|targetgroups",)
+            )
         yield {
             "sink": sink,
             "results": results,
@@ -154,11 +129,9 @@ def scanned() -> Iterator[dict]:
             "groups_only": groups_only,
             "groups_only_results": groups_only_results,
         }
-    finally:
-        server.stop()
 
 
-def _of_type(sink: ListSink, prefix: str) -> dict[str, dict]:
+def _with_type_prefix(sink: ListSink, prefix: str) -> dict[str, dict]:
     return {k: c for k, c in sink.components().items() if c["type"]["name"].startswith(prefix)}
 
 
@@ -169,7 +142,9 @@ def test_elbv2_scan_is_complete(scanned):
 def test_elbv2_load_balancer_type_follows_its_kind_over_every_page(scanned):
     sink, ids = scanned["sink"], scanned["ids"]
     balancers = {
-        k: c["type"]["name"] for k, c in _of_type(sink, "aws.elb-v2.").items() if "loadbalancer/" in k
+        k: c["type"]["name"]
+        for k, c in _with_type_prefix(sink, "aws.elb-v2.").items()
+        if "loadbalancer/" in k
     }
     assert balancers == {
         ids["web"]: "aws.elb-v2.application-load-balancer",
@@ -226,7 +201,7 @@ def test_elbv2_target_group_without_load_balancer_has_only_its_own_dimension(sca
 
 def test_elbv2_tags_every_target_group_twenty_at_a_time(scanned):
     sink, ids, sizes = scanned["sink"], scanned["ids"], scanned["sizes"]
-    groups = {k for k, c in sink.components().items() if c["type"]["name"] == "aws.elb-v2.target-group"}
+    groups = ids_of_type(sink, "aws.elb-v2.target-group")
     assert groups == {ids["web_tg"], ids["ips"], ids["fn"], *ids["extra"]}
     for name, arn in zip(EXTRA_GROUPS, ids["extra"], strict=True):
         assert sink.components()[arn]["data"]["Tags"] == {"name": name}
@@ -256,9 +231,7 @@ def test_elbv2_load_balancer_edge_to_target_group_carries_its_location(scanned):
 
 def test_elbv2_target_group_instance_per_health_record(scanned):
     sink, ids = scanned["sink"], scanned["ids"]
-    targets = {
-        k: c for k, c in sink.components().items() if c["type"]["name"] == "aws.elb-v2.target-group-instance"
-    }
+    targets = components_of_type(sink, "aws.elb-v2.target-group-instance")
     instance, ip = (
         f"urn:aws/target-group-instance/{ids['instance']}",
         "urn:aws/target-group-instance/10.0.1.5",

@@ -11,10 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from demo.seed import client
-from demo.server import reset, start
-from engine.mappings import load_mappings
-from engine.scan import scan
-from tests.conftest import ACCOUNT, ListSink, make_config
+from tests.conftest import ACCOUNT, ListSink, components_of_type, live_aws, moto_server, scan_live
 
 pytestmark = pytest.mark.live
 
@@ -108,41 +105,19 @@ def _seed(endpoint: str) -> dict:
     }
 
 
-def _scan(endpoint: str, apis: tuple[str, ...]) -> tuple[ListSink, list]:
-    sink = ListSink()
-    config = make_config(regions=(REGION,), apis_to_run=apis)
-    results, _ = scan(config, load_mappings(), sink, workers=1, endpoint_url=endpoint)
-    return sink, results
-
-
 @pytest.fixture(scope="module")
 def live() -> Iterator[tuple[str, dict]]:
-    server, endpoint = start(0)
-    try:
-        reset(endpoint)
+    with moto_server() as endpoint:
         seeded = _seed(endpoint)
-        with pytest.MonkeyPatch.context() as env:
-            env.setenv("AWS_ACCESS_KEY_ID", "testing")
-            env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-            env.delenv("AWS_SESSION_TOKEN", raising=False)
-            env.delenv("AWS_PROFILE", raising=False)
-            env.setenv("AWS_ENDPOINT_URL", endpoint)
-            env.setenv("AWS_CONFIG_FILE", "/dev/null")
-            env.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        with live_aws(endpoint):
             yield endpoint, seeded
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
 def scanned(live) -> tuple[ListSink, list, dict]:
     endpoint, seeded = live
-    sink, results = _scan(endpoint, ("lambda",))
+    sink, results = scan_live(endpoint, regions=(REGION,), apis_to_run=("lambda",))
     return sink, results, seeded
-
-
-def _of_type(sink: ListSink, type_name: str) -> dict[str, dict]:
-    return {k: c for k, c in sink.components().items() if c["type"]["name"] == type_name}
 
 
 def _relation_data(sink: ListSink, source: str, target: str) -> dict:
@@ -163,7 +138,7 @@ def test_lambda_scan_is_complete(scanned):
 
 def test_lambda_function_has_arn_name_tags_and_configuration(scanned):
     sink, _, seeded = scanned
-    functions = _of_type(sink, "aws.lambda.function")
+    functions = components_of_type(sink, "aws.lambda.function")
     assert set(functions) == {f"{FUNCTION}:orders", f"{FUNCTION}:billing"}
     data = functions[f"{FUNCTION}:orders"]["data"]
     assert data["Name"] == "orders"
@@ -201,7 +176,7 @@ def test_lambda_function_uses_rds_instances_named_by_whole_environment_values(sc
 
 def test_lambda_alias_has_its_function_nested_and_uses_the_vpc(scanned):
     sink, _, _ = scanned
-    aliases = _of_type(sink, "aws.lambda.alias")
+    aliases = components_of_type(sink, "aws.lambda.alias")
     assert set(aliases) == {
         f"{FUNCTION}:orders:live",
         f"{FUNCTION}:orders:canary",
@@ -241,12 +216,12 @@ def test_lambda_stream_mappings_relate_function_to_stream_and_skip_disabled_ones
     assert (f"{FUNCTION}:billing", "uses-service", seeded["stream"]) in relations
     assert (seeded["table_mapping"]["FunctionArn"], "uses-service", seeded["table_stream"]) in relations
     assert not any(seeded["paused"] in (s, t) for s, _, t in relations)
-    assert not _of_type(sink, "aws.lambda.event-source-mapping")  # relations only
+    assert not components_of_type(sink, "aws.lambda.event-source-mapping")  # relations only
 
 
 def test_lambda_mappings_filter_gives_only_the_mapping_relations(live):
     endpoint, seeded = live
-    sink, results = _scan(endpoint, ("lambda|mappings",))
+    sink, results = scan_live(endpoint, regions=(REGION,), apis_to_run=("lambda|mappings",))
     assert results[0].complete
     assert sink.components() == {}
     assert sink.relations() == {

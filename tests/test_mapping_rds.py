@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 
 import pytest
 from moto.redshift import models as redshift_models
 
 from demo.seed import client
-from demo.server import reset, start
-from engine.mappings import Mappings, load_mappings
-from engine.scan import scan
-from tests.conftest import ACCOUNT, ListSink, make_config
+from engine.mappings import load_mappings
+from tests.conftest import ACCOUNT, ListSink, ids_of_type, moto_server, scan_live, with_params
 
 pytestmark = pytest.mark.live
 
@@ -20,22 +17,6 @@ REGION = "eu-west-1"
 RDS = f"arn:aws:rds:{REGION}:{ACCOUNT}"
 REDSHIFT = f"arn:aws:redshift:{REGION}:{ACCOUNT}:cluster"
 PASSWORD = "Password123"
-
-
-def with_params(mappings: Mappings, key: str, operation: str, **params: object) -> Mappings:
-    """The mappings with extra parameters on one call of one resource (to make moto page)."""
-
-    def patched(call):
-        return replace(call, params={**call.params, **params}) if call.operation == operation else call
-
-    resources = []
-    for resource in mappings.resources:
-        if resource.key == key:
-            details = tuple(replace(d, call=patched(d.call)) for d in resource.details)
-            listing = replace(resource.listing, call=patched(resource.listing.call))
-            resource = replace(resource, listing=listing, details=details)
-        resources.append(resource)
-    return Mappings(tuple(resources))
 
 
 def _cluster_vpc_id(cluster) -> str | None:
@@ -47,29 +28,16 @@ def _cluster_vpc_id(cluster) -> str | None:
 
 @pytest.fixture(scope="module")
 def scanned() -> Iterator[tuple[ListSink, list, dict]]:
-    server, endpoint = start(0)
-    try:
-        with pytest.MonkeyPatch.context() as env:
-            env.setattr(redshift_models.Cluster, "vpc_id", property(_cluster_vpc_id), raising=False)
-            reset(endpoint)
+    with moto_server() as endpoint:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(redshift_models.Cluster, "vpc_id", property(_cluster_vpc_id), raising=False)
             ids = _seed(endpoint)
             mappings = load_mappings()
             # One item per page: every listing must follow its Marker.
             mappings = with_params(mappings, "rds.cluster", "DescribeDBClusters", MaxRecords=1)
             mappings = with_params(mappings, "rds.instance", "DescribeDBInstances", MaxRecords=1)
-            env.setenv("AWS_ACCESS_KEY_ID", "testing")
-            env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-            env.delenv("AWS_SESSION_TOKEN", raising=False)
-            env.delenv("AWS_PROFILE", raising=False)
-            env.setenv("AWS_ENDPOINT_URL", endpoint)
-            env.setenv("AWS_CONFIG_FILE", "/dev/null")
-            env.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            sink = ListSink()
-            config = make_config(regions=(REGION,), apis_to_run=("rds", "redshift"))
-            results, _ = scan(config, mappings, sink, workers=1, endpoint_url=endpoint)
+            sink, results = scan_live(endpoint, mappings, regions=(REGION,), apis_to_run=("rds", "redshift"))
         yield sink, results, ids
-    finally:
-        server.stop()
 
 
 def _seed(endpoint: str) -> dict:
@@ -142,10 +110,6 @@ def _seed(endpoint: str) -> dict:
     }
 
 
-def _of_type(sink: ListSink, type_name: str) -> set[str]:
-    return {k for k, c in sink.components().items() if c["type"]["name"] == type_name}
-
-
 def test_rds_and_redshift_scan_is_complete(scanned):
     _, results, _ = scanned
     assert results[0].complete, [u.error for u in results[0].units]
@@ -153,8 +117,12 @@ def test_rds_and_redshift_scan_is_complete(scanned):
 
 def test_rds_lists_every_page_of_clusters_and_instances(scanned):
     sink, _, _ = scanned
-    assert _of_type(sink, "aws.rds.cluster") == {f"{RDS}:cluster:aurora", f"{RDS}:cluster:reporting"}
-    assert _of_type(sink, "aws.rds.instance") == {f"{RDS}:db:aurora-1", f"{RDS}:db:aurora-2", f"{RDS}:db:pg"}
+    assert ids_of_type(sink, "aws.rds.cluster") == {f"{RDS}:cluster:aurora", f"{RDS}:cluster:reporting"}
+    assert ids_of_type(sink, "aws.rds.instance") == {
+        f"{RDS}:db:aurora-1",
+        f"{RDS}:db:aurora-2",
+        f"{RDS}:db:pg",
+    }
 
 
 def test_rds_cluster_has_endpoint_urns_tags_and_cw_dimension(scanned):
@@ -197,7 +165,7 @@ def test_rds_instance_uses_its_vpc_and_security_groups(scanned):
 
 def test_redshift_cluster_has_constructed_arn_as_id_and_urn(scanned):
     sink, _, _ = scanned
-    assert _of_type(sink, "aws.redshift.cluster") == {f"{REDSHIFT}:warehouse", f"{REDSHIFT}:classic"}
+    assert ids_of_type(sink, "aws.redshift.cluster") == {f"{REDSHIFT}:warehouse", f"{REDSHIFT}:classic"}
     data = sink.components()[f"{REDSHIFT}:warehouse"]["data"]
     assert data["Name"] == "warehouse"
     assert data["URN"] == [f"{REDSHIFT}:warehouse"]

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import replace
 
 import pytest
 from moto.route53domains.responses import Route53DomainsResponse
 
 from demo.seed import client
-from demo.server import reset, start
-from engine.mappings import Mappings, load_mappings
-from engine.scan import scan
-from tests.conftest import ACCOUNT, ListSink, make_config
+from engine.mappings import load_mappings
+from tests.conftest import ACCOUNT, ListSink, components_of_type, moto_server, scan_live, with_params
 
 pytestmark = pytest.mark.live
 
@@ -32,22 +29,6 @@ CONTACT = {
 DOMAIN_TAGS = {"example.com": [{"Key": "owner", "Value": "web"}]}
 
 
-def with_params(mappings: Mappings, key: str, operation: str, **params: object) -> Mappings:
-    """The mappings with extra parameters on one call of one resource (to make moto page)."""
-
-    def patched(call):
-        return replace(call, params={**call.params, **params}) if call.operation == operation else call
-
-    resources = []
-    for resource in mappings.resources:
-        if resource.key == key:
-            details = tuple(replace(d, call=patched(d.call)) for d in resource.details)
-            listing = replace(resource.listing, call=patched(resource.listing.call))
-            resource = replace(resource, listing=listing, details=details)
-        resources.append(resource)
-    return Mappings(tuple(resources))
-
-
 def _list_tags_for_domain(self: Route53DomainsResponse) -> str:
     """moto 5.2.5 does not implement ListTagsForDomain; answer it with fixed tags per domain."""
     return json.dumps({"TagList": DOMAIN_TAGS.get(self._get_param("DomainName"), [])})
@@ -55,30 +36,21 @@ def _list_tags_for_domain(self: Route53DomainsResponse) -> str:
 
 @pytest.fixture(scope="module")
 def scanned() -> Iterator[tuple[ListSink, list, dict]]:
-    server, endpoint = start(0)
-    try:
-        with pytest.MonkeyPatch.context() as env:
-            env.setattr(Route53DomainsResponse, "list_tags_for_domain", _list_tags_for_domain, raising=False)
-            reset(endpoint)
+    with moto_server() as endpoint:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(
+                Route53DomainsResponse, "list_tags_for_domain", _list_tags_for_domain, raising=False
+            )
             ids = _seed(endpoint)
             mappings = load_mappings()
             # Small pages: every listing must follow its markers.
             mappings = with_params(mappings, "route53.hostedzone", "ListHostedZones", MaxItems="1")
             mappings = with_params(mappings, "route53.hostedzone", "ListResourceRecordSets", MaxItems="2")
             mappings = with_params(mappings, "route53domains.domain", "ListDomains", MaxItems=1)
-            env.setenv("AWS_ACCESS_KEY_ID", "testing")
-            env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-            env.delenv("AWS_SESSION_TOKEN", raising=False)
-            env.delenv("AWS_PROFILE", raising=False)
-            env.setenv("AWS_ENDPOINT_URL", endpoint)
-            env.setenv("AWS_CONFIG_FILE", "/dev/null")
-            env.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            sink = ListSink()
-            config = make_config(regions=("global", "eu-west-1"), apis_to_run=("route53", "route53domains"))
-            results, _ = scan(config, mappings, sink, workers=1, endpoint_url=endpoint)
+            sink, results = scan_live(
+                endpoint, mappings, regions=("global", "eu-west-1"), apis_to_run=("route53", "route53domains")
+            )
         yield sink, results, ids
-    finally:
-        server.stop()
 
 
 def _seed(endpoint: str) -> dict:
@@ -127,10 +99,6 @@ def _seed(endpoint: str) -> dict:
     return {"public": zone, "private": private["Id"].split("/")[-1], "vpc": vpc, "zones": zones}
 
 
-def _of_type(sink: ListSink, type_name: str) -> dict[str, dict]:
-    return {k: c for k, c in sink.components().items() if c["type"]["name"] == type_name}
-
-
 def test_route53_scan_is_complete(scanned):
     _, results, _ = scanned
     assert results[0].complete, [u.error for u in results[0].units]
@@ -139,7 +107,7 @@ def test_route53_scan_is_complete(scanned):
 
 def test_route53_hosted_zone_id_is_bare_with_arn_urn_and_name_without_trailing_dot(scanned):
     sink, _, ids = scanned
-    zones = _of_type(sink, "aws.route53.hostedzone")
+    zones = components_of_type(sink, "aws.route53.hostedzone")
     assert set(zones) == ids["zones"]  # four zones at one per ListHostedZones page
     assert {ids["public"], ids["private"]} < ids["zones"]
     data = zones[ids["public"]]["data"]
@@ -167,7 +135,7 @@ def test_route53_hosted_zone_keeps_every_record_set_page(scanned):
 
 def test_route53_domain_has_name_arn_urn_detail_and_tags(scanned):
     sink, _, _ = scanned
-    domains = _of_type(sink, "aws.route53.domain")
+    domains = components_of_type(sink, "aws.route53.domain")
     assert set(domains) == {"example.com", "example.org"}  # two ListDomains pages
     data = domains["example.com"]["data"]
     assert data["Name"] == "example.com"

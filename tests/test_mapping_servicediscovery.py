@@ -8,37 +8,18 @@ which the engine rightly refuses as a proxy's page; the fixture labels them as A
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 
 import pytest
 from moto.servicediscovery.responses import ServiceDiscoveryResponse
 
 from demo.seed import client
-from demo.server import reset, start
-from engine.mappings import Mappings, load_mappings
-from engine.scan import scan
-from tests.conftest import ACCOUNT, ListSink, make_config
+from engine.mappings import load_mappings
+from tests.conftest import ACCOUNT, ListSink, moto_server, scan_live, with_params
 
 pytestmark = pytest.mark.live
 
 REGION = "eu-west-1"
 ECS = f"arn:aws:ecs:{REGION}:{ACCOUNT}:service"
-
-
-def with_params(mappings: Mappings, key: str, operation: str, **params: object) -> Mappings:
-    """The mappings with extra parameters on one resource's call of `operation` (to make moto page)."""
-
-    def patched(call):
-        return replace(call, params={**call.params, **params}) if call.operation == operation else call
-
-    resources = []
-    for resource in mappings.resources:
-        if resource.key == key:
-            listing = replace(resource.listing, call=patched(resource.listing.call))
-            details = tuple(replace(d, call=patched(d.call)) for d in resource.details)
-            resource = replace(resource, listing=listing, details=details)
-        resources.append(resource)
-    return Mappings(tuple(resources))
 
 
 def _json_content_type(patch: pytest.MonkeyPatch) -> None:
@@ -81,27 +62,16 @@ def _seed(endpoint: str) -> dict:
 
 @pytest.fixture(scope="module")
 def scanned() -> Iterator[tuple[ListSink, list, dict]]:
-    server, endpoint = start(0)
-    try:
-        reset(endpoint)
+    with moto_server() as endpoint:
         ids = _seed(endpoint)
-        sink = ListSink()
         with pytest.MonkeyPatch.context() as patch:
-            patch.setenv("AWS_ACCESS_KEY_ID", "testing")
-            patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-            patch.delenv("AWS_SESSION_TOKEN", raising=False)
-            patch.delenv("AWS_PROFILE", raising=False)
-            patch.setenv("AWS_ENDPOINT_URL", endpoint)
-            patch.setenv("AWS_CONFIG_FILE", "/dev/null")
-            patch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
             _json_content_type(patch)
             mappings = with_params(load_mappings(), "servicediscovery.service", "ListServices", MaxResults=1)
             mappings = with_params(mappings, "servicediscovery.service", "ListInstances", MaxResults=1)
-            config = make_config(regions=(REGION,), apis_to_run=("servicediscovery",))
-            results, _ = scan(config, mappings, sink, workers=1, endpoint_url=endpoint)
+            sink, results = scan_live(
+                endpoint, mappings, regions=(REGION,), apis_to_run=("servicediscovery",)
+            )
         yield sink, results, ids
-    finally:
-        server.stop()
 
 
 def test_servicediscovery_scan_is_complete(scanned):

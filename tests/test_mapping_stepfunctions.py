@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import replace
 
 import pytest
 
 from demo.seed import client
-from demo.server import reset, start
-from engine.mappings import Mappings, load_mappings
-from engine.scan import scan
-from tests.conftest import ACCOUNT, ListSink, make_config
+from engine.mappings import load_mappings
+from tests.conftest import ACCOUNT, ListSink, components_of_type, moto_server, scan_live, with_params
 
 pytestmark = pytest.mark.live
 
@@ -168,17 +165,6 @@ def state(name: str, machine: str = MAIN) -> str:
     return f"{machine}:state/{name}"
 
 
-def with_list_params(mappings: Mappings, keys: set[str], **params: object) -> Mappings:
-    """The mappings with extra parameters on some resources' list calls (to make moto page)."""
-    resources = []
-    for resource in mappings.resources:
-        if resource.key in keys:
-            call = replace(resource.listing.call, params={**resource.listing.call.params, **params})
-            resource = replace(resource, listing=replace(resource.listing, call=call))
-        resources.append(resource)
-    return Mappings(tuple(resources))
-
-
 def _seed(endpoint: str) -> None:
     sfn = client("stepfunctions", REGION, endpoint)
     sfn.create_state_machine(
@@ -214,32 +200,15 @@ def _seed(endpoint: str) -> None:
 
 @pytest.fixture(scope="module")
 def scanned() -> Iterator[tuple[ListSink, list]]:
-    server, endpoint = start(0)
-    try:
-        reset(endpoint)
+    with moto_server() as endpoint:
         _seed(endpoint)
-        sink = ListSink()
-        with pytest.MonkeyPatch.context() as env:
-            env.setenv("AWS_ACCESS_KEY_ID", "testing")
-            env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-            env.delenv("AWS_SESSION_TOKEN", raising=False)
-            env.delenv("AWS_PROFILE", raising=False)
-            env.setenv("AWS_ENDPOINT_URL", endpoint)
-            env.setenv("AWS_CONFIG_FILE", "/dev/null")
-            env.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            # One machine and one activity per page: the listings must follow nextToken.
-            mappings = with_list_params(
-                load_mappings(), {"stepfunctions.state-machine", "stepfunctions.activity"}, maxResults=1
-            )
-            config = make_config(regions=(REGION, CHINA), apis_to_run=("stepfunctions",))
-            results, _ = scan(config, mappings, sink, workers=1, endpoint_url=endpoint)
+        # One machine and one activity per page: the listings must follow nextToken.
+        mappings = with_params(
+            load_mappings(), "stepfunctions.state-machine", "ListStateMachines", maxResults=1
+        )
+        mappings = with_params(mappings, "stepfunctions.activity", "ListActivities", maxResults=1)
+        sink, results = scan_live(endpoint, mappings, regions=(REGION, CHINA), apis_to_run=("stepfunctions",))
         yield sink, results
-    finally:
-        server.stop()
-
-
-def _of_type(sink: ListSink, type_name: str) -> dict[str, dict]:
-    return {k: c for k, c in sink.components().items() if c["type"]["name"] == type_name}
 
 
 def test_stepfunctions_scan_is_complete_despite_a_malformed_definition(scanned):
@@ -249,7 +218,7 @@ def test_stepfunctions_scan_is_complete_despite_a_malformed_definition(scanned):
 
 def test_stepfunctions_lists_every_state_machine_page(scanned):
     sink, _ = scanned
-    assert set(_of_type(sink, "aws.stepfunction.statemachine")) == {
+    assert set(components_of_type(sink, "aws.stepfunction.statemachine")) == {
         MAIN,
         BROKEN,
         f"{STATES}:stateMachine:child",
@@ -285,7 +254,7 @@ def test_malformed_definition_gives_no_states_and_no_start_edge(scanned):
 
 def test_states_include_parallel_branches_and_both_map_forms(scanned):
     sink, _ = scanned
-    states = {k for k in _of_type(sink, "aws.stepfunction.state") if k.startswith(f"{MAIN}:")}
+    states = {k for k in components_of_type(sink, "aws.stepfunction.state") if k.startswith(f"{MAIN}:")}
     names = {
         "Route", "InvokeBare", "InvokeVersion", "InvokeLatest", "InvokePartial", "InvokeJsonPath",
         "InvokeDirect", "Fan", "Put", "Notify", "Enqueue", "EachItem", "Child", "Distributed", "Work",
@@ -395,7 +364,7 @@ def test_state_machine_arns_follow_the_partition(scanned):
 
 def test_activities_have_name_tags_and_cw_dimension_across_pages(scanned):
     sink, _ = scanned
-    activities = _of_type(sink, "aws.stepfunction.activity")
+    activities = components_of_type(sink, "aws.stepfunction.activity")
     assert set(activities) == {f"{STATES}:activity:{n}" for n in ("work", "review", "approve")}
     data = activities[f"{STATES}:activity:work"]["data"]
     assert data["Name"] == "work"

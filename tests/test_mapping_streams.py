@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
 
 import pytest
 
 from demo.seed import client
-from demo.server import reset, start
-from engine.mappings import Mappings, load_mappings
-from engine.scan import scan
-from tests.conftest import ACCOUNT, ListSink, make_config
+from engine.mappings import load_mappings
+from tests.conftest import ACCOUNT, ListSink, ids_of_type, moto_server, scan_live, with_params
 
 pytestmark = pytest.mark.live
 
@@ -22,27 +19,9 @@ ROLE = f"arn:aws:iam::{ACCOUNT}:role/firehose"
 TAGS = {f"key{n}": f"value{n}" for n in range(5)}
 
 
-def with_params(mappings: Mappings, key: str, operation: str, **params: object) -> Mappings:
-    """The mappings with extra parameters on one call of one resource (to make moto page)."""
-
-    def patched(call):
-        return replace(call, params={**call.params, **params}) if call.operation == operation else call
-
-    resources = []
-    for resource in mappings.resources:
-        if resource.key == key:
-            details = tuple(replace(d, call=patched(d.call)) for d in resource.details)
-            listing = replace(resource.listing, call=patched(resource.listing.call))
-            resource = replace(resource, listing=listing, details=details)
-        resources.append(resource)
-    return Mappings(tuple(resources))
-
-
 @pytest.fixture(scope="module")
 def scanned() -> Iterator[tuple[ListSink, list]]:
-    server, endpoint = start(0)
-    try:
-        reset(endpoint)
+    with moto_server() as endpoint:
         kinesis = client("kinesis", REGION, endpoint)
         firehose = client("firehose", REGION, endpoint)
         s3 = client("s3", REGION, endpoint)
@@ -69,24 +48,8 @@ def scanned() -> Iterator[tuple[ListSink, list]]:
         mappings = with_params(mappings, "firehose.delivery-stream", "ListDeliveryStreams", Limit=1)
         mappings = with_params(mappings, "firehose.delivery-stream", "ListTagsForDeliveryStream", Limit=2)
         mappings = with_params(mappings, "kinesis.data-stream", "ListTagsForStream", Limit=2)
-        sink = ListSink()
-        with pytest.MonkeyPatch.context() as env:
-            env.setenv("AWS_ACCESS_KEY_ID", "testing")
-            env.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-            env.delenv("AWS_SESSION_TOKEN", raising=False)
-            env.delenv("AWS_PROFILE", raising=False)
-            env.setenv("AWS_ENDPOINT_URL", endpoint)
-            env.setenv("AWS_CONFIG_FILE", "/dev/null")
-            env.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-            config = make_config(regions=(REGION,), apis_to_run=("kinesis", "firehose"))
-            results, _ = scan(config, mappings, sink, workers=1, endpoint_url=endpoint)
+        sink, results = scan_live(endpoint, mappings, regions=(REGION,), apis_to_run=("kinesis", "firehose"))
         yield sink, results
-    finally:
-        server.stop()
-
-
-def _of_type(sink: ListSink, type_name: str) -> set[str]:
-    return {k for k, c in sink.components().items() if c["type"]["name"] == type_name}
 
 
 def test_streams_scan_is_complete(scanned):
@@ -96,7 +59,7 @@ def test_streams_scan_is_complete(scanned):
 
 def test_kinesis_stream_keeps_its_summary_nested_with_arn_name_and_every_tag_page(scanned):
     sink, _ = scanned
-    assert _of_type(sink, "aws.kinesis.data-stream") == {f"{KINESIS}/clicks", f"{KINESIS}/audit"}
+    assert ids_of_type(sink, "aws.kinesis.data-stream") == {f"{KINESIS}/clicks", f"{KINESIS}/audit"}
     data = sink.components()[f"{KINESIS}/clicks"]["data"]
     assert data["Name"] == "clicks"
     assert data["StreamDescriptionSummary"]["StreamARN"] == f"{KINESIS}/clicks"
@@ -110,7 +73,7 @@ def test_kinesis_stream_keeps_its_summary_nested_with_arn_name_and_every_tag_pag
 
 def test_firehose_lists_every_delivery_stream_page(scanned):
     sink, _ = scanned
-    assert _of_type(sink, "aws.firehose.delivery-stream") == {
+    assert ids_of_type(sink, "aws.firehose.delivery-stream") == {
         f"{FIREHOSE}/from-kinesis",
         f"{FIREHOSE}/direct-a",
         f"{FIREHOSE}/direct-b",
