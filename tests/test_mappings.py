@@ -219,8 +219,8 @@ BROKEN: list[tuple[str, str, str]] = [
         "unknown_key",
         add_to_queue("lisst: {operation: ListQueues}\n"),
         "sqs.yaml: resources.queue: unknown key(s) 'lisst'; expected one of: component, console, "
-        "cw_dimensions, data, details, domain, events, external_id, filter, get, id, joins, layer, list, "
-        "name, parent, region, relations, scope, tags, type, types, urns",
+        "cw_dimensions, data, details, domain, emit, events, external_id, filter, get, id, joins, layer, "
+        "list, name, parent, region, relations, scope, tags, type, types, urns",
     ),
     (
         "missing_id",

@@ -12,7 +12,7 @@ import pytest
 from engine.mappings import load_mappings
 from engine.payload import validate_payload
 from engine.scan import scan
-from tests.conftest import ACCOUNT, ListSink, make_config
+from tests.conftest import ACCOUNT, CASSETTES, ListSink, make_config
 from tests.test_mappings import STACKPACK_TYPES
 
 pytestmark = pytest.mark.vcr
@@ -287,3 +287,21 @@ def test_small_payload_limit_splits_the_snapshot_and_keeps_every_element(aws_env
     assert set(flags[1:-1]) == {(False, False)}
     assert split.components().keys() == whole.components().keys()
     assert split.relations() == whole.relations()
+
+
+@pytest.mark.vcr(str(CASSETTES / "test_scan" / "test_full_scan_lists_every_seeded_resource.yaml"))
+def test_instances_and_targets_report_their_state_as_events(aws_env, estate):
+    sink, _ = run_scan(aws_env)
+    events = [e for _, p in sink.payloads for kind in p["events"].values() for e in kind]
+    states: dict[str, list[tuple]] = {}
+    for e in events:
+        if e["event_type"] == "ec2_state":
+            states.setdefault(e["host"], []).append((e["msg_text"], e["tags"], e["source_type_name"]))
+
+    assert set(estate["instance_ids"].values()) <= set(states)
+    assert ("running", ["state:running"], "ec2_state") in states[estate["instance_ids"]["web-1"]]
+    elb = [s for s in states[estate["instance_ids"]["web-1"]] if s[0] == "InService"]  # via the classic ELB
+    assert elb and elb[0][1][0] == "state:InService" and elb[0][1][1].startswith("description:")
+    health = [e for e in events if e["event_type"] == "target_instance_health"]
+    assert health and all(e["tags"][0].startswith("state:") for e in health)
+    assert not [e for e in events if e["event_type"] == "aws_agent_check_error"]
