@@ -237,7 +237,7 @@ def _code(complete: bool, bad_input: bool) -> int:
 
 def _delta_summary(delta: AccountDelta) -> dict[str, Any]:
     summary: dict[str, Any] = {
-        "status": "complete" if delta.complete else "INCOMPLETE",
+        "status": "complete" if delta.complete else "INCOMPLETE", "source": repr(delta.source),
         "objects": delta.objects, "envelopes": delta.envelopes, "unknown": delta.unknown,
         "changes": delta.changes, "components": delta.components, "deletes": delta.deletes,
         "payloads": delta.payloads, "deleted_objects": len(delta.deleted), "stale_objects": delta.stale,

@@ -7,6 +7,8 @@ the rest (`events.envelopes`), turn them into changes (`events.Rules`), keep the
 re-describe refreshed resources by id through their mapping's `get` (children included), send one delta
 (components, relations, `delete_ids`; no snapshot flags) and only then delete the objects whose changes
 all applied. A corrupt object is left in place, recorded in the state and not read again while unchanged.
+When the bucket is missing or denied, CloudTrail `LookupEvents` is read instead (`engine.cloudtrail`), from a
+cursor that moves, like an object's deletion, only once the delta is delivered.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
 
 from engine.auth import GLOBAL_REGION, Account, assume
+from engine.cloudtrail import commit_cursor, lookup_envelopes
 from engine.collect import Collector, UnitResult
 from engine.config import Config, Instance
 from engine.errors import CallFailed, CredentialsError, DeliveryError, Unreachable
@@ -55,6 +59,8 @@ class AccountDelta:
     deleted: list[str] = field(default_factory=list)
     stale: int = 0  # older than the last complete snapshot: dropped unread
     kept: list[str] = field(default_factory=list)  # their changes did not all apply: read again next run
+    source: str = "bucket"
+    truncated: bool = False  # CloudTrail had more events than one run reads
     corrupt: dict[str, str] = field(default_factory=dict)
     failed_units: list[str] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
@@ -62,7 +68,7 @@ class AccountDelta:
 
     @property
     def complete(self) -> bool:
-        return self.error is None and not self.kept and not self.failed_units and not self.corrupt
+        return not (self.error or self.kept or self.failed_units or self.corrupt or self.truncated)
 
 
 def apply_events(
@@ -82,8 +88,18 @@ def apply_events(
     result = AccountDelta(instance.account_id, instance.log_bucket_name)
     try:
         account = assume(config, instance, base=base, endpoint_url=endpoint_url, workers=workers)
-        s3 = account.client("s3", GLOBAL_REGION)
+    except (CredentialsError, Unreachable) as exc:
+        result.error, result.bad_input = str(exc), isinstance(exc, CredentialsError)
+        return result
+    rules = Rules(mappings)
+    s3 = account.client("s3", GLOBAL_REGION)
+    try:
         status = s3.get_bucket_versioning(Bucket=result.bucket).get("Status")
+    except Exception as exc:  # a denied or missing bucket: CloudTrail instead
+        result.source = f"cloudtrail (bucket {result.bucket}: {_problem(exc)})"
+        log.warning("event=events.fallback bucket=%s problem=%r", result.bucket, _problem(exc))
+        sources = _from_cloudtrail(account, instance, rules, state, result)
+    else:
         if status != "Enabled":
             result.error = (
                 f"bucket {result.bucket} is not versioned ({status or 'never enabled'}): enable versioning "
@@ -91,37 +107,92 @@ def apply_events(
             )
             result.bad_input = True
             return result
-        objects = _objects(s3, result.bucket, prefixes(instance.account_id, instance.regions))
-    except (CredentialsError, Unreachable) as exc:
-        result.error, result.bad_input = str(exc), isinstance(exc, CredentialsError)
-        return result
-    except Exception as exc:  # a denied or missing bucket: reported (the CloudTrail fallback is not built)
-        result.error = f"cannot read bucket {result.bucket}: {_problem(exc)}"
-        return result
+        sources = _from_bucket(s3, instance, rules, state, result)
+    if result.error is None:
+        _apply(account, instance, mappings, sink, fetcher, sources, result, max_bytes)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+@dataclass
+class Source:
+    """Where changes came from (a bucket object, one region's CloudTrail lookup) and how to retire it."""
+
+    name: str
+    changes: list[Change]
+    retire: Callable[[], None]  # delete the object / move the cursor: only once the delta is delivered
+
+
+def _from_bucket(
+    s3: Any, instance: Instance, rules: Rules, state: State, result: AccountDelta
+) -> list[Source]:
+    bucket, account = result.bucket, instance.account_id
+    try:
+        objects = _objects(s3, bucket, prefixes(account, instance.regions))
+    except Exception as exc:
+        result.error = f"cannot list bucket {bucket}: {_problem(exc)}"
+        return []
     result.objects = len(objects)
-    stale, fresh = _split_stale(objects, state, instance.account_id)
+    stale, fresh = _split_stale(objects, state, account)
     result.stale = len(stale)
-    corrupt_known = state.get(CORRUPT_KEY.format(account=instance.account_id), {})
-    by_object: dict[str, list[Change]] = {}
-    rules = Rules(mappings)
+    retired: list[str] = []
+    sources = [Source("stale", [], lambda: retired.extend(o["Key"] for o in stale))] if stale else []
+    corrupt_known = state.get(CORRUPT_KEY.format(account=account), {})
     for obj in fresh:
         key = obj["Key"]
         if corrupt_known.get(key, {}).get("etag") == obj.get("ETag"):
             result.corrupt[key] = corrupt_known[key]["problem"]
             continue
         try:
-            found = envelopes(s3.get_object(Bucket=result.bucket, Key=key)["Body"].read())
+            found = envelopes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
         except CorruptObject as exc:
             result.corrupt[key] = str(exc)
             corrupt_known[key] = {"etag": obj.get("ETag"), "problem": str(exc), "at": time.time()}
-            log.warning("event=events.corrupt bucket=%s key=%s problem=%r", result.bucket, key, str(exc))
+            log.warning("event=events.corrupt bucket=%s key=%s problem=%r", bucket, key, str(exc))
             continue
-        result.envelopes += len(found)
-        per_envelope = [list(rules.changes(e, instance.account_id, instance.regions)) for e in found]
-        result.unknown += sum(1 for cs in per_envelope if not cs)
-        by_object[key] = [c for cs in per_envelope for c in cs]
-    state.set(CORRUPT_KEY.format(account=instance.account_id), corrupt_known)
-    changes = latest([c for cs in by_object.values() for c in cs])
+        sources.append(Source(key, _changes(found, rules, instance, result), lambda k=key: retired.append(k)))
+    state.set(CORRUPT_KEY.format(account=account), corrupt_known)
+    if sources:  # deletes run after every source of this run was retired
+        sources.append(Source("delete", [], lambda: result.deleted.extend(_delete(s3, bucket, retired))))
+    return sources
+
+
+def _from_cloudtrail(
+    account: Account, instance: Instance, rules: Rules, state: State, result: AccountDelta
+) -> list[Source]:
+    """LookupEvents per configured region, from a cursor that moves only once the delta is delivered."""
+    last = state.last_run(instance.account_id, "scan", complete_only=True)
+    since = last["started_at"] if last else datetime.now(UTC)
+    sources = []
+    for region in dict.fromkeys(GLOBAL_REGION if r == GLOBAL else r for r in instance.regions):
+        try:
+            lookup = lookup_envelopes(account, region, state, since=since)
+        except Exception as exc:
+            result.error = f"cannot read events from CloudTrail in {region} either: {_problem(exc)}"
+            return []
+        result.truncated |= lookup.truncated
+        changes = _changes(lookup.envelopes, rules, instance, result)
+
+        def retire(region: str = region, cursor: Any = lookup.cursor) -> None:
+            commit_cursor(state, instance.account_id, region, cursor)
+
+        sources.append(Source(f"cloudtrail:{region}", changes, retire))
+    return sources
+
+
+def _changes(found: list[dict], rules: Rules, instance: Instance, result: AccountDelta) -> list[Change]:
+    result.envelopes += len(found)
+    per_envelope = [list(rules.changes(e, instance.account_id, instance.regions)) for e in found]
+    result.unknown += sum(1 for cs in per_envelope if not cs)
+    return [c for cs in per_envelope for c in cs]
+
+
+def _apply(
+    account: Account, instance: Instance, mappings: Mappings, sink: Sink, fetcher: Fetcher,
+    sources: list[Source], result: AccountDelta, max_bytes: int,
+) -> None:  # fmt: skip
+    """Refresh and delete as the changes say, send one delta, then retire the sources that fully applied."""
+    changes = latest([c for source in sources for c in source.changes])
     result.changes = len(changes)
     refreshed = _refresh(account, instance, mappings, fetcher, changes)
     units = [u for us in refreshed.values() for u in us]
@@ -131,24 +202,23 @@ def apply_events(
     relations = [r for u in units for r in u.relations]
     deletes = list(dict.fromkeys(c.delete_id for c in changes if c.delete and c.delete_id))
     result.components, result.deletes = len(components), len(deletes)
-    events = [e for u in units for e in u.events]
     payloads = build_payloads(
         instance.account_id, components, relations, deletes,
-        snapshot=False, max_bytes=max_bytes, events=events,
+        snapshot=False, max_bytes=max_bytes, events=[e for u in units for e in u.events],
     )  # fmt: skip
     try:
         for number, payload in enumerate(payloads, 1):
             sink.send(payload, f"events-{instance.account_id}-{number:04d}")
     except DeliveryError as exc:
-        result.error = f"delta not delivered, no object deleted: {exc}"
-        result.kept = list(by_object)
-        return result
+        result.error = f"delta not delivered, nothing retired: {exc}"
+        result.kept = [s.name for s in sources if s.changes]
+        return
     result.payloads = len(payloads)
-    done = [k for k, cs in by_object.items() if not any((c.resource.key, c.region) in failed for c in cs)]
-    result.kept = [k for k in by_object if k not in done]
-    result.deleted = _delete(s3, result.bucket, [o["Key"] for o in stale] + done)
-    result.seconds = time.monotonic() - started
-    return result
+    for source in sources:
+        if any((c.resource.key, c.region) in failed for c in source.changes):
+            result.kept.append(source.name)  # read again next run
+        else:
+            source.retire()
 
 
 def _objects(s3: Any, bucket: str, prefixes_: list[str]) -> list[dict]:

@@ -216,3 +216,78 @@ def test_the_last_change_per_resource_wins_and_non_ascii_content_is_read():
 def test_plain_text_objects_are_read_like_gzip_ones():
     event = state_change("i-1", "running")
     assert envelopes(json.dumps(event).encode() * 2) == [event, event]
+
+
+# --- CloudTrail fallback (moto has no LookupEvents: botocore's Stubber) ------------------------------
+
+
+def _stubbed_account(monkeypatch):
+    import boto3
+
+    from engine import delta
+    from engine.auth import Account, client_config
+
+    session = boto3.Session(aws_access_key_id="stub", aws_secret_access_key="stub", region_name=REGION)
+    account = Account(
+        id=ACCOUNT, role_arn="arn:aws:iam::123456789012:role/R", session=session, config=client_config(1)
+    )
+    monkeypatch.setattr(delta, "assume", lambda *args, **kwargs: account)
+    return account
+
+
+def _fallback(monkeypatch, sink):
+    import datetime as dt
+
+    from botocore.stub import Stubber
+
+    from engine.config import Config, Instance
+    from engine.delta import apply_events
+    from engine.fetch import Fetcher
+    from engine.state import State
+
+    account = _stubbed_account(monkeypatch)
+    queue = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/gone"
+    event = cloudtrail("sqs.amazonaws.com", "DeleteQueue", requestParameters={"queueUrl": queue})["detail"]
+    event.update(eventID="e-1", eventTime="2026-12-01T12:00:00Z")
+    state = State(":memory:")
+    instance = Instance(role_arn=f"arn:aws:iam::{ACCOUNT}:role/R", regions=(REGION,))
+    with (
+        Stubber(account.client("s3", "us-east-1")) as s3,
+        Stubber(account.client("cloudtrail", REGION)) as trail,
+    ):
+        s3.add_client_error("get_bucket_versioning", "NoSuchBucket", http_status_code=404)
+        trail.add_response(
+            "lookup_events",
+            {"Events": [{"EventId": "e-1", "EventTime": dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC),
+                         "CloudTrailEvent": json.dumps(event)}]},
+        )  # fmt: skip
+        result = apply_events(
+            Config(external_id="x1", instances=(instance,)), instance, load_mappings(), sink, state, Fetcher()
+        )
+    return result, state
+
+
+def test_without_the_bucket_cloudtrail_events_apply_and_the_cursor_moves_after_delivery(monkeypatch):
+    from tests.conftest import ListSink
+
+    sink = ListSink()
+    result, state = _fallback(monkeypatch, sink)
+
+    assert result.source.startswith(f"cloudtrail (bucket {BUCKET}: NoSuchBucket")
+    assert result.complete, result.error
+    [topology] = sink.topologies()
+    assert topology["delete_ids"] == [f"arn:aws:sqs:{REGION}:{ACCOUNT}:gone"]
+    assert state.get(f"cloudtrail.cursor.{ACCOUNT}.{REGION}") is not None
+
+
+def test_a_cloudtrail_delta_that_is_not_delivered_leaves_the_cursor(monkeypatch):
+    from engine.errors import DeliveryError
+
+    class Down:
+        def send(self, payload: dict, name: str) -> None:
+            raise DeliveryError(target="x", problem="down")
+
+    result, state = _fallback(monkeypatch, Down())
+
+    assert not result.complete and "delta not delivered" in (result.error or "")
+    assert state.get(f"cloudtrail.cursor.{ACCOUNT}.{REGION}") is None
