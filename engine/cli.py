@@ -25,7 +25,7 @@ import click
 from engine.auth import known_regions
 from engine.collect import UnitResult
 from engine.config import Config, Instance, api_filter, load_config
-from engine.delta import AccountDelta, apply_events
+from engine.delta import CORRUPT_KEY, AccountDelta, apply_events
 from engine.errors import BadInput, ConfigError, Locked
 from engine.fetch import Fetcher
 from engine.mappings import MAPPINGS, Mappings, load_mappings
@@ -206,7 +206,7 @@ def _full_scans(
         summary = {
             "components": len(a.components), "relations": len(a.relations), "payloads": a.payloads,
             "snapshot_closed": a.closes_snapshot, "carried": a.carried, "interrupted": a.interrupted,
-            "incomplete_units": [u.unit.label for u in a.units if not u.complete],
+            "incomplete_units": [u.unit.label for u in a.units if not u.complete], "gaps": a.gaps(),
         }  # fmt: skip
         state.record_run(a.account, "scan", a.started_at, a.started_at + a.seconds, a.complete, summary)
     click.echo(_summary(results, calls, time.monotonic() - started, target))
@@ -305,6 +305,56 @@ def spool_group() -> None:
 state_option = click.option(
     "--state", "state_path", default=".state/aws-topology.sqlite", show_default=True, help="SQLite state."
 )
+
+
+@main.command("status")
+@click.option(
+    "--state", "state_path", default=".state/aws-topology.sqlite", show_default=True, help="SQLite state."
+)
+def status_command(state_path: str) -> None:
+    """Per account: the last full scan and delta run, permission gaps, corrupt objects; then the spool."""
+    with _bad_input(), _open_state(state_path) as state:
+        now = datetime.now(UTC)
+        for account in state.accounts():
+            click.echo(f"account {account}:")
+            for kind in ("scan", "events"):
+                run = state.last_run(account, kind)
+                if run is None:
+                    click.echo(f"  {kind:<7} never")
+                    continue
+                done = state.last_run(account, kind, complete_only=True)
+                age = (now - run["started_at"]).total_seconds()
+                took = (run["finished_at"] - run["started_at"]).total_seconds()
+                counts = {
+                    k: v for k, v in run["summary"].items() if isinstance(v, int) and not isinstance(v, bool)
+                }
+                click.echo(
+                    f"  {kind:<7} {'complete' if run['complete'] else 'INCOMPLETE':<10} {_age(age)} ago, "
+                    f"took {took:.1f}s; "
+                    + " ".join(f"{k}={v}" for k, v in counts.items())
+                    + (
+                        ""
+                        if run["complete"] or done is None
+                        else f"; last complete {_age((now - done['started_at']).total_seconds())} ago"
+                    )
+                )
+                for label in run["summary"].get("incomplete_units", []):
+                    click.echo(f"    incomplete: {label}")
+                for gap in run["summary"].get("gaps", []):
+                    click.echo(f"    permission gap: {gap}")
+                if run["summary"].get("error"):
+                    click.echo(f"    error: {run['summary']['error']}")
+            for key, corrupt in sorted(state.get(CORRUPT_KEY.format(account=account), {}).items()):
+                click.echo(f"  corrupt object (left in the bucket): {key}: {corrupt['problem']}")
+        totals = state.spool_totals()
+    click.echo(f"spool: pending={totals['pending']} rejected={totals['rejected']} bytes={totals['bytes']}")
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
 
 
 @spool_group.command("list")

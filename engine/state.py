@@ -243,6 +243,10 @@ class State:
                 row,
             )
 
+    def accounts(self) -> list[str]:
+        """Every account that has a recorded run."""
+        return [row[0] for row in self._query("SELECT DISTINCT account FROM runs ORDER BY account")]
+
     def last_run(self, account: str, kind: str, complete_only: bool = False) -> dict | None:
         """The run of `account`/`kind` that started last (optionally only complete ones), or None."""
         rows = self._query(
