@@ -166,7 +166,10 @@ class Collector:
         get = unit.resource.get
         assert get is not None, f"{unit.resource.key} has no get"
         wanted = set(unit.ids)
-        batches = [list(unit.ids)] if get.param else [[i] for i in unit.ids]
+        ids = list(unit.ids)
+        batches = (
+            [ids[i : i + get.size] for i in range(0, len(ids), get.size)] if get.param else [[i] for i in ids]
+        )
         found: list[dict] = []
         while batches:
             ids = batches.pop()

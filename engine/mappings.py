@@ -111,6 +111,7 @@ class Get:
     param: str | None
     items: ParsedResult
     gone: frozenset[str] = frozenset()
+    size: int = 20
 
 
 @dataclass(frozen=True)
@@ -441,6 +442,7 @@ class _FileLoader:
             param=spec.get("param"),
             items=self.expression(f"{key}.items", spec["items"]),
             gone=frozenset(spec.get("gone", ())),
+            size=spec.get("size", 20),
         )
 
 
