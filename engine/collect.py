@@ -166,6 +166,12 @@ class Collector:
         get = unit.resource.get
         assert get is not None, f"{unit.resource.key} has no get"
         wanted = set(unit.ids)
+        if get.call is None:
+            return [
+                self._context(unit, i)
+                for id_ in unit.ids
+                for i in as_list(search(get.items, self._context(unit, {"_id": id_})))
+            ]
         ids = list(unit.ids)
         batches = (
             [ids[i : i + get.size] for i in range(0, len(ids), get.size)] if get.param else [[i] for i in ids]

@@ -107,7 +107,7 @@ class Join:
 
 @dataclass(frozen=True)
 class Get:
-    call: Call
+    call: Call | None  # None: the item is built from the id alone
     param: str | None
     items: ParsedResult
     gone: frozenset[str] = frozenset()
@@ -438,7 +438,9 @@ class _FileLoader:
 
     def get(self, key: str, spec: dict) -> Get:
         return Get(
-            call=self.call(key, spec, [spec["param"]] if "param" in spec else []),
+            call=self.call(key, spec, [spec["param"]] if "param" in spec else [])
+            if "operation" in spec
+            else None,
             param=spec.get("param"),
             items=self.expression(f"{key}.items", spec["items"]),
             gone=frozenset(spec.get("gone", ())),

@@ -154,12 +154,11 @@ def test_every_expression_of_the_shipped_mappings_is_compiled(shipped: Mappings)
         "s3.bucket.relations[0].data",
         "s3.bucket.region",
         "sqs.queue.events[2].delete_id",
-        "sqs.queue.get.call.args[0][1]",
+        "lambda.function.get.call.args[0][1]",
     ):
         assert where in seen
     by_key = {r.key: r for r in shipped.resources}
-    assert by_key["sqs.queue"].get.call.args[0][0] == "QueueName"
-    assert by_key["sqs.queue"].get.call.args[0][1].expression == "split(_id, '/')[-1]"
+    assert by_key["sqs.queue"].get.call is None  # built from the queue URL, no call
     assert by_key["ec2.vpc"].external_id.expression == "VpcId"  # the default: id
     assert by_key["ec2.vpc"].tags.expression == "Tags"  # the default tags location
 

@@ -1,0 +1,138 @@
+"""Benchmark: event deltas. Prints events/s for read + parse + dispatch, and API calls per refreshed resource.
+
+1. 100,000 CloudTrail envelopes in 200 gzip objects (as Firehose writes them), held in memory: time to
+   decompress and decode them (`events.envelopes`), match them against every mapping's rules and keep the
+   last change per resource (`Rules.changes`, `latest`). Re-description is excluded. The floor is the time
+   to decompress and `json.loads` the same objects and nothing else.
+2. Against a moto server: N instances and N queues, one event each, applied with `apply_events`; prints the
+   API calls the refresh made per refreshed resource (batched `get` where the API takes many ids).
+
+    .venv/bin/python -m bench.events [--events 100000] [--objects 200] [--resources 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import tempfile
+import time
+
+from demo.seed import AMI_ID, client
+from demo.server import reset, start
+from engine.config import Config, Instance
+from engine.delta import apply_events
+from engine.events import Rules, envelopes, latest
+from engine.fetch import Fetcher
+from engine.mappings import load_mappings
+from engine.sink import FileSink
+from engine.state import State
+
+ACCOUNT = "123456789012"
+REGION = "eu-west-1"
+ROLE = f"arn:aws:iam::{ACCOUNT}:role/StackStateAwsIntegrationRole"
+
+
+def _envelope(i: int) -> dict:
+    kinds = [
+        ("ec2.amazonaws.com", "StopInstances", {"responseElements": {"instancesSet": {"items": [
+            {"instanceId": f"i-{i % 5000:017x}"}]}}}),
+        ("sqs.amazonaws.com", "SetQueueAttributes", {"requestParameters": {
+            "queueUrl": f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/q-{i % 5000}"}}),
+        ("sns.amazonaws.com", "DeleteTopic", {"requestParameters": {
+            "topicArn": f"arn:aws:sns:{REGION}:{ACCOUNT}:t-{i % 5000}"}}),
+        ("iam.amazonaws.com", "CreateRole", {"requestParameters": {"roleName": f"r-{i}"}}),  # no rule
+    ]  # fmt: skip
+    source, name, fields = kinds[i % len(kinds)]
+    detail = {"eventSource": source, "eventName": name, "awsRegion": REGION, "eventID": f"e-{i}", **fields}
+    return {"detail-type": "AWS API Call via CloudTrail", "source": "aws." + source.split(".")[0],
+            "region": REGION, "detail": detail}  # fmt: skip
+
+
+def objects(events: int, count: int) -> list[bytes]:
+    per = events // count
+    return [
+        gzip.compress("".join(json.dumps(_envelope(o * per + i)) for i in range(per)).encode())
+        for o in range(count)
+    ]
+
+
+def dispatch(bodies: list[bytes]) -> tuple[float, int, int]:
+    rules = Rules(load_mappings())
+    started = time.perf_counter()
+    found, changes = 0, []
+    for body in bodies:
+        for envelope in envelopes(body):
+            found += 1
+            changes += rules.changes(envelope, ACCOUNT, (REGION,))
+    kept = latest(changes)
+    return time.perf_counter() - started, found, len(kept)
+
+
+def floor(bodies: list[bytes]) -> float:
+    decoder = json.JSONDecoder()
+    started = time.perf_counter()
+    for body in bodies:
+        text, pos = gzip.decompress(body).decode(), 0
+        while pos < len(text):
+            _, pos = decoder.raw_decode(text, pos)
+    return time.perf_counter() - started
+
+
+def refresh_calls(resources: int) -> tuple[int, int]:
+    """API calls of one delta that refreshes `resources` instances and `resources` queues."""
+    server, endpoint = start(0)
+    os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+    try:
+        reset(endpoint)
+        ec2, sqs, s3 = (client(s, REGION, endpoint) for s in ("ec2", "sqs", "s3"))
+        bucket = f"stackstate-logs-{ACCOUNT}"
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+        s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        ids = [i["InstanceId"] for i in ec2.run_instances(ImageId=AMI_ID, MinCount=resources,
+                                                            MaxCount=resources)["Instances"]]  # fmt: skip
+        urls = [sqs.create_queue(QueueName=f"q-{i}")["QueueUrl"] for i in range(resources)]
+        events = [{"detail-type": "EC2 Instance State-change Notification", "source": "aws.ec2",
+                   "region": REGION, "detail": {"instance-id": i, "state": "running"}}
+                  for i in ids]  # fmt: skip
+        events += [{"detail-type": "AWS API Call via CloudTrail", "source": "aws.sqs", "region": REGION,
+                    "detail": {"eventSource": "sqs.amazonaws.com", "eventName": "TagQueue",
+                               "awsRegion": REGION, "requestParameters": {"queueUrl": u}}}
+                   for u in urls]  # fmt: skip
+        key = f"AWSLogs/{ACCOUNT}/EventBridge/{REGION}/bench-2026-12-01-12-00-00-x"
+        s3.put_object(Bucket=bucket, Key=key, Body=gzip.compress("".join(map(json.dumps, events)).encode()))
+        instance = Instance(role_arn=ROLE, regions=(REGION,), apis_to_run=("ec2", "sqs"))
+        fetcher = Fetcher()
+        with tempfile.TemporaryDirectory() as out, State(os.path.join(out, "s.sqlite")) as state:
+            result = apply_events(
+                Config(external_id="bench", instances=(instance,)), instance, load_mappings(), FileSink(out),
+                state, fetcher, endpoint_url=endpoint,
+            )  # fmt: skip
+        assert result.complete, result
+        return fetcher.calls, result.components
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--objects", type=int, default=200)
+    parser.add_argument("--resources", type=int, default=300)
+    args = parser.parse_args()
+
+    bodies = objects(args.events, args.objects)
+    seconds, found, kept = dispatch(bodies)
+    base = floor(bodies)
+    print(
+        f"events={found} objects={len(bodies)} changes_kept={kept} seconds={seconds:.2f} "
+        f"events_per_second={found / seconds:,.0f} floor_seconds={base:.2f} "
+        f"ratio dispatch/floor={seconds / base:.2f}"
+    )
+    calls, refreshed = refresh_calls(args.resources)
+    print(f"refreshed={refreshed} calls={calls} calls_per_refreshed_resource={calls / refreshed:.2f}")
+
+
+if __name__ == "__main__":
+    main()
