@@ -291,3 +291,26 @@ def test_a_cloudtrail_delta_that_is_not_delivered_leaves_the_cursor(monkeypatch)
 
     assert not result.complete and "delta not delivered" in (result.error or "")
     assert state.get(f"cloudtrail.cursor.{ACCOUNT}.{REGION}") is None
+
+
+def test_a_crash_between_delivery_and_delete_is_redone_idempotently(aws, monkeypatch):
+    from engine import delta as delta_module
+
+    key = put(aws, "00-a", firehose(state_change(aws["running"], "running")))
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt  # the process dies after the delta left, before the delete
+
+    with monkeypatch.context() as patch:
+        patch.setattr(delta_module, "_delete", crash)
+        died = CliRunner().invoke(
+            main, ["events", "-c", str(aws["conf"]), "--state", str(aws["tmp"] / "s.sqlite"),
+                   "--out", str(aws["tmp"] / "first")], env=aws["env"],
+        )  # fmt: skip
+    assert died.exit_code != 0 and remaining(aws) == {key}
+    again = events(aws)
+
+    assert again.exit_code == 0 and remaining(aws) == set()
+    first = json.loads(next((aws["tmp"] / "first").rglob("events-*.json")).read_text())["topologies"][0]
+    second = delta(aws)
+    assert [c["externalId"] for c in first["components"]] == [c["externalId"] for c in second["components"]]
