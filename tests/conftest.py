@@ -287,3 +287,25 @@ def with_params(mappings: Mappings, key: str, operation: str, **params: object) 
             resource = replace(resource, listing=listing, details=details)
         resources.append(resource)
     return Mappings(tuple(resources))
+
+
+class FakeClock:
+    """`time.monotonic` and `time.sleep` that record the sleeps instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def without_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No proxy variable from the machine reaches a test that talks to a local server."""
+    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)

@@ -16,7 +16,7 @@ from engine import cloudtrail, fetch
 from engine.auth import Account, client_config
 from engine.cloudtrail import CURSOR_KEY, WRITES_ONLY, Cursor, commit_cursor, load_cursor, lookup_envelopes
 from engine.state import State
-from tests.conftest import ACCOUNT, ROLE
+from tests.conftest import ACCOUNT, ROLE, FakeClock
 
 REGION = "eu-west-1"
 SINCE = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
@@ -24,19 +24,6 @@ NOW = datetime(2024, 5, 1, 11, 0, tzinfo=UTC)
 T1 = datetime(2024, 5, 1, 10, 5, 0, tzinfo=UTC)
 T2 = datetime(2024, 5, 1, 10, 10, 0, tzinfo=UTC)
 T3 = datetime(2024, 5, 1, 10, 20, 0, tzinfo=UTC)
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 @pytest.fixture(autouse=True)

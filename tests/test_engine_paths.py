@@ -15,21 +15,8 @@ from engine.config import Config, Instance
 from engine.fetch import TokenBucket
 from engine.mappings import Rate, load_mappings
 from engine.scan import scan
-from tests.conftest import ACCOUNT, ROLE, ListSink, make_config
+from tests.conftest import ACCOUNT, ROLE, FakeClock, ListSink, make_config
 from tests.test_collect import REGION, account_in, run
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 def test_a_declared_rate_paces_calls_after_the_burst(monkeypatch):
