@@ -31,9 +31,9 @@ from engine.errors import CallFailed, CredentialsError, DeliveryError, Unreachab
 from engine.events import GLOBAL, Change, CorruptObject, Rules, envelopes, latest, prefixes
 from engine.fetch import Fetcher
 from engine.mappings import Mappings
-from engine.payload import build_payloads
+from engine.payload import build_payloads, service_check
 from engine.plan import Unit
-from engine.scan import labels_for
+from engine.scan import check_tags, labels_for
 from engine.sink import Sink
 from engine.state import State
 
@@ -202,9 +202,12 @@ def _apply(
     relations = [r for u in units for r in u.relations]
     deletes = list(dict.fromkeys(c.delete_id for c in changes if c.delete and c.delete_id))
     result.components, result.deletes = len(components), len(deletes)
+    problems = [f"{u.unit.label}: {u.error or u.status}" for u in units if not u.complete]
+    problems += [f"corrupt object {key}: {why}" for key, why in result.corrupt.items()]
+    check = service_check("can_update", not problems, "\n".join(problems), check_tags(instance))
     payloads = build_payloads(
-        instance.account_id, components, relations, deletes,
-        snapshot=False, max_bytes=max_bytes, events=[e for u in units for e in u.events],
+        instance.account_id, components, relations, deletes, snapshot=False, max_bytes=max_bytes,
+        events=[e for u in units for e in u.events], service_checks=[check],
     )  # fmt: skip
     try:
         for number, payload in enumerate(payloads, 1):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,7 @@ def build_payloads(
     max_bytes: int = 1_000_000,
     hostname: str = "aws-topology",
     events: Iterable[dict] = (),
+    service_checks: list[dict] | None = None,
 ) -> list[dict]:
     """Split one run's output into intake payloads of at most `max_bytes` (compact JSON) each.
 
@@ -139,7 +141,7 @@ def build_payloads(
                 max_bytes,
             )
         batch.add(section, key, element, cost)
-    if batch.count or (snapshot and not batches):
+    if batch.count or (snapshot and not batches) or (service_checks and not batches):
         batches.append(batch)
 
     payloads = []
@@ -150,7 +152,18 @@ def build_payloads(
         payload["topologies"][0].update(batch.lists)
         payload["events"] = batch.events
         payloads.append(payload)
+    if service_checks:
+        payloads[-1]["service_checks"] = service_checks
     return payloads
+
+
+def service_check(check: str, ok: bool, message: str, tags: Iterable[str], *, critical: bool = False) -> dict:
+    """One `aws_topology.*` service check: OK, or WARNING (CRITICAL when `critical`) with its reason."""
+    status = 0 if ok else (2 if critical else 1)
+    return {
+        "check": f"aws_topology.{check}", "status": status, "message": "" if ok else message[:2000],
+        "tags": sorted(set(tags)), "timestamp": int(time.time()),
+    }  # fmt: skip
 
 
 def _inline_refs(node: Any, defs: dict) -> Any:

@@ -29,7 +29,7 @@ from engine.config import Config, Instance
 from engine.errors import AccessDenied, CredentialsError, Unreachable
 from engine.fetch import Fetcher
 from engine.mappings import Mappings
-from engine.payload import build_payloads
+from engine.payload import build_payloads, service_check
 from engine.plan import plan
 from engine.shape import Labels
 from engine.sink import Sink
@@ -115,6 +115,17 @@ class AccountScan:
         return [f"{text} ({n}x)" if n > 1 else text for text, n in seen.items()]
 
 
+def check_tags(instance: Instance) -> list[str]:
+    """The tags of the service checks: the instance's `tags` and the integration tags."""
+    return [*instance.tags, "integration-type:aws-v2", f"integration-url:{instance.account_id}"]
+
+
+def _problems(result: AccountScan) -> str:
+    lines = [f"{u.unit.label}: {u.error or u.status}" for u in result.units if not u.complete]
+    lines += [f"{label}: carried forward" for label in result.carried]
+    return "\n".join([*lines, *result.collisions])
+
+
 def labels_for(instance: Instance) -> Labels:
     return Labels(
         account=instance.account_id,
@@ -179,6 +190,9 @@ def scan_account(
         result.error = str(exc)
         result.bad_input = isinstance(exc, CredentialsError)
         log.error("event=account.unreachable account=%s problem=%r", instance.account_id, str(exc))
+        checks = [service_check("can_connect", False, str(exc), check_tags(instance), critical=True)]
+        for payload in build_payloads(instance.account_id, [], [], snapshot=False, service_checks=checks):
+            sink.send(payload, f"checks-{instance.account_id}")
         return result
     collector = Collector(account, mappings, fetcher, labels_for(instance))
     units = plan(instance, mappings)
@@ -200,6 +214,10 @@ def scan_account(
     payloads = build_payloads(
         instance.account_id, result.components, result.relations,
         snapshot=True, complete=result.closes_snapshot, max_bytes=max_bytes, events=result.events,
+        service_checks=[
+            service_check("can_connect", True, "", check_tags(instance)),
+            service_check("can_execute", result.complete, _problems(result), check_tags(instance)),
+        ],
     )  # fmt: skip
     for number, payload in enumerate(payloads, 1):
         sink.send(payload, f"scan-{instance.account_id}-{number:04d}")

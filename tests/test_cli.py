@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,10 @@ def test_scan_without_any_credentials_is_bad_input_naming_the_role(tmp_path, mon
     assert result.stdout.startswith("scan account=123456789012 status=unreachable components=0")
     assert f"error='cannot get credentials for {ROLE}: NoCredentialsError: no static keys" in result.stdout
     assert list((tmp_path / "out").rglob("scan-*.json")) == []
+    [checks] = (tmp_path / "out").rglob("checks-*.json")
+    [check] = json.loads(checks.read_text())["service_checks"]
+    assert (check["check"], check["status"]) == ("aws_topology.can_connect", 2)
+    assert check["message"].startswith("cannot get credentials for")
 
 
 def test_validate_warns_about_regions_that_no_aws_partition_knows(tmp_path):

@@ -143,6 +143,9 @@ def test_a_corrupt_object_is_left_in_place_recorded_and_not_read_again(aws):
 
     assert first.exit_code == 1 and "corrupt_objects=1" in first.stdout, first.output
     assert remaining(aws) == {bad} and good not in remaining(aws)
+    [check] = json.loads(next((aws["tmp"] / "out").rglob("events-*.json")).read_text())["service_checks"]
+    assert (check["check"], check["status"]) == ("aws_topology.can_update", 1)
+    assert check["message"].startswith(f"corrupt object {bad}: bad JSON")
     assert "objects=1 envelopes=0" in second.stdout and "corrupt_objects=1" in second.stdout
 
 

@@ -305,3 +305,14 @@ def test_instances_and_targets_report_their_state_as_events(aws_env, estate):
     health = [e for e in events if e["event_type"] == "target_instance_health"]
     assert health and all(e["tags"][0].startswith("state:") for e in health)
     assert not [e for e in events if e["event_type"] == "aws_agent_check_error"]
+
+
+@pytest.mark.vcr(str(CASSETTES / "test_scan" / "test_full_scan_lists_every_seeded_resource.yaml"))
+def test_the_last_payload_carries_the_service_checks_with_the_instance_tags(aws_env, estate):
+    sink, _ = run_scan(aws_env, tags=("env:demo",))
+    *_, (_, last) = sink.payloads
+
+    checks = {c["check"]: (c["status"], c["message"], c["tags"]) for c in last["service_checks"]}
+    tags = ["env:demo", "integration-type:aws-v2", f"integration-url:{ACCOUNT}"]
+    assert checks == {"aws_topology.can_connect": (0, "", tags), "aws_topology.can_execute": (0, "", tags)}
+    assert all("service_checks" not in p for _, p in sink.payloads[:-1])
