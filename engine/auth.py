@@ -74,6 +74,9 @@ class Account:
 
     def client(self, service: str, region: str) -> Any:
         key = (service, region)
+        found = self._clients.get(key)  # the common case takes no lock
+        if found is not None:
+            return found
         with self._lock:
             if key not in self._clients:
                 client = self.session.client(

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from demo.bulk import expected_types, plan_bulk
 from demo.seed import AMI_ID, client, seed_bulk, seed_estate
 from demo.server import STREAM_LABEL, reset, start
 
@@ -605,20 +606,22 @@ def test_route53_zone_records_and_domain(endpoint: str, estate: dict[str, Any]) 
 def test_bulk_in_separate_account(endpoint: str, estate: dict[str, Any]) -> None:
     account = "210987654321"
     created = seed_bulk(endpoint, resources=150, account=account)
-    assert created >= 150
+    expected = expected_types(150, 2)
+    assert created == sum(expected.values()) >= 150
+    plan = plan_bulk(150, 2)
 
     bulk = [{"Name": "tag:bulk", "Values": ["true"]}]
-    counted = len({b["Name"] for b in client("s3", EU, endpoint, account).list_buckets()["Buckets"]})
-    for region in (EU, US):
+    assert len(client("s3", EU, endpoint, account).list_buckets()["Buckets"]) == sum(plan["buckets"])
+    instances = 0
+    for index, region in enumerate((EU, US)):
         ec2 = client("ec2", region, endpoint, account)
         pages = ec2.get_paginator("describe_instances").paginate(Filters=bulk)
-        counted += sum(len(r["Instances"]) for page in pages for r in page["Reservations"])
-        counted += len(ec2.describe_vpcs(Filters=bulk)["Vpcs"])
-        counted += len(ec2.describe_subnets(Filters=bulk)["Subnets"])
-        counted += len(ec2.describe_security_groups(Filters=bulk)["SecurityGroups"])
-        counted += len(client("sqs", region, endpoint, account).list_queues(MaxResults=1000)["QueueUrls"])
-        counted += len(client("sns", region, endpoint, account).list_topics()["Topics"])
-    assert counted == created
+        instances += sum(len(r["Instances"]) for page in pages for r in page["Reservations"])
+        queues = client("sqs", region, endpoint, account).list_queues(MaxResults=1000)["QueueUrls"]
+        assert len(queues) == plan["queues"][index] + plan["stacks"][index]  # stacks hold one queue each
+        functions = client("lambda", region, endpoint, account).list_functions()["Functions"]
+        assert len(functions) == plan["functions"][index] + plan["aliased_functions"][index]
+    assert instances == expected["aws.ec2.instance"]
     # the default account still holds only the demo estate
     assert len(client("s3", EU, endpoint).list_buckets()["Buckets"]) == len(estate["buckets"])
 
