@@ -19,9 +19,10 @@ import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
+from engine.data import SCHEMAS
 from engine.errors import ConfigError
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.json"
+SCHEMA_PATH = SCHEMAS / "config.schema.json"
 DEFAULT_FULL_RUN_INTERVAL = 3600
 DEFAULT_COLLECTION_INTERVAL = 60
 _SECRET_KEYS = ("aws_access_key_id", "aws_secret_access_key", "external_id")

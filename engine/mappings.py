@@ -23,11 +23,9 @@ from botocore.exceptions import UnknownServiceError
 from jmespath.parser import ParsedResult
 
 from engine.config import StrictLoader
+from engine.data import MAPPINGS, SCHEMAS
 from engine.errors import MappingErrors
 from engine.functions import ExpressionError, compile_expression
-
-SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
-MAPPINGS = Path(__file__).resolve().parent.parent / "mappings"
 
 
 @dataclass(frozen=True)
@@ -230,6 +228,7 @@ class _FileLoader:
         self.resources: list[Resource] = []
         self.model: Any = None
         self.paginators: dict[str, Any] = {}
+        self.iam_actions: dict[tuple[str, str], str] = {}
 
     def problem(self, key: str, text: str) -> None:
         self.problems.append(f"{self.path.name}: {key or '-'}: {text}")
@@ -254,6 +253,7 @@ class _FileLoader:
         if errors:
             return []
         service = raw["service"]
+        self.iam_actions = _declared_iam_actions(raw)
         session = _botocore_loader()
         try:
             self.model = session.get_service_model(service)
@@ -398,7 +398,9 @@ class _FileLoader:
         return Call(
             operation=operation,
             method=xform_name(operation),
-            iam_action=spec.get("iam_action", f"{prefix}:{operation}"),
+            iam_action=spec.get("iam_action")
+            or self.iam_actions.get((getattr(self.model, "service_name", None), operation))
+            or f"{prefix}:{operation}",
             params=params,
             args=tuple((p, self.expression(f"{key}.args.{p}", e)) for p, e in args.items()),
             paginate=paginate,
@@ -446,6 +448,19 @@ class _FileLoader:
             gone=frozenset(spec.get("gone", ())),
             size=spec.get("size", 20),
         )
+
+
+def _declared_iam_actions(raw: dict) -> dict[tuple[str, str], str]:
+    """(boto3 client, operation) -> `iam_action`, as declared on any call of the file: declared once, it
+    holds for every call of that operation (S3 ListBuckets: s3:ListAllMyBuckets in `list` and `get`)."""
+    found: dict[tuple[str, str], str] = {}
+    for spec in raw["resources"].values():
+        calls = [spec["list"], *spec.get("details", []), *([spec["get"]] if "get" in spec else [])]
+        calls += [join["call"] for join in spec.get("joins", []) if "call" in join]
+        for call in calls:
+            if "operation" in call and "iam_action" in call:
+                found.setdefault((call.get("service", raw["service"]), call["operation"]), call["iam_action"])
+    return found
 
 
 def _literal(text: str) -> str:
