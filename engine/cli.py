@@ -6,7 +6,6 @@ Exit codes: 0 complete snapshot, 1 ran but incomplete (or delivery spooled), 2 b
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -29,12 +28,16 @@ from engine.config import Config, Instance, api_filter, load_config
 from engine.delta import CORRUPT_KEY, AccountDelta, apply_events
 from engine.errors import BadInput, ConfigError, Locked
 from engine.fetch import Fetcher
+from engine.last_snapshot import from_payloads, from_state
 from engine.mappings import MAPPINGS, Mappings, load_mappings
 from engine.plan import plan
-from engine.policy import agent_policy, role_policy
 from engine.scan import AccountScan, scan
 from engine.sink import FileSink, HttpSink, Sink, SpoolingSink
 from engine.state import State
+from engine.view_page import write_page
+from engine.views import as_json as views_as_json
+from engine.views import as_text as views_as_text
+from engine.views import views_for
 
 log = logging.getLogger("aws_topology")
 
@@ -72,21 +75,6 @@ def validate_command(config_path: str, mappings_dir: str) -> None:
         f"ok: {len(config.instances)} account(s), {len(mappings.resources)} resource types "
         f"in {len(mappings.services)} services"
     )
-
-
-@main.command("policy")
-@mappings_option
-def policy_command(mappings_dir: str) -> None:
-    """Print the IAM policy of the role in each monitored account, derived from the mappings."""
-    with _bad_input():
-        mappings = load_mappings(mappings_dir)
-    click.echo(json.dumps(role_policy(mappings), indent=2))
-
-
-@main.command("agent-policy")
-def agent_policy_command() -> None:
-    """Print the agent account's IAM policy: assume the integration role in the monitored accounts."""
-    click.echo(json.dumps(agent_policy(), indent=2))
 
 
 def _run_options(command: Any) -> Any:
@@ -426,6 +414,44 @@ def spool_drop(state_path: str, spool_id: int | None, rejected: bool) -> None:
         dropped = state.spool_drop_rejected() if rejected else int(state.spool_delete(spool_id or 0))
     click.echo(f"dropped={dropped}")
     sys.exit(EXIT_OK if dropped else EXIT_INCOMPLETE)
+
+
+@main.command("views")
+@config_option
+@mappings_option
+@click.option("--json", "json_out", is_flag=True, help="A JSON list of {name, description, query}.")
+def views_command(config_path: str, mappings_dir: str, json_out: bool) -> None:
+    """Print the StackPack's views of each account (All, Infrastructure, Serverless) as STQL queries."""
+    with _bad_input():
+        config = load_config(config_path)
+        mappings = load_mappings(mappings_dir)
+        views = [v for instance in config.instances for v in views_for(instance, mappings)]
+    click.echo(views_as_json(views) if json_out else views_as_text(views))
+
+
+@main.command("view")
+@config_option
+@mappings_option
+@click.option("--state", "state_path", default=".state/aws-topology.sqlite", show_default=True,
+              help="Read each unit's last complete scan result from this state (the default source).")
+@click.option("--from", "from_dir", type=click.Path(file_okay=False),
+              help="Read the newest `--out` run (run-*/manifest.json) under DIR instead of the state.")
+@click.option("--out", default="topology.html", show_default=True, type=click.Path(dir_okay=False),
+              help="The HTML page to write.")
+def view_command(
+    config_path: str, mappings_dir: str, state_path: str, from_dir: str | None, out: str
+) -> None:
+    """Write the last snapshot of the configured accounts as one offline HTML page: the views as tabs,
+    search, details and console links."""
+    with _bad_input():
+        config = load_config(config_path)
+        mappings = load_mappings(mappings_dir)
+        views = [v for instance in config.instances for v in views_for(instance, mappings)]
+        snapshot = from_payloads(from_dir, config) if from_dir else from_state(state_path, config, mappings)
+        summary = write_page(snapshot, views, out)
+    for note in snapshot.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(summary)
 
 
 def _open_state(path: str) -> State:

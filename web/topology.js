@@ -1,0 +1,248 @@
+// The topology page: the StackPack views as tabs over one cytoscape graph, search, and a details pane.
+// Data comes from the JSON block that `aws-topology view` writes into the page; nothing is fetched.
+(function () {
+  'use strict';
+  const started = performance.now();
+  const DATA = JSON.parse(document.getElementById('topology-data').textContent);
+  const nodes = DATA.nodes, rels = DATA.relations, views = DATA.views, layers = DATA.layers;
+  const BIG = nodes.length > 1500;
+  const CELL_W = 170, CELL_H = 80, BAND_GAP = 40, BAND_HEAD = 30;
+  const REL_COLORS = {
+    'uses-service': '#3b7dd8', 'has-resource': '#7a8a99', 'has_cluster_node': '#9c4dcc',
+    'uses-ec2-host': '#d9822b', 'flowlog': '#2f9e62',
+  };
+  const LAYER_COLORS = ['#fde9d9', '#e3f0fb', '#e6f4ea', '#f3e8fd', '#fff4cf', '#e0f2f1', '#fbe4ec', '#eceff1', '#f1f8e9', '#ede7f6'];
+
+  const $ = (id) => document.getElementById(id);
+  const esc = (s) => String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
+  function hashHue(text) {
+    let h = 0;
+    for (let i = 0; i < text.length; i++) h = (h * 31 + text.charCodeAt(i)) >>> 0;
+    return h % 360;
+  }
+  const typeColor = (type) => `hsl(${hashHue(type)}, 55%, 52%)`;
+  const relColor = (type) => REL_COLORS[type] || `hsl(${hashHue(type)}, 45%, 45%)`;
+
+  // Relations per node (indices into rels); an end outside the snapshot is its external id (a string).
+  const outgoing = nodes.map(() => []), incoming = nodes.map(() => []);
+  rels.forEach((r, k) => {
+    if (typeof r.s === 'number') outgoing[r.s].push(k);
+    if (typeof r.t === 'number') incoming[r.t].push(k);
+  });
+
+  // What search looks at: name, external id, type, identifiers, labels (AWS tags as key:value), tag values.
+  const haystacks = new Array(nodes.length);
+  function haystack(i) {
+    if (haystacks[i] === undefined) {
+      const n = nodes[i], d = n.data || {};
+      const tags = d.Tags && typeof d.Tags === 'object' ? Object.entries(d.Tags).map(([k, v]) => `${k}:${v} ${v}`) : [];
+      haystacks[i] = [n.name, n.id, n.type, n.region, ...(d.identifiers || []), ...(d.URN || []),
+        ...(d.labels || []), ...(d.tags || []), ...tags].join('\n').toLowerCase();
+    }
+    return haystacks[i];
+  }
+
+  const cy = cytoscape({
+    container: $('cy'),
+    minZoom: 0.005,
+    maxZoom: 4,
+    boxSelectionEnabled: false,
+    autoungrabify: BIG,
+    textureOnViewport: BIG,
+    hideEdgesOnViewport: BIG,
+    pixelRatio: BIG ? 1 : 'auto',
+    style: [
+      { selector: 'node.component', style: {
+        'z-index-compare': 'manual', 'z-index': 3, width: 34, height: 34,
+        'background-color': 'data(color)', label: 'data(name)', 'font-size': 11, 'text-valign': 'bottom',
+        'text-margin-y': 3, 'text-max-width': 150, 'text-wrap': 'ellipsis', 'min-zoomed-font-size': 6, color: '#1d2733',
+      } },
+      { selector: 'node.component:selected', style: { 'border-width': 5, 'border-color': '#ec7211' } },
+      { selector: 'node.band', style: {
+        'z-index-compare': 'manual', 'z-index': 0, shape: 'round-rectangle', width: 'data(w)', height: 'data(h)',
+        'background-color': 'data(color)', 'background-opacity': 0.8, 'border-width': 1, 'border-color': '#c6d0da',
+        label: 'data(label)', 'font-size': 'data(font)', 'font-weight': 600, color: '#4a5868',
+        'text-valign': 'top', 'text-halign': 'center', 'text-margin-y': -4, events: 'no',
+      } },
+      { selector: 'edge', style: {
+        'z-index-compare': 'manual', 'z-index': 2, width: 1.2, 'line-color': 'data(color)', opacity: 0.65,
+        'curve-style': BIG ? 'haystack' : 'straight', 'target-arrow-shape': BIG ? 'none' : 'triangle',
+        'target-arrow-color': 'data(color)', 'arrow-scale': 0.8, label: 'data(type)', 'font-size': 8,
+        'min-zoomed-font-size': 9, 'text-rotation': 'autorotate', color: '#4a5868',
+        'text-background-color': '#fafbfc', 'text-background-opacity': 0.8,
+      } },
+      { selector: '.dim', style: { opacity: 0.12 } },
+      { selector: 'edge.dim', style: { opacity: 0.04 } },
+      { selector: 'node.match', style: { 'border-width': 4, 'border-color': '#1f6feb', opacity: 1 } },
+      { selector: 'edge.near', style: { width: 3, opacity: 1 } },
+    ],
+  });
+
+  // Grouped by layer: one band per layer, top to bottom, its components on a grid sorted by type and name.
+  function layout(members) {
+    const byLayer = layers.map(() => []);
+    for (const i of members) byLayer[nodes[i].layer].push(i);
+    const cols = Math.max(6, Math.ceil(Math.sqrt(members.length * 0.9)));
+    const width = cols * CELL_W;
+    const elements = [];
+    let y = 0;
+    byLayer.forEach((group, l) => {
+      if (!group.length) return;
+      group.sort((a, b) => (nodes[a].type < nodes[b].type ? -1 : nodes[a].type > nodes[b].type ? 1
+        : nodes[a].name.localeCompare(nodes[b].name)));
+      const rows = Math.ceil(group.length / cols);
+      const height = BAND_HEAD + rows * CELL_H;
+      const font = Math.max(16, Math.round(width / 60));
+      elements.push({ group: 'nodes', classes: 'band', selectable: false, grabbable: false,
+        data: { id: `layer-${l}`, label: `${layers[l]} (${group.length})`, w: width + 40, h: height,
+          color: LAYER_COLORS[l % LAYER_COLORS.length], font },
+        position: { x: width / 2 - CELL_W / 2, y: y + height / 2 - 20 } });
+      group.forEach((i, k) => {
+        const n = nodes[i];
+        elements.push({ group: 'nodes', classes: 'component',
+          data: { id: `n${i}`, idx: i, name: n.name, color: typeColor(n.type) },
+          position: { x: (k % cols) * CELL_W, y: y + BAND_HEAD + Math.floor(k / cols) * CELL_H } });
+      });
+      y += height + BAND_GAP + font * 1.5;
+    });
+    return elements;
+  }
+
+  let current = 0, selected = null;
+  const inView = new Set();
+
+  function show(v) {
+    const t0 = performance.now();
+    current = v;
+    const members = views[v].nodes;
+    inView.clear();
+    for (const i of members) inView.add(i);
+    const elements = layout(members);
+    rels.forEach((r, k) => {
+      if (typeof r.s === 'number' && typeof r.t === 'number' && inView.has(r.s) && inView.has(r.t) && r.s !== r.t) {
+        elements.push({ group: 'edges', data: { id: `e${k}`, source: `n${r.s}`, target: `n${r.t}`, type: r.type, color: relColor(r.type) } });
+      }
+    });
+    cy.batch(() => {
+      cy.elements().remove();
+      cy.add(elements);
+    });
+    cy.fit(undefined, 30);
+    document.querySelectorAll('#tabs button').forEach((b) => b.setAttribute('aria-selected', String(Number(b.dataset.view) === v)));
+    $('query').textContent = views[v].query;
+    $('query').title = views[v].description;
+    legend();
+    search($('search').value);
+    if (selected !== null && inView.has(selected)) cy.$id(`n${selected}`).select();
+    page.timings.lastShowMs = performance.now() - t0;
+  }
+
+  function legend() {
+    const types = new Set(cy.edges().map((e) => e.data('type')));
+    $('legend').innerHTML = [...types].sort().map((t) => `<span><i style="background:${relColor(t)}"></i>${esc(t)}</span>`).join('')
+      || '<span>no relations in this view</span>';
+  }
+
+  function search(text) {
+    const q = (text || '').trim().toLowerCase();
+    const matches = [];
+    cy.batch(() => {
+      cy.elements().removeClass('dim match');
+      if (!q) return;
+      cy.nodes('.component').forEach((node) => {
+        if (haystack(node.data('idx')).includes(q)) { node.addClass('match'); matches.push(node.data('idx')); }
+        else node.addClass('dim');
+      });
+      cy.edges().addClass('dim');
+    });
+    $('search-count').textContent = q ? `${matches.length} match${matches.length === 1 ? '' : 'es'}` : '';
+    page.matches = matches;
+    if (q && selected === null) results(matches);
+    return matches;
+  }
+
+  function results(matches) {
+    const shown = matches.slice(0, 200);
+    $('details').innerHTML = `<h3>${matches.length} match${matches.length === 1 ? '' : 'es'} in this view</h3><ul>`
+      + shown.map((i) => `<li><a data-go="${i}">${esc(nodes[i].name)}</a> <span class="rel">${esc(nodes[i].type)}</span></li>`).join('')
+      + (matches.length > shown.length ? `<li class="hint">… ${matches.length - shown.length} more</li>` : '') + '</ul>';
+  }
+
+  function select(i, center) {
+    selected = i;
+    cy.$(':selected').unselect();
+    cy.edges('.near').removeClass('near');
+    const node = cy.$id(`n${i}`);
+    if (node.nonempty()) {
+      node.select();
+      node.connectedEdges().addClass('near');
+      if (center) cy.animate({ center: { eles: node }, zoom: Math.max(cy.zoom(), 1.2) }, { duration: 250 });
+    }
+    details(i);
+  }
+
+  function end(value) {
+    return typeof value === 'number'
+      ? `<a data-go="${value}">${esc(nodes[value].name)}</a> <span class="rel">${esc(nodes[value].type)}</span>`
+      : `<span class="id">${esc(value)}</span> <span class="rel">(not in the snapshot)</span>`;
+  }
+
+  function details(i) {
+    const n = nodes[i], d = n.data || {};
+    const chips = (list) => (list && list.length ? list.map((x) => `<span class="chip">${esc(x)}</span>`).join('') : '<span class="hint">none</span>');
+    const relList = [
+      ...outgoing[i].map((k) => `<li><span class="rel">→ ${esc(rels[k].type)}</span> ${end(rels[k].t)}</li>`),
+      ...incoming[i].map((k) => `<li><span class="rel">← ${esc(rels[k].type)}</span> ${end(rels[k].s)}</li>`),
+    ];
+    $('details').innerHTML = `
+      <h2 id="detail-name">${esc(n.name)}</h2>
+      <div class="type">${esc(n.type)}</div>
+      <div class="id" id="detail-id">${esc(n.id)}</div>
+      ${n.console ? `<a class="action" id="console-link" href="${esc(n.console)}" target="_blank" rel="noopener noreferrer">${esc(n.action)}</a>`
+        : '<p class="hint">No console link for this type.</p>'}
+      <h3>Component</h3>
+      <ul><li>layer: ${esc(layers[n.layer])} · domain: ${esc(d.domain || '')}</li>
+        <li>account ${esc(n.account)} · region ${esc(n.region || '')}${inView.has(i) ? '' : ' · <span class="hint">not in this view</span>'}</li>
+        ${(d.environments || []).length ? `<li>environments: ${d.environments.map(esc).join(', ')}</li>` : ''}</ul>
+      <h3>Labels</h3><div id="detail-labels">${chips(d.labels)}</div>
+      <h3>Identifiers</h3><div>${chips([...(d.identifiers || [])])}</div>
+      <h3>Relations (${relList.length})</h3><ul>${relList.join('') || '<li class="hint">none</li>'}</ul>
+      <h3>Data</h3><pre>${esc(JSON.stringify(d, null, 2))}</pre>`;
+  }
+
+  // Tabs, header, events.
+  $('tabs').innerHTML = views.map((v, i) => `<button role="tab" data-view="${i}" title="${esc(v.description)}">`
+    + `${esc(v.name)}<span class="count">${v.nodes.length}</span></button>`).join('');
+  $('tabs').addEventListener('click', (e) => {
+    const button = e.target.closest('button');
+    if (button) show(Number(button.dataset.view));
+  });
+  $('meta').textContent = `${nodes.length} components · ${rels.length} relations · ${DATA.source} · `
+    + Object.entries(DATA.taken).map(([a, t]) => `${a} scanned ${t}`).join(', ');
+  if (DATA.notes.length) {
+    $('notes').textContent = `⚠ ${DATA.notes.length} note${DATA.notes.length === 1 ? '' : 's'}`;
+    $('notes').title = DATA.notes.join('\n');
+  }
+  let timer = null;
+  $('search').addEventListener('input', (e) => {
+    clearTimeout(timer);
+    timer = setTimeout(() => { selected = null; search(e.target.value); }, BIG ? 200 : 60);
+  });
+  $('search').addEventListener('keydown', (e) => {
+    if (e.key === 'Enter') { const m = search(e.target.value); if (m.length) select(m[0], true); }
+  });
+  $('details').addEventListener('click', (e) => {
+    const link = e.target.closest('a[data-go]');
+    if (link) select(Number(link.dataset.go), true);
+  });
+  cy.on('tap', 'node.component', (e) => select(e.target.data('idx'), false));
+
+  const page = { cy, data: DATA, show, search, select, ready: false, timings: {}, matches: [],
+    current: () => current, rendered: (i) => { const n = cy.$id(`n${i}`); return n.nonempty() ? n.renderedPosition() : null; } };
+  window.topologyPage = page;
+  show(0);
+  requestAnimationFrame(() => requestAnimationFrame(() => {
+    page.timings.readyMs = performance.now() - started;
+    page.ready = true;
+  }));
+})();
