@@ -6,6 +6,7 @@ Exit codes: 0 complete snapshot, 1 ran but incomplete (or delivery spooled), 2 b
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -31,6 +32,7 @@ from engine.fetch import Fetcher
 from engine.last_snapshot import from_payloads, from_state
 from engine.mappings import MAPPINGS, Mappings, load_mappings
 from engine.plan import plan
+from engine.policy import agent_policy, role_policy
 from engine.scan import AccountScan, scan
 from engine.sink import FileSink, HttpSink, Sink, SpoolingSink
 from engine.state import State
@@ -75,6 +77,21 @@ def validate_command(config_path: str, mappings_dir: str) -> None:
         f"ok: {len(config.instances)} account(s), {len(mappings.resources)} resource types "
         f"in {len(mappings.services)} services"
     )
+
+
+@main.command("policy")
+@mappings_option
+def policy_command(mappings_dir: str) -> None:
+    """Print the IAM policy of the role in each monitored account, derived from the mappings."""
+    with _bad_input():
+        mappings = load_mappings(mappings_dir)
+    click.echo(json.dumps(role_policy(mappings), indent=2))
+
+
+@main.command("agent-policy")
+def agent_policy_command() -> None:
+    """Print the agent account's IAM policy: assume the integration role in the monitored accounts."""
+    click.echo(json.dumps(agent_policy(), indent=2))
 
 
 def _run_options(command: Any) -> Any:
