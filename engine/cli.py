@@ -24,6 +24,7 @@ from typing import Any
 import click
 
 from engine.auth import known_regions
+from engine.cfn import render as render_template
 from engine.collect import UnitResult
 from engine.config import Config, Instance, api_filter, load_config
 from engine.delta import CORRUPT_KEY, AccountDelta, apply_events
@@ -92,6 +93,20 @@ def policy_command(mappings_dir: str) -> None:
 def agent_policy_command() -> None:
     """Print the agent account's IAM policy: assume the integration role in the monitored accounts."""
     click.echo(json.dumps(agent_policy(), indent=2))
+
+
+@main.command("cfn")
+@mappings_option
+@click.option("--out", type=click.Path(dir_okay=False), help="Write the template here instead of stdout.")
+def cfn_command(mappings_dir: str, out: str | None) -> None:
+    """Print the CloudFormation template each monitored account deploys, generated from the mappings."""
+    with _bad_input():
+        text = render_template(load_mappings(mappings_dir))
+    if out:
+        Path(out).write_text(text, encoding="utf-8")
+        click.echo(f"wrote {out}")
+    else:
+        click.echo(text, nl=False)
 
 
 def _run_options(command: Any) -> Any:

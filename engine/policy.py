@@ -73,10 +73,11 @@ def grants(mappings: Mappings) -> list[Grant]:
 
 
 def role_policy(
-    mappings: Mappings, partition: str = "aws", bucket: str = LOG_BUCKET_PATTERN
+    mappings: Mappings, partition: str = "aws", bucket: str = LOG_BUCKET_PATTERN, account: str = "*"
 ) -> dict[str, Any]:
-    """The policy of `StackStateAwsIntegrationRole` in each monitored account; `partition` and `bucket` are
-    put into ARNs as given (the CloudFormation template passes `${AWS::Partition}`)."""
+    """The policy of `StackStateAwsIntegrationRole` in each monitored account; `partition`, `bucket` and
+    `account` are put into ARNs as given (the CloudFormation template passes `${AWS::Partition}`, ...).
+    Objects encrypted with a KMS key (the template's bucket, Firehose) need kms:Decrypt, through S3 only."""
     everything = [g.action for g in grants(mappings) if g.paths is None]
     statements: list[dict[str, Any]] = [
         {"Sid": "ReadTopology", "Effect": "Allow", "Action": everything, "Resource": "*"},
@@ -103,6 +104,13 @@ def role_policy(
             "Effect": "Allow",
             "Action": list(LOG_OBJECT_ACTIONS),
             "Resource": f"arn:{partition}:s3:::{bucket}/*",
+        },
+        {
+            "Sid": "LogObjectsKeys",
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt"],
+            "Resource": f"arn:{partition}:kms:*:{account}:key/*",
+            "Condition": {"StringLike": {"kms:ViaService": "s3.*.amazonaws.com"}},
         },
     ]
     return {"Version": VERSION, "Statement": statements}

@@ -86,6 +86,13 @@ def test_the_readers_and_the_log_bucket_are_granted(policy: dict) -> None:
         "s3:GetObject", "s3:GetObjectVersion", "s3:DeleteObject", "s3:DeleteObjectVersion",
     }  # fmt: skip
     assert set(LOG_OBJECT_ACTIONS) == set(by_sid["LogObjects"]["Action"])
+    assert by_sid["LogObjectsKeys"] == {
+        "Sid": "LogObjectsKeys",
+        "Effect": "Allow",
+        "Action": ["kms:Decrypt"],
+        "Resource": "arn:aws:kms:*:*:key/*",
+        "Condition": {"StringLike": {"kms:ViaService": "s3.*.amazonaws.com"}},
+    }
 
 
 def test_no_wildcard_action_and_no_write_outside_the_log_bucket(policy: dict) -> None:
@@ -95,7 +102,7 @@ def test_no_wildcard_action_and_no_write_outside_the_log_bucket(policy: dict) ->
             assert "*" not in action, action
             assert re.fullmatch(r"[a-z0-9-]+:[A-Za-z]+", action), action
             if not action.split(":")[1].startswith(("Describe", "List", "Get", "Lookup")):
-                assert statement["Sid"] == "LogObjects", action
+                assert statement["Sid"] in ("LogObjects", "LogObjectsKeys"), action
 
 
 def test_every_action_is_a_real_iam_action(policy: dict) -> None:
