@@ -24,6 +24,7 @@ from typing import Any
 import boto3
 
 from engine.auth import GLOBAL_REGION, Account, assume
+from engine.bucket import LogBucket, Unversioned
 from engine.cloudtrail import commit_cursor, lookup_envelopes
 from engine.collect import Collector, UnitResult
 from engine.config import Config, Instance
@@ -39,7 +40,6 @@ from engine.state import State
 
 log = logging.getLogger("aws_topology")
 
-DELETE_BATCH = 1000  # DeleteObjects maximum
 CORRUPT_KEY = "events.corrupt.{account}"
 
 
@@ -92,22 +92,18 @@ def apply_events(
         result.error, result.bad_input = str(exc), isinstance(exc, CredentialsError)
         return result
     rules = Rules(mappings)
-    s3 = account.client("s3", GLOBAL_REGION)
+    bucket = LogBucket(account, result.bucket, fetcher, state, "events")
     try:
-        status = s3.get_bucket_versioning(Bucket=result.bucket).get("Status")
-    except Exception as exc:  # a denied or missing bucket: CloudTrail instead
-        result.source = f"cloudtrail (bucket {result.bucket}: {_problem(exc)})"
-        log.warning("event=events.fallback bucket=%s problem=%r", result.bucket, _problem(exc))
+        bucket.check_versioned()
+    except Unversioned as exc:
+        result.error, result.bad_input = str(exc), True
+        return result
+    except CallFailed as exc:  # a denied or missing bucket: CloudTrail instead
+        result.source = f"cloudtrail (bucket {result.bucket}: {problem(exc)})"
+        log.warning("event=events.fallback bucket=%s problem=%r", result.bucket, problem(exc))
         sources = _from_cloudtrail(account, instance, rules, state, result)
     else:
-        if status != "Enabled":
-            result.error = (
-                f"bucket {result.bucket} is not versioned ({status or 'never enabled'}): enable versioning "
-                "on it, since processed objects are deleted; no object was read or deleted"
-            )
-            result.bad_input = True
-            return result
-        sources = _from_bucket(s3, instance, rules, state, result)
+        sources = _from_bucket(bucket, instance, rules, state, result)
     if result.error is None:
         _apply(account, instance, mappings, sink, fetcher, sources, result, max_bytes)
     result.seconds = time.monotonic() - started
@@ -124,36 +120,37 @@ class Source:
 
 
 def _from_bucket(
-    s3: Any, instance: Instance, rules: Rules, state: State, result: AccountDelta
+    bucket: LogBucket, instance: Instance, rules: Rules, state: State, result: AccountDelta
 ) -> list[Source]:
-    bucket, account = result.bucket, instance.account_id
     try:
-        objects = _objects(s3, bucket, prefixes(account, instance.regions))
-    except Exception as exc:
-        result.error = f"cannot list bucket {bucket}: {_problem(exc)}"
+        objects = bucket.objects(prefixes(instance.account_id, instance.regions))
+    except CallFailed as exc:
+        result.error = f"cannot list bucket {bucket.name}: {exc}"
         return []
     result.objects = len(objects)
-    stale, fresh = _split_stale(objects, state, account)
+    stale, fresh = split_stale(objects, state, instance.account_id)
     result.stale = len(stale)
     retired: list[str] = []
     sources = [Source("stale", [], lambda: retired.extend(o["Key"] for o in stale))] if stale else []
-    corrupt_known = state.get(CORRUPT_KEY.format(account=account), {})
+    corrupt = bucket.known_corrupt()
     for obj in fresh:
         key = obj["Key"]
-        if corrupt_known.get(key, {}).get("etag") == obj.get("ETag"):
-            result.corrupt[key] = corrupt_known[key]["problem"]
+        if problem := bucket.corrupt_problem(obj, corrupt):
+            result.corrupt[key] = problem
             continue
         try:
-            found = envelopes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+            found = envelopes(bucket.read(key))
         except CorruptObject as exc:
             result.corrupt[key] = str(exc)
-            corrupt_known[key] = {"etag": obj.get("ETag"), "problem": str(exc), "at": time.time()}
-            log.warning("event=events.corrupt bucket=%s key=%s problem=%r", bucket, key, str(exc))
+            bucket.record_corrupt(corrupt, obj, str(exc))
             continue
+        except CallFailed as exc:  # gone or denied since the listing: read again next run
+            result.error = f"cannot read {key}: {exc}"
+            return []
         sources.append(Source(key, _changes(found, rules, instance, result), lambda k=key: retired.append(k)))
-    state.set(CORRUPT_KEY.format(account=account), corrupt_known)
+    bucket.save_corrupt(corrupt, {o["Key"] for o in objects})
     if sources:  # deletes run after every source of this run was retired
-        sources.append(Source("delete", [], lambda: result.deleted.extend(_delete(s3, bucket, retired))))
+        sources.append(Source("delete", [], lambda: result.deleted.extend(bucket.delete(retired))))
     return sources
 
 
@@ -168,7 +165,7 @@ def _from_cloudtrail(
         try:
             lookup = lookup_envelopes(account, region, state, since=since)
         except Exception as exc:
-            result.error = f"cannot read events from CloudTrail in {region} either: {_problem(exc)}"
+            result.error = f"cannot read events from CloudTrail in {region} either: {problem(exc)}"
             return []
         result.truncated |= lookup.truncated
         changes = _changes(lookup.envelopes, rules, instance, result)
@@ -224,15 +221,7 @@ def _apply(
             source.retire()
 
 
-def _objects(s3: Any, bucket: str, prefixes_: list[str]) -> list[dict]:
-    found: list[dict] = []
-    for prefix in prefixes_:
-        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        found += [o for page in pages for o in page.get("Contents", [])]
-    return sorted(found, key=lambda o: (o["LastModified"], o["Key"]))
-
-
-def _split_stale(objects: list[dict], state: State, account: str) -> tuple[list[dict], list[dict]]:
+def split_stale(objects: list[dict], state: State, account: str) -> tuple[list[dict], list[dict]]:
     """Objects older than the start of the last complete snapshot (once nothing of it waits in the spool)."""
     last = state.last_run(account, "scan", complete_only=True)
     if last is None or state.spool_count() > 0:
@@ -267,21 +256,10 @@ def _refresh(
     return results
 
 
-def _delete(s3: Any, bucket: str, keys: list[str]) -> list[str]:
-    """Delete objects (a delete marker on a versioned bucket); returns the keys deleted."""
-    deleted: list[str] = []
-    for start in range(0, len(keys), DELETE_BATCH):
-        chunk = keys[start : start + DELETE_BATCH]
-        answer = s3.delete_objects(
-            Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": False}
-        )
-        deleted += [d["Key"] for d in answer.get("Deleted", [])]
-        for error in answer.get("Errors", []):
-            log.warning("event=events.not_deleted key=%s code=%s", error.get("Key"), error.get("Code"))
-    return deleted
-
-
-def _problem(exc: Exception) -> str:
+def problem(exc: Exception) -> str:
+    """One line on a failed call, whichever layer raised it: a bare failure by its AWS error code."""
+    if type(exc) is CallFailed and not exc.problem:
+        return str(exc.code)
     if isinstance(exc, CallFailed):
         return str(exc)
     response = getattr(exc, "response", None)

@@ -11,6 +11,10 @@ import hashlib
 import ipaddress
 import json
 import re
+import socket
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -48,16 +52,19 @@ class Functions(functions.Functions):
         """`split(QueueArn, ':')`: the string cut at every separator; null (or a non-string) gives null."""
         return value.split(separator) if isinstance(value, str) else None
 
-    @functions.signature({"types": ["string", "null"]}, {"types": ["string", "null"]})
-    def _func_ip_urn(self, vpc_id: str | None, ip: str | None) -> str | None:
-        """`urn:vpcip:{vpc}/{ip}` for a private address (with a VPC), else `urn:host:/{ip}`."""
-        if not ip:
-            return None
-        try:
-            private = ipaddress.ip_address(ip).is_private
-        except ValueError:
-            return None
-        return f"urn:vpcip:{vpc_id}/{ip}" if private and vpc_id else f"urn:host:/{ip}"
+    @functions.signature({"types": ["string", "null"]}, {"types": ["string", "array", "null"]})
+    def _func_ip_urn(self, vpc_id: str | None, ip: str | list | None) -> str | list | None:
+        """`urn:vpcip:{vpc}/{ip}` for a private address (with a VPC), else `urn:host:/{ip}`; a list of
+        addresses gives the list of their URNs."""
+        if isinstance(ip, list):
+            return [u for u in (ip_urn(vpc_id, a) for a in ip if isinstance(a, str)) if u]
+        return ip_urn(vpc_id, ip)
+
+    @functions.signature({"types": ["string", "null"]})
+    def _func_resolve(self, host: str | None) -> list[str]:
+        """`resolve(Endpoint.Address)`: the addresses DNS gives for a host name (each name looked up once
+        per process, at most `DNS_TIMEOUT` seconds); [] when it does not resolve."""
+        return resolve_host(host) if host else []
 
     @functions.signature({"types": ["array", "object", "null"]})
     def _func_tag_dict(self, tags: list | dict | None) -> dict:
@@ -158,6 +165,48 @@ class Functions(functions.Functions):
     def _func_upper(self, text: Any) -> str | None:
         """`upper(httpMethod)`: upper case; null stays null."""
         return text.upper() if isinstance(text, str) else None
+
+
+def ip_urn(vpc_id: str | None, ip: str | None) -> str | None:
+    """`urn:vpcip:{vpc}/{ip}` for a private address (with a VPC), else `urn:host:/{ip}`."""
+    if not ip:
+        return None
+    try:
+        private = ipaddress.ip_address(ip).is_private
+    except ValueError:
+        return None
+    return f"urn:vpcip:{vpc_id}/{ip}" if private and vpc_id else f"urn:host:/{ip}"
+
+
+DNS_TIMEOUT = 2.0
+_dns_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dns")
+_dns_cache: dict[str, list[str]] = {}
+
+
+def lookup_addresses(host: str) -> list[str]:
+    """The host's addresses from the system resolver, IPv4 first; [] when it does not resolve."""
+    try:
+        found = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return []
+    addresses = dict.fromkeys(str(info[4][0]) for info in found)
+    return sorted(addresses, key=lambda a: (":" in a, a))
+
+
+RESOLVER: Callable[[str], list[str]] = lookup_addresses  # tests put a fixed table here
+
+
+def resolve_host(host: str) -> list[str]:
+    """`RESOLVER(host)`, cached, given up on after `DNS_TIMEOUT` seconds (a hung resolver costs no more)."""
+    resolver = RESOLVER
+    if resolver is not lookup_addresses:
+        return resolver(host)
+    if host not in _dns_cache:
+        try:
+            _dns_cache[host] = _dns_pool.submit(resolver, host).result(timeout=DNS_TIMEOUT)
+        except FutureTimeout:
+            _dns_cache[host] = []
+    return _dns_cache[host]
 
 
 def _text(value: Any) -> str | None:

@@ -174,8 +174,25 @@ class Resource:
 
 
 @dataclass(frozen=True)
+class Interfaces:
+    """How the flow-log reader lists a region's network interfaces and reads each (file key `interfaces`)."""
+
+    service: str
+    listing: Listing
+    id: ParsedResult
+    vpc: ParsedResult
+    addresses: ParsedResult
+    public_ips: ParsedResult | None
+    owner: ParsedResult | None
+    exclude: ParsedResult | None
+    describe: ParsedResult | None
+    file: str
+
+
+@dataclass(frozen=True)
 class Mappings:
     resources: tuple[Resource, ...]
+    interfaces: tuple[Interfaces, ...] = ()
 
     @property
     def services(self) -> tuple[str, ...]:
@@ -193,10 +210,12 @@ def load_mappings(directory: Path | str = MAPPINGS) -> Mappings:
     if not files:
         raise MappingErrors(details=f"{directory}: -: no mapping files (*.yaml) found")
     types: dict[str, str] = {}
+    interfaces: list[Interfaces] = []
     for path in files:
         loader = _FileLoader(path)
         resources += loader.load()
         problems += loader.problems
+        interfaces += [loader.interfaces] if loader.interfaces else []
         for resource in loader.resources:
             where = f"{path.name}: resources.{resource.name}"
             for type_name in resource.types if resource.emits_component else ():
@@ -205,7 +224,7 @@ def load_mappings(directory: Path | str = MAPPINGS) -> Mappings:
                 types.setdefault(type_name, where)
     if problems:
         raise MappingErrors(details="\n".join(problems))
-    return Mappings(tuple(resources))
+    return Mappings(tuple(resources), tuple(interfaces))
 
 
 @cache
@@ -229,6 +248,7 @@ class _FileLoader:
         self.model: Any = None
         self.paginators: dict[str, Any] = {}
         self.iam_actions: dict[tuple[str, str], str] = {}
+        self.interfaces: Interfaces | None = None
 
     def problem(self, key: str, text: str) -> None:
         self.problems.append(f"{self.path.name}: {key or '-'}: {text}")
@@ -264,7 +284,33 @@ class _FileLoader:
             resource = self.resource(raw, name, spec)
             if resource is not None:
                 self.resources.append(resource)
+        if "interfaces" in raw:
+            self.interfaces = self.interface_spec(raw["service"], raw["interfaces"])
         return self.resources
+
+    def interface_spec(self, service: str, spec: dict) -> Interfaces | None:
+        before = len(self.problems)
+        opt = lambda sub: self.expression(f"interfaces.{sub}", spec[sub]) if sub in spec else None  # noqa: E731
+        if "operation" not in spec["list"]:
+            self.problem("interfaces.list", "needs an operation")
+        interfaces = Interfaces(
+            service=service,
+            listing=Listing(
+                call=self.call("interfaces.list", spec["list"]),
+                items=self.expression("interfaces.list.items", spec["list"]["items"]),
+                ignore=frozenset(spec["list"].get("ignore", ())),
+                gone=frozenset(spec["list"].get("gone", ())),
+            ),
+            id=self.expression("interfaces.id", spec["id"]),
+            vpc=self.expression("interfaces.vpc", spec["vpc"]),
+            addresses=self.expression("interfaces.addresses", spec["addresses"]),
+            public_ips=opt("public_ips"),
+            owner=opt("owner"),
+            exclude=opt("exclude"),
+            describe=opt("describe"),
+            file=self.path.name,
+        )
+        return interfaces if len(self.problems) == before else None
 
     def resource(self, raw: dict, name: str, spec: dict) -> Resource | None:
         key = f"resources.{name}"
@@ -282,8 +328,14 @@ class _FileLoader:
         if templated != ("types" in spec):
             self.problem(f"{key}.types", "a templated `type` needs `types`, and only it may have them")
         for i, join in enumerate(spec.get("joins", [])):
-            if join["resource"] not in earlier:
+            if "resource" in join and join["resource"] not in earlier:
                 self.problem(f"{key}.joins[{i}].resource", f"{join['resource']!r} must be declared earlier")
+            if "resource" in join and not join["into"].startswith("_"):
+                self.problem(f"{key}.joins[{i}].into", "a resource join's key starts with '_'")
+        into = {j["into"] for j in spec.get("joins", []) if "call" in j}
+        for i, detail in enumerate(spec.get("details", [])):
+            if detail.get("fallback") and detail.get("into") not in into:
+                self.problem(f"{key}.details[{i}].fallback", "needs a join with a call and the same `into`")
         resource = Resource(
             service=raw["service"],
             name=name,

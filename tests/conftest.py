@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
+from engine import functions
 from engine.config import Config, Instance
 from engine.mappings import Call, Mappings, load_mappings
 from engine.scan import AccountScan, scan
@@ -286,7 +287,7 @@ def with_params(mappings: Mappings, key: str, operation: str, **params: object) 
             details = tuple(replace(d, call=patched(d.call)) for d in resource.details)
             resource = replace(resource, listing=listing, details=details)
         resources.append(resource)
-    return Mappings(tuple(resources))
+    return replace(mappings, resources=tuple(resources))
 
 
 class FakeClock:
@@ -302,6 +303,15 @@ class FakeClock:
     def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
         self.now += seconds
+
+
+@pytest.fixture(autouse=True)
+def dns_table(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """Tests never ask the machine's DNS (`resolve()` in mappings): names resolve through this table,
+    empty unless a test fills it."""
+    table: dict[str, list[str]] = {}
+    monkeypatch.setattr(functions, "RESOLVER", lambda host: list(table.get(host, [])))
+    return table
 
 
 @pytest.fixture

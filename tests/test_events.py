@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from demo.seed import client
+from engine.bucket import LogBucket
 from engine.cli import main
 from engine.events import Rules, envelopes, latest
 from engine.mappings import load_mappings
@@ -297,15 +298,13 @@ def test_a_cloudtrail_delta_that_is_not_delivered_leaves_the_cursor(monkeypatch)
 
 
 def test_a_crash_between_delivery_and_delete_is_redone_idempotently(aws, monkeypatch):
-    from engine import delta as delta_module
-
     key = put(aws, "00-a", firehose(state_change(aws["running"], "running")))
 
     def crash(*args, **kwargs):
         raise KeyboardInterrupt  # the process dies after the delta left, before the delete
 
     with monkeypatch.context() as patch:
-        patch.setattr(delta_module, "_delete", crash)
+        patch.setattr(LogBucket, "delete", crash)
         died = CliRunner().invoke(
             main, ["events", "-c", str(aws["conf"]), "--state", str(aws["tmp"] / "s.sqlite"),
                    "--out", str(aws["tmp"] / "first")], env=aws["env"],

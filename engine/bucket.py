@@ -1,0 +1,107 @@
+"""The log bucket: the versioned S3 bucket that EventBridge (via Firehose) and VPC flow logs write to.
+
+Event deltas and flow logs read it the same way: refuse an unversioned bucket (processed objects are
+deleted), list a prefix, read objects, remember corrupt ones so they are not read again while unchanged,
+and delete objects only once what they produced was delivered. Every request goes through the run's
+`Fetcher`, so it is counted, paced and its errors classified like any other call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import IO, Any
+
+from botocore import xform_name
+
+from engine.auth import GLOBAL_REGION, Account
+from engine.fetch import Fetcher
+from engine.mappings import Call
+from engine.state import State
+
+log = logging.getLogger("aws_topology")
+
+DELETE_BATCH = 1000  # DeleteObjects maximum
+
+
+def _s3(operation: str, action: str, paginate: bool = False) -> Call:
+    return Call(operation, xform_name(operation), action, paginate=paginate)
+
+
+VERSIONING = _s3("GetBucketVersioning", "s3:GetBucketVersioning")
+LIST = _s3("ListObjectsV2", "s3:ListBucket", paginate=True)
+GET = _s3("GetObject", "s3:GetObject")
+DELETE = _s3("DeleteObjects", "s3:DeleteObject")
+
+
+class Unversioned(Exception):
+    """The bucket does not keep versions, so deleting a processed object would lose it for good."""
+
+
+class LogBucket:
+    """One account's log bucket, read through `fetcher` with the account's credentials."""
+
+    def __init__(self, account: Account, name: str, fetcher: Fetcher, state: State, kind: str) -> None:
+        self.account, self.name, self.fetcher, self.state = account, name, fetcher, state
+        self._corrupt_key = f"{kind}.corrupt.{account.id}"
+
+    def _call(self, call: Call, **params: Any) -> dict:
+        return self.fetcher.call(self.account, GLOBAL_REGION, "s3", call, {"Bucket": self.name, **params})
+
+    def check_versioned(self) -> None:
+        """Raise `Unversioned` unless versioning is Enabled (a missing or denied bucket: `CallFailed`)."""
+        status = self._call(VERSIONING).get("Status")
+        if status != "Enabled":
+            raise Unversioned(
+                f"bucket {self.name} is not versioned ({status or 'never enabled'}): enable versioning on "
+                "it, since processed objects are deleted; no object was read or deleted"
+            )
+
+    def objects(self, prefixes: list[str]) -> list[dict]:
+        """Every object under the prefixes (all pages), oldest first."""
+        found = [o for p in prefixes for o in self._call(LIST, Prefix=p).get("Contents", [])]
+        return sorted(found, key=lambda o: (o["LastModified"], o["Key"]))
+
+    def open(self, key: str) -> IO[bytes]:
+        """The object's body, a stream."""
+        return self._call(GET, Key=key)["Body"]
+
+    def read(self, key: str) -> bytes:
+        return self.open(key).read()
+
+    def chunks(self, key: str, size: int = 1 << 20) -> Iterator[bytes]:
+        body = self.open(key)
+        while chunk := body.read(size):
+            yield chunk
+
+    def delete(self, keys: list[str]) -> list[str]:
+        """Delete objects (a delete marker, the bucket being versioned); returns the keys deleted."""
+        deleted: list[str] = []
+        for start in range(0, len(keys), DELETE_BATCH):
+            chunk = keys[start : start + DELETE_BATCH]
+            answer = self._call(DELETE, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": False})
+            deleted += [d["Key"] for d in answer.get("Deleted", [])]
+            for error in answer.get("Errors", []):
+                log.warning("event=bucket.not_deleted key=%s code=%s", error.get("Key"), error.get("Code"))
+        return deleted
+
+    # corrupt objects: recorded with their ETag, skipped while unchanged
+
+    def known_corrupt(self) -> dict[str, dict]:
+        return self.state.get(self._corrupt_key, {})
+
+    def corrupt_problem(self, obj: dict, known: dict[str, dict]) -> str | None:
+        """The recorded problem of an unchanged object recorded as corrupt, else None."""
+        entry = known.get(obj["Key"])
+        return entry["problem"] if entry and entry.get("etag") == obj.get("ETag") else None
+
+    def record_corrupt(self, known: dict[str, dict], obj: dict, problem: str) -> None:
+        known[obj["Key"]] = {"etag": obj.get("ETag"), "problem": problem, "at": time.time()}
+        log.warning("event=bucket.corrupt bucket=%s key=%s problem=%r", self.name, obj["Key"], problem)
+
+    def save_corrupt(self, known: dict[str, dict], present: set[str] | None = None) -> None:
+        """Store the record; entries of objects no longer in the bucket (`present`) are forgotten."""
+        if present is not None:
+            known = {k: v for k, v in known.items() if k in present}
+        self.state.set(self._corrupt_key, known)
