@@ -6,10 +6,13 @@ Out: `Account`, which hands out one cached boto3 client per (service, region).
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import botocore.session
@@ -26,9 +29,14 @@ from botocore.parsers import ResponseParserError
 
 from engine.config import Config, Instance
 from engine.errors import CredentialsError, Unreachable
+from engine.proxy import proxy_for, resolve_proxies
+
+log = logging.getLogger("aws_topology")
 
 NO_EXTERNAL_ID = "disable_external_id_this_is_unsafe"
 SESSION_NAME = "aws-topology"
+CHECK_SESSION_NAME = "aws-topology-external-id-check"
+_VERIFIED: set[str] = set()  # roles that refused an AssumeRole without the ExternalId, in this process
 GLOBAL_REGION = "us-east-1"
 
 
@@ -69,6 +77,7 @@ class Account:
     session: boto3.Session
     config: ClientConfig
     endpoint_url: str | None = None
+    proxies: Mapping[str, str] = field(default_factory=dict, repr=False)  # set only by the config's `proxy`
     _clients: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -79,8 +88,8 @@ class Account:
             return found
         with self._lock:
             if key not in self._clients:
-                client = self.session.client(
-                    service, region_name=region, config=self.config, endpoint_url=self.endpoint_url
+                client = proxied_client(
+                    self.session, service, region, self.config, self.endpoint_url, self.proxies
                 )
                 client.meta.events.register("before-parse", refuse_html)
                 self._clients[key] = client
@@ -106,11 +115,15 @@ def assume(
 ) -> Account:
     """AssumeRole of the instance's role with the external id; credentials refresh before expiry."""
     base = base or base_session(config)
-    sts = base.client("sts", region_name=base.region_name or GLOBAL_REGION, endpoint_url=endpoint_url)
+    proxies = resolve_proxies(config.proxy) if config.proxy else {}
+    region = base.region_name or GLOBAL_REGION
+    sts = proxied_client(base, "sts", region, ClientConfig(), endpoint_url, proxies)
     sts.meta.events.register("before-parse", refuse_html)
     params = {"RoleArn": instance.role_arn, "RoleSessionName": SESSION_NAME}
     if config.external_id != NO_EXTERNAL_ID:
         params["ExternalId"] = config.external_id
+        if not config.allow_role_without_external_id:
+            require_external_id(sts, instance.role_arn)
 
     def fetch() -> dict[str, str]:
         try:
@@ -142,7 +155,74 @@ def assume(
         session=boto3.Session(botocore_session=core),
         config=client_config(workers),
         endpoint_url=endpoint_url,
+        proxies=proxies,
     )
+
+
+def proxied_client(
+    session: Any, service: str, region: str, config: ClientConfig, endpoint_url: str | None,
+    proxies: Mapping[str, str],
+) -> Any:  # fmt: skip
+    """A client; through the configured proxy (`init_config.proxy`) unless NO_PROXY excludes its endpoint.
+
+    Without a configured proxy botocore reads HTTPS_PROXY/HTTP_PROXY/NO_PROXY itself.
+    """
+    client = session.client(service, region_name=region, config=config, endpoint_url=endpoint_url)
+    proxy = proxy_for(client.meta.endpoint_url, proxies) if proxies else None
+    if proxy is None:
+        return client
+    scheme = urlsplit(client.meta.endpoint_url).scheme
+    via = config.merge(ClientConfig(proxies={scheme: proxy}))
+    return session.client(service, region_name=region, config=via, endpoint_url=endpoint_url)
+
+
+def require_external_id(sts: Any, role_arn: str) -> None:
+    """Refuse a role that can be assumed without the ExternalId (the confused-deputy check).
+
+    An AssumeRole without it must fail with AccessDenied, as the predecessor checked. Only real AWS
+    evaluates trust policies: against another endpoint (moto, LocalStack) the check is skipped and logged.
+    """
+    if role_arn in _VERIFIED:
+        return
+    if not is_aws_endpoint(sts.meta.endpoint_url):
+        log.info("event=external_id.check.skipped role=%s endpoint=%s", role_arn, sts.meta.endpoint_url)
+        return
+    try:
+        sts.assume_role(RoleArn=role_arn, RoleSessionName=CHECK_SESSION_NAME)
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        if error.get("Code") == "AccessDenied":
+            _VERIFIED.add(role_arn)
+            return
+        raise CredentialsError(
+            role_arn=role_arn,
+            problem=f"checking that it requires the ExternalId: {error.get('Code')}: {error.get('Message')}",
+        ) from None
+    except (ConnectionError, ResponseParserError) as exc:
+        raise Unreachable(role_arn=role_arn, problem=not_aws(exc)) from None
+    except (BotoCoreError, ValueError) as exc:  # no credentials, bad endpoint or provider settings
+        raise CredentialsError(role_arn=role_arn, problem=_first_line(exc)) from None
+    raise CredentialsError(
+        role_arn=role_arn,
+        problem="the role can be assumed WITHOUT the ExternalId, so anyone it trusts could make this job "
+        "read the account for them (confused deputy); add the condition StringEquals sts:ExternalId to its "
+        "trust policy (the CloudFormation template does), or set init_config.allow_role_without_external_id",
+    )
+
+
+@lru_cache(maxsize=1)
+def _aws_dns_suffixes() -> tuple[str, ...]:
+    """The DNS suffixes of every AWS partition (amazonaws.com, amazonaws.com.cn, api.aws, ...)."""
+    partitions = botocore.session.get_session().get_data("partitions")["partitions"]
+    outputs = [p["outputs"] for p in partitions]
+    found = {o[k] for o in outputs for k in ("dnsSuffix", "dualStackDnsSuffix") if k in o}
+    return tuple(sorted(found))
+
+
+def is_aws_endpoint(url: str | None) -> bool:
+    """Whether `url` is an AWS endpoint (regional, FIPS or a VPC endpoint): a host in an AWS DNS suffix."""
+    host = (urlsplit(url or "").hostname or "").lower()
+    return any(host == s or host.endswith("." + s) for s in _aws_dns_suffixes())
 
 
 def refuse_html(response_dict: dict, operation_model: Any, **_: Any) -> None:

@@ -34,6 +34,7 @@ from engine.last_snapshot import from_payloads, from_state
 from engine.mappings import MAPPINGS, Mappings, load_mappings
 from engine.plan import plan
 from engine.policy import agent_policy, role_policy
+from engine.proxy import resolve_proxies
 from engine.scan import AccountScan, scan
 from engine.sink import FileSink, HttpSink, Sink, SpoolingSink
 from engine.state import State
@@ -206,7 +207,8 @@ def _work(
     run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{os.getpid()}"
     codes: list[int] = []
     with state:
-        sink = _sink(out, receiver, state, run_id)  # a spooling sink re-sends older spooled payloads first
+        proxies = resolve_proxies(config.proxy) if config.proxy else None
+        sink = _sink(out, receiver, state, run_id, proxies)  # a spooling sink re-sends spooled payloads first
         target = str(getattr(sink, "directory", receiver))
         results: list[AccountScan] = []
         due = scan_due(config, state)
@@ -532,11 +534,13 @@ def _warn_unknown_apis(config: Config, mappings: Mappings) -> None:
             )
 
 
-def _sink(out: str | None, receiver: str | None, state: State, run_id: str) -> Sink:
+def _sink(
+    out: str | None, receiver: str | None, state: State, run_id: str, proxies: dict[str, str] | None = None
+) -> Sink:
     """Files go to a folder of their own per run (`{out}/run-{id}/`), so two runs never mix."""
     if out:
         return FileSink(Path(out) / f"run-{run_id}")
-    return SpoolingSink(HttpSink(str(receiver), os.environ.get("STS_API_KEY")), state)
+    return SpoolingSink(HttpSink(str(receiver), os.environ.get("STS_API_KEY"), proxies=proxies), state)
 
 
 @contextmanager

@@ -25,7 +25,8 @@ from engine.errors import ConfigError
 SCHEMA_PATH = SCHEMAS / "config.schema.json"
 DEFAULT_FULL_RUN_INTERVAL = 3600
 DEFAULT_COLLECTION_INTERVAL = 60
-_SECRET_KEYS = ("aws_access_key_id", "aws_secret_access_key", "external_id")
+# A proxy URL may carry user:password.
+_SECRET_KEYS = ("aws_access_key_id", "aws_secret_access_key", "external_id", "proxy")
 _NO_KEY = "-"
 # Order among errors on the same path: a wrong type makes every other complaint noise.
 _PRIORITY = {"type": 0, "additionalProperties": 1, "required": 2}
@@ -83,6 +84,8 @@ class Config:
     full_run_interval: int = DEFAULT_FULL_RUN_INTERVAL
     instances: tuple[Instance, ...]
     path: str = ""
+    allow_role_without_external_id: bool = False  # skip the confused-deputy check (engine.auth)
+    proxy: Mapping[str, Any] | None = field(default=None, repr=False)  # {http, https, no_proxy}
 
 
 def load_config(path: str | Path) -> Config:
@@ -114,6 +117,8 @@ def load_config(path: str | Path) -> Config:
         full_run_interval=int(init.get("full_run_interval", DEFAULT_FULL_RUN_INTERVAL)),
         instances=instances,
         path=file,
+        allow_role_without_external_id=bool(init.get("allow_role_without_external_id", False)),
+        proxy=init.get("proxy") or None,
     )
 
 

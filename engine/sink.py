@@ -21,7 +21,7 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self
@@ -208,13 +208,16 @@ for _name in ("urllib3.connectionpool", "urllib3.poolmanager", "urllib3.util.ret
     logging.getLogger(_name).addFilter(_REDACT)
 
 
-def _pool_manager(target: str) -> tuple[urllib3.PoolManager, str | None]:
+def _pool_manager(
+    target: str, proxies: Mapping[str, str] | None = None
+) -> tuple[urllib3.PoolManager, str | None]:
     """A PoolManager, or a ProxyManager when HTTPS_PROXY/HTTP_PROXY (either case) apply to `target`'s scheme
     and NO_PROXY does not exclude its host; plus the proxy's address without credentials (None when direct).
     Credentials in the proxy URL become a Proxy-Authorization header. ALL_PROXY is ignored, as urllib did.
+    `proxies` (urllib's shape, from `engine.proxy.resolve_proxies`) replaces the environment's when given.
     """
     parts = urllib.parse.urlsplit(target)
-    proxies = urllib.request.getproxies_environment()
+    proxies = urllib.request.getproxies_environment() if proxies is None else dict(proxies)
     proxy = proxies.get(parts.scheme)
     host = parts.netloc.rpartition("@")[2]
     if not proxy or urllib.request.proxy_bypass_environment(host, proxies):
@@ -255,6 +258,7 @@ class HttpSink:
         timeout: float = 30.0,
         connect_timeout: float = 10.0,
         sleep: Callable[[float], object] = time.sleep,
+        proxies: Mapping[str, str] | None = None,
     ) -> None:
         self.target = f"{url.rstrip('/')}/intake/"
         parsed = parse_url(self.target)
@@ -280,7 +284,7 @@ class HttpSink:
             _REDACT.secrets.update({self._api_key, urllib.parse.quote(self._api_key, safe="")})
         self._setup_problem = ""
         try:
-            self._manager, self.proxy = _pool_manager(self.target)
+            self._manager, self.proxy = _pool_manager(self.target, proxies)
         except (ProxySchemeUnknown, ValueError, Urllib3Error) as exc:
             self._manager, self.proxy = urllib3.PoolManager(), None
             self._setup_problem = f"unusable proxy setting: {type(exc).__name__}: {exc}"
