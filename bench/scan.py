@@ -1,193 +1,191 @@
-"""Benchmark: engine full scan against a bare boto3 replay of the same API calls.
+"""Benchmark: the engine's full scan against a naive boto3 scanner of the per-item call plan.
 
-Seeds a moto server with an estate of every mapped service (``demo.bulk.seed_bulk``, >= 5,000 resources
-by default), runs the engine (`scan` over two regions and `global`, payloads written to files), records
-every call it made per unit, then replays exactly those calls with bare boto3 clients at the same
-concurrency (one thread per unit, same worker count). Engine and replay alternate over the rounds and
-the medians are compared: `engine_seconds / floor_seconds` is what the engine's planning, JMESPath
-shaping, payload building and writing cost on top of the API calls. Also printed: components per
-engine second and API calls per component, the components per type, and the types the scan saw fewer
-of than the estate holds (a listing that stopped early while its unit still reported complete).
+Starts a moto server in its own process, seeds ``--accounts`` accounts with ``--resources`` resources each of
+every mapped service (``demo.bulk.seed_bulk``; accounts are reached by AssumeRole, as in production), then
+alternates, ``--rounds`` times, one engine scan and one naive scan, each in a fresh process (so the peak RSS
+is that of a scanner alone). Both use ``--workers`` threads over all accounts:
 
-With ``--profile FILE`` one more engine run is profiled (cProfile in every unit thread and the main
-thread, merged) and the top functions by cumulative and by own time are written to FILE.
+- engine: ``engine.scan.scan`` with payloads written to files (region-wide joins, per-item calls fanned out
+  over the shared pool, accounts side by side);
+- floor: ``bench.naive`` (the per-item plan: tags, attributes and subscriptions per item, one (region, type)
+  task per thread, items one after another; no shaping, no payloads).
 
-    .venv/bin/python -m bench.scan [--resources 5000] [--workers 8] [--rounds 3] [--profile /tmp/engine.txt]
+Prints the medians: ``engine / naive floor``, resources/s, API calls per resource of both, the engine's peak
+RSS, and the components per type.
+
+    .venv/bin/python -m bench.scan [--resources 5000] [--accounts 3] [--workers 8] [--rounds 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import cProfile
-import io
+import multiprocessing
 import os
-import pstats
+import resource
 import statistics
+import subprocess
+import sys
 import tempfile
-import threading
 import time
-from collections import Counter, defaultdict
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
 from typing import Any
 
-from demo.bulk import expected_types, seed_bulk
-from demo.server import reset, start
-from engine import collect, fetch
-from engine.auth import assume
 from engine.config import Config, Instance
-from engine.mappings import Mappings, load_mappings
-from engine.scan import scan
-from engine.sink import FileSink
+from engine.mappings import load_mappings
 
-ROLE = "arn:aws:iam::123456789012:role/StackStateAwsIntegrationRole"
+ACCOUNTS = ("123456789012", "210987654321", "111122223333", "444455556666", "777788889999")
 REGIONS = ("eu-west-1", "us-east-1")
-_unit = threading.local()
-_calls: dict[str, list[tuple[str, str, str, bool, dict]]] = defaultdict(list)
+EXTERNAL_ID = "bench"
 
 
-def _record() -> None:
-    """Wrap the engine so every call is remembered under the unit that made it."""
-    run, call = collect.Collector.run, fetch.Fetcher.call
-
-    def recording_run(self: Any, unit: Any) -> Any:
-        _unit.label = unit.label
-        return run(self, unit)
-
-    def recording_call(self: Any, account: Any, region: str, service: str, spec: Any, params: dict) -> dict:
-        _calls[_unit.label].append((service, region, spec.method, spec.paginate, dict(params)))
-        return call(self, account, region, service, spec, params)
-
-    collect.Collector.run = recording_run  # type: ignore[method-assign]
-    fetch.Fetcher.call = recording_call  # type: ignore[method-assign]
-
-
-def floor(config: Config, workers: int) -> float:
-    """The same calls with plain boto3: clients made up front, units run side by side."""
-    account = assume(config, config.instances[0], workers=workers)
-    clients = {(s, r): account.client(s, r) for calls in _calls.values() for s, r, *_ in calls}
-
-    def replay(calls: list) -> None:
-        for service, region, method, paginate, params in calls:
-            client = clients[(service, region)]
-            if paginate:
-                client.get_paginator(method).paginate(**params).build_full_result()
-            else:
-                getattr(client, method)(**params)
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(replay, list(_calls.values())))
-    return time.perf_counter() - started
-
-
-def engine(config: Config, mappings: Mappings, workers: int) -> tuple[float, int, Any]:
-    """One full engine scan; its seconds, its API calls and the account's result (asserted complete)."""
-    with tempfile.TemporaryDirectory() as out:
-        started = time.perf_counter()
-        results, calls = scan(config, mappings, FileSink(out), workers=workers)
-        seconds = time.perf_counter() - started
-    incomplete = [
-        f"{u.unit.label}: {u.status}: {u.error}" for r in results for u in r.units if not u.complete
-    ]
-    assert all(r.complete for r in results), "incomplete scan:\n" + "\n".join(incomplete or [str(results)])
-    return seconds, calls, results[0]
-
-
-def profile(config: Config, mappings: Mappings, workers: int, path: str, top: int = 25) -> None:
-    """Profile one engine run in every thread that runs engine code; write the top functions to ``path``."""
-    profiles: list[cProfile.Profile] = []
-    lock = threading.Lock()
-    run = collect.Collector.run
-
-    def profiled_run(self: Any, unit: Any) -> Any:
-        profiler = cProfile.Profile()
-        profiler.enable()
-        try:
-            return run(self, unit)
-        finally:
-            profiler.disable()
-            with lock:
-                profiles.append(profiler)
-
-    collect.Collector.run = profiled_run  # type: ignore[method-assign]
-    main_thread = cProfile.Profile()
-    try:
-        main_thread.enable()
-        seconds, _, _ = engine(config, mappings, workers)
-        main_thread.disable()
-    finally:
-        collect.Collector.run = run  # type: ignore[method-assign]
-    stats = pstats.Stats(main_thread, stream=(text := io.StringIO()))
-    for profiler in profiles:
-        stats.add(profiler)
-    stats.dump_stats(f"{path}.prof")
-    text.write(f"one profiled engine run: {seconds:.2f}s, {len(profiles)} unit threads + the main thread\n")
-    for order in ("cumulative", "tottime"):
-        text.write(f"\n=== top {top} by {order} ===\n")
-        stats.sort_stats(order).print_stats(top)
-    with open(path, "w") as file:
-        file.write(text.getvalue())
-    print(f"profile: {path} (raw: {path}.prof)")
-
-
-def by_type(account: Any, resources: int, regions: int) -> tuple[str, str]:
-    """Components per type, most first; and the types the scan saw fewer of than the estate holds."""
-    counts = Counter(c["type"]["name"] for c in account.components)
-    short = {name: n for name, n in expected_types(resources, regions).items() if counts[name] < n}
-    return (
-        " ".join(f"{name}={n}" for name, n in counts.most_common()),
-        " ".join(f"{name}={counts[name]}/{n}" for name, n in short.items()) or "none",
+def config_for(accounts: int) -> Config:
+    return Config(
+        access_key_id=None,
+        secret_access_key=None,
+        external_id=EXTERNAL_ID,
+        instances=tuple(
+            Instance(
+                role_arn=f"arn:aws:iam::{a}:role/StackStateAwsIntegrationRole", regions=("global", *REGIONS)
+            )
+            for a in ACCOUNTS[:accounts]
+        ),
     )
+
+
+def _engine(accounts: int, workers: int, out: Any) -> None:
+    """In a fresh process: one engine scan; sends its figures back."""
+    from engine.scan import scan
+    from engine.sink import FileSink
+
+    mappings = load_mappings()
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        results, calls = scan(
+            config_for(accounts), mappings, FileSink(folder), workers=workers, accounts=accounts
+        )
+        seconds = time.perf_counter() - started
+    types = Counter(c["type"]["name"] for r in results for c in r.components)
+    out.send(
+        {
+            "seconds": seconds,
+            "calls": calls,
+            "components": sum(len(r.components) for r in results),
+            "relations": sum(len(r.relations) for r in results),
+            "incomplete": [f"{u.unit.label}: {u.error}" for r in results for u in r.units if not u.complete],
+            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "types": dict(types),
+        }
+    )
+
+
+def _naive(accounts: int, workers: int, endpoint: str, out: Any) -> None:
+    """In a fresh process: one naive scan of the per-item plan; sends its figures back."""
+    from bench.naive import scan_naive
+    from engine.plan import per_item
+
+    mappings = per_item(load_mappings())
+    started = time.perf_counter()
+    items, calls = scan_naive(config_for(accounts), mappings, endpoint, workers)
+    seconds = time.perf_counter() - started
+    out.send(
+        {
+            "seconds": seconds,
+            "calls": calls,
+            "items": items,
+            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+    )
+
+
+def in_process(target: Any, *args: Any) -> dict:
+    context = multiprocessing.get_context("spawn")
+    receive, send = context.Pipe(duplex=False)
+    process = context.Process(target=target, args=(*args, send))
+    process.start()
+    figures = receive.recv()
+    process.join()
+    return figures
+
+
+def serve() -> tuple[subprocess.Popen, str]:
+    """A moto server in a process of its own (its memory is not the scanner's)."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "demo.server", "--port", "0"], stdout=subprocess.PIPE, text=True
+    )
+    assert server.stdout is not None
+    endpoint = server.stdout.readline().strip()
+    if not endpoint.startswith("http://"):
+        server.kill()
+        raise SystemExit(f"moto server did not start: {endpoint!r}")
+    return server, endpoint
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--resources", type=int, default=5000)
+    parser.add_argument("--resources", type=int, default=5000, help="per account")
+    parser.add_argument("--accounts", type=int, default=3, choices=range(1, len(ACCOUNTS) + 1))
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--profile", metavar="FILE", help="profile one more engine run into FILE")
+    parser.add_argument("--engine-only", action="store_true", help="no naive floor (large estates)")
     args = parser.parse_args()
+    from demo.bulk import seed_bulk  # here, not at the top: the scanner processes must not import moto
+    from demo.server import reset
 
-    server, endpoint = start(0)
+    server, endpoint = serve()
     os.environ.update(
         AWS_ENDPOINT_URL=endpoint,
         AWS_ACCESS_KEY_ID="testing",
         AWS_SECRET_ACCESS_KEY="testing",
         AWS_DEFAULT_REGION="us-east-1",
+        AWS_CONFIG_FILE="/dev/null",
+        AWS_SHARED_CREDENTIALS_FILE="/dev/null",
     )
-    reset(endpoint)
-    started = time.perf_counter()
-    seeded = seed_bulk(endpoint, args.resources, REGIONS)
-    print(f"seeded={seeded} seed_seconds={time.perf_counter() - started:.1f}", flush=True)
-    config = Config(
-        access_key_id=None,
-        secret_access_key=None,
-        external_id="bench",
-        instances=(Instance(role_arn=ROLE, regions=("global", *REGIONS)),),
-    )
-    mappings = load_mappings()  # once: files edited while the bench runs must not change what it measures
-    _record()
-    engine(config, mappings, args.workers)  # warm-up: moto backends, botocore models; records the calls
-    engine_times, floor_times = [], []
-    for _ in range(args.rounds):  # alternate, so both see the same machine load
-        _calls.clear()
-        seconds, calls, account = engine(config, mappings, args.workers)
-        engine_times.append(seconds)
-        floor_times.append(floor(config, args.workers))
-    if args.profile:
-        profile(config, mappings, args.workers, args.profile)
-    server.stop()
-    e, f = statistics.median(engine_times), statistics.median(floor_times)
-    components, relations = len(account.components), len(account.relations)
-    types, short = by_type(account, args.resources, len(REGIONS))
-    print(f"types: {types}")
-    print(f"short (scanned/seeded): {short}")
+    try:
+        reset(endpoint)
+        started, seeded = time.perf_counter(), 0
+        for account in ACCOUNTS[: args.accounts]:
+            seeded += seed_bulk(endpoint, args.resources, REGIONS, account=account)
+        print(
+            f"seeded={seeded} accounts={args.accounts} seed_seconds={time.perf_counter() - started:.1f}",
+            flush=True,
+        )
+        in_process(_engine, args.accounts, args.workers)  # warm-up: moto's lazily built backends
+        engines, floors = [], []
+        for round_ in range(args.rounds):  # alternate, so both see the same machine load
+            engines.append(in_process(_engine, args.accounts, args.workers))
+            if not args.engine_only:
+                floors.append(in_process(_naive, args.accounts, args.workers, endpoint))
+            floor = f" naive={floors[-1]['seconds']:.1f}s" if floors else ""
+            print(f"round={round_ + 1} engine={engines[-1]['seconds']:.1f}s{floor}", flush=True)
+    finally:
+        server.terminate()
+        server.wait()
+    report(engines, floors, args)
+
+
+def report(engines: list[dict], floors: list[dict], args: argparse.Namespace) -> None:
+    last = engines[-1]
+    assert not last["incomplete"], "incomplete scan:\n" + "\n".join(last["incomplete"])
+    e = statistics.median(r["seconds"] for r in engines)
+    components = last["components"]
+    print("types: " + " ".join(f"{k}={v}" for k, v in Counter(last["types"]).most_common()))
     print(
-        f"seeded={seeded} components={components} relations={relations} calls={calls} "
+        f"components={components} relations={last['relations']} accounts={args.accounts} "
         f"workers={args.workers} rounds={args.rounds}"
     )
-    print(f"engine_seconds={e:.2f} floor_seconds={f:.2f} ratio engine/floor={e / f:.2f}")
-    print(f"resources/s={components / e:.0f} calls/resource={calls / components:.2f}")
+    print(
+        f"engine: seconds={e:.2f} resources/s={components / e:.0f} calls={last['calls']} "
+        f"calls/resource={last['calls'] / components:.2f} peak_rss_mb={max(r['rss_mb'] for r in engines):.0f}"
+    )
+    if floors:
+        f = statistics.median(r["seconds"] for r in floors)
+        naive = floors[-1]
+        print(
+            f"naive floor: seconds={f:.2f} resources/s={components / f:.0f} calls={naive['calls']} "
+            f"calls/resource={naive['calls'] / components:.2f} "
+            f"peak_rss_mb={max(r['rss_mb'] for r in floors):.0f}"
+        )
+        print(f"ratio engine / naive floor = {e / f:.2f}")
 
 
 if __name__ == "__main__":

@@ -249,7 +249,9 @@ class _Site:
 
     def __post_init__(self) -> None:
         """Make every client now, in the calling thread: boto3's default session is not thread-safe."""
-        self.code = _short(self.region)
+        self.code = _short(self.region) + (
+            "" if self.account == DEFAULT_ACCOUNT else self.account[-4:]
+        )  # buckets: one namespace
         self.clients = {name: client(name, self.region, self.endpoint, self.account) for name in _SERVICES}
 
     def aws(self, service: str) -> Any:

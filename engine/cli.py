@@ -146,6 +146,23 @@ def events_command(**options: Any) -> None:
     _session(options, scan_due=lambda config, state: [], events=True)
 
 
+@main.command("plan")
+@config_option
+@mappings_option
+@click.option("--per-item", is_flag=True, help="The naive plan: per-item calls instead of region-wide joins.")
+def plan_command(config_path: str, mappings_dir: str, per_item: bool) -> None:
+    """Print the call plan of a full scan, without calling AWS: per unit, its calls and their pacing."""
+    from engine.plan import format_plan, per_item_plan
+
+    with _bad_input():
+        config = load_config(config_path)
+        mappings = load_mappings(mappings_dir)
+    mappings = per_item_plan(mappings) if per_item else mappings
+    click.echo("unit / resource, operation (client), how often, pacing (-: botocore's adaptive retries only)")
+    for instance in config.instances:
+        click.echo("\n".join(format_plan(plan(instance, mappings), mappings)))
+
+
 @main.command("run")
 @_run_options
 def run_command(**options: Any) -> None:
@@ -235,12 +252,24 @@ def _full_scans(
     config: Config, mappings: Mappings, state: State, sink: Sink, workers: int, max_bytes: int,
     stop: threading.Event, target: str,
 ) -> list[AccountScan]:  # fmt: skip
-    """Scan the accounts of `config`, record each run, print the summary line."""
+    """Scan the accounts of `config`, record each run, print the summary line and write the metrics file.
+
+    On a terminal one live line per account; under cron a log line per unit. Metrics: `{state}.prom`.
+    """
+    from engine.progress import LiveProgress, write_metrics
+    from engine.scan import PATIENCE
+
     started = time.monotonic()
+    fetcher = Fetcher(stop, patience=PATIENCE)
+    live = LiveProgress(fetcher, sys.stderr) if sys.stderr.isatty() else None
     results, calls = scan(
-        config, mappings, sink, workers=workers, max_bytes=max_bytes, state=state, stop=stop,
-        on_unit=_progress if sys.stderr.isatty() else _log_unit,
+        config, mappings, sink, workers=workers, max_bytes=max_bytes, state=state, stop=stop, fetcher=fetcher,
+        on_unit=live.unit if live else _log_unit, on_plan=live.plan if live else lambda account, units: None,
     )  # fmt: skip
+    if live:
+        live.close()
+    if isinstance(state.path, Path):
+        write_metrics(state.path.with_suffix(".prom"), results, fetcher, time.monotonic() - started)
     for a in results:
         summary = {
             "components": len(a.components), "relations": len(a.relations), "payloads": a.payloads,

@@ -6,6 +6,12 @@ unit's tree (the root and each child type), each with its components, relations 
 not empty). A child type fails on its own: its root and its siblings keep their status. A parent
 deleted between listing and describing drops only its own children (`gone` codes). A denied or
 throttled *detail* call keeps the item with less data and is reported as a permission gap.
+
+Per-item calls (details, child listings) fan out over the run's `Scheduler`, so a unit of 2,000 queues
+does not make its 4,000 calls one after another. A join with a `call` is started beside the unit's listing,
+once per region of the unit; when it fails, its `fallback` details are made per item instead and the gap
+is reported. Items of regions that are not configured are dropped as soon as their region is known
+(after the detail marked `locates`), before the later details are made for them.
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ from engine.auth import Account, partition
 from engine.errors import AccessDenied, CallFailed, Interrupted, Throttled
 from engine.fetch import Fetcher
 from engine.functions import search
-from engine.mappings import Call, Detail, Mappings
+from engine.mappings import Call, Detail, Join, Mappings
 from engine.plan import Unit
+from engine.scheduler import Scheduler, Serial, Task
 from engine.shape import Labels, ShapeError, as_list, component, context, events, external_id, relations
 
 log = logging.getLogger("aws_topology")
@@ -52,11 +59,19 @@ class _Gone(Exception):
 class Collector:
     """Runs units for one account."""
 
-    def __init__(self, account: Account, mappings: Mappings, fetcher: Fetcher, labels: Labels) -> None:
+    def __init__(
+        self,
+        account: Account,
+        mappings: Mappings,
+        fetcher: Fetcher,
+        labels: Labels,
+        scheduler: Scheduler | None = None,
+    ) -> None:
         self.account = account
         self.mappings = mappings
         self.fetcher = fetcher
         self.labels = labels
+        self.scheduler = scheduler or Serial()
 
     def run(self, unit: Unit) -> list[UnitResult]:
         """The results of the unit's root type and of each of its child types, root first."""
@@ -106,21 +121,46 @@ class Collector:
         self, unit: Unit, parents: list[dict] | None, result: UnitResult, seen: dict[str, list[dict]]
     ) -> list[dict]:
         resource = unit.resource
+        if unit.ids:  # a refresh of a few ids: per-item calls beat region-wide ones
+            bulk: dict[str, Task[list | None]] = {}
+        else:
+            bulk = {
+                j.into: self.scheduler.spawn(lambda j=j: self._join_elements(unit, j, result))
+                for j in resource.joins
+                if j.call is not None
+            }
+        try:
+            return self._collect_items(unit, parents, result, seen, bulk)
+        finally:
+            for task in bulk.values():
+                task.cancel()  # the listing failed before the join was needed: no wasted call
+
+    def _collect_items(
+        self,
+        unit: Unit,
+        parents: list[dict] | None,
+        result: UnitResult,
+        seen: dict[str, list[dict]],
+        bulk: dict[str, Task[list | None]],
+    ) -> list[dict]:
+        resource = unit.resource
         items = self._list(unit, parents)
+        located = resource.region is None
         for detail in resource.details:
+            if detail.fallback and detail.into in bulk and bulk[detail.into].result() is not None:
+                continue  # the join's region-wide call answered: no call per item
             items = self._detail(unit, detail, items, result)
-        if resource.region is not None:
-            items = [
-                {**item, "_region": region, "_partition": partition(region)}
-                for item in items
-                if (region := search(resource.region, item)) in unit.regions
-            ]
+            if detail.locates and not located:
+                items, located = self._locate(unit, items), True
+        if not located:
+            items = self._locate(unit, items)
         for join in resource.joins:
-            index: dict[str, list[dict]] = {}
-            for other in seen.get(join.resource, []):
-                index.setdefault(_key(search(join.key, other)), []).append(other)
-            for item in items:
-                item[join.into] = index.get(_key(search(join.match, item)), [])
+            if join.call is None:
+                elements: list | None = seen.get(join.resource or "", [])
+            else:
+                elements = bulk[join.into].result() if join.into in bulk else None
+            if elements is not None:
+                _join(join, items, elements)
         for item in items:
             if resource.emits_component:
                 record = component(resource, item, self.labels)
@@ -134,6 +174,42 @@ class Collector:
         seen[resource.name] = items
         return items
 
+    def _locate(self, unit: Unit, items: list[dict]) -> list[dict]:
+        """Account-wide items get their own region; those of regions that are not configured are dropped."""
+        assert unit.resource.region is not None
+        return [
+            {**item, "_region": region, "_partition": partition(region)}
+            for item in items
+            if (region := search(unit.resource.region, item)) in unit.regions
+        ]
+
+    def _join_elements(self, unit: Unit, join: Join, result: UnitResult) -> list | None:
+        """The elements of a join's call, made once per region of the unit; None when a call failed.
+
+        A denied or throttled call is a gap (its fallback details then run per item); any other failure
+        fails the unit unless the join has fallback details.
+        """
+        assert join.call is not None and join.service is not None
+        fallback = any(d.fallback and d.into == join.into for d in unit.resource.details)
+        elements: list = []
+        for region in unit.regions:
+            try:
+                response = self.fetcher.call(
+                    self.account, region, join.service, join.call, dict(join.call.params)
+                )
+            except (AccessDenied, Throttled) as exc:
+                result.gaps.append(exc)
+                return None
+            except CallFailed as exc:
+                if not fallback:
+                    raise
+                log.warning(
+                    "event=join.fallback unit=%s operation=%s problem=%r", unit.label, exc.operation, str(exc)
+                )
+                return None
+            elements += as_list(search(join.items, response))
+        return elements
+
     def _context(self, unit: Unit, item: Any, **extra: Any) -> dict:
         region = unit.client_region
         return context(item, self.account.id, region, partition(region), **extra)
@@ -145,8 +221,8 @@ class Collector:
         if parents is None:
             response = self._call(unit, listing.call, self._context(unit, {}))
             return [self._context(unit, i) for i in as_list(search(listing.items, response))]
-        items = []
-        for parent in parents:
+
+        def children(parent: dict) -> list[dict]:
             if listing.call is None:
                 source = parent
             else:
@@ -154,12 +230,14 @@ class Collector:
                     source = self._call(unit, listing.call, parent)
                 except CallFailed as exc:
                     if exc.code in listing.gone or exc.code in listing.ignore:
-                        continue  # the parent vanished (or has nothing to list): only its children go
+                        return []  # the parent vanished (or has nothing to list): only its children go
                     raise
             found = as_list(search(listing.items, source))
             where = {"_region": parent["_region"], "_partition": parent["_partition"]}
-            items += [self._context(unit, i, **where, _parent=parent) for i in found]
-        return items
+            return [self._context(unit, i, **where, _parent=parent) for i in found]
+
+        fan_out = self.scheduler.map if listing.call is not None else _serial_map
+        return [child for found in fan_out(children, parents) for child in found]
 
     def _get(self, unit: Unit) -> list[dict]:
         """The resources of `unit.ids`, fetched by id (`get`), as items like a listing gives them."""
@@ -204,15 +282,19 @@ class Collector:
         todo = [i for i in items if detail.when is None or search(detail.when, i)]
         if detail.batch is not None:
             return self._batch(unit, detail, todo, items, result)
-        gone: set[int] = set()
-        for item in todo:
+
+        def describe(item: dict) -> bool:
+            """Merge the detail into the item; False when the item is gone."""
             try:
                 value = self._detail_value(unit, detail, item, result)
             except _Gone:
-                gone.add(id(item))
-                continue
+                return False
             if value is not None:
                 _merge(item, detail, value)
+            return True
+
+        kept = self.scheduler.map(describe, todo)
+        gone = {id(item) for item, ok in zip(todo, kept, strict=True) if not ok}
         return [i for i in items if id(i) not in gone]
 
     def _detail_value(self, unit: Unit, detail: Detail, item: dict, result: UnitResult) -> Any:
@@ -256,8 +338,10 @@ class Collector:
         for item in todo:
             args = {name: search(expression, item) for name, expression in detail.call.args}
             groups.setdefault(_key(args), []).append(item)
-        gone: set[int] = set()
-        for members in groups.values():
+
+        def describe(members: list[dict]) -> set[int]:
+            """Merge the batch results into the group's items; the ids of the items gone."""
+            gone: set[int] = set()
             keys = list(dict.fromkeys(k for i in members if (k := search(batch.key, i)) is not None))
             found: dict[Any, Any] = {}
             for start in range(0, len(keys), batch.size):
@@ -273,7 +357,26 @@ class Collector:
                 key = search(batch.key, item)
                 if key in found:
                     _merge(item, detail, found[key])
+            return gone
+
+        gone = set().union(*self.scheduler.map(describe, list(groups.values())))
         return [i for i in items if id(i) not in gone]
+
+
+def _serial_map(fn: Any, items: list) -> list:
+    return [fn(item) for item in items]
+
+
+def _join(join: Join, items: list[dict], elements: list) -> None:
+    """Each item gets the elements whose `key` equals its `match` (or `result` over them) under `into`."""
+    index: dict[str, list] = {}
+    for element in elements:
+        index.setdefault(_key(search(join.key, element)), []).append(element)
+    for item in items:
+        matched = index.get(_key(search(join.match, item)), [])
+        value = search(join.result, matched) if join.result is not None else matched
+        if value is not None:
+            item[join.into] = value
 
 
 def _key(value: Any) -> str:

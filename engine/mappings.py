@@ -75,6 +75,8 @@ class Detail:
     gone: frozenset[str]
     batch: Batch | None
     chunk: tuple[str, int] | None = None  # (list parameter, size)
+    fallback: bool = False  # made only when the call of the join with the same `into` failed
+    locates: bool = False  # after it, items of regions that are not configured are dropped
 
 
 @dataclass(frozen=True)
@@ -97,10 +99,16 @@ class Emit:
 
 @dataclass(frozen=True)
 class Join:
-    resource: str
+    """Elements joined into each item: another resource's items, or a call's made once per region."""
+
+    resource: str | None
     key: ParsedResult
     match: ParsedResult
     into: str
+    call: Call | None = None  # made once per region of the unit, not per item
+    service: str | None = None  # the call's boto3 client
+    items: ParsedResult | None = None  # the call's elements
+    result: ParsedResult | None = None  # over the matched elements; default: the list
 
 
 @dataclass(frozen=True)
@@ -390,15 +398,7 @@ class _FileLoader:
                 for i, e in enumerate(spec.get("events", []))
             ),
             file=self.path.name,
-            joins=tuple(
-                Join(
-                    resource=j["resource"],
-                    key=expr(f"joins[{i}].key", j["key"]),
-                    match=expr(f"joins[{i}].match", j["match"]),
-                    into=j["into"],
-                )
-                for i, j in enumerate(spec.get("joins", []))
-            ),
+            joins=tuple(self.join(f"{key}.joins[{i}]", j) for i, j in enumerate(spec.get("joins", []))),
             emits=tuple(
                 Emit(
                     type=e["type"],
@@ -464,6 +464,38 @@ class _FileLoader:
             else None,
         )
 
+    def join(self, key: str, spec: dict) -> Join:
+        call, service = spec.get("call"), spec.get("call", {}).get("service")
+        if call and call.get("args"):
+            self.problem(f"{key}.call.args", "a join's call is made once per region: it has no item for args")
+        return Join(
+            resource=spec.get("resource"),
+            key=self.expression(f"{key}.key", spec["key"]),
+            match=self.expression(f"{key}.match", spec["match"]),
+            into=spec["into"],
+            call=self.other_call(f"{key}.call", call, service) if call else None,
+            service=service or (self.model.service_name if call and self.model is not None else None),
+            items=self.expression(f"{key}.call.items", call["items"]) if call else None,
+            result=self.expression(f"{key}.result", spec["result"]) if "result" in spec else None,
+        )
+
+    def other_call(self, key: str, spec: dict, service: str | None) -> Call:
+        """A call checked against another service's model (`service`), or this file's."""
+        if service is None:
+            return self.call(key, spec)
+        model, paginators = self.model, self.paginators
+        try:
+            session = _botocore_loader()
+            self.model = session.get_service_model(service)
+            self.paginators = session.get_paginator_model(service)._paginator_config
+        except UnknownServiceError:
+            self.problem(f"{key}.service", f"{service!r} is not a boto3 client name")
+            self.model, self.paginators = None, {}
+        try:
+            return self.call(key, spec)
+        finally:
+            self.model, self.paginators = model, paginators
+
     def detail(self, key: str, spec: dict) -> Detail:
         batch = spec.get("batch")
         chunk = spec.get("chunk")
@@ -477,6 +509,8 @@ class _FileLoader:
             result=self.expression(f"{key}.result", spec["result"]) if "result" in spec else None,
             into=spec.get("into"),
             when=self.expression(f"{key}.when", spec["when"]) if "when" in spec else None,
+            fallback=spec.get("fallback", False),
+            locates=spec.get("locates", False),
             ignore=frozenset(spec.get("ignore", ())),
             gone=frozenset(spec.get("gone", ())),
             batch=Batch(

@@ -5,9 +5,12 @@ sent, unit results, permission gaps). `stop_snapshot` is true only when every un
 complete, or incomplete but carried forward: with a state, each unit's last complete result is kept, and an
 incomplete unit re-sends it (for at most `max_carry_age` seconds), so one permanently denied type never keeps
 an account's snapshot open forever. A unit that never completed sent nothing, so closing loses nothing.
-Units run in a bounded thread pool; components come before relations in the payloads, so every relation is
-sent after the components of the whole run (none is dropped for being early). A set `stop` event (SIGINT,
-SIGTERM) ends the scan at the next API call; an interrupted account sends nothing.
+Accounts are collected side by side (at most `accounts` at once), and every unit, per-item call and join
+call of every account shares one bounded `Scheduler` of `workers` threads. Each account's payloads are built
+and sent by the calling thread as soon as that account is collected, so sinks and the state are used from
+one thread only. Components come before relations in the payloads, so every relation is sent after the
+components of the whole account (none is dropped for being early). A set `stop` event (SIGINT, SIGTERM)
+ends the scan at the next API call; an interrupted account sends nothing.
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 
 import boto3
 
@@ -30,7 +33,8 @@ from engine.errors import AccessDenied, CredentialsError, Unreachable
 from engine.fetch import Fetcher
 from engine.mappings import Mappings
 from engine.payload import build_payloads, service_check
-from engine.plan import plan
+from engine.plan import Unit, plan
+from engine.scheduler import Scheduler
 from engine.shape import Labels
 from engine.sink import Sink
 from engine.state import State
@@ -38,6 +42,7 @@ from engine.state import State
 log = logging.getLogger("aws_topology")
 
 MAX_CARRY_AGE = 7 * 24 * 3600  # a week: then the unit stops counting and the snapshot stays open
+PATIENCE = 3  # extra rounds for a call still throttled after botocore's retries (2, 4, 8 s back-off)
 
 
 @dataclass
@@ -143,45 +148,71 @@ def scan(
     sink: Sink,
     *,
     workers: int = 8,
+    accounts: int = 4,
     max_bytes: int = 1_000_000,
     endpoint_url: str | None = None,
     base: boto3.Session | None = None,
     on_unit: Callable[[UnitResult], None] = lambda _: None,
+    on_plan: Callable[[str, int], None] = lambda account, units: None,
     state: State | None = None,
     stop: threading.Event | None = None,
     max_carry_age: float = MAX_CARRY_AGE,
+    fetcher: Fetcher | None = None,
 ) -> tuple[list[AccountScan], int]:
-    """Scan every configured account; return the per-account results and the number of calls."""
-    fetcher = Fetcher(stop)
-    results = []
-    for instance in config.instances:
-        if fetcher.stopped:
-            break
-        results.append(
-            scan_account(
-                config, instance, mappings, sink, fetcher,
-                workers=workers, max_bytes=max_bytes, endpoint_url=endpoint_url, base=base, on_unit=on_unit,
-                state=state, max_carry_age=max_carry_age,
+    """Scan every configured account; return the per-account results and the number of calls.
+
+    `on_plan(account, units)` is called when an account's units are known, `on_unit` as each unit ends
+    (both from worker threads, one call at a time).
+    """
+    fetcher = fetcher or Fetcher(stop, patience=PATIENCE)
+    lock = threading.Lock()
+
+    def locked(fn: Callable, *args: object) -> None:
+        with lock:
+            fn(*args)
+
+    parallel = 1 if workers == 1 else max(1, min(accounts, len(config.instances)))
+    done: dict[int, AccountScan] = {}
+    with (
+        Scheduler(workers) as scheduler,
+        ThreadPoolExecutor(parallel, thread_name_prefix="account") as pool,
+    ):
+        futures: dict[Future, int] = {
+            pool.submit(
+                collect_account, config, instance, mappings, fetcher, scheduler,
+                workers=workers, endpoint_url=endpoint_url, base=base,
+                on_unit=partial(locked, on_unit), on_plan=partial(locked, on_plan),
+            ): index
+            for index, instance in enumerate(config.instances)
+        }  # fmt: skip
+        for future in as_completed(futures):
+            result = future.result()
+            if result is None:  # stopped before it started
+                continue
+            instance = config.instances[futures[future]]
+            deliver_account(
+                result, instance, sink, state=state, max_bytes=max_bytes, max_carry_age=max_carry_age
             )
-        )  # fmt: skip
-    return results, fetcher.calls
+            done[futures[future]] = result
+    return [done[i] for i in sorted(done)], fetcher.calls
 
 
-def scan_account(
+def collect_account(
     config: Config,
     instance: Instance,
     mappings: Mappings,
-    sink: Sink,
     fetcher: Fetcher,
+    scheduler: Scheduler,
     *,
     workers: int,
-    max_bytes: int,
     endpoint_url: str | None,
     base: boto3.Session | None,
     on_unit: Callable[[UnitResult], None],
-    state: State | None = None,
-    max_carry_age: float = MAX_CARRY_AGE,
-) -> AccountScan:
+    on_plan: Callable[[str, int], None] = lambda account, units: None,
+) -> AccountScan | None:
+    """Assume the account's role and run its units on the shared scheduler; nothing is sent here."""
+    if fetcher.stopped:
+        return None
     started = time.monotonic()
     result = AccountScan(instance.account_id, instance.role_arn)
     try:
@@ -190,23 +221,44 @@ def scan_account(
         result.error = str(exc)
         result.bad_input = isinstance(exc, CredentialsError)
         log.error("event=account.unreachable account=%s problem=%r", instance.account_id, str(exc))
-        checks = [service_check("can_connect", False, str(exc), check_tags(instance), critical=True)]
-        for payload in build_payloads(instance.account_id, [], [], snapshot=False, service_checks=checks):
-            sink.send(payload, f"checks-{instance.account_id}")
-        return result
-    collector = Collector(account, mappings, fetcher, labels_for(instance))
-    units = plan(instance, mappings)
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="unit") as pool:
-        futures = [pool.submit(collector.run, unit) for unit in units]
-        for future in as_completed(futures):
-            for unit_result in future.result():
-                on_unit(unit_result)
-    result.units = [r for f in futures for r in f.result()]
-    result.interrupted = fetcher.stopped
-    if result.interrupted:
-        log.warning("event=scan.interrupted account=%s sent=nothing", instance.account_id)
         result.seconds = time.monotonic() - started
         return result
+    collector = Collector(account, mappings, fetcher, labels_for(instance), scheduler)
+    units = plan(instance, mappings)
+    on_plan(instance.account_id, len(units))
+
+    def run(unit: Unit) -> list[UnitResult]:
+        found = collector.run(unit)
+        for unit_result in found:
+            on_unit(unit_result)
+        return found
+
+    tasks = [scheduler.spawn(partial(run, unit), urgent=False) for unit in units]
+    result.units = [r for task in tasks for r in task.result(help=False)]
+    result.interrupted = fetcher.stopped
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def deliver_account(
+    result: AccountScan,
+    instance: Instance,
+    sink: Sink,
+    *,
+    state: State | None,
+    max_bytes: int,
+    max_carry_age: float = MAX_CARRY_AGE,
+) -> None:
+    """Carry forward, build and send the account's payloads (in the caller's thread: sinks, state)."""
+    started = time.monotonic()
+    if result.error is not None:
+        checks = [service_check("can_connect", False, result.error, check_tags(instance), critical=True)]
+        for payload in build_payloads(instance.account_id, [], [], snapshot=False, service_checks=checks):
+            sink.send(payload, f"checks-{instance.account_id}")
+        return
+    if result.interrupted:
+        log.warning("event=scan.interrupted account=%s sent=nothing", instance.account_id)
+        return
     if state is not None:
         _carry_forward(result, state, max_carry_age)
     for collision in result.components and result.collisions:
@@ -222,10 +274,9 @@ def scan_account(
     for number, payload in enumerate(payloads, 1):
         sink.send(payload, f"scan-{instance.account_id}-{number:04d}")
     result.payloads = len(payloads)
-    result.seconds = time.monotonic() - started
+    result.seconds += time.monotonic() - started
     for gap in result.gaps():
         log.warning("event=permission.gap account=%s gap=%r", instance.account_id, gap)
-    return result
 
 
 def _carry_forward(result: AccountScan, state: State, max_age: float) -> None:

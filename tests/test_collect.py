@@ -338,3 +338,106 @@ def test_two_types_claiming_one_external_id_keep_the_snapshot_open(tmp_path, mon
     assert result.collisions == ["a is both test.stream and test.mirror"]
     assert not result.closes_snapshot
     assert all(t["stop_snapshot"] is False for t in sink.topologies())
+
+
+TAGGED = """
+version: 1
+service: sqs
+resources:
+  queue:
+    type: test.queue
+    list:
+      operation: ListQueues
+      items: "QueueUrls[].{QueueUrl: @, Arn: join(':', ['arn:aws:sqs:eu-west-1', '123456789012',
+        split(@, '/')[-1]])}"
+    details:
+      - {operation: ListQueueTags, args: {QueueUrl: QueueUrl}, result: Tags, into: Tags, fallback: true}
+    joins:
+      - call:
+          service: resourcegroupstaggingapi
+          operation: GetResources
+          iam_action: tag:GetResources
+          params: {ResourceTypeFilters: [sqs]}
+          items: "ResourceTagMappingList[]"
+        key: ResourceARN
+        match: Arn
+        result: "[0] && tag_dict([0].Tags)"
+        into: Tags
+    id: QueueUrl
+"""
+QUEUES = [f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{name}" for name in ("tagged", "plain")]
+
+
+def tags_of(results: list[UnitResult]) -> dict[str, dict]:
+    return {c["externalId"].rsplit("/", 1)[-1]: c["data"]["Tags"] for c in results[0].components}
+
+
+def test_a_region_wide_join_replaces_the_call_per_item(tmp_path):
+    account = account_in(REGION)
+    mapping = {
+        "ResourceARN": f"arn:aws:sqs:{REGION}:{ACCOUNT}:tagged",
+        "Tags": [{"Key": "team", "Value": "a"}],
+    }
+    with (
+        Stubber(account.client("sqs", REGION)) as sqs,
+        Stubber(account.client("resourcegroupstaggingapi", REGION)) as tagging,
+    ):
+        sqs.add_response("list_queues", {"QueueUrls": QUEUES})
+        tagging.add_response(
+            "get_resources", {"ResourceTagMappingList": [mapping]}, {"ResourceTypeFilters": ["sqs"]}
+        )
+        results = run(tmp_path, TAGGED, account)
+        sqs.assert_no_pending_responses()
+
+    assert results[0].complete and results[0].gaps == []
+    assert tags_of(results) == {"tagged": {"team": "a"}, "plain": {}}  # untagged: not in GetResources
+
+
+def test_a_denied_region_wide_join_falls_back_to_the_call_per_item_and_reports_the_gap(tmp_path):
+    account = account_in(REGION)
+    with (
+        Stubber(account.client("sqs", REGION)) as sqs,
+        Stubber(account.client("resourcegroupstaggingapi", REGION)) as tagging,
+    ):
+        sqs.add_response("list_queues", {"QueueUrls": QUEUES})
+        tagging.add_client_error(
+            "get_resources", service_error_code="AccessDeniedException", http_status_code=400
+        )
+        sqs.add_response("list_queue_tags", {"Tags": {"team": "a"}}, {"QueueUrl": QUEUES[0]})
+        sqs.add_response("list_queue_tags", {}, {"QueueUrl": QUEUES[1]})
+        results = run(tmp_path, TAGGED, account)
+        sqs.assert_no_pending_responses()
+
+    assert results[0].complete
+    assert tags_of(results) == {"tagged": {"team": "a"}, "plain": {}}
+    assert [g.action for g in results[0].gaps] == ["tag:GetResources"]
+
+
+LOCATED = """
+version: 1
+service: s3
+resources:
+  bucket:
+    type: test.bucket
+    scope: account
+    list: {operation: ListBuckets, items: "Buckets[]"}
+    details:
+      - {operation: GetBucketLocation, args: {Bucket: Name}, result: LocationConstraint, into: Where,
+         locates: true}
+      - {operation: GetBucketNotificationConfiguration, args: {Bucket: Name}, into: _notifications}
+    region: "Where || 'us-east-1'"
+    id: Name
+"""
+
+
+def test_items_of_regions_that_are_not_configured_get_no_call_after_their_region_is_known(tmp_path):
+    account = account_in("us-east-1")
+    with Stubber(account.client("s3", "us-east-1")) as s3:
+        s3.add_response("list_buckets", {"Buckets": [{"Name": "here"}, {"Name": "elsewhere"}]})
+        s3.add_response("get_bucket_location", {"LocationConstraint": REGION}, {"Bucket": "here"})
+        s3.add_response("get_bucket_location", {"LocationConstraint": "ap-south-1"}, {"Bucket": "elsewhere"})
+        s3.add_response("get_bucket_notification_configuration", {}, {"Bucket": "here"})  # only this one
+        results = run(tmp_path, LOCATED, account)
+        s3.assert_no_pending_responses()
+
+    assert [c["externalId"] for c in results[0].components] == ["here"]

@@ -1,8 +1,10 @@
-"""Every call of every mapping, denied in turn, replayed from the full-scan cassette of the demo estate.
+"""Every call of every mapping, denied in turn, replayed from the cassette of both plans of the demo estate.
 
 A denied listing makes its unit (and the child types under it) *denied*, reports "role X needs Y" with the
 IAM action the mapping declares, keeps every other unit complete, and keeps the snapshot open. A denied
-detail call keeps its items with less data, reports the gap, and leaves the unit complete.
+detail call keeps its items with less data, reports the gap, and leaves the unit complete. A denied bulk
+(join) call falls back to its per-item calls: the same components, data and tags, and the gap reported. A
+fallback detail is denied together with its join's call (it is made only then).
 """
 
 from __future__ import annotations
@@ -15,20 +17,25 @@ from engine.mappings import Call, Resource, load_mappings
 from engine.scan import scan
 from tests.conftest import CASSETTES, ROLE, ListSink, make_config
 
-CASSETTE = str(CASSETTES / "test_scan" / "test_full_scan_lists_every_seeded_resource.yaml")
+CASSETTE = str(
+    CASSETTES
+    / "test_plan_equivalence"
+    / "test_the_bulk_plan_yields_exactly_the_components_and_relations_of_the_per_item_plan.yaml"
+)
 MAPPINGS = load_mappings()
 ROOTS = [r for r in MAPPINGS.resources if r.parent is None and r.listing.call is not None]
-DETAILS = [(r, d.call) for r in MAPPINGS.resources for d in r.details if d.batch is None and d.chunk is None]
+DETAILS = [(r, d) for r in MAPPINGS.resources for d in r.details if d.batch is None and d.chunk is None]
+JOINS = [(r, j) for r in MAPPINGS.resources for j in r.joins if j.call is not None]
 
 
-def deny(monkeypatch: pytest.MonkeyPatch, operation: str) -> None:
-    """AWS answers AccessDenied to `operation`, as botocore's error would be classified."""
+def deny(monkeypatch: pytest.MonkeyPatch, *operations: str) -> None:
+    """AWS answers AccessDenied to `operations`, as botocore's error would be classified."""
     original = fetch.Fetcher.call
 
     def call(self, account, region, service, spec: Call, params):  # type: ignore[no-untyped-def]
-        if spec.operation == operation:
+        if spec.operation in operations:
             raise AccessDenied(
-                role_arn=account.role_arn, action=spec.iam_action, operation=operation,
+                role_arn=account.role_arn, action=spec.iam_action, operation=spec.operation,
                 account=account.id, region=region, code="AccessDenied",
             )  # fmt: skip
         return original(self, account, region, service, spec, params)
@@ -73,14 +80,35 @@ def test_a_denied_listing_marks_only_its_unit_and_names_the_permission(
 
 
 @pytest.mark.vcr(CASSETTE)
-@pytest.mark.parametrize(("resource", "call"), DETAILS, ids=[f"{r.key}-{c.operation}" for r, c in DETAILS])
-def test_a_denied_detail_keeps_the_items_and_reports_the_gap(aws_env, estate, monkeypatch, resource, call):
+@pytest.mark.parametrize(
+    ("resource", "detail"), DETAILS, ids=[f"{r.key}-{d.call.operation}" for r, d in DETAILS]
+)
+def test_a_denied_detail_keeps_the_items_and_reports_the_gap(aws_env, estate, monkeypatch, resource, detail):
     whole, _ = run(resource, aws_env)
-    deny(monkeypatch, call.operation)
+    joins = [j.call.operation for j in resource.joins if j.call and detail.fallback and j.into == detail.into]
+    deny(monkeypatch, detail.call.operation, *joins)
     sink, result = run(resource, aws_env)
 
     assert result.complete, [u.error for u in result.units if not u.complete]
     kept = {i for i, c in sink.components().items() if c["type"]["name"] in resource.types}
     assert kept == {i for i, c in whole.components().items() if c["type"]["name"] in resource.types}
     if kept:
-        assert f"role {ROLE} needs {call.iam_action}" in " ".join(result.gaps())
+        assert f"role {ROLE} needs {detail.call.iam_action}" in " ".join(result.gaps())
+
+
+@pytest.mark.vcr(CASSETTE)
+@pytest.mark.parametrize(("resource", "join"), JOINS, ids=[f"{r.key}-{j.call.operation}" for r, j in JOINS])
+def test_a_denied_bulk_call_falls_back_per_item_and_keeps_every_tag(
+    aws_env, estate, monkeypatch, resource, join
+):
+    whole, _ = run(resource, aws_env)
+    deny(monkeypatch, join.call.operation)
+    sink, result = run(resource, aws_env)
+
+    assert result.complete, [u.error for u in result.units if not u.complete]
+    assert sink.components() == whole.components()  # the per-item fallback gives the same data and tags
+    assert sink.relations() == whole.relations()
+    assert any(
+        c["data"].get("Tags") for c in sink.components().values() if c["type"]["name"] in resource.types
+    )
+    assert f"role {ROLE} needs {join.call.iam_action}" in " ".join(result.gaps())
