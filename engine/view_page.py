@@ -2,7 +2,7 @@
 
 In: a `Snapshot` and the `View`s of its accounts. Out: HTML text. The graph library is cytoscape from the npm
 registry, installed by `npm ci` in `web/` (pinned in `web/package-lock.json`); its dist file is inlined here,
-so a missing `web/node_modules` is a clear error, not a blank page.
+so a missing `web/node_modules` is a clear error, not a blank page. A wheel built after `npm ci` ships it.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
+from engine.data import data_dir
 from engine.errors import BadInput
 from engine.last_snapshot import Snapshot
 from engine.views import View, console_action
 
-WEB = Path(__file__).resolve().parent.parent / "web"
+WEB = data_dir("web")  # package data of a wheel (engine/_web), else the source tree's web/
 LIBRARY = WEB / "node_modules" / "cytoscape" / "dist" / "cytoscape.min.js"
 # Top to bottom, as StackState stacks its layers; layers the mappings declare beyond these come after.
 LAYER_ORDER = (
