@@ -27,9 +27,10 @@ from engine.auth import known_regions
 from engine.cfn import render as render_template
 from engine.collect import UnitResult
 from engine.config import Config, Instance, api_filter, load_config
-from engine.delta import CORRUPT_KEY, AccountDelta, apply_events
+from engine.delta import AccountDelta, apply_events
 from engine.errors import BadInput, ConfigError, Locked
 from engine.fetch import Fetcher
+from engine.flowlogs import apply_flowlogs
 from engine.last_snapshot import from_payloads, from_state
 from engine.mappings import MAPPINGS, Mappings, load_mappings
 from engine.plan import plan
@@ -146,6 +147,13 @@ def events_command(**options: Any) -> None:
     _session(options, scan_due=lambda config, state: [], events=True)
 
 
+@main.command("flowlogs")
+@_run_options
+def flowlogs_command(**options: Any) -> None:
+    """VPC flow logs: turn each account's new flow-log objects into traffic relations."""
+    _session(options, scan_due=lambda config, state: [], events=False, flowlogs=True)
+
+
 @main.command("plan")
 @config_option
 @mappings_option
@@ -167,8 +175,8 @@ def plan_command(config_path: str, mappings_dir: str, per_item: bool) -> None:
 @_run_options
 def run_command(**options: Any) -> None:
     """What cron calls every minute: a full scan where `full_run_interval` has passed since the last
-    complete one, then event deltas for every account."""
-    _session(options, scan_due=_due, events=True)
+    complete one, then event deltas and flow logs for every account."""
+    _session(options, scan_due=_due, events=True, flowlogs=True)
 
 
 def _due(config: Config, state: State) -> list[Instance]:
@@ -182,11 +190,11 @@ def _due(config: Config, state: State) -> list[Instance]:
     return due
 
 
-def _session(options: dict[str, Any], scan_due: Any, events: bool) -> None:
+def _session(options: dict[str, Any], scan_due: Any, events: bool, flowlogs: bool = False) -> None:
     """Load, check and lock; scan the accounts that are due, apply events; exit with the worst code."""
     stop = threading.Event()
     with _stopping_on(stop) as received:
-        code = _work(stop=stop, scan_due=scan_due, events=events, **options)
+        code = _work(stop=stop, scan_due=scan_due, events=events, flowlogs=flowlogs, **options)
         if received:
             name = signal.Signals(received[0]).name
             click.echo(f"error: stopped by {name}; the run is recorded as incomplete", err=True)
@@ -207,6 +215,7 @@ def _work(
     stop: threading.Event,
     scan_due: Any,
     events: bool,
+    flowlogs: bool,
 ) -> int:
     interactive = sys.stderr.isatty()
     _logging(interactive)
@@ -239,6 +248,8 @@ def _work(
             codes += [_code(a.complete, a.bad_input) for a in results]
         if events and not stop.is_set():
             codes += _deltas(config, mappings, state, sink, workers, max_payload_bytes, stop)
+        if flowlogs and not stop.is_set():
+            codes += _flows(config, mappings, state, sink, workers, max_payload_bytes, stop)
         if isinstance(sink, FileSink):
             _write_manifest(sink.directory, run_id, results, interrupted=stop.is_set())
     undelivered = {k: n for k in ("spooled", "rejected", "overflowed") if (n := getattr(sink, k, 0))}
@@ -296,6 +307,32 @@ def _deltas(
         state.record_run(delta.account, "events", delta.started_at, finished, delta.complete, summary)
         click.echo(f"events account={delta.account} " + " ".join(f"{k}={v}" for k, v in summary.items()))
         codes.append(_code(delta.complete, delta.bad_input))
+    return codes
+
+
+def _flows(
+    config: Config, mappings: Mappings, state: State, sink: Sink, workers: int, max_bytes: int,
+    stop: threading.Event,
+) -> list[int]:  # fmt: skip
+    """Turn each account's new flow-log objects into traffic relations; one line per account."""
+    fetcher, codes = Fetcher(stop), []
+    for instance in config.instances:
+        flows = apply_flowlogs(
+            config, instance, mappings, sink, state, fetcher, workers=workers, max_bytes=max_bytes
+        )
+        summary: dict[str, Any] = {
+            "status": "complete" if flows.complete else "INCOMPLETE", "objects": flows.objects,
+            "records": flows.records, "connections": flows.connections, "direct_relations": flows.direct,
+            "payloads": flows.payloads, "deleted_objects": len(flows.deleted),
+            "corrupt_objects": len(flows.corrupt), "waiting_objects": flows.waiting,
+            **{f"skipped_{reason}": n for reason, n in sorted(flows.skipped.items()) if n},
+        }  # fmt: skip
+        if flows.error:
+            summary["error"] = repr(flows.error)
+        finished = flows.started_at + flows.seconds
+        state.record_run(flows.account, "flowlogs", flows.started_at, finished, flows.complete, summary)
+        click.echo(f"flowlogs account={flows.account} " + " ".join(f"{k}={v}" for k, v in summary.items()))
+        codes.append(_code(flows.complete, flows.bad_input))
     return codes
 
 
@@ -385,10 +422,10 @@ def status_command(state_path: str) -> None:
         now = datetime.now(UTC)
         for account in state.accounts():
             click.echo(f"account {account}:")
-            for kind in ("scan", "events"):
+            for kind in ("scan", "events", "flowlogs"):
                 run = state.last_run(account, kind)
                 if run is None:
-                    click.echo(f"  {kind:<7} never")
+                    click.echo(f"  {kind:<8} never")
                     continue
                 done = state.last_run(account, kind, complete_only=True)
                 age = (now - run["started_at"]).total_seconds()
@@ -397,7 +434,7 @@ def status_command(state_path: str) -> None:
                     k: v for k, v in run["summary"].items() if isinstance(v, int) and not isinstance(v, bool)
                 }
                 click.echo(
-                    f"  {kind:<7} {'complete' if run['complete'] else 'INCOMPLETE':<10} {_age(age)} ago, "
+                    f"  {kind:<8} {'complete' if run['complete'] else 'INCOMPLETE':<10} {_age(age)} ago, "
                     f"took {took:.1f}s; "
                     + " ".join(f"{k}={v}" for k, v in counts.items())
                     + (
@@ -412,8 +449,9 @@ def status_command(state_path: str) -> None:
                     click.echo(f"    permission gap: {gap}")
                 if run["summary"].get("error"):
                     click.echo(f"    error: {run['summary']['error']}")
-            for key, corrupt in sorted(state.get(CORRUPT_KEY.format(account=account), {}).items()):
-                click.echo(f"  corrupt object (left in the bucket): {key}: {corrupt['problem']}")
+            for kind in ("events", "flowlogs"):
+                for key, corrupt in sorted(state.get(f"{kind}.corrupt.{account}", {}).items()):
+                    click.echo(f"  corrupt object (left in the bucket): {key}: {corrupt['problem']}")
         totals = state.spool_totals()
     click.echo(f"spool: pending={totals['pending']} rejected={totals['rejected']} bytes={totals['bytes']}")
 

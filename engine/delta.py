@@ -40,7 +40,6 @@ from engine.state import State
 
 log = logging.getLogger("aws_topology")
 
-CORRUPT_KEY = "events.corrupt.{account}"
 
 
 @dataclass

@@ -54,7 +54,7 @@ class _Batch:
     def __init__(self, base_size: int) -> None:
         self.size = base_size
         self.count = 0
-        self.lists: dict[str, list] = {name: [] for name in _LISTS}
+        self.lists: dict[str, list] = {name: [] for name in (*_LISTS, "metrics")}
         self.events: dict[str, list[dict]] = {}
 
     def cost(self, section: str, key: str, n: int) -> int:
@@ -76,7 +76,8 @@ class _Batch:
 
 
 def _elements(
-    components: Iterable[dict], relations: Iterable[dict], delete_ids: Iterable[str], events: Iterable[dict]
+    components: Iterable[dict], relations: Iterable[dict], delete_ids: Iterable[str], events: Iterable[dict],
+    metrics: Iterable[list] = (),
 ) -> Iterator[tuple[str, str, Any]]:
     """(section, events key, element) in wire order."""
     for component in components:
@@ -90,6 +91,8 @@ def _elements(
             raise ValueError(f"event without event_type: {event.get('msg_title')!r}")
         event = {"source_type_name": event["event_type"], **event}
         yield "events", event["source_type_name"], event
+    for metric in metrics:
+        yield "metrics", "", metric
 
 
 def _describe(section: str, element: Any) -> str:
@@ -97,6 +100,8 @@ def _describe(section: str, element: Any) -> str:
         return str(element)
     if section == "events":
         return str(element.get("event_type"))
+    if section == "metrics":
+        return str(element[0])
     return str(element.get("externalId"))
 
 
@@ -112,12 +117,14 @@ def build_payloads(
     hostname: str = "aws-topology",
     events: Iterable[dict] = (),
     service_checks: list[dict] | None = None,
+    metrics: Iterable[list] = (),
 ) -> list[dict]:
     """Split one run's output into intake payloads of at most `max_bytes` (compact JSON) each.
 
     A snapshot opens on the first payload and closes (`stop_snapshot`) on the last only when `complete`;
     an empty snapshot is one payload. A delta sets no flags and yields no payload when there is nothing
-    to send. An element larger than `max_bytes` travels alone in its own payload.
+    to send. An element larger than `max_bytes` travels alone in its own payload. `metrics` are raw intake
+    metrics, `[name, epoch seconds, value, {"hostname", "tags", "type"}]`.
     """
     base_size = _size(_skeleton(hostname, account, False, False))
     if max_bytes < base_size:
@@ -125,7 +132,7 @@ def build_payloads(
 
     batches: list[_Batch] = []
     batch = _Batch(base_size)
-    for section, key, element in _elements(components, relations, delete_ids, events):
+    for section, key, element in _elements(components, relations, delete_ids, events, metrics):
         n = _size(element)
         cost = batch.cost(section, key, n)
         if batch.count and batch.size + cost > max_bytes:
@@ -149,6 +156,7 @@ def build_payloads(
         start = snapshot and index == 0
         stop = snapshot and complete and index == len(batches) - 1
         payload = _skeleton(hostname, account, start, stop)
+        payload["metrics"] = batch.lists.pop("metrics")
         payload["topologies"][0].update(batch.lists)
         payload["events"] = batch.events
         payloads.append(payload)

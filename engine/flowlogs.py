@@ -1,0 +1,394 @@
+"""Flow logs: an account's new VPC flow-log objects become traffic relations, then are deleted.
+
+In: `Config`, one `Instance`, `Mappings` (their `interfaces:` say how to list network interfaces), a sink,
+the `State`. Out: `AccountFlows`. Steps: refuse an unversioned bucket; list
+`AWSLogs/{account}/vpcflowlogs/{region}/` of each configured region; read each object into per-flow sums
+(`flowlog_records`); map each flow's interface to its VPC and addresses (one interface listing per region
+with objects); keep private traffic between two addresses of a VPC, never through a NAT gateway or an
+application load balancer; fold both directions and both interfaces of an address pair into one
+connection; send one delta of `vpc.request` components, `flowlog` relations and the four
+`aws.flowlog.bytes_*` gauges; and only then delete the objects read. A corrupt object is left in place,
+recorded and not read again while unchanged.
+
+How each figure is computed (the predecessor counted every byte twice, once per interface):
+- a byte from A to B is counted once: as the sending interface logged it, or, when only the receiving
+  interface has flow logs, as that one logged it;
+- `local` is the client, `remote` the server: the address using the lower port (5432 beside an ephemeral
+  port) is the server; equal ports: the lower address is local;
+- `bytes_sent` = client to server, `bytes_received` = server to client; `*_per_second` divides by the
+  connection's span, last record end minus first record start (0 for a zero span).
+Beyond the predecessor, when both addresses belong to components of the last full scan (an interface's
+declared `owner`, or a component whose URN is `urn:vpcip:{vpc}/{ip}`, such as an RDS instance whose
+endpoint resolves to it), a `flowlog` relation joins those two components directly.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+import tempfile
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from engine.auth import Account, assume, partition
+from engine.bucket import LogBucket, Unversioned
+from engine.config import Config, Instance
+from engine.errors import CallFailed, CredentialsError, DeliveryError, Unreachable
+from engine.fetch import Fetcher
+from engine.flowlog_records import Flow, FlowSums, UnsupportedObject
+from engine.functions import search
+from engine.mappings import Interfaces, Mappings
+from engine.payload import build_payloads
+from engine.scan import labels_for
+from engine.shape import STACKPACK_LABEL, context, relation
+from engine.sink import Sink
+from engine.state import State
+
+log = logging.getLogger("aws_topology")
+
+PREFIX = "AWSLogs/{account}/vpcflowlogs/{region}/"
+MAX_OBJECTS = 2000  # per account and run; the rest waits for the next run
+LOG_LINES = 20  # per connection, in the relation's data
+GAUGES = ("bytes_sent", "bytes_sent_per_second", "bytes_received", "bytes_received_per_second")
+_REGION = re.compile(r"/vpcflowlogs/([a-z0-9-]+)/")
+PROTOCOLS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
+Known = tuple[set[str], dict[str, str]]  # the last full scan's component ids, and URN -> id
+
+
+@dataclass
+class AccountFlows:
+    account: str
+    bucket: str
+    error: str | None = None
+    bad_input: bool = False
+    objects: int = 0
+    waiting: int = 0  # beyond MAX_OBJECTS: read next run
+    records: int = 0
+    skipped: Counter = field(default_factory=Counter)  # records left out, by reason
+    connections: int = 0
+    direct: int = 0  # component-to-component relations
+    payloads: int = 0
+    deleted: list[str] = field(default_factory=list)
+    corrupt: dict[str, str] = field(default_factory=dict)
+    started_at: float = field(default_factory=time.time)
+    seconds: float = 0.0
+
+    @property
+    def complete(self) -> bool:
+        return not (self.error or self.corrupt)
+
+
+@dataclass
+class Interface:
+    id: str
+    vpc: str
+    addresses: frozenset[str]
+    public: dict[str, str]  # private address -> its public address
+    owner: str | None
+    excluded: bool
+    described: Any
+
+
+@dataclass
+class Connection:
+    """Traffic between two addresses of a VPC, both directions, from every interface that logged it."""
+
+    vpc: str
+    low: str
+    high: str
+    sent: dict[tuple[str, str], int] = field(default_factory=dict)  # (src, dst) -> bytes the sender logged
+    received: dict[tuple[str, str], int] = field(default_factory=dict)  # ... the receiver logged
+    port: dict[str, int] = field(default_factory=dict)  # address -> lowest port it used
+    protocols: set[int] = field(default_factory=set)
+    interfaces: dict[str, Interface] = field(default_factory=dict)  # those that logged it
+    holders: dict[str, Interface] = field(default_factory=dict)  # address -> the interface that has it
+    start: int = 0
+    end: int = 0
+    records: int = 0
+    log: list[str] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return f"{self.vpc}/{self.low}/{self.high}"
+
+    def add(self, interface: Interface, key: tuple[str, str, str, int], flow: Flow, outbound: bool) -> None:
+        _, src, dst, protocol = key
+        side = self.sent if outbound else self.received
+        side[(src, dst)] = side.get((src, dst), 0) + (flow.bytes or 0)
+        for address, port in ((src, flow.srcport), (dst, flow.dstport)):
+            if port is not None:
+                self.port[address] = min(port, self.port.get(address, port))
+        self.protocols.add(protocol)
+        self.interfaces[interface.id] = interface
+        self.start = min(self.start or flow.start, flow.start)
+        self.end = max(self.end, flow.end)
+        self.records += flow.records
+        if len(self.log) < LOG_LINES:
+            self.log.append(
+                f"{interface.id} {src} -> {dst} {PROTOCOLS.get(protocol, protocol)}: {flow.records} records, "
+                f"{flow.packets or 0} packets, {flow.bytes or 0} bytes, {flow.start}-{flow.end}"
+            )
+
+    def bytes(self, src: str, dst: str) -> int:
+        """Bytes from src to dst, each counted once: as the sender logged them, else as the receiver did."""
+        return self.sent.get((src, dst), self.received.get((src, dst), 0))
+
+    def ends(self) -> tuple[str, str]:
+        """(client, server): the server is the address that used the lower port."""
+        low, high = self.port.get(self.low, 1 << 16), self.port.get(self.high, 1 << 16)
+        return (self.high, self.low) if low < high else (self.low, self.high)
+
+
+def apply_flowlogs(
+    config: Config,
+    instance: Instance,
+    mappings: Mappings,
+    sink: Sink,
+    state: State,
+    fetcher: Fetcher,
+    *,
+    workers: int = 8,
+    max_bytes: int = 1_000_000,
+    endpoint_url: str | None = None,
+    base: boto3.Session | None = None,
+) -> AccountFlows:
+    started = time.monotonic()
+    result = AccountFlows(instance.account_id, instance.flowlog_bucket_name)
+    try:
+        account = assume(config, instance, base=base, endpoint_url=endpoint_url, workers=workers)
+        _run(account, instance, mappings, sink, state, fetcher, result, max_bytes)
+    except (CredentialsError, Unversioned) as exc:
+        result.error, result.bad_input = str(exc), True
+    except Unreachable as exc:
+        result.error = str(exc)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _run(
+    account: Account, instance: Instance, mappings: Mappings, sink: Sink, state: State, fetcher: Fetcher,
+    result: AccountFlows, max_bytes: int,
+) -> None:  # fmt: skip
+    bucket = LogBucket(account, result.bucket, fetcher, state, "flowlogs")
+    try:
+        bucket.check_versioned()
+        regions = [r for r in instance.regions if r != "global"]
+        objects = bucket.objects([PREFIX.format(account=account.id, region=r) for r in regions])
+    except CallFailed as exc:
+        result.error = f"cannot read flow logs from bucket {bucket.name}: {exc}"
+        return
+    result.objects, result.waiting = min(len(objects), MAX_OBJECTS), max(0, len(objects) - MAX_OBJECTS)
+    sums: dict[str, FlowSums] = defaultdict(FlowSums)
+    read: list[str] = []
+    corrupt = bucket.known_corrupt()
+    for obj in objects[:MAX_OBJECTS]:
+        key, region = obj["Key"], _region(obj["Key"])
+        if region is None or (problem := bucket.corrupt_problem(obj, corrupt)):
+            result.corrupt[key] = problem or "no region in the key"
+            continue
+        try:
+            _read(bucket, key, sums[region])
+        except UnsupportedObject as exc:
+            result.corrupt[key] = str(exc)
+            bucket.record_corrupt(corrupt, obj, str(exc))
+            continue
+        except CallFailed as exc:  # gone or denied since the listing
+            result.error = f"cannot read {key}: {exc}"
+            return
+        read.append(key)
+    bucket.save_corrupt(corrupt, {o["Key"] for o in objects})
+    if not read:
+        return
+    try:
+        interfaces = {r: _interfaces(account, r, mappings.interfaces, fetcher) for r in sums}
+    except CallFailed as exc:
+        result.error = f"cannot list network interfaces: {exc}; no object was deleted"
+        return
+    known = _last_snapshot(state, account.id)
+    components, relations, metrics = [], [], []
+    for region, region_sums in sums.items():
+        result.records += region_sums.records
+        result.skipped["no_data"] += region_sums.skipped_status
+        result.skipped["bad_line"] += region_sums.bad_lines
+        connections = _connections(region_sums, interfaces[region], result.skipped)
+        for connection in connections:
+            c, r, m = _output(connection, region, account.id, instance, known)
+            components += c
+            relations += r
+            metrics += m
+            result.direct += len(r) - 1
+        result.connections += len(connections)
+    payloads = build_payloads(
+        account.id, components, relations, snapshot=False, max_bytes=max_bytes, metrics=metrics
+    )
+    try:
+        for number, payload in enumerate(payloads, 1):
+            sink.send(payload, f"flowlogs-{account.id}-{number:04d}")
+    except DeliveryError as exc:
+        result.error = f"flow-log delta not delivered, no object deleted: {exc}"
+        return
+    result.payloads = len(payloads)
+    result.deleted = bucket.delete(read)
+
+
+def _region(key: str) -> str | None:
+    found = _REGION.search(key)
+    return found.group(1) if found else None
+
+
+def _read(bucket: LogBucket, key: str, sums: FlowSums) -> None:
+    """Stream the object to a temporary file (memory stays flat), then read it into `sums`."""
+    with tempfile.NamedTemporaryFile(prefix="flowlog-", suffix=".part") as part:
+        for chunk in bucket.chunks(key):
+            part.write(chunk)
+        part.flush()
+        sums.add_object(Path(part.name), parquet=key.endswith(".parquet"))
+
+
+def _interfaces(account: Account, region: str, specs: tuple[Interfaces, ...], fetcher: Fetcher) -> dict:
+    """interface id -> Interface, for every declared interface listing of the region."""
+    found: dict[str, Interface] = {}
+    for spec in specs:
+        call = spec.listing.call
+        assert call is not None
+        answer = fetcher.call(account, region, spec.service, call, dict(call.params))
+        for raw in search(spec.listing.items, answer) or []:
+            item = context(raw, account.id, region, partition(region))
+            found_id = search(spec.id, item)
+            if not found_id:
+                continue
+            public = search(spec.public_ips, item) if spec.public_ips else None
+            found[found_id] = Interface(
+                id=found_id,
+                vpc=search(spec.vpc, item) or "",
+                addresses=frozenset(a for a in search(spec.addresses, item) or [] if isinstance(a, str)),
+                public={p["private"]: p["public"] for p in public or [] if isinstance(p, dict)},
+                owner=search(spec.owner, item) if spec.owner else None,
+                excluded=bool(search(spec.exclude, item)) if spec.exclude else False,
+                described=search(spec.describe, item) if spec.describe else {"id": found_id},
+            )
+    return found
+
+
+def _private(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_private
+    except ValueError:
+        return False
+
+
+def _connections(sums: FlowSums, interfaces: dict[str, Interface], skipped: Counter) -> list[Connection]:
+    """Private traffic between two addresses of a VPC, keyed `{vpc}/{lower ip}/{higher ip}`."""
+    by_address = {(i.vpc, a): i for i in interfaces.values() for a in i.addresses}
+    connections: dict[str, Connection] = {}
+    excluded: set[str] = set()
+    for key, flow in sums.flows().items():
+        interface = interfaces.get(key[0])
+        src, dst = key[1], key[2]
+        if interface is None:
+            skipped["unknown_interface"] += flow.records
+            continue
+        if src in interface.addresses:
+            outbound, peer = True, dst
+        elif dst in interface.addresses:
+            outbound, peer = False, src
+        else:
+            skipped["not_its_address"] += flow.records
+            continue
+        if not _private(peer):
+            skipped["public"] += flow.records
+            continue
+        low, high = sorted((src, dst))
+        connection = connections.setdefault(
+            f"{interface.vpc}/{low}/{high}", Connection(interface.vpc, low, high)
+        )
+        connection.add(interface, key, flow, outbound)
+        for address in (src, dst):
+            if holder := by_address.get((interface.vpc, address)):
+                connection.holders[address] = holder
+        if any(i.excluded for i in connection.holders.values()):
+            excluded.add(connection.id)
+    for connection_id in excluded:
+        skipped["nat_or_load_balancer"] += connections.pop(connection_id).records
+    return sorted(connections.values(), key=lambda c: c.id)
+
+
+def _last_snapshot(state: State, account: str) -> Known:
+    """The external ids of the last full scan's components, and `urn:vpcip:` / `urn:host:` URN -> id."""
+    ids: set[str] = set()
+    by_urn: dict[str, str] = {}
+    for _, unit in state.values(f"unit.{account}/"):
+        for component in unit.get("components", []):
+            ids.add(component["externalId"])
+            for urn in component.get("data", {}).get("URN", []):
+                if urn.startswith(("urn:vpcip:", "urn:host:")):
+                    by_urn.setdefault(urn, component["externalId"])
+    return ids, by_urn
+
+
+def _owner(connection: Connection, address: str, known: Known) -> str | None:
+    ids, by_urn = known
+    holder = connection.holders.get(address)
+    if holder is not None and holder.owner in ids:
+        return holder.owner
+    return by_urn.get(f"urn:vpcip:{connection.vpc}/{address}")
+
+
+def _output(
+    connection: Connection, region: str, account: str, instance: Instance, known: Known
+) -> tuple[list[dict], list[dict], list[list]]:
+    """The two `vpc.request` components, the `flowlog` relation(s) and the four gauges of a connection."""
+    client, server = connection.ends()
+    labels = labels_for(instance)
+    public = {a: p for i in connection.holders.values() for a, p in i.public.items()}
+    local, remote = f"local/{connection.id}", f"remote/{connection.id}"
+
+    def placeholder(external_id: str, address: str) -> dict:
+        urns = [f"urn:vpcip:{connection.vpc}/{address}"]
+        if address in public:
+            urns.append(f"urn:host:/{public[address]}")
+        data = {
+            "Name": address, "URN": urns, "identifiers": urns,
+            "Location": {"AwsAccount": account, "AwsRegion": region},
+            "labels": sorted({STACKPACK_LABEL, *labels.tags}),
+        }  # fmt: skip
+        return {"externalId": external_id, "type": {"name": "vpc.request"}, "data": data}
+
+    sent, received = connection.bytes(client, server), connection.bytes(server, client)
+    span = connection.end - connection.start
+    figures = {
+        "bytes_sent": sent, "bytes_received": received,
+        "bytes_sent_per_second": sent / span if span > 0 else 0,
+        "bytes_received_per_second": received / span if span > 0 else 0,
+    }  # fmt: skip
+    protocols = sorted(connection.protocols)
+    source, target = local.replace(".", "_"), remote.replace(".", "_")
+    data = {
+        "traffic_type": str(protocols[0]) if len(protocols) == 1 else "unknown",
+        "family": "v6" if ":" in client else "v4",
+        "local_address": client, "remote_address": server,
+        "start": connection.start, "end": connection.end, "records": connection.records,
+        "bytes_sent": sent, "bytes_received": received,
+        "log": connection.log,
+        "network_interfaces": [i.described for i in connection.interfaces.values()],
+        "source": source, "target": target,
+    }  # fmt: skip
+    relations = [relation(local, remote, "flowlog", data)]
+    ends = (_owner(connection, client, known), _owner(connection, server, known))
+    if ends[0] and ends[1] and ends[0] != ends[1]:
+        direct = {k: data[k] for k in ("traffic_type", "family", "local_address", "remote_address",
+                                       "bytes_sent", "bytes_received", "start", "end")}  # fmt: skip
+        relations.append(relation(ends[0], ends[1], "flowlog", {**direct, "connection": connection.id}))
+    tags = [f"source:{source}", f"target:{target}"]
+    metrics = [
+        [f"aws.flowlog.{name}", connection.end, figures[name], {"hostname": "aws-topology", "tags": tags,
+                                                                 "type": "gauge"}]
+        for name in GAUGES
+    ]  # fmt: skip
+    return [placeholder(local, client), placeholder(remote, server)], relations, metrics

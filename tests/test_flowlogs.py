@@ -1,0 +1,275 @@
+"""VPC flow logs end to end against a live moto server: flow-log objects written from the estate's real
+interfaces and addresses become `vpc.request` components, `flowlog` relations and gauges; objects are
+deleted only after delivery, and a broken one stays."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from demo.common import client, lambda_zip, trust_policy
+from engine.cli import main
+from engine.config import load_config
+from engine.errors import DeliveryError
+from engine.fetch import Fetcher
+from engine.flowlogs import apply_flowlogs
+from engine.mappings import load_mappings
+from engine.payload import validate_payload
+from engine.state import State
+from tests.conftest import ACCOUNT, live_aws
+
+pytestmark = pytest.mark.live
+
+REGION = "eu-west-1"
+BUCKET = f"stackstate-logs-{ACCOUNT}"
+PREFIX = f"AWSLogs/{ACCOUNT}/vpcflowlogs/{REGION}/"
+HEADER = (
+    "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action "
+    "log-status"
+)
+LAMBDA_ENI = "AWS Lambda VPC ENI-orders-5e3c4f0e-1111-2222-3333-444455556666"
+
+
+def line(eni: str, src: str, dst: str, sport: int, dport: int, packets: int, size: int, start: int = 1000,
+         end: int = 1060, status: str = "OK", protocol: int = 6) -> str:  # fmt: skip
+    fields = (2, ACCOUNT, eni, src, dst, sport, dport, protocol, packets, size, start, end, "ACCEPT", status)
+    return " ".join(map(str, fields))
+
+
+def key(name: str) -> str:
+    return f"{PREFIX}2026/12/01/{ACCOUNT}_vpcflowlogs_{REGION}_fl-1_{name}.log.gz"
+
+
+@pytest.fixture
+def aws(tmp_path: Path, dns_table: dict[str, list[str]]) -> Iterator[dict]:
+    from demo.server import reset, start
+
+    server, endpoint = start(0)
+    reset(endpoint)
+    ec2, s3, rds = (client(s, REGION, endpoint) for s in ("ec2", "s3", "rds"))
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+
+    def run(address: str) -> tuple[str, str]:
+        found = ec2.run_instances(
+            ImageId="ami-04681a1dbd79675a5", MinCount=1, MaxCount=1, SubnetId=subnet, PrivateIpAddress=address
+        )["Instances"][0]
+        return found["InstanceId"], found["NetworkInterfaces"][0]["NetworkInterfaceId"]
+
+    def interface(address: str, description: str) -> str:
+        made = ec2.create_network_interface(
+            SubnetId=subnet, PrivateIpAddress=address, Description=description
+        )
+        return made["NetworkInterface"]["NetworkInterfaceId"]
+
+    app, app_eni = run("10.0.1.10")
+    ec2.assign_private_ip_addresses(NetworkInterfaceId=app_eni, PrivateIpAddresses=["10.0.1.200"])
+    public = ec2.allocate_address(Domain="vpc")
+    ec2.associate_address(AllocationId=public["AllocationId"], NetworkInterfaceId=app_eni)
+    worker, worker_eni = run("10.0.1.11")
+    rds.create_db_subnet_group(DBSubnetGroupName="db", DBSubnetGroupDescription="db", SubnetIds=[subnet])
+    db = rds.create_db_instance(
+        DBInstanceIdentifier="orders-db", DBInstanceClass="db.t3.micro", Engine="postgres",
+        DBSubnetGroupName="db", MasterUsername="admin1", MasterUserPassword="not-a-secret-1",
+    )["DBInstance"]  # fmt: skip
+    dns_table[db["Endpoint"]["Address"]] = ["10.0.1.50"]  # what the endpoint resolves to inside the VPC
+    iam = client("iam", REGION, endpoint)
+    role = iam.create_role(RoleName="fn", AssumeRolePolicyDocument=trust_policy("lambda.amazonaws.com"))
+    function = client("lambda", REGION, endpoint).create_function(
+        FunctionName="orders", Runtime="python3.12", Role=role["Role"]["Arn"], Handler="index.handler",
+        Code={"ZipFile": lambda_zip("def handler(event, context):\n    return 1\n")},
+        VpcConfig={"SubnetIds": [subnet], "SecurityGroupIds": []},
+    )  # fmt: skip
+    conf = tmp_path / "conf.yaml"
+    conf.write_text(
+        "init_config: {aws_access_key_id: '', aws_secret_access_key: '', external_id: ext-id}\n"
+        f"instances: [{{role_arn: 'arn:aws:iam::{ACCOUNT}:role/R', regions: [{REGION}], "
+        "apis_to_run: [ec2, rds, lambda]}]\n"
+    )
+    env = {
+        "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+    }  # fmt: skip
+    yield {
+        "s3": s3, "env": env, "conf": conf, "tmp": tmp_path, "vpc": vpc, "app": app, "app_eni": app_eni,
+        "worker": worker, "worker_eni": worker_eni, "db": db["DBInstanceArn"],
+        "public_ip": public["PublicIp"],
+        "rds_eni": interface("10.0.1.50", "RDSNetworkInterface"),
+        "nat_eni": interface("10.0.1.60", "Interface for NAT Gateway nat-0a1b2c3d4e5f60718"),
+        "alb_eni": interface("10.0.1.70", "ELB app/web/50dc6c495c0c9188"),
+        "lambda_eni": interface("10.0.1.80", LAMBDA_ENI), "function": function["FunctionArn"],
+    }  # fmt: skip
+    server.stop()
+
+
+def cli(aws: dict, *args: str) -> Result:
+    out = aws["tmp"] / "out"
+    state = aws["tmp"] / "state.sqlite"
+    return CliRunner().invoke(
+        main, [*args, "-c", str(aws["conf"]), "--out", str(out), "--state", str(state)], env=aws["env"]
+    )
+
+
+def put(aws: dict, name: str, lines: list[str], *, header: str = HEADER, compress: bool = True) -> str:
+    body = "\n".join([header, *lines]).encode() + b"\n"
+    object_key = key(name) if compress else key(name).removesuffix(".gz")
+    aws["s3"].put_object(Bucket=BUCKET, Key=object_key, Body=gzip.compress(body) if compress else body)
+    return object_key
+
+
+def flow_payloads(aws: dict) -> list[dict]:
+    files = sorted((aws["tmp"] / "out").glob("run-*/flowlogs-*.json"))
+    payloads = [json.loads(f.read_text()) for f in files]
+    for payload in payloads:
+        validate_payload(payload)
+    return payloads
+
+
+def remaining(aws: dict) -> set[str]:
+    return {o["Key"] for o in aws["s3"].list_objects_v2(Bucket=BUCKET, Prefix=PREFIX).get("Contents", [])}
+
+
+def test_private_traffic_becomes_relations_between_the_components_that_talk(aws: dict) -> None:
+    assert cli(aws, "scan").exit_code == 0  # the last snapshot: instances, the RDS instance, the function
+    app, worker, db = "10.0.1.10", "10.0.1.11", "10.0.1.50"
+    traffic = put(aws, "a", [
+        # app -> db on 5432, logged by both interfaces: 3000 bytes up, 9000 down, each counted once
+        line(aws["app_eni"], app, db, 40001, 5432, 10, 3000, 1000, 1060),
+        line(aws["rds_eni"], app, db, 40001, 5432, 10, 3000, 1000, 1060),
+        line(aws["rds_eni"], db, app, 5432, 40001, 12, 9000, 1000, 1060),
+        line(aws["app_eni"], db, app, 5432, 40001, 12, 9000, 1020, 1120),
+        # the secondary address of the app talks to the worker's web port: only the worker has the record
+        line(aws["worker_eni"], "10.0.1.200", worker, 51000, 8080, 4, 400, 1000, 1060),
+        # the Lambda function's interface reaches the database
+        line(aws["lambda_eni"], "10.0.1.80", db, 33000, 5432, 2, 100, 1000, 1030),
+        # public traffic, NAT and load-balancer traffic, a record of an unknown interface, no data
+        line(aws["app_eni"], app, "52.94.1.1", 40002, 443, 3, 700),
+        line(aws["nat_eni"], "10.0.1.60", worker, 443, 41000, 3, 700),
+        line(aws["worker_eni"], worker, "10.0.1.70", 41001, 80, 3, 700),
+        line("eni-00000000000000000", "10.0.1.90", db, 41002, 5432, 3, 700),
+        f"2 {ACCOUNT} {aws['worker_eni']} - - - - - - - 1000 1060 - NODATA",
+    ])  # fmt: skip
+    result = cli(aws, "flowlogs")
+    assert result.exit_code == 0, result.output
+    assert "connections=3" in result.output and "direct_relations=3" in result.output
+    assert "skipped_public=1" in result.output and "skipped_nat_or_load_balancer=2" in result.output
+    assert "skipped_unknown_interface=1" in result.output and "skipped_no_data=1" in result.output
+    [payload] = flow_payloads(aws)
+    [topology] = payload["topologies"]
+    assert not topology["start_snapshot"] and not topology["stop_snapshot"]
+    components = {c["externalId"]: c for c in topology["components"]}
+    vpc = aws["vpc"]
+    db_conn, web_conn, fn_conn = (
+        f"{vpc}/10.0.1.10/10.0.1.50",
+        f"{vpc}/10.0.1.11/10.0.1.200",
+        f"{vpc}/10.0.1.50/10.0.1.80",
+    )
+    assert set(components) == {
+        f"{side}/{c}" for side in ("local", "remote") for c in (db_conn, web_conn, fn_conn)
+    }
+    assert {c["type"]["name"] for c in components.values()} == {"vpc.request"}
+    # the client is local, the server (lower port) remote; the app's public address is on its side
+    assert components[f"local/{db_conn}"]["data"]["URN"] == [
+        f"urn:vpcip:{vpc}/{app}",
+        f"urn:host:/{aws['public_ip']}",
+    ]
+    assert components[f"remote/{db_conn}"]["data"]["URN"] == [f"urn:vpcip:{vpc}/{db}"]
+    assert components[f"local/{web_conn}"]["data"]["URN"] == [f"urn:vpcip:{vpc}/10.0.1.200"]
+    relations = {(r["sourceId"], r["type"]["name"], r["targetId"]): r for r in topology["relations"]}
+    flow = relations[(f"local/{db_conn}", "flowlog", f"remote/{db_conn}")]["data"]
+    assert (flow["local_address"], flow["remote_address"], flow["family"], flow["traffic_type"]) == (
+        app,
+        db,
+        "v4",
+        "6",
+    )
+    assert (flow["bytes_sent"], flow["bytes_received"], flow["start"], flow["end"]) == (
+        3000,
+        9000,
+        1000,
+        1120,
+    )
+    assert flow["source"] == f"local/{db_conn}".replace(".", "_")
+    assert {i["id"] for i in flow["network_interfaces"]} == {aws["app_eni"], aws["rds_eni"]}
+    # beyond the StackPack: the components themselves are related, through owners and URNs
+    assert (aws["app"], "flowlog", aws["db"]) in relations
+    assert (aws["app"], "flowlog", aws["worker"]) in relations  # the secondary address is the app's
+    assert (aws["function"], "flowlog", aws["db"]) in relations
+    assert relations[(aws["app"], "flowlog", aws["db"])]["data"]["bytes_sent"] == 3000
+    gauges = {(m[0], tuple(m[3]["tags"])): m[2] for m in payload["metrics"]}
+    tags = (f"source:{flow['source']}", f"target:{flow['target']}")
+    assert gauges[("aws.flowlog.bytes_sent", tags)] == 3000
+    assert gauges[("aws.flowlog.bytes_received", tags)] == 9000
+    assert gauges[("aws.flowlog.bytes_sent_per_second", tags)] == 3000 / 120
+    assert gauges[("aws.flowlog.bytes_received_per_second", tags)] == 9000 / 120
+    assert len(payload["metrics"]) == 4 * 3
+    assert traffic not in remaining(aws)  # delivered, then deleted
+
+
+def test_custom_plain_text_format_and_a_broken_object_which_stays(aws: dict) -> None:
+    custom = "srcaddr dstaddr srcport dstport protocol interface-id bytes start end vpc-id"
+    body = [f"10.0.1.10 10.0.1.11 40000 22 6 {aws['app_eni']} 1234 1000 1060 {aws['vpc']}", "too few fields"]
+    good = put(aws, "custom", body, header=custom, compress=False)
+    broken = key("broken")
+    aws["s3"].put_object(Bucket=BUCKET, Key=broken, Body=b"\x1f\x8b\x08\x00 not gzip at all")
+    no_fields = put(aws, "nofields", ["a b c"], header="version account-id action")
+    result = cli(aws, "flowlogs")
+    assert result.exit_code == 1, result.output  # corrupt objects make the run incomplete
+    assert "connections=1" in result.output and "corrupt_objects=2" in result.output
+    assert "skipped_bad_line=1" in result.output
+    [payload] = flow_payloads(aws)
+    relation = payload["topologies"][0]["relations"][0]
+    assert (relation["data"]["local_address"], relation["data"]["bytes_sent"]) == ("10.0.1.10", 1234)
+    assert remaining(aws) == {broken, no_fields}  # the good one went, the others stay for a person to see
+    assert good not in remaining(aws)
+    status = CliRunner().invoke(main, ["status", "--state", str(aws["tmp"] / "state.sqlite")])
+    assert f"corrupt object (left in the bucket): {no_fields}: the header has no" in status.output
+    assert "flowlogs" in status.output
+
+
+def test_a_spooled_delta_is_durable_so_the_object_goes(aws: dict) -> None:
+    traffic = put(aws, "a", [line(aws["app_eni"], "10.0.1.10", "10.0.1.11", 40001, 22, 1, 100)])
+    state = aws["tmp"] / "state.sqlite"
+    result = CliRunner().invoke(
+        main,
+        ["flowlogs", "-c", str(aws["conf"]), "--receiver", "http://127.0.0.1:9", "--state", str(state)],
+        env={**aws["env"], "STS_API_KEY": "k"},
+    )
+    assert result.exit_code == 1, result.output
+    assert "delivery spooled=1" in result.output and "deleted_objects=1" in result.output
+    assert traffic not in remaining(aws)
+    with State(state) as opened:
+        [(_, name, payload)] = opened.spool_items()
+    assert (
+        name.startswith("flowlogs-") and payload["topologies"][0]["relations"][0]["type"]["name"] == "flowlog"
+    )
+
+
+def test_nothing_is_deleted_when_the_delta_cannot_be_delivered(aws: dict) -> None:
+    traffic = put(aws, "a", [line(aws["app_eni"], "10.0.1.10", "10.0.1.11", 40001, 22, 1, 100)])
+
+    class Down:
+        def send(self, payload: dict, name: str) -> None:
+            raise DeliveryError(target="receiver", problem="down", name=name)
+
+    with live_aws(aws["env"]["AWS_ENDPOINT_URL"]), State(aws["tmp"] / "state.sqlite") as state:
+        config = load_config(aws["conf"])
+        result = apply_flowlogs(config, config.instances[0], load_mappings(), Down(), state, Fetcher())
+    assert result.error and "no object deleted" in result.error and not result.complete
+    assert result.deleted == [] and traffic in remaining(aws)
+
+
+def test_an_unversioned_bucket_is_refused(aws: dict) -> None:
+    aws["s3"].put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Suspended"})
+    traffic = put(aws, "a", [line(aws["app_eni"], "10.0.1.10", "10.0.1.11", 40001, 22, 1, 100)])
+    result = cli(aws, "flowlogs")
+    assert result.exit_code == 2
+    assert "is not versioned (Suspended)" in result.output
+    assert traffic in remaining(aws)
