@@ -17,6 +17,17 @@ bootstrap() {
   fi
 }
 
+# The topology page's graph library (web/node_modules, pinned by web/package-lock.json); `aws-topology view`
+# inlines it into the page.
+bootstrap_web() {
+  [ -f web/node_modules/cytoscape/dist/cytoscape.min.js ] && return 0
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "run.sh: npm not found: the topology page needs \`npm ci\` in web/ (Node 20+)" >&2
+    return 1
+  fi
+  (cd web && npm ci --no-audit --no-fund --loglevel=error)
+}
+
 # Wait until the moto server started in the background has printed its endpoint (it does so after it
 # listens and has warmed every service), then print that endpoint. Fails with the log's tail when the
 # server exits first or is not ready within $3 seconds.
@@ -57,6 +68,10 @@ demo() {
   local rc=0
   "$VENV/bin/aws-topology" scan -c demo/conf.yaml --out "$out" --state .state/demo.sqlite --table || rc=$?
   echo "payloads: $(find "$out" -name 'scan-*.json' | wc -l) file(s) in $out/"
+  if bootstrap_web && "$VENV/bin/aws-topology" view -c demo/conf.yaml --state .state/demo.sqlite \
+      --out "$out/topology.html"; then
+    echo "topology page: $out/topology.html (open it in a browser; it works offline)"
+  fi
   return "$rc"
 }
 
@@ -65,8 +80,10 @@ case "${1:-}" in
   test)
     shift
     bootstrap test
+    bootstrap_web || echo "run.sh: the topology page tests will fail without web/node_modules" >&2
     "$VENV/bin/ruff" check engine demo tests bench
     exec "$VENV/bin/pytest" "$@"
     ;;
+  view) bootstrap demo; bootstrap_web; exec "$VENV/bin/aws-topology" "$@" ;;
   *) bootstrap demo; exec "$VENV/bin/aws-topology" "$@" ;;
 esac
