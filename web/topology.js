@@ -7,7 +7,7 @@
   const parsedMs = performance.now() - started;
   const nodes = DATA.nodes, rels = DATA.relations, views = DATA.views, layers = DATA.layers;
   const BIG = nodes.length > 1500;
-  const CELL_W = 170, CELL_H = 80, BAND_GAP = 40, BAND_HEAD = 30;
+  const CELL_W = 150, CELL_H = 66, BAND_GAP = 24, BAND_HEAD = 28;
   const REL_COLORS = {
     'uses-service': '#3b7dd8', 'has-resource': '#7a8a99', 'has_cluster_node': '#9c4dcc',
     'uses-ec2-host': '#d9822b', 'flowlog': '#2f9e62',
@@ -54,9 +54,9 @@
     pixelRatio: BIG ? 1 : 'auto',
     style: [
       { selector: 'node.component', style: {
-        'z-index-compare': 'manual', 'z-index': 3, width: 34, height: 34,
-        'background-color': 'data(color)', label: 'data(name)', 'font-size': 11, 'text-valign': 'bottom',
-        'text-margin-y': 3, 'text-max-width': 150, 'text-wrap': 'ellipsis', 'min-zoomed-font-size': 6, color: '#1d2733',
+        'z-index-compare': 'manual', 'z-index': 3, width: 28, height: 28,
+        'background-color': 'data(color)', label: 'data(name)', 'font-size': 12, 'text-valign': 'bottom',
+        'text-margin-y': 2, 'text-max-width': 140, 'text-wrap': 'ellipsis', 'min-zoomed-font-size': 5, color: '#1d2733',
       } },
       { selector: 'node.component:selected', style: { 'border-width': 5, 'border-color': '#ec7211' } },
       { selector: 'node.band', style: {
@@ -93,7 +93,7 @@
         : nodes[a].name.localeCompare(nodes[b].name)));
       const rows = Math.ceil(group.length / cols);
       const height = BAND_HEAD + rows * CELL_H;
-      const font = Math.max(16, Math.round(width / 60));
+      const font = Math.max(20, Math.round(width / 50));
       elements.push({ group: 'nodes', classes: 'band', selectable: false, grabbable: false,
         data: { id: `layer-${l}`, label: `${layers[l]} (${group.length})`, w: width + 40, h: height,
           color: LAYER_COLORS[l % LAYER_COLORS.length], font },
