@@ -321,7 +321,8 @@ def _flows(
             config, instance, mappings, sink, state, fetcher, workers=workers, max_bytes=max_bytes
         )
         summary: dict[str, Any] = {
-            "status": "complete" if flows.complete else "INCOMPLETE", "objects": flows.objects,
+            "status": "complete" if flows.complete else "INCOMPLETE",
+            "bucket": f"{flows.bucket}{' (absent)' if flows.absent else ''}", "objects": flows.objects,
             "records": flows.records, "connections": flows.connections, "direct_relations": flows.direct,
             "payloads": flows.payloads, "deleted_objects": len(flows.deleted),
             "corrupt_objects": len(flows.corrupt), "waiting_objects": flows.waiting,

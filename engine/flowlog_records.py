@@ -1,6 +1,7 @@
 """Flow-log records: flow-log objects in, per-flow sums out.
 
-An object is text (gzip or plain) whose first line names its fields (the AWS default v2 format or any custom
+An object is text (gzip or plain; `unpack` writes it to disk as text, checking the gzip stream to its
+end) whose first line names its fields (the AWS default v2 format or any custom
 one), or Parquet. Only the fields the reader needs are read, by name, so any format that has them works.
 Records are read in batches by pyarrow's CSV/Parquet readers (C++, about 3x pure Python here: see
 `bench/flowlogs.py`) and summed per flow, `(interface-id, srcaddr, dstaddr, protocol)`, batch by batch:
@@ -12,12 +13,11 @@ skip; an object that is not flow-log data (no header with the required fields, b
 
 from __future__ import annotations
 
-import gzip
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -64,7 +64,7 @@ class FlowSums:
     _rows: int = 0
 
     def add_object(self, path: Path, parquet: bool = False) -> None:
-        """Read one object (a local file: the caller streams the download to disk) into the sums."""
+        """Read one object's content (a local file `unpack` wrote) into the sums."""
         before = (self.records, self.skipped_status, self.bad_lines, len(self._parts), self._rows)
         try:
             self._read(path, parquet, strict=True)
@@ -143,22 +143,35 @@ class FlowSums:
         self._append(merged.group_by(list(KEY)).aggregate(list(SUMS)))
 
 
+def unpack(chunks: Iterable[bytes], out: IO[bytes]) -> None:
+    """Write an object's content to `out`: gunzipped when it is gzip (every member, each checked to its
+    end, so a truncated object is refused rather than half read), else as it is."""
+    inflate: Any = None
+    for chunk in chunks:
+        if inflate is None:
+            inflate = zlib.decompressobj(31) if chunk[:2] == b"\x1f\x8b" else False
+        if inflate is False:
+            out.write(chunk)
+            continue
+        try:
+            while chunk:
+                out.write(inflate.decompress(chunk))
+                chunk = inflate.unused_data if inflate.eof else b""
+                if chunk:  # the next gzip member
+                    inflate = zlib.decompressobj(31)
+        except zlib.error as exc:
+            raise UnsupportedObject(f"cannot decompress: {exc}") from None
+    if inflate and not inflate.eof:
+        raise UnsupportedObject("cannot decompress: the gzip stream ends early (truncated object)")
+
+
 def _header(path: Path) -> list[str]:
-    try:
-        with _text(path) as stream:
-            line = stream.readline(64 * 1024)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise UnsupportedObject(f"cannot decompress: {exc}") from None
+    with open(path, "rb") as stream:
+        line = stream.readline(64 * 1024)
     try:
         return line.decode("ascii").split()
     except UnicodeDecodeError:
         raise UnsupportedObject("the first line is not a header of field names") from None
-
-
-def _text(path: Path) -> IO[bytes]:
-    with open(path, "rb") as probe:
-        gzipped = probe.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rb") if gzipped else open(path, "rb")
 
 
 def _missing(names: list[str]) -> list[str]:
@@ -179,11 +192,9 @@ def _batches(path: Path, parquet: bool, strict: bool, sums: FlowSums) -> Iterato
         return "skip"
 
     types = {n: (pa.int64() if strict and n in NUMBERS else pa.string()) for n in wanted}
-    with open(path, "rb") as probe:
-        compression = "gzip" if probe.read(2) == b"\x1f\x8b" else None
     try:
         reader = csv.open_csv(
-            pa.input_stream(str(path), compression=compression),
+            pa.input_stream(str(path)),
             read_options=csv.ReadOptions(block_size=BLOCK, use_threads=True),
             parse_options=csv.ParseOptions(delimiter=" ", invalid_row_handler=bad_line),
             convert_options=csv.ConvertOptions(
@@ -192,8 +203,8 @@ def _batches(path: Path, parquet: bool, strict: bool, sums: FlowSums) -> Iterato
             ),
         )  # fmt: skip
         yield from reader
-    except OSError as exc:  # a broken gzip stream
-        raise UnsupportedObject(f"cannot decompress: {exc}") from None
+    except OSError as exc:
+        raise UnsupportedObject(f"cannot read: {exc}") from None
 
 
 def _parquet_batches(path: Path, strict: bool) -> Iterator[pa.RecordBatch]:

@@ -41,7 +41,7 @@ from engine.bucket import LogBucket, Unversioned
 from engine.config import Config, Instance
 from engine.errors import CallFailed, CredentialsError, DeliveryError, Unreachable
 from engine.fetch import Fetcher
-from engine.flowlog_records import Flow, FlowSums, UnsupportedObject
+from engine.flowlog_records import Flow, FlowSums, UnsupportedObject, unpack
 from engine.functions import search
 from engine.mappings import Interfaces, Mappings
 from engine.payload import build_payloads
@@ -67,6 +67,7 @@ class AccountFlows:
     bucket: str
     error: str | None = None
     bad_input: bool = False
+    absent: bool = False  # the bucket does not exist: flow logs are not set up
     objects: int = 0
     waiting: int = 0  # beyond MAX_OBJECTS: read next run
     records: int = 0
@@ -178,6 +179,13 @@ def _run(
     bucket = LogBucket(account, result.bucket, fetcher, state, "flowlogs")
     try:
         bucket.check_versioned()
+    except CallFailed as exc:
+        if getattr(exc, "code", None) == "NoSuchBucket":  # flow logs are not set up: nothing to read
+            result.absent = True
+        else:
+            result.error = f"cannot read flow logs from bucket {bucket.name}: {exc}"
+        return
+    try:
         regions = [r for r in instance.regions if r != "global"]
         objects = bucket.objects([PREFIX.format(account=account.id, region=r) for r in regions])
     except CallFailed as exc:
@@ -243,10 +251,9 @@ def _region(key: str) -> str | None:
 
 
 def _read(bucket: LogBucket, key: str, sums: FlowSums) -> None:
-    """Stream the object to a temporary file (memory stays flat), then read it into `sums`."""
+    """Stream the object's text to a temporary file (memory stays flat), then read it into `sums`."""
     with tempfile.NamedTemporaryFile(prefix="flowlog-", suffix=".part") as part:
-        for chunk in bucket.chunks(key):
-            part.write(chunk)
+        unpack(bucket.chunks(key), part)
         part.flush()
         sums.add_object(Path(part.name), parquet=key.endswith(".parquet"))
 

@@ -44,7 +44,7 @@ class Grant:
 
 
 def mapping_calls(mappings: Mappings) -> Iterator[tuple[str, Call]]:
-    """(boto3 client name, call) of every call of every mapping: list, details, get and joins."""
+    """(boto3 client name, call) of every call of every mapping: list, details, get, joins, interfaces."""
     for resource in mappings.resources:
         calls = [resource.listing.call, *(d.call for d in resource.details)]
         calls.append(resource.get.call if resource.get else None)
@@ -52,9 +52,11 @@ def mapping_calls(mappings: Mappings) -> Iterator[tuple[str, Call]]:
             if call is not None:
                 yield resource.service, call
         for join in resource.joins:  # a join may make a call of its own, possibly of another client
-            call = getattr(join, "call", None)
-            if call is not None:
-                yield getattr(join, "service", None) or resource.service, call
+            if join.call is not None:
+                yield join.service or resource.service, join.call
+    for interfaces in mappings.interfaces:  # the flow-log reader's network interfaces
+        if interfaces.listing.call is not None:
+            yield interfaces.service, interfaces.listing.call
 
 
 def grants(mappings: Mappings) -> list[Grant]:

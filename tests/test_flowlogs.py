@@ -137,7 +137,9 @@ def remaining(aws: dict) -> set[str]:
 
 
 def test_private_traffic_becomes_relations_between_the_components_that_talk(aws: dict) -> None:
-    assert cli(aws, "scan").exit_code == 0  # the last snapshot: instances, the RDS instance, the function
+    first = cli(aws, "run")  # its full scan is the last snapshot: instances, RDS instance, function
+    assert first.exit_code == 0, first.output
+    assert "flowlogs account=123456789012 status=complete" in first.output and "objects=0" in first.output
     app, worker, db = "10.0.1.10", "10.0.1.11", "10.0.1.50"
     traffic = put(aws, "a", [
         # app -> db on 5432, logged by both interfaces: 3000 bytes up, 9000 down, each counted once
@@ -273,3 +275,10 @@ def test_an_unversioned_bucket_is_refused(aws: dict) -> None:
     assert result.exit_code == 2
     assert "is not versioned (Suspended)" in result.output
     assert traffic in remaining(aws)
+
+
+def test_without_the_bucket_flow_logs_are_simply_not_set_up(aws: dict) -> None:
+    aws["s3"].delete_bucket(Bucket=BUCKET)
+    result = cli(aws, "flowlogs")
+    assert result.exit_code == 0, result.output
+    assert f"bucket={BUCKET} (absent)" in result.output and "status=complete" in result.output

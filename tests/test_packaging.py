@@ -23,7 +23,7 @@ from engine.mappings import MAPPINGS, load_mappings
 from engine.policy import role_policy
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECT_FILES = ("pyproject.toml", "README.md", "engine", "mappings", "schemas", "demo")
+PROJECT_FILES = ("pyproject.toml", "README.md", "engine", "mappings", "schemas", "demo", "web")
 CONFIG = {
     "init_config": {"external_id": "uniquesecret!1"},
     "instances": [

