@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from engine.cli import main
 from engine.config import Instance, load_config
-from engine.last_snapshot import SnapshotError, from_payloads, from_state
+from engine.last_snapshot import Snapshot, SnapshotError, from_payloads, from_state
 from engine.mappings import MAPPINGS, load_mappings
 from engine.view_page import page_data
 from engine.views import CONSOLES, ViewError, console_action, views_for
@@ -247,3 +247,46 @@ def test_view_command_writes_one_offline_page_and_says_what_it_holds(estate, tmp
     missing = CliRunner().invoke(main, ["view", "-c", str(estate.config), "--state", str(estate.state),
                                         "--out", str(tmp_path / "x.html")])  # fmt: skip
     assert missing.exit_code == 2 and "npm ci" in missing.output
+
+
+def test_each_accounts_views_hold_only_that_accounts_components(mappings):
+    other = "210987654321"
+    instances = [
+        Instance(role_arn=ROLE, regions=("eu-west-1",)),
+        Instance(role_arn=ROLE.replace(ACCOUNT, other), regions=("eu-west-1",)),
+    ]
+    kinds = (
+        ("aws.ec2.vpc", "Networking"),
+        ("aws.lambda.function", "Serverless"),
+        ("aws.sqs.queue", "Messaging"),
+    )
+    components = [
+        {"externalId": f"{account}-{type_name}", "type": {"name": type_name},
+         "data": {"layer": layer, "domain": "AWS", "labels": ["stackpack:aws-v2"],
+                  "tags": [f"integration-url:{account}"]}}
+        for account in (ACCOUNT, other)
+        for type_name, layer in kinds
+    ]  # fmt: skip
+    snapshot = Snapshot("test", [ACCOUNT, other], components, [], {ACCOUNT: 0, other: 0})
+    views = [v for instance in instances for v in views_for(instance, mappings)]
+
+    data = page_data(snapshot, views)
+    held = {v["name"]: sorted(components[i]["externalId"] for i in v["nodes"]) for v in data["views"]}
+    assert held == {
+        f"AWS - {a} - {title}": sorted(f"{a}-{t}" for t in types)
+        for a in (ACCOUNT, other)
+        for title, types in (("All", ["aws.ec2.vpc", "aws.lambda.function", "aws.sqs.queue"]),
+                             ("Infrastructure", ["aws.ec2.vpc"]), ("Serverless", ["aws.lambda.function"]))
+    }  # fmt: skip
+
+
+def test_view_command_reads_payload_files_with_from(estate, tmp_path):
+    out = tmp_path / "from-files.html"
+    args = ["view", "-c", str(estate.config), "--from", str(estate.out), "--out", str(out)]
+    result = CliRunner().invoke(main, args)
+
+    assert result.exit_code == 0, result.output
+    assert f"from payloads {estate.out}" in result.output
+    assert f"{len(_payload_components(estate.out))} components" in result.output and out.is_file()
+    missing = CliRunner().invoke(main, ["view", "-c", str(estate.config), "--from", str(tmp_path)])
+    assert missing.exit_code == 2 and "no run folder with a manifest.json" in missing.output
