@@ -14,7 +14,8 @@ skip; an object that is not flow-log data (no header with the required fields, b
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -77,12 +78,28 @@ class FlowSums:
             except pa.ArrowInvalid as exc:
                 raise UnsupportedObject(f"unreadable: {str(exc)[:200]}") from None
 
-    def flows(self) -> dict[tuple[str, str, str, int], Flow]:
-        """The sums per (interface-id, srcaddr, dstaddr, protocol)."""
+    def flows(
+        self, interfaces: Collection[str] | None = None, private: Callable[[str], bool] | None = None,
+        skipped: Counter | None = None,
+    ) -> dict[tuple[str, str, str, int], Flow]:
+        """The sums per (interface-id, srcaddr, dstaddr, protocol); with `interfaces`, only those of these
+        interfaces, and with `private`, only those between two private addresses. What is left out is
+        counted in `skipped` (records, by reason), and decided on whole columns, not flow by flow."""
         self._compact()
         if not self._parts:
             return {}
         table = self._parts[0]
+        skipped = Counter() if skipped is None else skipped
+        if interfaces is not None:
+            known = pc.is_in(table["interface-id"], pa.array(list(interfaces), pa.string()))
+            skipped["unknown_interface"] += pc.sum(pc.filter(table["records"], pc.invert(known))).as_py() or 0
+            table = table.filter(known)
+        if private is not None:
+            addresses = pc.unique(pa.chunked_array([*table["srcaddr"].chunks, *table["dstaddr"].chunks]))
+            inside = pa.array([a for a in addresses.to_pylist() if private(a)], pa.string())
+            both = pc.and_(pc.is_in(table["srcaddr"], inside), pc.is_in(table["dstaddr"], inside))
+            skipped["public"] += pc.sum(pc.filter(table["records"], pc.invert(both))).as_py() or 0
+            table = table.filter(both)
         columns = [table.column(name).to_pylist() for name in table.column_names]
         return {row[:4]: Flow(*row[4:]) for row in zip(*columns, strict=True)}  # type: ignore[misc]
 

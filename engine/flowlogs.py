@@ -31,6 +31,7 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -283,6 +284,7 @@ def _interfaces(account: Account, region: str, specs: tuple[Interfaces, ...], fe
     return found
 
 
+@lru_cache(maxsize=1 << 16)
 def _private(address: str) -> bool:
     try:
         return ipaddress.ip_address(address).is_private
@@ -294,22 +296,12 @@ def _connections(sums: FlowSums, interfaces: dict[str, Interface], skipped: Coun
     """Private traffic between two addresses of a VPC, keyed `{vpc}/{lower ip}/{higher ip}`."""
     by_address = {(i.vpc, a): i for i in interfaces.values() for a in i.addresses}
     connections: dict[str, Connection] = {}
-    excluded: set[str] = set()
-    for key, flow in sums.flows().items():
-        interface = interfaces.get(key[0])
-        src, dst = key[1], key[2]
-        if interface is None:
-            skipped["unknown_interface"] += flow.records
-            continue
-        if src in interface.addresses:
-            outbound, peer = True, dst
-        elif dst in interface.addresses:
-            outbound, peer = False, src
+    for key, flow in sums.flows(interfaces, _private, skipped).items():
+        interface, src, dst = interfaces[key[0]], key[1], key[2]
+        if src in interface.addresses or dst in interface.addresses:
+            outbound = src in interface.addresses
         else:
             skipped["not_its_address"] += flow.records
-            continue
-        if not _private(peer):
-            skipped["public"] += flow.records
             continue
         low, high = sorted((src, dst))
         connection = connections.setdefault(
@@ -317,12 +309,11 @@ def _connections(sums: FlowSums, interfaces: dict[str, Interface], skipped: Coun
         )
         connection.add(interface, key, flow, outbound)
         for address in (src, dst):
-            if holder := by_address.get((interface.vpc, address)):
+            if address not in connection.holders and (holder := by_address.get((interface.vpc, address))):
                 connection.holders[address] = holder
+    for connection in list(connections.values()):
         if any(i.excluded for i in connection.holders.values()):
-            excluded.add(connection.id)
-    for connection_id in excluded:
-        skipped["nat_or_load_balancer"] += connections.pop(connection_id).records
+            skipped["nat_or_load_balancer"] += connections.pop(connection.id).records
     return sorted(connections.values(), key=lambda c: c.id)
 
 

@@ -1,0 +1,196 @@
+"""Flow-log reader throughput: records/s of the whole reading path against the floor, side by side.
+
+Generates gzip flow-log objects (AWS default v2 format) for an estate of interfaces in one VPC: each
+interface talks to a few private peers on well-known ports from ephemeral ones, some traffic is public,
+some lines are NODATA. Then, alternating in each round, times:
+
+- floor: decompress the objects and split them into lines, nothing else;
+- engine: what `aws-topology flowlogs` does with an object once downloaded: `unpack` to a temporary file
+  (gzip checked to its end), pyarrow's reader summing per flow, then connections, components, relations
+  and gauges for the whole estate;
+- pure Python: decompress, split, and sum per flow in a dict (the alternative to pyarrow, for scale).
+
+S3 transfer is not part of it (moto's server would dominate). Usage:
+    python -m bench.flowlogs [--records 5000000] [--objects 50] [--interfaces 400] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import random
+import resource
+import tempfile
+import time
+import zlib
+from collections import Counter
+from pathlib import Path
+
+from engine.config import Instance
+from engine.flowlog_records import FlowSums, unpack
+from engine.flowlogs import Interface, _connections, _output
+
+ACCOUNT = "123456789012"
+VPC = "vpc-0bench"
+CHUNK = 1 << 20
+
+
+def estate(interfaces: int) -> dict[str, Interface]:
+    return {
+        f"eni-{n:017x}": Interface(
+            id=f"eni-{n:017x}",
+            vpc=VPC,
+            addresses=frozenset({_address(n)}),
+            public={},
+            owner=f"i-{n:017x}",
+            excluded=False,
+            described={"id": f"eni-{n:017x}"},
+        )
+        for n in range(interfaces)
+    }
+
+
+def _address(n: int) -> str:
+    return f"10.0.{n // 250}.{n % 250 + 1}"
+
+
+def generate(directory: Path, records: int, objects: int, interfaces: int, seed: int = 1) -> list[Path]:
+    rng = random.Random(seed)
+    header = (
+        "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end "
+        "action log-status"
+    )
+    peers = {n: [rng.randrange(interfaces) for _ in range(6)] for n in range(interfaces)}
+    paths = []
+    per_object = records // objects
+    for o in range(objects):
+        lines = [header]
+        start = 1_700_000_000 + o * 60
+        for _ in range(per_object):
+            n = rng.randrange(interfaces)
+            eni, me = f"eni-{n:017x}", _address(n)
+            roll = rng.random()
+            if roll < 0.02:
+                lines.append(f"2 {ACCOUNT} {eni} - - - - - - - {start} {start + 60} - NODATA")
+                continue
+            peer = (
+                f"52.94.{rng.randrange(4)}.{rng.randrange(1, 250)}"
+                if roll < 0.15
+                else _address(rng.choice(peers[n]))
+            )
+            port, ephemeral = rng.choice((443, 5432, 6379, 8080)), rng.randrange(32768, 61000)
+            src, dst, sport, dport = (
+                (me, peer, ephemeral, port) if roll < 0.6 else (peer, me, port, ephemeral)
+            )
+            lines.append(
+                f"2 {ACCOUNT} {eni} {src} {dst} {sport} {dport} 6 {rng.randrange(1, 60)} "
+                f"{rng.randrange(40, 90_000)} {start} {start + 60} ACCEPT OK"
+            )
+        path = directory / f"{ACCOUNT}_vpcflowlogs_eu-west-1_fl-1_{o:04d}.log.gz"
+        path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode(), 6))
+        paths.append(path)
+    return paths
+
+
+def _chunks(path: Path):
+    with path.open("rb") as stream:
+        while chunk := stream.read(CHUNK):
+            yield chunk
+
+
+def floor(paths: list[Path]) -> int:
+    lines = 0
+    for path in paths:
+        inflate, rest = zlib.decompressobj(31), b""
+        for chunk in _chunks(path):
+            parts = (rest + inflate.decompress(chunk)).split(b"\n")
+            rest = parts.pop()
+            lines += len(parts)
+    return lines
+
+
+def engine(paths: list[Path], interfaces: dict[str, Interface], scratch: Path) -> int:
+    sums = FlowSums()
+    for path in paths:
+        text = scratch / "object.text"
+        with text.open("wb") as out:
+            unpack(_chunks(path), out)
+        sums.add_object(text)
+    skipped: Counter = Counter()
+    instance = Instance(role_arn=f"arn:aws:iam::{ACCOUNT}:role/R", regions=("eu-west-1",))
+    owners = set(i.owner for i in interfaces.values() if i.owner)
+    for connection in _connections(sums, interfaces, skipped):
+        _output(connection, "eu-west-1", ACCOUNT, instance, (owners, {}))
+    return sums.records
+
+
+def pure_python(paths: list[Path]) -> int:
+    sums: dict[tuple, list[int]] = {}
+    records = 0
+    for path in paths:
+        with gzip.open(path, "rb") as stream:
+            names = stream.readline().split()
+            i, s, d, p, b = (
+                names.index(n) for n in (b"interface-id", b"srcaddr", b"dstaddr", b"protocol", b"bytes")
+            )
+            status = names.index(b"log-status")
+            for line in stream:
+                records += 1
+                fields = line.split()
+                if fields[status] in (b"NODATA", b"SKIPDATA"):
+                    continue
+                key = (fields[i], fields[s], fields[d], fields[p])
+                entry = sums.get(key)
+                if entry is None:
+                    sums[key] = [int(fields[b]), 1]
+                else:
+                    entry[0] += int(fields[b])
+                    entry[1] += 1
+    return records
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--records", type=int, default=5_000_000)
+    parser.add_argument("--objects", type=int, default=50)
+    parser.add_argument("--interfaces", type=int, default=400)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--no-pure", action="store_true", help="Skip the pure-Python comparison.")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-flowlogs-") as tmp:
+        directory = Path(tmp)
+        started = time.perf_counter()
+        paths = generate(directory, args.records, args.objects, args.interfaces)
+        size = sum(p.stat().st_size for p in paths)
+        print(f"generated {args.records:,} records in {len(paths)} gzip objects ({size / 1e6:.0f} MB) "
+              f"in {time.perf_counter() - started:.0f}s")  # fmt: skip
+        interfaces = estate(args.interfaces)
+        timings: dict[str, list[float]] = {"floor": [], "engine": [], "pure": []}
+        for _ in range(args.rounds):
+            for name in timings:
+                if name == "pure" and args.no_pure:
+                    continue
+                began = time.perf_counter()
+                runs = {
+                    "floor": lambda: floor(paths),
+                    "engine": lambda: engine(paths, interfaces, directory),
+                    "pure": lambda: pure_python(paths),
+                }
+                count = runs[name]()
+                timings[name].append(time.perf_counter() - began)
+                assert count >= args.records - args.objects, (name, count)
+    best = {name: min(t) for name, t in timings.items() if t}
+    for name, seconds in best.items():
+        print(f"{name:>7}: {seconds:6.2f}s  {args.records / seconds:>12,.0f} records/s  "
+              f"{seconds / best['floor']:.2f}x floor")  # fmt: skip
+    ratio = best["engine"] / best["floor"]
+    pure = f" pure/engine={best['pure'] / best['engine']:.2f}" if "pure" in best else ""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    speed = args.records / best["engine"]
+    print(f"engine records/s={speed:,.0f} engine/floor={ratio:.2f}{pure} peak_rss_mb={rss:.0f}")
+
+
+if __name__ == "__main__":
+    main()
