@@ -13,14 +13,15 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from engine.data import SCHEMAS
+
 log = logging.getLogger(__name__)
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "payload.schema.json"
+SCHEMA_PATH = SCHEMAS / "payload.schema.json"
 INSTANCE_TYPE = "aws-v2"
 SEPARATORS = (",", ":")
 _LISTS = ("components", "relations", "delete_ids")
