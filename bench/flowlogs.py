@@ -5,9 +5,9 @@ interface talks to a few private peers on well-known ports from ephemeral ones, 
 some lines are NODATA. Then, alternating in each round, times:
 
 - floor: decompress the objects and split them into lines, nothing else;
-- engine: what `aws-topology flowlogs` does with an object once downloaded: `unpack` to a temporary file
-  (gzip checked to its end), pyarrow's reader summing per flow, then connections, components, relations
-  and gauges for the whole estate;
+- engine: what `aws-topology flowlogs` does with the objects once downloaded: `unpacked` to temporary
+  files (gzip checked to its end, text cut into segments, the next objects while one is read), pyarrow's
+  reader summing per flow, then connections, components, relations and gauges for the whole estate;
 - pure Python: decompress, split, and sum per flow in a dict (the alternative to pyarrow, for scale).
 
 S3 transfer is not part of it (moto's server would dominate). Usage:
@@ -27,7 +27,7 @@ from collections import Counter
 from pathlib import Path
 
 from engine.config import Instance
-from engine.flowlog_records import FlowSums, unpack
+from engine.flowlog_records import FlowSums, unpacked
 from engine.flowlogs import Interface, _connections, _output
 
 ACCOUNT = "123456789012"
@@ -111,11 +111,10 @@ def floor(paths: list[Path]) -> int:
 
 def engine(paths: list[Path], interfaces: dict[str, Interface], scratch: Path) -> int:
     sums = FlowSums()
-    for path in paths:
-        text = scratch / "object.text"
-        with text.open("wb") as out:
-            unpack(_chunks(path), out)
-        sums.add_object(text)
+    for _, segments in unpacked(paths, _chunks, scratch):
+        assert isinstance(segments, list), segments
+        for segment in segments:
+            sums.add_object(segment)
     skipped: Counter = Counter()
     instance = Instance(role_arn=f"arn:aws:iam::{ACCOUNT}:role/R", regions=("eu-west-1",))
     owners = set(i.owner for i in interfaces.values() if i.owner)

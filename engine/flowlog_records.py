@@ -13,12 +13,15 @@ skip; an object that is not flow-log data (no header with the required fields, b
 
 from __future__ import annotations
 
+import shutil
 import zlib
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -32,9 +35,11 @@ SKIPPED_STATUS = ("NODATA", "SKIPDATA")
 KEY = ("interface-id", "srcaddr", "dstaddr", "protocol")
 SUMS = (("bytes", "sum"), ("packets", "sum"), ("records", "sum"), ("start", "min"), ("end", "max"),
         ("srcport", "min"), ("dstport", "min"))  # fmt: skip
-BLOCK = 8 << 20  # bytes of text per batch
+SEGMENT = 64 << 20  # bytes of text read whole (an object is cut into segments of about this size)
+BLOCK = 4 << 20  # bytes of text per parsing block (blocks of a segment are parsed in parallel)
 COMPACT_ROWS = 500_000  # partial sums kept before they are summed again
 _DIGITS = r"^[0-9]+$"
+T = TypeVar("T")
 
 
 class UnsupportedObject(Exception):
@@ -65,7 +70,7 @@ class FlowSums:
     _rows: int = 0
 
     def add_object(self, path: Path, parquet: bool = False) -> None:
-        """Read one object's content (a local file `unpack` wrote) into the sums."""
+        """Read one file `unpack` wrote (a segment of an object's text, or a Parquet object) into the sums."""
         before = (self.records, self.skipped_status, self.bad_lines, len(self._parts), self._rows)
         try:
             self._read(path, parquet, strict=True)
@@ -104,31 +109,39 @@ class FlowSums:
         return {row[:4]: Flow(*row[4:]) for row in zip(*columns, strict=True)}  # type: ignore[misc]
 
     def _read(self, path: Path, parquet: bool, strict: bool) -> None:
-        for batch in _batches(path, parquet, strict, self):
-            self._add(batch, strict)
+        for table in _tables(path, parquet, strict, self):
+            self._add(table, strict)
 
-    def _add(self, batch: pa.RecordBatch, strict: bool) -> None:
-        self.records += batch.num_rows
-        table = pa.Table.from_batches([batch])
-        if "log-status" in table.column_names:
-            skipped = pc.is_in(table["log-status"], pa.array(SKIPPED_STATUS))
-            skipped = pc.fill_null(skipped, False)
-            self.skipped_status += pc.sum(skipped).as_py() or 0
-            table = table.filter(pc.invert(skipped))
+    def _add(self, table: pa.Table, strict: bool) -> None:
+        self.records += table.num_rows
         if not strict:
             table = self._numbers(table)
         usable = pc.and_(pc.is_valid(table["srcaddr"]), pc.is_valid(table["dstaddr"]))
         usable = pc.and_(usable, pc.is_valid(table["interface-id"]))
-        self.bad_lines += table.num_rows - (pc.sum(usable).as_py() or 0)
-        table = table.filter(usable)
+        if unusable := table.num_rows - (pc.sum(usable).as_py() or 0):  # NODATA/SKIPDATA have no addresses
+            no_data = 0
+            if "log-status" in table.column_names:
+                status = pc.filter(table["log-status"], pc.invert(usable))
+                no_data = pc.sum(pc.is_in(status, pa.array(SKIPPED_STATUS))).as_py() or 0
+            self.skipped_status += no_data
+            self.bad_lines += unusable - no_data
+            table = table.filter(usable)
         if not table.num_rows:
             return
-        columns = {name: table[name] for name in (*KEY, "srcport", "dstport", "start", "end")}
+        # Grouping on dictionary indices (each string hashed once) beats grouping on the strings.
+        columns, dictionaries = {}, {}
+        for name in KEY[:3]:
+            encoded = pc.dictionary_encode(table[name]).combine_chunks()
+            dictionaries[name], columns[name] = encoded.dictionary, encoded.indices
+        columns.update({name: table[name] for name in ("protocol", "srcport", "dstport", "start", "end")})
         for name in ("bytes", "packets"):
             present = name in table.column_names
             columns[name] = table[name] if present else pa.nulls(table.num_rows, pa.int64())
         columns["records"] = pa.repeat(pa.scalar(1, pa.int64()), table.num_rows)
-        self._append(pa.table(columns).group_by(list(KEY)).aggregate(list(SUMS)))
+        sums = pa.table(columns).group_by(list(KEY), use_threads=False).aggregate(list(SUMS))
+        for name, dictionary in dictionaries.items():
+            sums = sums.set_column(sums.column_names.index(name), name, pc.take(dictionary, sums[name]))
+        self._append(sums)
 
     def _numbers(self, table: pa.Table) -> pa.Table:
         """Strings to numbers, counting and dropping the lines where one is not a number."""
@@ -160,26 +173,126 @@ class FlowSums:
         self._append(merged.group_by(list(KEY)).aggregate(list(SUMS)))
 
 
-def unpack(chunks: Iterable[bytes], out: IO[bytes]) -> None:
-    """Write an object's content to `out`: gunzipped when it is gzip (every member, each checked to its
-    end, so a truncated object is refused rather than half read), else as it is."""
+def unpack(chunks: Iterable[bytes], directory: Path, segment: int | None = SEGMENT) -> list[Path]:
+    """Write an object's content under `directory`, gunzipped when it is gzip (every member, each checked to
+    its end, so a truncated object is refused rather than half read). Text is cut at line ends into files of
+    about `segment` bytes, each starting with the header line, so that each is read whole (in parallel) and
+    memory stays bounded; `segment=None` writes one file as it is (Parquet). Returns the files, in order."""
+    out = _Segments(directory, segment)
     inflate: Any = None
-    for chunk in chunks:
-        if inflate is None:
-            inflate = zlib.decompressobj(31) if chunk[:2] == b"\x1f\x8b" else False
-        if inflate is False:
-            out.write(chunk)
-            continue
-        try:
+    try:
+        for chunk in chunks:
+            if inflate is None:
+                inflate = zlib.decompressobj(31) if chunk[:2] == b"\x1f\x8b" else False
+            if inflate is False:
+                out.write(chunk)
+                continue
             while chunk:
                 out.write(inflate.decompress(chunk))
                 chunk = inflate.unused_data if inflate.eof else b""
                 if chunk:  # the next gzip member
                     inflate = zlib.decompressobj(31)
-        except zlib.error as exc:
-            raise UnsupportedObject(f"cannot decompress: {exc}") from None
+    except zlib.error as exc:
+        raise UnsupportedObject(f"cannot decompress: {exc}") from None
+    finally:
+        out.close()
     if inflate and not inflate.eof:
         raise UnsupportedObject("cannot decompress: the gzip stream ends early (truncated object)")
+    return out.paths
+
+
+def unpacked(
+    objects: Iterable[T], chunks: Callable[[T], Iterable[bytes]], directory: Path,
+    parquet: Callable[[T], bool] = lambda _: False, ahead: int = 2,
+) -> Iterator[tuple[T, list[Path] | UnsupportedObject]]:
+    """Each object `unpack`ed under `directory`, in order, up to `ahead` of them while the caller reads the
+    current one: download and decompression (which release the GIL) overlap parsing. An object that cannot
+    be unpacked comes with its `UnsupportedObject`; any other error is raised. Each object's files are
+    removed once the caller moves on."""  # fmt: skip
+    waiting: deque[tuple[T, Path, Future]] = deque()
+    pending = iter(enumerate(objects))
+
+    def job(obj: T, where: Path) -> list[Path]:
+        where.mkdir()
+        return unpack(chunks(obj), where, segment=None if parquet(obj) else SEGMENT)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="unpack") as pool:
+        try:
+            while True:
+                while len(waiting) < ahead + 1 and (nxt := next(pending, None)) is not None:
+                    where = directory / f"object-{nxt[0]}"
+                    waiting.append((nxt[1], where, pool.submit(job, nxt[1], where)))
+                if not waiting:
+                    return
+                obj, where, future = waiting.popleft()
+                try:
+                    yield obj, future.result()
+                except UnsupportedObject as exc:
+                    yield obj, exc
+                finally:
+                    shutil.rmtree(where, ignore_errors=True)
+        finally:
+            for _, where, future in waiting:
+                future.cancel()
+                with suppress(Exception):
+                    future.result()
+                shutil.rmtree(where, ignore_errors=True)
+
+
+class _Segments:
+    """Files of about `size` bytes of text, cut at line ends, each starting with the first (header) line."""
+
+    def __init__(self, directory: Path, size: int | None) -> None:
+        self.directory, self.size, self.paths = directory, size, []
+        self._out: IO[bytes] | None = None
+        self._header: bytes | None = None if size else b""
+        self._pending = b""
+        self._written = 0
+
+    def write(self, data: bytes) -> None:
+        if self._header is None:  # the header line is not complete yet
+            self._pending += data
+            end = self._pending.find(b"\n")
+            if end < 0:
+                return
+            self._header, data, self._pending = self._pending[: end + 1], self._pending[end + 1 :], b""
+        if self._out is None:
+            self._open()
+        while data:
+            room = self.size - self._written if self.size else len(data)
+            if len(data) <= room:
+                self._put(data)
+                return
+            cut = data.rfind(b"\n", 0, room)
+            cut = cut if cut >= 0 else data.find(b"\n", room)  # a line longer than what is left
+            if cut < 0:
+                self._put(data)
+                return
+            self._put(data[: cut + 1])
+            data = data[cut + 1 :]
+            self._open()
+
+    def _put(self, data: bytes) -> None:
+        assert self._out is not None
+        self._out.write(data)
+        self._written += len(data)
+
+    def _open(self) -> None:
+        if self._out is not None:
+            self._out.close()
+        path = self.directory / f"segment-{len(self.paths):05d}"
+        self._out = path.open("wb")
+        self.paths.append(path)
+        self._out.write(self._header or b"")
+        self._written = len(self._header or b"")
+
+    def close(self) -> None:
+        if self._header is None and self._pending:  # no line end at all: one file, refused by its header
+            self._header, pending = b"", self._pending
+            self._open()
+            self._put(pending)
+        if self._out is not None:
+            self._out.close()
 
 
 def _header(path: Path) -> list[str]:
@@ -195,9 +308,9 @@ def _missing(names: list[str]) -> list[str]:
     return [n for n in REQUIRED if n not in names]
 
 
-def _batches(path: Path, parquet: bool, strict: bool, sums: FlowSums) -> Iterator[pa.RecordBatch]:
+def _tables(path: Path, parquet: bool, strict: bool, sums: FlowSums) -> Iterator[pa.Table]:
     if parquet:
-        yield from _parquet_batches(path, strict)
+        yield from _parquet_tables(path, strict)
         return
     names = _header(path)
     if missing := _missing(names):
@@ -210,8 +323,8 @@ def _batches(path: Path, parquet: bool, strict: bool, sums: FlowSums) -> Iterato
 
     types = {n: (pa.int64() if strict and n in NUMBERS else pa.string()) for n in wanted}
     try:
-        reader = csv.open_csv(
-            pa.input_stream(str(path)),
+        table = csv.read_csv(  # a whole segment: its blocks are parsed in parallel
+            str(path),
             read_options=csv.ReadOptions(block_size=BLOCK, use_threads=True),
             parse_options=csv.ParseOptions(delimiter=" ", invalid_row_handler=bad_line),
             convert_options=csv.ConvertOptions(
@@ -219,12 +332,12 @@ def _batches(path: Path, parquet: bool, strict: bool, sums: FlowSums) -> Iterato
                 null_values=["-", ""], strings_can_be_null=True,
             ),
         )  # fmt: skip
-        yield from reader
+        yield table
     except OSError as exc:
         raise UnsupportedObject(f"cannot read: {exc}") from None
 
 
-def _parquet_batches(path: Path, strict: bool) -> Iterator[pa.RecordBatch]:
+def _parquet_tables(path: Path, strict: bool) -> Iterator[pa.Table]:
     try:
         parquet = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as exc:
@@ -238,4 +351,4 @@ def _parquet_batches(path: Path, strict: bool) -> Iterator[pa.RecordBatch]:
         for name, array in zip(wanted, batch.columns, strict=True):
             target = (pa.int64() if strict else pa.string()) if name in NUMBERS else pa.string()
             arrays.append(pc.cast(array, target))
-        yield pa.RecordBatch.from_arrays(arrays, names=wanted)
+        yield pa.Table.from_arrays(arrays, names=wanted)

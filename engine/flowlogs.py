@@ -42,7 +42,7 @@ from engine.bucket import LogBucket, Unversioned
 from engine.config import Config, Instance
 from engine.errors import CallFailed, CredentialsError, DeliveryError, Unreachable
 from engine.fetch import Fetcher
-from engine.flowlog_records import Flow, FlowSums, UnsupportedObject, unpack
+from engine.flowlog_records import Flow, FlowSums, UnsupportedObject, unpacked
 from engine.functions import search
 from engine.mappings import Interfaces, Mappings
 from engine.payload import build_payloads
@@ -196,21 +196,24 @@ def _run(
     sums: dict[str, FlowSums] = defaultdict(FlowSums)
     read: list[str] = []
     corrupt = bucket.known_corrupt()
+    wanted = []
     for obj in objects[:MAX_OBJECTS]:
-        key, region = obj["Key"], _region(obj["Key"])
-        if region is None or (problem := bucket.corrupt_problem(obj, corrupt)):
-            result.corrupt[key] = problem or "no region in the key"
-            continue
+        if _region(obj["Key"]) is None or (problem := bucket.corrupt_problem(obj, corrupt)):
+            result.corrupt[obj["Key"]] = problem or "no region in the key"
+        else:
+            wanted.append(obj)
+    with tempfile.TemporaryDirectory(prefix="flowlogs-") as directory:
         try:
-            _read(bucket, key, sums[region])
-        except UnsupportedObject as exc:
-            result.corrupt[key] = str(exc)
-            bucket.record_corrupt(corrupt, obj, str(exc))
-            continue
+            for obj, content in unpacked(
+                wanted, lambda o: bucket.chunks(o["Key"]), Path(directory),
+                parquet=lambda o: o["Key"].endswith(".parquet"),
+            ):  # fmt: skip
+                _read(obj, content, sums, bucket, corrupt, result)
+                if obj["Key"] not in result.corrupt:
+                    read.append(obj["Key"])
         except CallFailed as exc:  # gone or denied since the listing
-            result.error = f"cannot read {key}: {exc}"
+            result.error = f"cannot read flow logs: {exc}; no object was deleted"
             return
-        read.append(key)
     bucket.save_corrupt(corrupt, {o["Key"] for o in objects})
     if not read:
         return
@@ -251,12 +254,20 @@ def _region(key: str) -> str | None:
     return found.group(1) if found else None
 
 
-def _read(bucket: LogBucket, key: str, sums: FlowSums) -> None:
-    """Stream the object's text to a temporary file (memory stays flat), then read it into `sums`."""
-    with tempfile.NamedTemporaryFile(prefix="flowlog-", suffix=".part") as part:
-        unpack(bucket.chunks(key), part)
-        part.flush()
-        sums.add_object(Path(part.name), parquet=key.endswith(".parquet"))
+def _read(
+    obj: dict, content: list[Path] | UnsupportedObject, sums: dict[str, FlowSums], bucket: LogBucket,
+    corrupt: dict, result: AccountFlows,
+) -> None:  # fmt: skip
+    """Read an unpacked object into its region's sums; an unusable one is recorded as corrupt."""
+    key = obj["Key"]
+    try:
+        if isinstance(content, UnsupportedObject):
+            raise content
+        for path in content:
+            sums[_region(key) or ""].add_object(path, parquet=key.endswith(".parquet"))
+    except UnsupportedObject as exc:
+        result.corrupt[key] = str(exc)
+        bucket.record_corrupt(corrupt, obj, str(exc))
 
 
 def _interfaces(account: Account, region: str, specs: tuple[Interfaces, ...], fetcher: Fetcher) -> dict:

@@ -27,15 +27,16 @@ def write(path: Path, lines: list[str], compress: bool = True) -> Path:
     return path
 
 
-def sums_of(*paths: Path, parquet: bool = False) -> FlowSums:
+def sums_of(*paths: Path, parquet: bool = False, segment_bytes: int = flowlog_records.SEGMENT) -> FlowSums:
     """As the flow-log reader does: each object unpacked to a file in pieces, then read."""
     sums = FlowSums()
-    for path in paths:
+    for n, path in enumerate(paths):
         data = path.read_bytes()
-        text = path.with_suffix(".text")
-        with text.open("wb") as out:
-            unpack((data[i : i + 100] for i in range(0, len(data), 100)), out)
-        sums.add_object(text, parquet=parquet)
+        directory = path.parent / f"unpacked-{path.name}-{n}"
+        directory.mkdir()
+        pieces = (data[i : i + 100] for i in range(0, len(data), 100))
+        for segment in unpack(pieces, directory, segment=None if parquet else segment_bytes):
+            sums.add_object(segment, parquet=parquet)
     return sums
 
 
@@ -96,7 +97,7 @@ def test_objects_without_the_required_fields_or_broken_are_refused(tmp_path: Pat
         sums_of(corrupt)
     binary = tmp_path / "c"
     binary.write_bytes(b"\x00\xff\xfe binary")
-    with pytest.raises(UnsupportedObject):
+    with pytest.raises(UnsupportedObject, match="not a header"):
         sums_of(binary)
 
 
@@ -114,10 +115,10 @@ def test_parquet_flow_logs_give_the_same_sums(tmp_path: Path) -> None:
     assert sums.flows() == {("eni-a", "10.0.0.1", "10.0.0.2", 6): Flow(30, 3, 2, 90, 170, 40000, 5432)}
 
 
-def test_sums_over_many_small_batches_equal_a_plain_recount(
+def test_sums_over_many_segments_and_partial_sums_equal_a_plain_recount(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(flowlog_records, "BLOCK", 4096)  # many batches
+    monkeypatch.setattr(flowlog_records, "BLOCK", 4096)  # many parsing blocks per segment
     monkeypatch.setattr(flowlog_records, "COMPACT_ROWS", 50)  # partial sums summed again often
     rng = random.Random(7)
     expected: dict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0, 1 << 40, 0, 1 << 20, 1 << 20])
@@ -147,6 +148,6 @@ def test_sums_over_many_small_batches_equal_a_plain_recount(
             e[3], e[4] = min(e[3], start), max(e[4], start + 60)
             e[5], e[6] = min(e[5], sport), min(e[6], dport)
         paths.append(write(tmp_path / f"{n}.gz", lines))
-    sums = sums_of(*paths)
+    sums = sums_of(*paths, segment_bytes=7000)  # each object cut into ~20 segments, each with the header
     assert sums.flows() == {k: Flow(*v) for k, v in expected.items()}
     assert sums.records == 6000
