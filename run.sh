@@ -68,6 +68,8 @@ demo() {
   local rc=0
   "$VENV/bin/aws-topology" scan -c demo/conf.yaml --out "$out" --state .state/demo.sqlite --table || rc=$?
   echo "payloads: $(find "$out" -name 'scan-*.json' | wc -l) file(s) in $out/"
+  "$VENV/bin/python" -m demo.flowlogs --endpoint "$AWS_ENDPOINT_URL"
+  "$VENV/bin/aws-topology" flowlogs -c demo/conf.yaml --out "$out" --state .state/demo.sqlite || rc=$?
   if bootstrap_web && "$VENV/bin/aws-topology" view -c demo/conf.yaml --state .state/demo.sqlite \
       --out "$out/topology.html"; then
     echo "topology page: $out/topology.html (open it in a browser; it works offline)"
