@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -225,6 +227,21 @@ def components_of_type(sink: ListSink, type_name: str) -> dict[str, dict]:
 def ids_of_type(sink: ListSink, type_name: str) -> set[str]:
     """The external ids of the components the sink got whose type is `type_name`."""
     return set(components_of_type(sink, type_name))
+
+
+@contextmanager
+def serve(handler: type[BaseHTTPRequestHandler], **attributes: Any) -> Iterator[str]:
+    """A ThreadingHTTPServer on 127.0.0.1 with `handler` (class attributes from `attributes`); yields its
+    base URL; shut down and joined after the block."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), type(handler.__name__, (handler,), attributes))
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 @contextmanager

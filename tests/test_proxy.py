@@ -7,10 +7,7 @@ are the targets (plain http, so the proxy sees each request line; https would be
 from __future__ import annotations
 
 import http.client
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -23,7 +20,7 @@ from click.testing import CliRunner
 from engine import cli
 from engine.proxy import proxy_for, resolve_proxies
 from engine.sink import HttpSink
-from tests.conftest import ROLE, live_aws, moto_server
+from tests.conftest import ROLE, live_aws, moto_server, serve
 
 PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
               "NO_PROXY")  # fmt: skip
@@ -85,18 +82,6 @@ class _Receiver(BaseHTTPRequestHandler):
         pass
 
 
-@contextmanager
-def serving(handler: type[BaseHTTPRequestHandler], **attributes: Any) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (handler,), attributes))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def _conf(tmp_path: Path, **init: Any) -> str:
     data = {
         "init_config": {"external_id": "uniquesecret!1", **init},
@@ -118,7 +103,7 @@ def test_config_proxy_carries_the_aws_calls_and_the_receiver(tmp_path: Path) -> 
     received: list[str] = []
     with (
         moto_server() as endpoint, live_aws(endpoint),
-        serving(_Relay, log_lines=log) as proxy, serving(_Receiver, received=received) as receiver,
+        serve(_Relay, log_lines=log) as proxy, serve(_Receiver, received=received) as receiver,
     ):  # fmt: skip
         sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint)
         sqs.create_queue(QueueName="via-proxy")
@@ -137,7 +122,7 @@ def test_no_proxy_keeps_the_calls_direct(tmp_path: Path) -> None:
     received: list[str] = []
     with (
         moto_server() as endpoint, live_aws(endpoint),
-        serving(_Relay, log_lines=log) as proxy, serving(_Receiver, received=received) as receiver,
+        serve(_Relay, log_lines=log) as proxy, serve(_Receiver, received=received) as receiver,
     ):  # fmt: skip
         conf = _conf(tmp_path, proxy={"http": proxy, "no_proxy": ["127.0.0.1"]})
         result = _scan(tmp_path, conf, receiver)
@@ -153,7 +138,7 @@ def test_http_proxy_environment_variable_carries_the_aws_calls_and_the_receiver(
     received: list[str] = []
     with (
         moto_server() as endpoint, live_aws(endpoint),
-        serving(_Relay, log_lines=log) as proxy, serving(_Receiver, received=received) as receiver,
+        serve(_Relay, log_lines=log) as proxy, serve(_Receiver, received=received) as receiver,
     ):  # fmt: skip
         monkeypatch.setenv("HTTP_PROXY", proxy)
         result = _scan(tmp_path, _conf(tmp_path), receiver)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import email.utils
 import json
 import logging
@@ -14,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ import pytest
 from engine.errors import DeliveryError
 from engine.sink import FileSink, HttpSink, SpoolingSink
 from engine.state import State
+from tests.conftest import serve
 
 API_KEY = "s3cr3t-Key/with+chars"
 PAYLOAD = {"internalHostname": "aws-topology", "topologies": [], "health": [], "metrics": [], "events": {}}
@@ -68,20 +68,6 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
-@contextlib.contextmanager
-def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
-    """A ThreadingHTTPServer on 127.0.0.1 with `handler`; yields its base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
 @pytest.fixture(autouse=True)
 def no_proxy(without_proxy: None) -> None:
     """Every test here talks to a local receiver."""
@@ -90,15 +76,10 @@ def no_proxy(without_proxy: None) -> None:
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     rec = Receiver()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), type("BoundHandler", (Handler,), {"receiver": rec}))
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    rec.base = f"http://127.0.0.1:{server.server_port}/receiver/stsAgent/"
-    yield rec
-    rec.release.set()
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with serve(Handler, receiver=rec) as url:
+        rec.base = f"{url}/receiver/stsAgent/"
+        yield rec
+        rec.release.set()
 
 
 @pytest.fixture

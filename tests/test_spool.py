@@ -8,10 +8,9 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ import pytest
 from engine.payload import INSTANCE_TYPE
 from engine.sink import HttpSink, SpoolingSink
 from engine.state import MIGRATIONS, SCHEMA_VERSION, State
+from tests.conftest import serve
 
 API_KEY = "spool-s3cr3t"
 A = "111111111111"
@@ -123,14 +123,9 @@ def no_proxy(without_proxy: None) -> None:
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     rec = Receiver()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), type("BoundHandler", (Handler,), {"receiver": rec}))
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    rec.url = f"http://127.0.0.1:{server.server_port}/receiver/stsAgent"
-    yield rec
-    server.shutdown()
-    server.server_close()
-    thread.join()
+    with serve(Handler, receiver=rec) as url:
+        rec.url = f"{url}/receiver/stsAgent"
+        yield rec
 
 
 @pytest.fixture
