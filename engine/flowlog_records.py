@@ -116,16 +116,9 @@ class FlowSums:
         self.records += table.num_rows
         if not strict:
             table = self._numbers(table)
-        usable = pc.and_(pc.is_valid(table["srcaddr"]), pc.is_valid(table["dstaddr"]))
-        usable = pc.and_(usable, pc.is_valid(table["interface-id"]))
-        if unusable := table.num_rows - (pc.sum(usable).as_py() or 0):  # NODATA/SKIPDATA have no addresses
-            no_data = 0
-            if "log-status" in table.column_names:
-                status = pc.filter(table["log-status"], pc.invert(usable))
-                no_data = pc.sum(pc.is_in(status, pa.array(SKIPPED_STATUS))).as_py() or 0
-            self.skipped_status += no_data
-            self.bad_lines += unusable - no_data
-            table = table.filter(usable)
+        if any(table[name].null_count for name in KEY[:3]):  # NODATA/SKIPDATA lines have no addresses
+            self._count_unusable(table)
+            table = table.filter(self._usable(table))
         if not table.num_rows:
             return
         # Grouping on dictionary indices (each string hashed once) beats grouping on the strings.
@@ -137,11 +130,28 @@ class FlowSums:
         for name in ("bytes", "packets"):
             present = name in table.column_names
             columns[name] = table[name] if present else pa.nulls(table.num_rows, pa.int64())
-        columns["records"] = pa.repeat(pa.scalar(1, pa.int64()), table.num_rows)
-        sums = pa.table(columns).group_by(list(KEY), use_threads=False).aggregate(list(SUMS))
+        first = [s for s in SUMS if s[0] != "records"] + [([], "count_all")]
+        sums = pa.table(columns).group_by(list(KEY), use_threads=False).aggregate(first)
+        sums = sums.rename_columns([c if c != "count_all" else "records_sum" for c in sums.column_names])
         for name, dictionary in dictionaries.items():
             sums = sums.set_column(sums.column_names.index(name), name, pc.take(dictionary, sums[name]))
         self._append(sums)
+
+    @staticmethod
+    def _usable(table: pa.Table) -> pa.Array:
+        usable = pc.and_(pc.is_valid(table["srcaddr"]), pc.is_valid(table["dstaddr"]))
+        return pc.and_(usable, pc.is_valid(table["interface-id"]))
+
+    def _count_unusable(self, table: pa.Table) -> None:
+        """Count the lines without addresses: NODATA/SKIPDATA ones, and bad lines."""
+        usable = self._usable(table)
+        if unusable := table.num_rows - (pc.sum(usable).as_py() or 0):
+            no_data = 0
+            if "log-status" in table.column_names:
+                status = pc.filter(table["log-status"], pc.invert(usable))
+                no_data = pc.sum(pc.is_in(status, pa.array(SKIPPED_STATUS))).as_py() or 0
+            self.skipped_status += no_data
+            self.bad_lines += unusable - no_data
 
     def _numbers(self, table: pa.Table) -> pa.Table:
         """Strings to numbers, counting and dropping the lines where one is not a number."""
