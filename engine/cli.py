@@ -249,7 +249,8 @@ def _work(
         if events and not stop.is_set():
             codes += _deltas(config, mappings, state, sink, workers, max_payload_bytes, stop)
         if flowlogs and not stop.is_set():
-            codes += _flows(config, mappings, state, sink, workers, max_payload_bytes, stop)
+            snapshots = {a.account for a in results if a.closes_snapshot}
+            codes += _flows(config, mappings, state, sink, workers, max_payload_bytes, stop, snapshots)
         if isinstance(sink, FileSink):
             _write_manifest(sink.directory, run_id, results, interrupted=stop.is_set())
     undelivered = {k: n for k in ("spooled", "rejected", "overflowed") if (n := getattr(sink, k, 0))}
@@ -312,18 +313,20 @@ def _deltas(
 
 def _flows(
     config: Config, mappings: Mappings, state: State, sink: Sink, workers: int, max_bytes: int,
-    stop: threading.Event,
+    stop: threading.Event, snapshots: set[str],
 ) -> list[int]:  # fmt: skip
     """Turn each account's new flow-log objects into traffic relations; one line per account."""
     fetcher, codes = Fetcher(stop), []
     for instance in config.instances:
         flows = apply_flowlogs(
-            config, instance, mappings, sink, state, fetcher, workers=workers, max_bytes=max_bytes
-        )
+            config, instance, mappings, sink, state, fetcher, workers=workers, max_bytes=max_bytes,
+            after_snapshot=instance.account_id in snapshots,
+        )  # fmt: skip
         summary: dict[str, Any] = {
             "status": "complete" if flows.complete else "INCOMPLETE",
             "bucket": f"{flows.bucket}{' (absent)' if flows.absent else ''}", "objects": flows.objects,
             "records": flows.records, "connections": flows.connections, "direct_relations": flows.direct,
+            "resent_connections": flows.resent,
             "payloads": flows.payloads, "deleted_objects": len(flows.deleted),
             "corrupt_objects": len(flows.corrupt), "waiting_objects": flows.waiting,
             **{f"skipped_{reason}": n for reason, n in sorted(flows.skipped.items()) if n},

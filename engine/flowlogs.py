@@ -55,6 +55,8 @@ log = logging.getLogger("aws_topology")
 
 PREFIX = "AWSLogs/{account}/vpcflowlogs/{region}/"
 MAX_OBJECTS = 2000  # per account and run; the rest waits for the next run
+RECENT_KEY = "flowlogs.recent.{account}"
+RECENT_SECONDS = 3600  # connections seen this recently are sent again after a full snapshot replaced them
 LOG_LINES = 20  # per connection, in the relation's data
 GAUGES = ("bytes_sent", "bytes_sent_per_second", "bytes_received", "bytes_received_per_second")
 _REGION = re.compile(r"/vpcflowlogs/([a-z0-9-]+)/")
@@ -75,6 +77,7 @@ class AccountFlows:
     skipped: Counter = field(default_factory=Counter)  # records left out, by reason
     connections: int = 0
     direct: int = 0  # component-to-component relations
+    resent: int = 0  # recent connections sent again after a full snapshot
     payloads: int = 0
     deleted: list[str] = field(default_factory=list)
     corrupt: dict[str, str] = field(default_factory=dict)
@@ -159,12 +162,16 @@ def apply_flowlogs(
     max_bytes: int = 1_000_000,
     endpoint_url: str | None = None,
     base: boto3.Session | None = None,
+    after_snapshot: bool = False,
 ) -> AccountFlows:
+    """Read the account's new flow-log objects. `after_snapshot`: a full snapshot of the account was just
+    sent, which deleted the flow-log components it does not hold; the connections seen in the last
+    `RECENT_SECONDS` are sent again with this run's delta."""
     started = time.monotonic()
     result = AccountFlows(instance.account_id, instance.flowlog_bucket_name)
     try:
         account = assume(config, instance, base=base, endpoint_url=endpoint_url, workers=workers)
-        _run(account, instance, mappings, sink, state, fetcher, result, max_bytes)
+        _run(account, instance, mappings, sink, state, fetcher, result, max_bytes, after_snapshot)
     except (CredentialsError, Unversioned) as exc:
         result.error, result.bad_input = str(exc), True
     except Unreachable as exc:
@@ -175,9 +182,10 @@ def apply_flowlogs(
 
 def _run(
     account: Account, instance: Instance, mappings: Mappings, sink: Sink, state: State, fetcher: Fetcher,
-    result: AccountFlows, max_bytes: int,
+    result: AccountFlows, max_bytes: int, after_snapshot: bool = False,
 ) -> None:  # fmt: skip
     bucket = LogBucket(account, result.bucket, fetcher, state, "flowlogs")
+    recent = _recent(state, account.id)
     try:
         bucket.check_versioned()
     except CallFailed as exc:
@@ -216,6 +224,8 @@ def _run(
             return
     bucket.save_corrupt(corrupt, {o["Key"] for o in objects})
     if not read:
+        if after_snapshot and recent:
+            _send(account.id, recent, {}, [], [], sink, state, result, max_bytes)
         return
     try:
         interfaces = {r: _interfaces(account, r, mappings.interfaces, fetcher) for r in sums}
@@ -223,7 +233,7 @@ def _run(
         result.error = f"cannot list network interfaces: {exc}; no object was deleted"
         return
     known = _last_snapshot(state, account.id)
-    components, relations, metrics = [], [], []
+    components, relations, metrics, seen = [], [], [], {}
     for region, region_sums in sums.items():
         result.records += region_sums.records
         result.skipped["no_data"] += region_sums.skipped_status
@@ -234,19 +244,41 @@ def _run(
             components += c
             relations += r
             metrics += m
+            seen[connection.id] = {"at": time.time(), "components": c, "relations": r}
             result.direct += len(r) - 1
         result.connections += len(connections)
+    again = {k: v for k, v in recent.items() if k not in seen} if after_snapshot else {}
+    if _send(account.id, again, seen, components, relations, sink, state, result, max_bytes, metrics):
+        result.deleted = bucket.delete(read)
+
+
+def _recent(state: State, account: str) -> dict[str, dict]:
+    """The connections sent in the last `RECENT_SECONDS`, by connection id."""
+    kept = state.get(RECENT_KEY.format(account=account), {})
+    return {k: v for k, v in kept.items() if v["at"] >= time.time() - RECENT_SECONDS}
+
+
+def _send(
+    account: str, again: dict[str, dict], seen: dict[str, dict], components: list[dict],
+    relations: list[dict], sink: Sink, state: State, result: AccountFlows, max_bytes: int,
+    metrics: list[list] | None = None,
+) -> bool:  # fmt: skip
+    """Send this run's connections (and `again`, recent ones a full snapshot removed) as one delta; record
+    them as recent once delivered. False when the delta could not be delivered."""
+    components = [c for v in again.values() for c in v["components"]] + components
+    relations = [r for v in again.values() for r in v["relations"]] + relations
     payloads = build_payloads(
-        account.id, components, relations, snapshot=False, max_bytes=max_bytes, metrics=metrics
+        account, components, relations, snapshot=False, max_bytes=max_bytes, metrics=metrics or []
     )
     try:
         for number, payload in enumerate(payloads, 1):
-            sink.send(payload, f"flowlogs-{account.id}-{number:04d}")
+            sink.send(payload, f"flowlogs-{account}-{number:04d}")
     except DeliveryError as exc:
         result.error = f"flow-log delta not delivered, no object deleted: {exc}"
-        return
-    result.payloads = len(payloads)
-    result.deleted = bucket.delete(read)
+        return False
+    result.payloads, result.resent = len(payloads), len(again)
+    state.set(RECENT_KEY.format(account=account), {**_recent(state, account), **seen})
+    return True
 
 
 def _region(key: str) -> str | None:

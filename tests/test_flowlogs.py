@@ -21,7 +21,7 @@ from engine.flowlogs import apply_flowlogs
 from engine.mappings import load_mappings
 from engine.payload import validate_payload
 from engine.state import State
-from tests.conftest import ACCOUNT, live_aws
+from tests.conftest import ACCOUNT, ListSink, live_aws
 
 pytestmark = pytest.mark.live
 
@@ -282,3 +282,23 @@ def test_without_the_bucket_flow_logs_are_simply_not_set_up(aws: dict) -> None:
     result = cli(aws, "flowlogs")
     assert result.exit_code == 0, result.output
     assert f"bucket={BUCKET} (absent)" in result.output and "status=complete" in result.output
+
+
+def test_a_full_snapshot_does_not_erase_recent_traffic(aws: dict) -> None:
+    """A full snapshot deletes what it does not hold, flow-log components included: the run that sent it
+    sends the connections of the last hour again (`run` passes `after_snapshot` for such accounts)."""
+    put(aws, "a", [line(aws["app_eni"], "10.0.1.10", "10.0.1.11", 40001, 22, 1, 100)])
+    first = cli(aws, "run")
+    assert first.exit_code == 0, first.output
+    assert "connections=1" in first.output and "resent_connections=0" in first.output
+    assert cli(aws, "scan").exit_code == 0  # a new full snapshot, without the flow-log components
+    sink = ListSink()
+    with live_aws(aws["env"]["AWS_ENDPOINT_URL"]), State(aws["tmp"] / "state.sqlite") as state:
+        config = load_config(aws["conf"])
+        args = (config, config.instances[0], load_mappings(), sink, state, Fetcher())
+        again = apply_flowlogs(*args, after_snapshot=True)
+        quiet = apply_flowlogs(*args)  # no new object, no snapshot: nothing to send
+    assert (again.objects, again.resent, again.payloads, quiet.payloads) == (0, 1, 1, 0)
+    connection = f"{aws['vpc']}/10.0.1.10/10.0.1.11"
+    assert set(sink.components()) == {f"local/{connection}", f"remote/{connection}"}
+    assert (aws["app"], "flowlog", aws["worker"]) in sink.relations()
