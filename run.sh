@@ -28,6 +28,16 @@ bootstrap_web() {
   (cd web && npm ci --no-audit --no-fund --loglevel=error)
 }
 
+# The topology page tests drive Debian's chromium (Playwright's own browser download is not used): installed
+# with apt-get where it is missing and apt-get can run (root, or sudo without a password).
+bootstrap_browser() {
+  [ -x /usr/bin/chromium ] || [ -n "${CHROMIUM:-}" ] && return 0
+  command -v apt-get >/dev/null 2>&1 || { echo "run.sh: no chromium and no apt-get" >&2; return 1; }
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo -n"
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+}
+
 # Wait until the moto server started in the background has printed its endpoint (it does so after it
 # listens and has warmed every service), then print that endpoint. Fails with the log's tail when the
 # server exits first or is not ready within $3 seconds.
@@ -83,6 +93,7 @@ case "${1:-}" in
     shift
     bootstrap test
     bootstrap_web || echo "run.sh: the topology page tests will fail without web/node_modules" >&2
+    bootstrap_browser || echo "run.sh: the topology page tests need chromium (apt-get install chromium)" >&2
     "$VENV/bin/ruff" check engine demo tests bench
     exec "$VENV/bin/pytest" "$@"
     ;;
