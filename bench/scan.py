@@ -64,13 +64,13 @@ def _engine(accounts: int, workers: int, out: Any) -> None:
             config_for(accounts), mappings, FileSink(folder), workers=workers, accounts=accounts
         )
         seconds = time.perf_counter() - started
-    types = Counter(c["type"]["name"] for r in results for c in r.components)
+    types = sum((r.component_types for r in results), Counter())
     out.send(
         {
             "seconds": seconds,
             "calls": calls,
-            "components": sum(len(r.components) for r in results),
-            "relations": sum(len(r.relations) for r in results),
+            "components": sum(r.component_count for r in results),
+            "relations": sum(r.relation_count for r in results),
             "incomplete": [f"{u.unit.label}: {u.error}" for r in results for u in r.units if not u.complete],
             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "types": dict(types),
@@ -127,6 +127,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--engine-only", action="store_true", help="no naive floor (large estates)")
+    parser.add_argument(
+        "--no-warm-up", action="store_true", help="skip the warm-up scan (large estates: seeding warmed moto)"
+    )
     args = parser.parse_args()
     from demo.bulk import seed_bulk  # here, not at the top: the scanner processes must not import moto
     from demo.server import reset
@@ -149,18 +152,28 @@ def main() -> None:
             f"seeded={seeded} accounts={args.accounts} seed_seconds={time.perf_counter() - started:.1f}",
             flush=True,
         )
-        in_process(_engine, args.accounts, args.workers)  # warm-up: moto's lazily built backends
+        if not args.no_warm_up:
+            in_process(_engine, args.accounts, args.workers)  # warm-up: moto's lazily built backends
         engines, floors = [], []
         for round_ in range(args.rounds):  # alternate, so both see the same machine load
             engines.append(in_process(_engine, args.accounts, args.workers))
             if not args.engine_only:
                 floors.append(in_process(_naive, args.accounts, args.workers, endpoint))
             floor = f" naive={floors[-1]['seconds']:.1f}s" if floors else ""
-            print(f"round={round_ + 1} engine={engines[-1]['seconds']:.1f}s{floor}", flush=True)
+            print(
+                f"round={round_ + 1} engine={engines[-1]['seconds']:.1f}s{floor} "
+                f"engine_rss_mb={engines[-1]['rss_mb']:.0f} load_avg={_load()}",
+                flush=True,
+            )
     finally:
         server.terminate()
         server.wait()
     report(engines, floors, args)
+
+
+def _load() -> str:
+    """The 1, 5 and 15 minute load averages: the machine may be shared; each figure says how busy it was."""
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def report(engines: list[dict], floors: list[dict], args: argparse.Namespace) -> None:
@@ -171,7 +184,7 @@ def report(engines: list[dict], floors: list[dict], args: argparse.Namespace) ->
     print("types: " + " ".join(f"{k}={v}" for k, v in Counter(last["types"]).most_common()))
     print(
         f"components={components} relations={last['relations']} accounts={args.accounts} "
-        f"workers={args.workers} rounds={args.rounds}"
+        f"workers={args.workers} rounds={args.rounds} cores={os.cpu_count()} load_avg={_load()}"
     )
     print(
         f"engine: seconds={e:.2f} resources/s={components / e:.0f} calls={last['calls']} "

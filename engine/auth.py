@@ -29,6 +29,7 @@ from botocore.parsers import ResponseParserError
 
 from engine.config import Config, Instance
 from engine.errors import CredentialsError, Unreachable
+from engine.mappings import _botocore_loader
 from engine.proxy import proxy_for, resolve_proxies
 
 log = logging.getLogger("aws_topology")
@@ -57,6 +58,15 @@ def known_regions() -> frozenset[str]:
     """Every region of every partition in botocore's endpoint data."""
     data = botocore.session.get_session().get_data("endpoints")
     return frozenset(r for p in data["partitions"] for r in p["regions"])
+
+
+def shared_loader() -> Any:
+    """The process's one botocore data loader (the mapping check's): it caches every JSON model it reads.
+
+    Each botocore session otherwise has its own loader, so every account would parse and keep its own copy
+    of each service model (about 70 MB for the mapped services, per account); sharing it keeps one.
+    """
+    return _botocore_loader().get_component("data_loader")
 
 
 def client_config(workers: int) -> ClientConfig:
@@ -99,10 +109,23 @@ class Account:
 def base_session(config: Config) -> boto3.Session:
     """Static keys when both are configured, else the default credential chain (env, profile, role)."""
     if config.access_key_id and config.secret_access_key:
-        return boto3.Session(
+        return boto3_session(
             aws_access_key_id=config.access_key_id, aws_secret_access_key=config.secret_access_key
         )
-    return boto3.Session()
+    return boto3_session()
+
+
+def boto3_session(credentials: RefreshableCredentials | None = None, **keys: str) -> boto3.Session:
+    """A boto3 session on a botocore session of its own (its credentials) that uses the shared loader."""
+    core = botocore.session.get_session()
+    loader = shared_loader()
+    core.register_component("data_loader", loader)
+    if credentials is not None:
+        core._credentials = credentials  # botocore has no public setter for refreshable credentials
+    session = boto3.Session(botocore_session=core, **keys)
+    # boto3 appends its data folder to the loader's search paths for each session: keep each path once
+    loader.search_paths[:] = list(dict.fromkeys(loader.search_paths))
+    return session
 
 
 def assume(
@@ -147,12 +170,10 @@ def assume(
     credentials = RefreshableCredentials.create_from_metadata(
         metadata=fetch(), refresh_using=fetch, method="sts-assume-role"
     )
-    core = botocore.session.get_session()
-    core._credentials = credentials  # botocore has no public setter for refreshable credentials
     return Account(
         id=instance.account_id,
         role_arn=instance.role_arn,
-        session=boto3.Session(botocore_session=core),
+        session=boto3_session(credentials),
         config=client_config(workers),
         endpoint_url=endpoint_url,
         proxies=proxies,

@@ -13,7 +13,6 @@ import signal
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -284,7 +283,7 @@ def _full_scans(
         write_metrics(state.path.with_suffix(".prom"), results, fetcher, time.monotonic() - started)
     for a in results:
         summary = {
-            "components": len(a.components), "relations": len(a.relations), "payloads": a.payloads,
+            "components": a.component_count, "relations": a.relation_count, "payloads": a.payloads,
             "snapshot_closed": a.closes_snapshot, "carried": a.carried, "interrupted": a.interrupted,
             "incomplete_units": [u.unit.label for u in a.units if not u.complete], "gaps": a.gaps(),
         }  # fmt: skip
@@ -656,8 +655,7 @@ def _log_unit(result: UnitResult) -> None:
 def _table(results: list[AccountScan]) -> None:
     for account in results:
         click.echo(f"account {account.account}:")
-        components = Counter(c["type"]["name"] for c in account.components)
-        relations = Counter(r["type"]["name"] for r in account.relations)
+        components, relations = account.component_types, account.relation_types  # of the payloads sent
         for name, count in sorted(components.items()):
             click.echo(f"  {name:<40} {count:>6} components")
         for name, count in sorted(relations.items()):
@@ -674,8 +672,8 @@ def _summary(results: list[AccountScan], calls: int, seconds: float, target: str
         bad = [u.unit.label for u in a.units if not u.complete]
         carried = [f"{label}({age / 3600:.1f}h)" for label, age in a.carried.items()]
         parts.append(
-            f"account={a.account} status={status} components={len(a.components)} "
-            f"relations={len(a.relations)} payloads={a.payloads} "
+            f"account={a.account} status={status} components={a.component_count} "
+            f"relations={a.relation_count} payloads={a.payloads} "
             f"snapshot_closed={str(a.closes_snapshot).lower()}"
             + (f" incomplete_units={','.join(bad)}" if bad else "")
             + (f" carried_forward={','.join(carried)}" if carried else "")

@@ -12,7 +12,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -127,17 +127,55 @@ def build_payloads(
     to send. An element larger than `max_bytes` travels alone in its own payload. `metrics` are raw intake
     metrics, `[name, epoch seconds, value, {"hostname", "tags", "type"}]`.
     """
+    return list(
+        iter_payloads(
+            account, components, relations, delete_ids, snapshot=snapshot, complete=complete,
+            max_bytes=max_bytes, hostname=hostname, events=events, service_checks=service_checks,
+            metrics=metrics,
+        )
+    )  # fmt: skip
+
+
+def iter_payloads(
+    account: str,
+    components: Iterable[dict],
+    relations: Iterable[dict],
+    delete_ids: Iterable[str] = (),
+    *,
+    snapshot: bool,
+    complete: bool | Callable[[], bool] = True,
+    max_bytes: int = 1_000_000,
+    hostname: str = "aws-topology",
+    events: Iterable[dict] = (),
+    service_checks: list[dict] | Callable[[], list[dict]] | None = None,
+    metrics: Iterable[list] = (),
+) -> Iterator[dict]:
+    """`build_payloads`, one payload at a time: at most two payloads' elements are held at once.
+
+    The elements may be generators (read from disk as they are needed). A payload is yielded as soon as the
+    next one starts, so which payload is the last is known only when the elements are exhausted; `complete`
+    and `service_checks` may therefore be callables, asked then (after every element went through).
+    """
     base_size = _size(_skeleton(hostname, account, False, False))
     if max_bytes < base_size:
         raise ValueError(f"max_bytes {max_bytes} is below the size of an empty payload ({base_size})")
 
-    batches: list[_Batch] = []
+    def finish(batch: _Batch, first: bool, last: bool) -> dict:
+        stop = snapshot and last and (complete() if callable(complete) else complete)
+        payload = _skeleton(hostname, account, snapshot and first, stop)
+        payload["metrics"] = batch.lists.pop("metrics")
+        payload["topologies"][0].update(batch.lists)
+        payload["events"] = batch.events
+        return payload
+
+    sent = 0
     batch = _Batch(base_size)
     for section, key, element in _elements(components, relations, delete_ids, events, metrics):
         n = _size(element)
         cost = batch.cost(section, key, n)
         if batch.count and batch.size + cost > max_bytes:
-            batches.append(batch)
+            yield finish(batch, sent == 0, False)
+            sent += 1
             batch = _Batch(base_size)
             cost = batch.cost(section, key, n)
         if batch.size + cost > max_bytes:
@@ -149,21 +187,12 @@ def build_payloads(
                 max_bytes,
             )
         batch.add(section, key, element, cost)
-    if batch.count or (snapshot and not batches) or (service_checks and not batches):
-        batches.append(batch)
-
-    payloads = []
-    for index, batch in enumerate(batches):
-        start = snapshot and index == 0
-        stop = snapshot and complete and index == len(batches) - 1
-        payload = _skeleton(hostname, account, start, stop)
-        payload["metrics"] = batch.lists.pop("metrics")
-        payload["topologies"][0].update(batch.lists)
-        payload["events"] = batch.events
-        payloads.append(payload)
-    if service_checks:
-        payloads[-1]["service_checks"] = service_checks
-    return payloads
+    checks = service_checks() if callable(service_checks) else service_checks
+    if batch.count or (snapshot and not sent) or (checks and not sent):
+        payload = finish(batch, sent == 0, True)
+        if checks:
+            payload["service_checks"] = checks
+        yield payload
 
 
 def service_check(check: str, ok: bool, message: str, tags: Iterable[str], *, critical: bool = False) -> dict:

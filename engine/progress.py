@@ -96,9 +96,9 @@ def metrics_text(
     for a in results:
         label = f'account="{a.account}"'
         counts = fetcher.per_account.get(a.account, Counter())
-        for name, count in sorted(Counter(c["type"]["name"] for c in a.components).items()):
+        for name, count in sorted(a.component_types.items()):
             rows["aws_topology_scan_components"].append(f'{{{label},type="{name}"}} {count}')
-        rows["aws_topology_scan_relations"].append(f"{{{label}}} {len(a.relations)}")
+        rows["aws_topology_scan_relations"].append(f"{{{label}}} {a.relation_count}")
         for key in ("calls", "throttles", "errors"):
             name = "aws_topology_scan_api_calls" if key == "calls" else f"aws_topology_scan_{key}"
             rows[name].append(f"{{{label}}} {counts[key]}")

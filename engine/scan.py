@@ -15,11 +15,14 @@ ends the scan at the next API call; an interrupted account sends nothing.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from functools import cached_property, partial
@@ -32,7 +35,7 @@ from engine.config import Config, Instance
 from engine.errors import AccessDenied, CredentialsError, Unreachable
 from engine.fetch import Fetcher
 from engine.mappings import Mappings
-from engine.payload import build_payloads, service_check
+from engine.payload import SEPARATORS, build_payloads, iter_payloads, service_check
 from engine.plan import Unit, plan
 from engine.scheduler import Scheduler
 from engine.shape import Labels
@@ -43,6 +46,58 @@ log = logging.getLogger("aws_topology")
 
 MAX_CARRY_AGE = 7 * 24 * 3600  # a week: then the unit stops counting and the snapshot stays open
 PATIENCE = 3  # extra rounds for a call still throttled after botocore's retries (2, 4, 8 s back-off)
+
+
+@dataclass(frozen=True)
+class Span:
+    """Where a list of records lies in a `Spill`: `count` JSON lines from byte `start`, `size` bytes."""
+
+    start: int = 0
+    size: int = 0
+    count: int = 0
+
+
+class Spill:
+    """An account's shaped records on disk (an anonymous temporary file) until its payloads are sent.
+
+    A unit's components and relations are written as soon as it ends, so an account of 20,000 resources
+    holds in memory only the units still running, and payloads are then built reading one unit at a time.
+    `put` may be called from any thread; reads use `pread`, so they never move a shared file position.
+    """
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile(prefix="aws-topology-")  # noqa: SIM115 (lives with the scan)
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def put(self, records: list[dict]) -> Span:
+        if not records:
+            return Span()
+        data = b"".join(json.dumps(r, separators=SEPARATORS).encode() + b"\n" for r in records)
+        with self._lock:
+            start = self._size
+            os.pwrite(self._file.fileno(), data, start)
+            self._size += len(data)
+        return Span(start, len(data), len(records))
+
+    def lines(self, span: Span) -> Iterator[tuple[int, bytes]]:
+        """(offset, line) of each record of the span."""
+        if not span.count:
+            return
+        data = os.pread(self._file.fileno(), span.size, span.start)
+        offset = 0
+        for line in data.splitlines(keepends=True):
+            yield span.start + offset, line
+            offset += len(line)
+
+    def read(self, span: Span) -> list[dict]:
+        return [json.loads(line) for _, line in self.lines(span)]
+
+    def record(self, offset: int, size: int) -> dict:
+        return json.loads(os.pread(self._file.fileno(), size, offset))
+
+    def close(self) -> None:
+        self._file.close()
 
 
 @dataclass
@@ -71,22 +126,84 @@ class AccountScan:
             return False
         return all(u.complete or u.unit.label in self.carried for u in self.units)
 
-    @cached_property
-    def components(self) -> list[dict]:
-        """Every unit's components, once per external id (read only after the units are done).
+    spill: Spill | None = field(default=None, repr=False)  # where finished units' records wait
+    spans: dict[int, tuple[Span, Span]] = field(default_factory=dict, repr=False)  # id(unit) -> its records
+    component_types: Counter[str] = field(default_factory=Counter)  # what the payloads held, per type name
+    relation_types: Counter[str] = field(default_factory=Counter)
+
+    def keep(self, unit: UnitResult) -> None:
+        """Move a finished unit's components and relations to the spill file (from any thread)."""
+        if self.spill is None:
+            return
+        self.spans[id(unit)] = (self.spill.put(unit.components), self.spill.put(unit.relations))
+        unit.components, unit.relations = [], []
+
+    def unit_components(self, unit: UnitResult) -> list[dict]:
+        spans = self.spans.get(id(unit))
+        return unit.components if spans is None or self.spill is None else self.spill.read(spans[0])
+
+    def unit_relations(self, unit: UnitResult) -> list[dict]:
+        spans = self.spans.get(id(unit))
+        return unit.relations if spans is None or self.spill is None else self.spill.read(spans[1])
+
+    def iter_components(self) -> Iterator[dict]:
+        """Every unit's components, once per external id, one unit in memory at a time.
 
         Two units may list the same component (same type); two *types* claiming one external id
-        is a mapping error: it is recorded in `collisions` and keeps the snapshot open.
+        is a mapping error: it is recorded in `collisions` (once the iteration ends) and keeps the
+        snapshot open.
         """
-        found: dict[str, dict] = {}
+        found: dict[str, str] = {}  # external id -> type name
+        collisions: list[str] = []
+        types: Counter[str] = Counter()
         for unit in self.units:
-            for record in unit.components:
-                known = found.setdefault(record["externalId"], record)
-                if known["type"] != record["type"]:
-                    self.collisions.append(
-                        f"{record['externalId']} is both {known['type']['name']} and {record['type']['name']}"
-                    )
-        return list(found.values())
+            for record in self.unit_components(unit):
+                name = record["type"]["name"]
+                known = found.get(record["externalId"])
+                if known is None:
+                    found[record["externalId"]] = name
+                    types[name] += 1
+                    yield record
+                elif known != name:
+                    collisions.append(f"{record['externalId']} is both {known} and {name}")
+        self.collisions[:] = collisions
+        self.component_types = types
+
+    def iter_relations(self) -> Iterator[dict]:
+        """Every unit's relations, once per external id: the last one listed, where the first one was."""
+        where: dict[str, tuple[int, int] | dict] = {}  # external id -> (offset, size) in the spill, or record
+        for unit in self.units:
+            spans = self.spans.get(id(unit))
+            if spans is None or self.spill is None:
+                for record in unit.relations:
+                    where[record["externalId"]] = record
+                continue
+            for offset, line in self.spill.lines(spans[1]):
+                where[json.loads(line)["externalId"]] = (offset, len(line))
+        types: Counter[str] = Counter()
+        for found in where.values():
+            record = found if isinstance(found, dict) else self.spill.record(*found)  # type: ignore[union-attr]
+            types[record["type"]["name"]] += 1
+            yield record
+        self.relation_types = types
+
+    @property
+    def component_count(self) -> int:
+        """How many components the account's payloads held (0 until they are sent)."""
+        return sum(self.component_types.values())
+
+    @property
+    def relation_count(self) -> int:
+        return sum(self.relation_types.values())
+
+    @property
+    def components(self) -> list[dict]:
+        """Every component (read back from the spill: for tests and small estates, not for the scan)."""
+        return list(self.iter_components())
+
+    @property
+    def relations(self) -> list[dict]:
+        return list(self.iter_relations())
 
     @cached_property
     def events(self) -> list[dict]:
@@ -103,10 +220,6 @@ class AccountScan:
             if not u.complete
         ]  # fmt: skip
         return [e for u in self.units for e in u.events] + errors
-
-    @cached_property
-    def relations(self) -> list[dict]:
-        return list({r["externalId"]: r for u in self.units for r in u.relations}.values())
 
     def gaps(self) -> list[str]:
         """Permission gaps and throttled detail calls, once each: "role X needs Y"."""
@@ -227,10 +340,13 @@ def collect_account(
     units = plan(instance, mappings)
     on_plan(instance.account_id, len(units))
 
+    result.spill = Spill()
+
     def run(unit: Unit) -> list[UnitResult]:
         found = collector.run(unit)
         for unit_result in found:
             on_unit(unit_result)
+            result.keep(unit_result)  # to disk: memory holds only the units still running
         return found
 
     tasks = [scheduler.spawn(partial(run, unit), urgent=False) for unit in units]
@@ -261,19 +377,20 @@ def deliver_account(
         return
     if state is not None:
         _carry_forward(result, state, max_carry_age)
-    for collision in result.components and result.collisions:
-        log.error("event=component.collision account=%s problem=%r", instance.account_id, collision)
-    payloads = build_payloads(
-        instance.account_id, result.components, result.relations,
-        snapshot=True, complete=result.closes_snapshot, max_bytes=max_bytes, events=result.events,
-        service_checks=[
+    payloads = iter_payloads(
+        instance.account_id, result.iter_components(), result.iter_relations(),
+        snapshot=True, complete=lambda: result.closes_snapshot, max_bytes=max_bytes, events=result.events,
+        service_checks=lambda: [
             service_check("can_connect", True, "", check_tags(instance)),
             service_check("can_execute", result.complete, _problems(result), check_tags(instance)),
         ],
     )  # fmt: skip
-    for number, payload in enumerate(payloads, 1):
-        sink.send(payload, f"scan-{instance.account_id}-{number:04d}")
-    result.payloads = len(payloads)
+    sent = 0
+    for sent, payload in enumerate(payloads, 1):  # built one at a time, from the spill
+        sink.send(payload, f"scan-{instance.account_id}-{sent:04d}")
+    for collision in result.collisions:
+        log.error("event=component.collision account=%s problem=%r", instance.account_id, collision)
+    result.payloads = sent
     result.seconds += time.monotonic() - started
     for gap in result.gaps():
         log.warning("event=permission.gap account=%s gap=%r", instance.account_id, gap)
@@ -285,12 +402,14 @@ def _carry_forward(result: AccountScan, state: State, max_age: float) -> None:
     for unit in result.units:
         key = f"unit.{unit.unit.label}"
         if unit.complete:
-            state.set(key, {"at": now, "components": unit.components, "relations": unit.relations})
+            components, relations = result.unit_components(unit), result.unit_relations(unit)
+            state.set(key, {"at": now, "components": components, "relations": relations})
             continue
         kept = state.get(key)
         if kept is None or now - kept["at"] > max_age:
             continue
         unit.components, unit.relations = kept["components"], kept["relations"]
+        result.spans.pop(id(unit), None)  # what it listed before failing is replaced by the kept result
         result.carried[unit.unit.label] = now - kept["at"]
         log.warning(
             "event=unit.carried unit=%s status=%s age_seconds=%d",
