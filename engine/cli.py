@@ -122,6 +122,8 @@ def _run_options(command: Any) -> Any:
                          help="SQLite state (run history, spool, event bookkeeping, lock)."),
             click.option("--workers", default=8, show_default=True, type=click.IntRange(1, 64),
                          help="Units run at once."),
+            click.option("--accounts", default=4, show_default=True, type=click.IntRange(1, 64),
+                         help="Accounts scanned side by side (sharing the --workers threads)."),
             click.option("--max-payload-bytes", default=1_000_000, show_default=True,
                          type=click.IntRange(10_000)),
             click.option("--table/--no-table", default=None,
@@ -209,6 +211,7 @@ def _work(
     receiver: str | None,
     state_path: str,
     workers: int,
+    accounts: int,
     max_payload_bytes: int,
     table: bool | None,
     stop: threading.Event,
@@ -240,7 +243,7 @@ def _work(
         if due:
             scan_config = replace(config, instances=tuple(due))
             results = _full_scans(
-                scan_config, mappings, state, sink, workers, max_payload_bytes, stop, target
+                scan_config, mappings, state, sink, workers, max_payload_bytes, stop, target, accounts
             )
             if table if table is not None else sys.stdout.isatty():
                 _table(results)
@@ -261,7 +264,7 @@ def _work(
 
 def _full_scans(
     config: Config, mappings: Mappings, state: State, sink: Sink, workers: int, max_bytes: int,
-    stop: threading.Event, target: str,
+    stop: threading.Event, target: str, accounts: int = 4,
 ) -> list[AccountScan]:  # fmt: skip
     """Scan the accounts of `config`, record each run, print the summary line and write the metrics file.
 
@@ -274,7 +277,8 @@ def _full_scans(
     fetcher = Fetcher(stop, patience=PATIENCE)
     live = LiveProgress(fetcher, sys.stderr) if sys.stderr.isatty() else None
     results, calls = scan(
-        config, mappings, sink, workers=workers, max_bytes=max_bytes, state=state, stop=stop, fetcher=fetcher,
+        config, mappings, sink, workers=workers, accounts=accounts, max_bytes=max_bytes, state=state,
+        stop=stop, fetcher=fetcher,
         on_unit=live.unit if live else _log_unit, on_plan=live.plan if live else lambda account, units: None,
     )  # fmt: skip
     if live:
@@ -630,17 +634,6 @@ def _logging(interactive: bool) -> None:
         stream=sys.stderr,
     )
     logging.getLogger("botocore").setLevel(logging.WARNING)
-
-
-def _progress(result: UnitResult) -> None:
-    mark = "ok" if result.complete else result.status.upper()
-    click.echo(
-        f"  {mark:<9} {result.unit.label:<48} {len(result.components):>5} components "
-        f"{len(result.relations):>5} relations  {result.seconds:6.2f}s",
-        err=True,
-    )
-    if result.error:
-        click.echo(f"            {result.error}", err=True)
 
 
 def _log_unit(result: UnitResult) -> None:
