@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import time
 from typing import Any
 
 import pytest
 from jmespath.exceptions import JMESPathTypeError
 
+from engine import functions
 from engine.functions import KNOWN, ExpressionError, compile_expression, search
 
 
@@ -319,3 +321,30 @@ def test_an_invalid_literal_regular_expression_is_a_load_error() -> None:
 def test_string_functions_give_null_for_a_non_string_instead_of_failing_the_unit(expression: str) -> None:
     assert run(expression, {"v": 123}) is None
     assert run(expression, {"v": {"a": 1}}) is None
+
+
+def test_resolve_gives_the_addresses_of_a_name_and_ip_urn_takes_them(dns_table: dict) -> None:
+    dns_table["db.example.internal"] = ["10.0.16.50", "fd00::5"]
+    expression = compile_expression("ip_urn('vpc-1', resolve(host))")
+    urns = ["urn:vpcip:vpc-1/10.0.16.50", "urn:vpcip:vpc-1/fd00::5"]
+    assert search(expression, {"host": "db.example.internal"}) == urns
+    assert search(expression, {"host": "unknown.example.internal"}) == []
+    assert search(expression, {"host": None}) == []
+
+
+def test_the_system_resolver_is_asked_once_per_name_and_given_up_on_when_slow(monkeypatch) -> None:
+    assert "127.0.0.1" in functions.lookup_addresses("localhost")
+    asked: list[str] = []
+
+    def slow(host: str) -> list[str]:
+        asked.append(host)
+        time.sleep(0.5)
+        return ["10.0.0.1"]
+
+    monkeypatch.setattr(functions, "lookup_addresses", slow)
+    monkeypatch.setattr(functions, "RESOLVER", slow)  # the real resolver's path: cached, bounded
+    monkeypatch.setattr(functions, "DNS_TIMEOUT", 0.05)
+    monkeypatch.setattr(functions, "_dns_cache", {})
+    assert functions.resolve_host("slow.example") == []
+    assert functions.resolve_host("slow.example") == []
+    assert asked == ["slow.example"]
