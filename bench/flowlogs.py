@@ -113,8 +113,10 @@ def engine(paths: list[Path], interfaces: dict[str, Interface], scratch: Path) -
     sums = FlowSums()
     for _, segments in unpacked(paths, _chunks, scratch):
         assert isinstance(segments, list), segments
+        own = FlowSums()  # as the reader does: an object counts only whole
         for segment in segments:
-            sums.add_object(segment)
+            own.add_object(segment)
+        sums.merge(own)
     skipped: Counter = Counter()
     instance = Instance(role_arn=f"arn:aws:iam::{ACCOUNT}:role/R", regions=("eu-west-1",))
     owners = set(i.owner for i in interfaces.values() if i.owner)

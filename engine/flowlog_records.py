@@ -83,6 +83,16 @@ class FlowSums:
             except pa.ArrowInvalid as exc:
                 raise UnsupportedObject(f"unreadable: {str(exc)[:200]}") from None
 
+    def merge(self, other: FlowSums) -> None:
+        """Add another object's sums (read on its own, so a corrupt object adds nothing)."""
+        self.records += other.records
+        self.skipped_status += other.skipped_status
+        self.bad_lines += other.bad_lines
+        self._parts += other._parts
+        self._rows += other._rows
+        if self._rows > COMPACT_ROWS and len(self._parts) > 1:
+            self._compact()
+
     def flows(
         self, interfaces: Collection[str] | None = None, private: Callable[[str], bool] | None = None,
         skipped: Counter | None = None,

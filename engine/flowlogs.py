@@ -291,12 +291,13 @@ def _read(
     corrupt: dict, result: AccountFlows,
 ) -> None:  # fmt: skip
     """Read an unpacked object into its region's sums; an unusable one is recorded as corrupt."""
-    key = obj["Key"]
+    key, own = obj["Key"], FlowSums()
     try:
         if isinstance(content, UnsupportedObject):
             raise content
         for path in content:
-            sums[_region(key) or ""].add_object(path, parquet=key.endswith(".parquet"))
+            own.add_object(path, parquet=key.endswith(".parquet"))
+        sums[_region(key) or ""].merge(own)  # only whole objects count
     except UnsupportedObject as exc:
         result.corrupt[key] = str(exc)
         bucket.record_corrupt(corrupt, obj, str(exc))

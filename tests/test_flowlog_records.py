@@ -151,3 +151,13 @@ def test_sums_over_many_segments_and_partial_sums_equal_a_plain_recount(
     sums = sums_of(*paths, segment_bytes=7000)  # each object cut into ~20 segments, each with the header
     assert sums.flows() == {k: Flow(*v) for k, v in expected.items()}
     assert sums.records == 6000
+
+
+def test_objects_read_on_their_own_and_merged_sum_like_one(tmp_path: Path) -> None:
+    lines = [V2, "2 1 eni-a 10.0.0.1 10.0.0.2 40000 5432 6 10 1000 100 160 ACCEPT OK"]
+    first, second = write(tmp_path / "a.gz", lines), write(tmp_path / "b.gz", [*lines, lines[1]])
+    merged = sums_of(first)
+    merged.merge(sums_of(second))
+    assert merged.flows() == sums_of(first, second).flows()
+    assert merged.flows()[("eni-a", "10.0.0.1", "10.0.0.2", 6)] == Flow(3000, 30, 3, 100, 160, 40000, 5432)
+    assert merged.records == 3
