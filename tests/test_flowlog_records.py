@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import random
+import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -32,8 +33,7 @@ def sums_of(*paths: Path, parquet: bool = False, segment_bytes: int = flowlog_re
     sums = FlowSums()
     for n, path in enumerate(paths):
         data = path.read_bytes()
-        directory = path.parent / f"unpacked-{path.name}-{n}"
-        directory.mkdir()
+        directory = Path(tempfile.mkdtemp(dir=path.parent, prefix=f"unpacked-{path.name}-{n}-"))
         pieces = (data[i : i + 100] for i in range(0, len(data), 100))
         for segment in unpack(pieces, directory, segment=None if parquet else segment_bytes):
             sums.add_object(segment, parquet=parquet)
