@@ -2,12 +2,12 @@
 
 In: `Config`, one `Instance`, `Mappings` (their `interfaces:` say how to list network interfaces), a sink,
 the `State`. Out: `AccountFlows`. Steps: refuse an unversioned bucket; list
-`AWSLogs/{account}/vpcflowlogs/{region}/` of each configured region; read each object into per-flow sums
-(`flowlog_records`); map each flow's interface to its VPC and addresses (one interface listing per region
-with objects); keep private traffic between two addresses of a VPC, never through a NAT gateway or an
-application load balancer; fold both directions and both interfaces of an address pair into one
-connection; send one delta of `vpc.request` components, `flowlog` relations and the four
-`aws.flowlog.bytes_*` gauges; and only then delete the objects read. A corrupt object is left in place,
+`AWSLogs/{account}/vpcflowlogs/{region}/` (or its Hive-compatible form) of each configured region; read
+each object into per-flow sums (`flowlog_records`); map each flow's interface to its VPC and addresses (one
+interface listing per region with objects); keep private traffic between two addresses of a VPC, never
+through a NAT gateway or an application load balancer; fold both directions and both interfaces of an
+address pair into one connection; send one delta of `vpc.request` components, `flowlog` relations and the
+four `aws.flowlog.bytes_*` gauges; and only then delete the objects read. A corrupt object is left in place,
 recorded and not read again while unchanged.
 
 How each figure is computed (the predecessor counted every byte twice, once per interface):
@@ -53,13 +53,17 @@ from engine.state import State
 
 log = logging.getLogger("aws_topology")
 
-PREFIX = "AWSLogs/{account}/vpcflowlogs/{region}/"
+# Flow logs write under the first prefix, or the second with "Hive-compatible S3 prefixes" on.
+PREFIXES = (
+    "AWSLogs/{account}/vpcflowlogs/{region}/",
+    "AWSLogs/aws-account-id={account}/aws-service=vpcflowlogs/aws-region={region}/",
+)
 MAX_OBJECTS = 2000  # per account and run; the rest waits for the next run
 RECENT_KEY = "flowlogs.recent.{account}"
 RECENT_SECONDS = 3600  # connections seen this recently are sent again after a full snapshot replaced them
 LOG_LINES = 20  # per connection, in the relation's data
 GAUGES = ("bytes_sent", "bytes_sent_per_second", "bytes_received", "bytes_received_per_second")
-_REGION = re.compile(r"/vpcflowlogs/([a-z0-9-]+)/")
+_REGION = re.compile(r"/vpcflowlogs/([a-z0-9-]+)/|/aws-region=([a-z0-9-]+)/")
 PROTOCOLS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
 Known = tuple[set[str], dict[str, str]]  # the last full scan's component ids, and URN -> id
 
@@ -196,7 +200,8 @@ def _run(
         return
     try:
         regions = [r for r in instance.regions if r != "global"]
-        objects = bucket.objects([PREFIX.format(account=account.id, region=r) for r in regions])
+        prefixes = [p.format(account=account.id, region=r) for r in regions for p in PREFIXES]
+        objects = bucket.objects(prefixes)
     except CallFailed as exc:
         result.error = f"cannot read flow logs from bucket {bucket.name}: {exc}"
         return
@@ -283,7 +288,7 @@ def _send(
 
 def _region(key: str) -> str | None:
     found = _REGION.search(key)
-    return found.group(1) if found else None
+    return (found.group(1) or found.group(2)) if found else None
 
 
 def _read(

@@ -133,7 +133,7 @@ def flow_payloads(aws: dict) -> list[dict]:
 
 
 def remaining(aws: dict) -> set[str]:
-    return {o["Key"] for o in aws["s3"].list_objects_v2(Bucket=BUCKET, Prefix=PREFIX).get("Contents", [])}
+    return {o["Key"] for o in aws["s3"].list_objects_v2(Bucket=BUCKET).get("Contents", [])}
 
 
 def test_private_traffic_becomes_relations_between_the_components_that_talk(aws: dict) -> None:
@@ -219,6 +219,9 @@ def test_custom_plain_text_format_and_a_broken_object_which_stays(aws: dict) -> 
     custom = "srcaddr dstaddr srcport dstport protocol interface-id bytes start end vpc-id"
     body = [f"10.0.1.10 10.0.1.11 40000 22 6 {aws['app_eni']} 1234 1000 1060 {aws['vpc']}", "too few fields"]
     good = put(aws, "custom", body, header=custom, compress=False)
+    hive = f"AWSLogs/aws-account-id={ACCOUNT}/aws-service=vpcflowlogs/aws-region={REGION}/year=2026/x.log.gz"
+    line_ = line(aws["app_eni"], "10.0.1.10", "10.0.1.11", 40000, 22, 1, 766)  # the same flow, once more
+    aws["s3"].put_object(Bucket=BUCKET, Key=hive, Body=gzip.compress(f"{HEADER}\n{line_}\n".encode()))
     broken = key("broken")
     aws["s3"].put_object(Bucket=BUCKET, Key=broken, Body=b"\x1f\x8b\x08\x00 not gzip at all")
     no_fields = put(aws, "nofields", ["a b c"], header="version account-id action")
@@ -228,9 +231,9 @@ def test_custom_plain_text_format_and_a_broken_object_which_stays(aws: dict) -> 
     assert "skipped_bad_line=1" in result.output
     [payload] = flow_payloads(aws)
     relation = payload["topologies"][0]["relations"][0]
-    assert (relation["data"]["local_address"], relation["data"]["bytes_sent"]) == ("10.0.1.10", 1234)
+    assert (relation["data"]["local_address"], relation["data"]["bytes_sent"]) == ("10.0.1.10", 2000)
     assert remaining(aws) == {broken, no_fields}  # the good one went, the others stay for a person to see
-    assert good not in remaining(aws)
+    assert good not in remaining(aws) and hive not in remaining(aws)
     status = CliRunner().invoke(main, ["status", "--state", str(aws["tmp"] / "state.sqlite")])
     assert f"corrupt object (left in the bucket): {no_fields}: the header has no" in status.output
     assert "flowlogs" in status.output
