@@ -140,6 +140,7 @@ _SERVICES = (
 )  # fmt: skip
 _MAX_INSTANCES = 200
 _MAX_SUBNETS_PER_REGION = 238  # /24s left in the bulk /16 after the /20 fleet and the two load-balancer /24s
+_MAX_DELIVERY_STREAMS_PER_REGION = 50  # moto's quota (AWS's default one) of Firehose streams per region
 _PASSWORD = "MotoBulkOnly1"  # moto needs a master password and never checks it
 _HANDLER = "def handler(event, context):\n    return event\n"
 _ROLES = {
@@ -197,6 +198,9 @@ def plan_bulk(resources: int, regions: int) -> dict[str, list[int]]:
     )
     for index in range(regions):
         counts["subnets"][index] = min(counts["subnets"][index], _MAX_SUBNETS_PER_REGION)
+        counts["delivery_streams"][index] = min(
+            counts["delivery_streams"][index], _MAX_DELIVERY_STREAMS_PER_REGION
+        )
     hosts = [sum(n) for n in zip(counts["ecs_clusters"], counts["scaling_groups"], strict=True)]
     counts["fleet"] = [max(1, n - h) for n, h in zip(_region_share(instances, regions), hosts, strict=True)]
     used = sum(sum(units) * _size(kind) for kind, units in counts.items())
