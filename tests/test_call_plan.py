@@ -81,9 +81,7 @@ def test_progress_is_one_line_per_account_redrawn_in_place():
 def test_metrics_name_types_calls_throttles_and_duration_per_account():
     fetcher = Fetcher()
     fetcher.per_account[ACCOUNT] = Counter(calls=40, throttles=3, errors=1)
-    scan = AccountScan(ACCOUNT, ROLE, seconds=2.5)
-    scan.__dict__["components"] = [{"type": {"name": "aws.sqs.queue"}}] * 2
-    scan.__dict__["relations"] = []
+    scan = AccountScan(ACCOUNT, ROLE, seconds=2.5, component_types=Counter({"aws.sqs.queue": 2}))
     text = metrics_text([scan], fetcher, 3.0, now=100)
 
     assert f'aws_topology_scan_components{{account="{ACCOUNT}",type="aws.sqs.queue"}} 2' in text
