@@ -8,7 +8,9 @@ an account's snapshot open forever. A unit that never completed sent nothing, so
 Accounts are collected side by side (at most `accounts` at once), and every unit, per-item call and join
 call of every account shares one bounded `Scheduler` of `workers` threads. Each account's payloads are built
 and sent by the calling thread as soon as that account is collected, so sinks and the state are used from
-one thread only. Components come before relations in the payloads, so every relation is sent after the
+one thread only. While an account runs, each finished unit's components and relations wait on disk (`Spill`);
+its payloads are then built and sent one at a time, so memory holds the running units, not the estate.
+Components come before relations in the payloads, so every relation is sent after the
 components of the whole account (none is dropped for being early). A set `stop` event (SIGINT, SIGTERM)
 ends the scan at the next API call; an interrupted account sends nothing.
 """
