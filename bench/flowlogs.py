@@ -28,7 +28,7 @@ from pathlib import Path
 
 from engine.config import Instance
 from engine.flowlog_records import FlowSums, unpacked
-from engine.flowlogs import Interface, _connections, _output
+from engine.flowlogs import Interface, _connections, _output, _private
 
 ACCOUNT = "123456789012"
 VPC = "vpc-0bench"
@@ -110,7 +110,7 @@ def floor(paths: list[Path]) -> int:
 
 
 def engine(paths: list[Path], interfaces: dict[str, Interface], scratch: Path) -> int:
-    sums = FlowSums()
+    sums = FlowSums(interfaces=set(interfaces), private=_private)
     for _, segments in unpacked(paths, _chunks, scratch):
         assert isinstance(segments, list), segments
         own = FlowSums()  # as the reader does: an object counts only whole

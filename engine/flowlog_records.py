@@ -61,11 +61,19 @@ class Flow:
 
 @dataclass
 class FlowSums:
-    """Per-flow sums over any number of objects, and what was skipped."""
+    """Per-flow sums over any number of objects, and what was skipped.
 
+    With `interfaces`, only flows of these interfaces are kept, and with `private`, only those between two
+    private addresses; merged objects are filtered as they come, so the sums grow with the private
+    traffic of known interfaces, not with every public peer. What is left out is counted in `skipped`
+    (records, by reason), decided on whole columns, not flow by flow."""
+
+    interfaces: Collection[str] | None = None
+    private: Callable[[str], bool] | None = None
     records: int = 0  # every record read, skipped ones included
     skipped_status: int = 0  # NODATA / SKIPDATA
     bad_lines: int = 0  # wrong number of fields, or not a number where one belongs
+    skipped: Counter = field(default_factory=Counter)
     _parts: list[pa.Table] = field(default_factory=list)
     _rows: int = 0
 
@@ -88,35 +96,39 @@ class FlowSums:
         self.records += other.records
         self.skipped_status += other.skipped_status
         self.bad_lines += other.bad_lines
-        self._parts += other._parts
-        self._rows += other._rows
+        self.skipped.update(other.skipped)
+        other._compact()
+        for part in other._parts:
+            self._parts.append(self._kept(part))
+            self._rows += self._parts[-1].num_rows
         if self._rows > COMPACT_ROWS and len(self._parts) > 1:
             self._compact()
 
-    def flows(
-        self, interfaces: Collection[str] | None = None, private: Callable[[str], bool] | None = None,
-        skipped: Counter | None = None,
-    ) -> dict[tuple[str, str, str, int], Flow]:
-        """The sums per (interface-id, srcaddr, dstaddr, protocol); with `interfaces`, only those of these
-        interfaces, and with `private`, only those between two private addresses. What is left out is
-        counted in `skipped` (records, by reason), and decided on whole columns, not flow by flow."""
+    def flows(self) -> dict[tuple[str, str, str, int], Flow]:
+        """The sums per (interface-id, srcaddr, dstaddr, protocol), of the flows kept."""
         self._compact()
         if not self._parts:
             return {}
-        table = self._parts[0]
-        skipped = Counter() if skipped is None else skipped
-        if interfaces is not None:
-            known = pc.is_in(table["interface-id"], pa.array(list(interfaces), pa.string()))
-            skipped["unknown_interface"] += pc.sum(pc.filter(table["records"], pc.invert(known))).as_py() or 0
-            table = table.filter(known)
-        if private is not None:
-            addresses = pc.unique(pa.chunked_array([*table["srcaddr"].chunks, *table["dstaddr"].chunks]))
-            inside = pa.array([a for a in addresses.to_pylist() if private(a)], pa.string())
-            both = pc.and_(pc.is_in(table["srcaddr"], inside), pc.is_in(table["dstaddr"], inside))
-            skipped["public"] += pc.sum(pc.filter(table["records"], pc.invert(both))).as_py() or 0
-            table = table.filter(both)
+        table = self._kept(self._parts[0])
         columns = [table.column(name).to_pylist() for name in table.column_names]
         return {row[:4]: Flow(*row[4:]) for row in zip(*columns, strict=True)}  # type: ignore[misc]
+
+    def _kept(self, table: pa.Table) -> pa.Table:
+        if self.interfaces is not None:
+            known = pc.is_in(table["interface-id"], pa.array(list(self.interfaces), pa.string()))
+            self._skip("unknown_interface", table, known)
+            table = table.filter(known)
+        if self.private is not None:
+            addresses = pc.unique(pa.chunked_array([*table["srcaddr"].chunks, *table["dstaddr"].chunks]))
+            inside = pa.array([a for a in addresses.to_pylist() if self.private(a)], pa.string())
+            both = pc.and_(pc.is_in(table["srcaddr"], inside), pc.is_in(table["dstaddr"], inside))
+            self._skip("public", table, both)
+            table = table.filter(both)
+        return table
+
+    def _skip(self, reason: str, table: pa.Table, kept: pa.Array) -> None:
+        if left_out := pc.sum(pc.filter(table["records"], pc.invert(kept))).as_py():
+            self.skipped[reason] += left_out
 
     def _read(self, path: Path, parquet: bool, strict: bool) -> None:
         for table in _tables(path, parquet, strict, self):

@@ -29,7 +29,7 @@ import logging
 import re
 import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -206,7 +206,6 @@ def _run(
         result.error = f"cannot read flow logs from bucket {bucket.name}: {exc}"
         return
     result.objects, result.waiting = min(len(objects), MAX_OBJECTS), max(0, len(objects) - MAX_OBJECTS)
-    sums: dict[str, FlowSums] = defaultdict(FlowSums)
     read: list[str] = []
     corrupt = bucket.known_corrupt()
     wanted = []
@@ -215,6 +214,13 @@ def _run(
             result.corrupt[obj["Key"]] = problem or "no region in the key"
         else:
             wanted.append(obj)
+    try:  # first, so that records of unknown interfaces and public peers are dropped as objects are read
+        regions = sorted({_region(o["Key"]) or "" for o in wanted})
+        interfaces = {r: _interfaces(account, r, mappings.interfaces, fetcher) for r in regions}
+    except CallFailed as exc:
+        result.error = f"cannot list network interfaces: {exc}; no object was read or deleted"
+        return
+    sums = {r: FlowSums(interfaces=set(interfaces[r]), private=_private) for r in regions}
     with tempfile.TemporaryDirectory(prefix="flowlogs-") as directory:
         try:
             for obj, content in unpacked(
@@ -232,17 +238,13 @@ def _run(
         if after_snapshot and recent:
             _send(account.id, recent, {}, [], [], sink, state, result, max_bytes)
         return
-    try:
-        interfaces = {r: _interfaces(account, r, mappings.interfaces, fetcher) for r in sums}
-    except CallFailed as exc:
-        result.error = f"cannot list network interfaces: {exc}; no object was deleted"
-        return
     known = _last_snapshot(state, account.id)
     components, relations, metrics, seen = [], [], [], {}
     for region, region_sums in sums.items():
         result.records += region_sums.records
         result.skipped["no_data"] += region_sums.skipped_status
         result.skipped["bad_line"] += region_sums.bad_lines
+        result.skipped.update(region_sums.skipped)
         connections = _connections(region_sums, interfaces[region], result.skipped)
         for connection in connections:
             c, r, m = _output(connection, region, account.id, instance, known)
@@ -345,8 +347,11 @@ def _connections(sums: FlowSums, interfaces: dict[str, Interface], skipped: Coun
     """Private traffic between two addresses of a VPC, keyed `{vpc}/{lower ip}/{higher ip}`."""
     by_address = {(i.vpc, a): i for i in interfaces.values() for a in i.addresses}
     connections: dict[str, Connection] = {}
-    for key, flow in sums.flows(interfaces, _private, skipped).items():
-        interface, src, dst = interfaces[key[0]], key[1], key[2]
+    for key, flow in sums.flows().items():
+        interface, src, dst = interfaces.get(key[0]), key[1], key[2]
+        if interface is None:  # sums made without the interfaces
+            skipped["unknown_interface"] += flow.records
+            continue
         if src in interface.addresses or dst in interface.addresses:
             outbound = src in interface.addresses
         else:
