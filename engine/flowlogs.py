@@ -44,6 +44,7 @@ from engine.errors import CallFailed, CredentialsError, DeliveryError, Unreachab
 from engine.fetch import Fetcher
 from engine.flowlog_records import Flow, FlowSums, UnsupportedObject, unpacked
 from engine.functions import search
+from engine.last_snapshot import unit_results
 from engine.mappings import Interfaces, Mappings
 from engine.payload import build_payloads
 from engine.scan import labels_for
@@ -238,7 +239,7 @@ def _run(
         if after_snapshot and recent:
             _send(account.id, recent, {}, [], [], sink, state, result, max_bytes)
         return
-    known = _last_snapshot(state, account.id)
+    known = _last_snapshot(state, instance, mappings)
     components, relations, metrics, seen = [], [], [], {}
     for region, region_sums in sums.items():
         result.records += region_sums.records
@@ -371,12 +372,12 @@ def _connections(sums: FlowSums, interfaces: dict[str, Interface], skipped: Coun
     return sorted(connections.values(), key=lambda c: c.id)
 
 
-def _last_snapshot(state: State, account: str) -> Known:
+def _last_snapshot(state: State, instance: Instance, mappings: Mappings) -> Known:
     """The external ids of the last full scan's components, and `urn:vpcip:` / `urn:host:` URN -> id."""
     ids: set[str] = set()
     by_urn: dict[str, str] = {}
-    for _, unit in state.values(f"unit.{account}/"):
-        for component in unit.get("components", []):
+    for _, unit in unit_results(state, instance, mappings):
+        for component in (unit or {}).get("components", []):
             ids.add(component["externalId"])
             for urn in component.get("data", {}).get("URN", []):
                 if urn.startswith(("urn:vpcip:", "urn:host:")):

@@ -62,6 +62,13 @@ def unit_labels(instance: Instance, mappings: Mappings) -> Iterator[str]:
         yield from walk(unit)
 
 
+def unit_results(state: State, instance: Instance, mappings: Mappings) -> Iterator[tuple[str, dict | None]]:
+    """(label, last complete result, or None when it never completed) of every unit a full scan of
+    `instance` records."""
+    for label in unit_labels(instance, mappings):
+        yield label, state.get(f"unit.{label}")
+
+
 def from_state(path: str | Path, config: Config, mappings: Mappings) -> Snapshot:
     """Each planned unit's last complete result from the state; a unit never completed is noted."""
     path = Path(path)
@@ -73,8 +80,7 @@ def from_state(path: str | Path, config: Config, mappings: Mappings) -> Snapshot
     with State(path) as state:
         for instance in config.instances:
             oldest, never = time.time(), []
-            for label in unit_labels(instance, mappings):
-                kept = state.get(f"unit.{label}")
+            for label, kept in unit_results(state, instance, mappings):
                 if kept is None:
                     never.append(label)
                     continue

@@ -449,13 +449,6 @@ class State:
         rows = self._query("SELECT value FROM kv WHERE key = ?", (key,))
         return json.loads(rows[0][0]) if rows else default
 
-    def values(self, prefix: str) -> Iterator[tuple[str, Any]]:
-        """(key, value) of every key starting with `prefix`, in key order."""
-        pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        rows = self._query("SELECT key, value FROM kv WHERE key LIKE ? ESCAPE '\\' ORDER BY key", (pattern,))
-        for key, text in rows:
-            yield key, json.loads(text)
-
     def set(self, key: str, value: Any) -> None:
         """Store a JSON-serialisable value under `key`, replacing any previous one."""
         text = _dumps(value)

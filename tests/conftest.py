@@ -257,6 +257,15 @@ def moto_server() -> Iterator[str]:
         server.stop()
 
 
+def moto_env(endpoint: str) -> dict[str, str]:
+    """The environment of a CLI run against the moto server at `endpoint`: its fake credentials, no config
+    or credentials files."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+    }  # fmt: skip
+
+
 @contextmanager
 def live_aws(endpoint: str) -> Iterator[pytest.MonkeyPatch]:
     """Fake base credentials (moto's `testing`), no session token, profile or config files, and

@@ -15,6 +15,7 @@ from demo.flowlogs import seed_flowlogs
 from demo.seed import seed_estate
 from demo.server import reset, start
 from engine.cli import main
+from tests.conftest import moto_env
 
 pytestmark = pytest.mark.live
 
@@ -32,11 +33,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 def test_the_demo_estates_traffic_relates_its_components(demo: dict[str, Any], dns_table: dict) -> None:
     ids, tmp = demo["ids"], demo["tmp"]
     dns_table[ids["rds_endpoints"]["inventory-db"]] = ["10.0.16.50"]  # inside the VPC, as AWS resolves it
-    env = {
-        "AWS_ENDPOINT_URL": demo["endpoint"], "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_CONFIG_FILE": "/dev/null",
-        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-    }  # fmt: skip
+    env = moto_env(demo["endpoint"])
     common = ["-c", "demo/conf.yaml", "--out", str(tmp / "out"), "--state", str(tmp / "state.sqlite")]
     scan = CliRunner().invoke(main, ["scan", *common], env=env)
     assert scan.exit_code == 0, scan.output

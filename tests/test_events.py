@@ -15,7 +15,7 @@ from engine.bucket import LogBucket
 from engine.cli import main
 from engine.events import Rules, envelopes, latest
 from engine.mappings import load_mappings
-from tests.conftest import ACCOUNT
+from tests.conftest import ACCOUNT, moto_env
 
 pytestmark = pytest.mark.live
 
@@ -67,10 +67,7 @@ def aws(tmp_path) -> Iterator[dict]:
         f"instances: [{{role_arn: 'arn:aws:iam::{ACCOUNT}:role/R', regions: [{REGION}], "
         "apis_to_run: [sqs, ec2]}]\n"
     )
-    env = {
-        "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-    }  # fmt: skip
+    env = moto_env(endpoint)
     yield {
         "s3": s3, "env": env, "conf": conf, "tmp": tmp_path, "created": created, "gone": gone, "kept": kept,
         "running": running, "stopped": stopped,

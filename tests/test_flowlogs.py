@@ -21,7 +21,7 @@ from engine.flowlogs import apply_flowlogs
 from engine.mappings import load_mappings
 from engine.payload import validate_payload
 from engine.state import State
-from tests.conftest import ACCOUNT, ListSink, live_aws
+from tests.conftest import ACCOUNT, ListSink, live_aws, moto_env
 
 pytestmark = pytest.mark.live
 
@@ -93,10 +93,7 @@ def aws(tmp_path: Path, dns_table: dict[str, list[str]]) -> Iterator[dict]:
         f"instances: [{{role_arn: 'arn:aws:iam::{ACCOUNT}:role/R', regions: [{REGION}], "
         "apis_to_run: [ec2, rds, lambda]}]\n"
     )
-    env = {
-        "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-    }  # fmt: skip
+    env = moto_env(endpoint)
     yield {
         "s3": s3, "env": env, "conf": conf, "tmp": tmp_path, "vpc": vpc, "app": app, "app_eni": app_eni,
         "worker": worker, "worker_eni": worker_eni, "db": db["DBInstanceArn"],

@@ -21,6 +21,7 @@ import yaml
 
 from engine.mappings import MAPPINGS, load_mappings
 from engine.policy import role_policy
+from tests.test_mappings import QUEUE
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_FILES = ("pyproject.toml", "README.md", "engine", "mappings", "schemas", "demo", "web")
@@ -30,16 +31,6 @@ CONFIG = {
         {"role_arn": "arn:aws:iam::123456789012:role/StackStateAwsIntegrationRole", "regions": ["eu-west-1"]}
     ],
 }
-
-MINI_MAPPING = """\
-version: 1
-service: sqs
-resources:
-  queue:
-    type: aws.sqs.queue
-    list: {operation: ListQueues, items: "QueueUrls[].{QueueUrl: @}"}
-    id: QueueUrl
-"""
 
 
 def build_wheel(workdir: Path) -> Path:
@@ -120,7 +111,7 @@ def test_installed_policy_matches_the_source_and_mappings_override(installed: Pa
     assert json.loads(result.stdout) == role_policy(load_mappings())
     own = tmp_path / "own"
     own.mkdir()
-    (own / "sqs.yaml").write_text(MINI_MAPPING)
+    (own / "sqs.yaml").write_text(QUEUE)
     result = run(installed, tmp_path, "policy", "--mappings", str(own))
     assert result.returncode == 0, result.stderr
     assert "sqs:ListQueues" in json.loads(result.stdout)["Statement"][0]["Action"]

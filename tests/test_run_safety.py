@@ -24,7 +24,7 @@ from moto.core.authorization import ActionAuthenticatorMixin
 
 from engine.cli import main
 from engine.state import State
-from tests.conftest import ACCOUNT
+from tests.conftest import ACCOUNT, moto_env
 
 pytestmark = pytest.mark.live
 
@@ -74,12 +74,6 @@ def conf(tmp_path: Path, role: str = "StackStateAwsIntegrationRole", apis: str =
     return path
 
 
-def env(endpoint: str) -> dict[str, str]:
-    return {
-        "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-    }  # fmt: skip
-
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_stops_the_scan_within_seconds_and_records_an_incomplete_run(endpoint, tmp_path, sig):
@@ -87,7 +81,7 @@ def test_a_signal_stops_the_scan_within_seconds_and_records_an_incomplete_run(en
     args = ["scan", "-c", str(conf(tmp_path)), "--out", str(out), "--state", str(state), "--workers", "1"]
     exe = Path(sys.executable).parent / "aws-topology"
     process = subprocess.Popen(
-        [str(exe), *args], env={**os.environ, **env(endpoint)},
+        [str(exe), *args], env={**os.environ, **moto_env(endpoint)},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert process.stderr is not None
@@ -115,7 +109,7 @@ def test_a_signal_stops_the_scan_within_seconds_and_records_an_incomplete_run(en
 
 def scan(endpoint: str, tmp_path: Path, role: str, out: Path) -> object:
     args = ["scan", "-c", str(conf(tmp_path, role)), "--out", str(out), "--state", str(tmp_path / "s.sqlite")]
-    return CliRunner().invoke(main, args, env=env(endpoint))
+    return CliRunner().invoke(main, args, env=moto_env(endpoint))
 
 
 def topologies(run_dir: Path) -> list[dict]:
@@ -201,9 +195,8 @@ def test_spooled_payloads_are_listed_resent_and_rejected_ones_dropped_through_th
     config = str(conf(tmp_path, apis="['ec2|vpcs']"))
     cli = CliRunner()
 
-    down = cli.invoke(
-        main, ["scan", "-c", config, "--receiver", "http://127.0.0.1:9", "--state", state], env=env(endpoint)
-    )
+    args = ["scan", "-c", config, "--receiver", "http://127.0.0.1:9", "--state", state]
+    down = cli.invoke(main, args, env=moto_env(endpoint))
     assert down.exit_code == 1 and "spooled=1" in down.stdout, down.output
     listed = cli.invoke(main, ["spool", "list", "--state", state])
     assert f"scan-{ACCOUNT}-0001" in listed.stdout and "pending=1 rejected=0" in listed.stdout
@@ -218,7 +211,7 @@ def test_spooled_payloads_are_listed_resent_and_rejected_ones_dropped_through_th
 
         _Receiver.status = 400  # a receiver that refuses the payload for good
         refused = cli.invoke(
-            main, ["scan", "-c", config, "--receiver", url, "--state", state], env=env(endpoint)
+            main, ["scan", "-c", config, "--receiver", url, "--state", state], env=moto_env(endpoint)
         )
         assert refused.exit_code == 1 and "rejected=1" in refused.stdout, refused.output
     finally:

@@ -6,16 +6,14 @@ sources, the state and an `--out` run folder.
 
 from __future__ import annotations
 
-import io
 import json
-import urllib.request
-import zipfile
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 from click.testing import CliRunner
 
+from demo.common import lambda_zip, moto_post
 from demo.seed import AMI_ID, client
 from engine.cli import main
 from tests.conftest import ROLE, live_aws, moto_server
@@ -32,20 +30,8 @@ class ScannedEstate:
     seeded: dict
 
 
-def _zip() -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr(
-            zipfile.ZipInfo("index.py", date_time=(2020, 1, 1, 0, 0, 0)), "def handler(e, c): return e"
-        )
-    return buffer.getvalue()
-
-
 def _seed(endpoint: str) -> dict:
-    body = json.dumps({"lambda": {"use_docker": False}}).encode()
-    request = urllib.request.Request(f"{endpoint}/moto-api/config", data=body, method="POST")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        response.read()
+    moto_post(endpoint, "/moto-api/config", {"lambda": {"use_docker": False}})
     ec2 = client("ec2", REGION, endpoint)
     vpc = ec2.create_vpc(CidrBlock="10.1.0.0/16")["Vpc"]["VpcId"]
     subnets = [
@@ -82,7 +68,7 @@ def _seed(endpoint: str) -> dict:
         "Runtime": "python3.12",
         "Role": role["Arn"],
         "Handler": "index.handler",
-        "Code": {"ZipFile": _zip()},
+        "Code": {"ZipFile": lambda_zip("def handler(e, c): return e")},
     }
     functions = ["shop-checkout", "shop-mailer"]
     for name in functions:
