@@ -11,11 +11,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 from botocore import xform_name
 
 from engine.auth import GLOBAL_REGION, Account
+from engine.errors import CallFailed
 from engine.fetch import Fetcher
 from engine.mappings import Call
 from engine.state import State
@@ -33,6 +35,18 @@ VERSIONING = _s3("GetBucketVersioning", "s3:GetBucketVersioning")
 LIST = _s3("ListObjectsV2", "s3:ListBucket", paginate=True)
 GET = _s3("GetObject", "s3:GetObject")
 DELETE = _s3("DeleteObjects", "s3:DeleteObject")
+
+
+@dataclass
+class Deletion:
+    """What `LogBucket.delete` did: keys deleted, and keys left with the reason (an S3 error code)."""
+
+    deleted: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+class TooLarge(Exception):
+    """An object larger than the reader's bound: refused unread, like a corrupt object."""
 
 
 class Unversioned(Exception):
@@ -63,28 +77,49 @@ class LogBucket:
         found = [o for p in prefixes for o in self._call(LIST, Prefix=p).get("Contents", [])]
         return sorted(found, key=lambda o: (o["LastModified"], o["Key"]))
 
-    def open(self, key: str) -> IO[bytes]:
-        """The object's body, a stream."""
-        return self._call(GET, Key=key)["Body"]
+    def open(self, obj: dict) -> IO[bytes]:
+        """The listed object's body, a stream; the version read is kept on `obj` (`VersionId`), so that
+        `delete` removes exactly what was read and never a newer version written under the same key."""
+        answer = self._call(GET, Key=obj["Key"])
+        if answer.get("VersionId"):
+            obj["VersionId"] = answer["VersionId"]
+        return answer["Body"]
 
-    def read(self, key: str) -> bytes:
-        return self.open(key).read()
+    def read(self, obj: dict, limit: int | None = None) -> bytes:
+        """The whole body; `TooLarge` when it holds more than `limit` bytes (nothing more is read)."""
+        body = self.open(obj)
+        if limit is None:
+            return body.read()
+        data = body.read(limit + 1)
+        if len(data) > limit:
+            raise TooLarge(f"larger than {limit} bytes")
+        return data
 
-    def chunks(self, key: str, size: int = 1 << 20) -> Iterator[bytes]:
-        body = self.open(key)
+    def chunks(self, obj: dict, size: int = 1 << 20) -> Iterator[bytes]:
+        body = self.open(obj)
         while chunk := body.read(size):
             yield chunk
 
-    def delete(self, keys: list[str]) -> list[str]:
-        """Delete objects (a delete marker, the bucket being versioned); returns the keys deleted."""
-        deleted: list[str] = []
-        for start in range(0, len(keys), DELETE_BATCH):
-            chunk = keys[start : start + DELETE_BATCH]
-            answer = self._call(DELETE, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": False})
-            deleted += [d["Key"] for d in answer.get("Deleted", [])]
+    def delete(self, objects: list[dict]) -> Deletion:
+        """Delete the objects read: the version read where known (else a delete marker, the bucket being
+        versioned). Never raises: keys S3 did not delete, or a refused call, are in `Deletion.failed`."""
+        done = Deletion()
+        for start in range(0, len(objects), DELETE_BATCH):
+            chunk = objects[start : start + DELETE_BATCH]
+            entries = [{"Key": o["Key"], **({"VersionId": o["VersionId"]} if o.get("VersionId") else {})}
+                       for o in chunk]  # fmt: skip
+            try:
+                answer = self._call(DELETE, Delete={"Objects": entries, "Quiet": False})
+            except CallFailed as exc:
+                done.failed.update({o["Key"]: str(getattr(exc, "code", None) or exc) for o in chunk})
+                log.warning("event=bucket.delete_failed bucket=%s keys=%d problem=%r", self.name, len(chunk),
+                            str(exc))  # fmt: skip
+                continue
+            done.deleted += [d["Key"] for d in answer.get("Deleted", [])]
             for error in answer.get("Errors", []):
+                done.failed[str(error.get("Key"))] = str(error.get("Code"))
                 log.warning("event=bucket.not_deleted key=%s code=%s", error.get("Key"), error.get("Code"))
-        return deleted
+        return done
 
     # corrupt objects: recorded with their ETag, skipped while unchanged
 

@@ -129,8 +129,8 @@ def _from_bucket(
     result.objects = len(objects)
     stale, fresh = split_stale(objects, state, instance.account_id)
     result.stale = len(stale)
-    retired: list[str] = []
-    sources = [Source("stale", [], lambda: retired.extend(o["Key"] for o in stale))] if stale else []
+    retired: list[dict] = []
+    sources = [Source("stale", [], lambda: retired.extend(stale))] if stale else []
     corrupt = bucket.known_corrupt()
     for obj in fresh:
         key = obj["Key"]
@@ -138,7 +138,7 @@ def _from_bucket(
             result.corrupt[key] = problem
             continue
         try:
-            found = envelopes(bucket.read(key))
+            found = envelopes(bucket.read(obj))
         except CorruptObject as exc:
             result.corrupt[key] = str(exc)
             bucket.record_corrupt(corrupt, obj, str(exc))
@@ -146,10 +146,10 @@ def _from_bucket(
         except CallFailed as exc:  # gone or denied since the listing: read again next run
             result.error = f"cannot read {key}: {exc}"
             return []
-        sources.append(Source(key, _changes(found, rules, instance, result), lambda k=key: retired.append(k)))
+        sources.append(Source(key, _changes(found, rules, instance, result), lambda o=obj: retired.append(o)))
     bucket.save_corrupt(corrupt, {o["Key"] for o in objects})
     if sources:  # deletes run after every source of this run was retired
-        sources.append(Source("delete", [], lambda: result.deleted.extend(bucket.delete(retired))))
+        sources.append(Source("delete", [], lambda: result.deleted.extend(bucket.delete(retired).deleted)))
     return sources
 
 

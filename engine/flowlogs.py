@@ -207,7 +207,7 @@ def _run(
         result.error = f"cannot read flow logs from bucket {bucket.name}: {exc}"
         return
     result.objects, result.waiting = min(len(objects), MAX_OBJECTS), max(0, len(objects) - MAX_OBJECTS)
-    read: list[str] = []
+    read: list[dict] = []
     corrupt = bucket.known_corrupt()
     wanted = []
     for obj in objects[:MAX_OBJECTS]:
@@ -225,12 +225,12 @@ def _run(
     with tempfile.TemporaryDirectory(prefix="flowlogs-") as directory:
         try:
             for obj, content in unpacked(
-                wanted, lambda o: bucket.chunks(o["Key"]), Path(directory),
+                wanted, bucket.chunks, Path(directory),
                 parquet=lambda o: o["Key"].endswith(".parquet"),
             ):  # fmt: skip
                 _read(obj, content, sums, bucket, corrupt, result)
                 if obj["Key"] not in result.corrupt:
-                    read.append(obj["Key"])
+                    read.append(obj)
         except CallFailed as exc:  # gone or denied since the listing
             result.error = f"cannot read flow logs: {exc}; no object was deleted"
             return
@@ -257,7 +257,7 @@ def _run(
         result.connections += len(connections)
     again = {k: v for k, v in recent.items() if k not in seen} if after_snapshot else {}
     if _send(account.id, again, seen, components, relations, sink, state, result, max_bytes, metrics):
-        result.deleted = bucket.delete(read)
+        result.deleted = bucket.delete(read).deleted
 
 
 def _recent(state: State, account: str) -> dict[str, dict]:
