@@ -64,7 +64,7 @@ def test_parameters_conditions_and_outputs(tpl: dict[str, Any]) -> None:
     main = {"Fn::Equals": [{"Ref": "AWS::Region"}, {"Ref": "MainRegion"}]}
     assert tpl["Conditions"] == {"IsMainRegion": main}
     main_only = {k for k, r in tpl["Resources"].items() if r.get("Condition") == "IsMainRegion"}
-    assert main_only == {"StsIntegrationRole", "StsLogsBucket"}
+    assert main_only == {"StsIntegrationRole", "StsLogsBucket", "StsLogsBucketPolicy"}
     every_region = set(tpl["Resources"]) - main_only
     assert {"StsKmsKey", "StsEventBridgeRule", "StsFirehoseDeliveryStream", "StsFirehoseRole",
             "StsEventBridgeRole"} <= every_region  # fmt: skip
