@@ -89,7 +89,12 @@ def template(mappings: Mappings) -> dict[str, Any]:
                     {
                         "PolicyName": "StackStateIntegrationPolicy",
                         "PolicyDocument": _subs(
-                            role_policy(mappings, partition="${AWS::Partition}", account="${AWS::AccountId}")
+                            role_policy(
+                                mappings,
+                                partition="${AWS::Partition}",
+                                account="${AWS::AccountId}",
+                                url_suffix="${AWS::URLSuffix}",
+                            )
                         ),
                     }
                 ],
