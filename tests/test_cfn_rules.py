@@ -203,6 +203,12 @@ def bucket_and_key(main_stack: Stack) -> tuple[str, str]:
     return main_stack.arn(name), default["ServerSideEncryptionByDefault"]["KMSMasterKeyID"]
 
 
+def bucket_policy(main_stack: Stack) -> list[dict[str, Any]]:
+    """The log bucket's policy statements (none without an AWS::S3::BucketPolicy)."""
+    policies = main_stack.of_type("AWS::S3::BucketPolicy").values()
+    return [s for p in policies for s in p["Properties"]["PolicyDocument"]["Statement"]]
+
+
 def key_policy_of(main_stack: Stack, key_arn: str) -> list[dict[str, Any]]:
     (key,) = [r for k, r in main_stack.of_type("AWS::KMS::Key").items() if main_stack.arn(k) == key_arn]
     return key["Properties"]["KeyPolicy"]["Statement"]
@@ -259,8 +265,7 @@ def test_firehose_role_may_write_the_bucket_with_its_key(stack: Stack, main_stac
         )
     root = {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}
     assert allows(key_policy_of(main_stack, key), "kms:GenerateDataKey", "*", principal=root)
-    bucket_policy = main_stack.one("AWS::S3::BucketPolicy")["PolicyDocument"]["Statement"]
-    denied = [s for s in bucket_policy if s["Effect"] == "Deny"]
+    denied = [s for s in bucket_policy(main_stack) if s["Effect"] == "Deny"]
     assert not any(_applies(s, root, "s3:PutObject", obj, {"aws:SecureTransport": "true"}) for s in denied)
 
 
@@ -276,7 +281,7 @@ def test_flow_log_delivery_may_write_the_bucket_with_its_key(stack: Stack, main_
         "aws:SourceAccount": ACCOUNT, "aws:SourceArn": f"arn:aws:logs:{stack.region}:{ACCOUNT}:*",
         "s3:x-amz-acl": "bucket-owner-full-control", "aws:SecureTransport": "true",
     }  # fmt: skip
-    policy = main_stack.one("AWS::S3::BucketPolicy")["PolicyDocument"]["Statement"]
+    policy = bucket_policy(main_stack)
     obj = f"{bucket}/AWSLogs/{ACCOUNT}/vpcflowlogs/{stack.region}/2026/12/06/{ACCOUNT}_vpcflowlogs_x.log.gz"
     assert allows(policy, "s3:PutObject", obj, context, logs)
     assert allows(policy, "s3:GetBucketAcl", bucket, context, logs)
@@ -373,16 +378,15 @@ def test_nothing_is_public(stack: Stack, main_stack: Stack) -> None:
         ["BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"], True
     )
     bucket = bucket_and_key(main_stack)[0]
-    documents = [main_stack.one("AWS::S3::BucketPolicy")["PolicyDocument"]]
-    documents += [k["Properties"]["KeyPolicy"] for k in stack.of_type("AWS::KMS::Key").values()]
+    policy = bucket_policy(main_stack)
+    documents = [k["Properties"]["KeyPolicy"] for k in stack.of_type("AWS::KMS::Key").values()]
     documents += [
         r["Properties"]["AssumeRolePolicyDocument"] for r in stack.of_type("AWS::IAM::Role").values()
     ]
-    for statement in (s for d in documents for s in d["Statement"] if s["Effect"] == "Allow"):
-        assert statement["Principal"] != "*" and "*" not in _listed(statement["Principal"].get("AWS", [])), (
-            statement
-        )
-    policy = documents[0]["Statement"]
+    for statement in policy + [s for d in documents for s in d["Statement"]]:
+        principal = statement["Principal"]
+        public = principal == "*" or "*" in _listed(principal.get("AWS", []))
+        assert statement["Effect"] == "Deny" or not public, statement
     stranger = {"AWS": f"arn:aws:iam::{OTHER_ACCOUNT}:root"}
     assert not allows(
         policy, "s3:GetObject", f"{bucket}/AWSLogs/x", {"aws:SecureTransport": "true"}, stranger
