@@ -37,6 +37,19 @@ FLOW_LOG_COMMAND = (
     " --traffic-type ALL --max-aggregation-interval 60"
     " --log-destination-type s3 --log-destination ${StsLogsBucket.Arn}/"
 )
+# The security scan's findings the template accepts (tests/test_cfn_rules.py), per resource and rule.
+ACCEPTED_FINDINGS = {
+    "StsIntegrationRole": {
+        "WildcardResourceRule": "Read-only List/Describe/Get actions of the topology scan: they read every "
+        "resource of the account by design, and most support no resource-level permission",
+        "IAMRolesOverprivilegedRule": "cloudtrail:LookupEvents (read-only) is the event fallback when the "
+        "log bucket is missing; it supports no resource-level permission",
+    },
+    "StsKmsKey": {
+        "GenericResourceWildcardPolicyRule": "The KMS default key policy: kms:* for the account root lets "
+        "IAM policies grant the key and grants nothing by itself (KMS Developer Guide, Default key policy)",
+    },
+}
 FIREHOSE_S3_ACTIONS = [
     "s3:AbortMultipartUpload", "s3:GetBucketLocation", "s3:GetObject", "s3:ListBucket",
     "s3:ListBucketMultipartUploads", "s3:PutObject",
@@ -103,10 +116,6 @@ def template(mappings: Mappings) -> dict[str, Any]:
         "StsLogsBucket": {
             "Type": "AWS::S3::Bucket",
             "Condition": MAIN,
-            "Metadata": _scanner_skips(
-                CKV_AWS_18="A delivery buffer whose objects live minutes; access logs would need a second "
-                "bucket, and CloudTrail data events audit this one where wanted"
-            ),
             "Properties": {
                 "BucketName": _sub(BUCKET),
                 "VersioningConfiguration": {"Status": "Enabled"},
@@ -225,6 +234,8 @@ def template(mappings: Mappings) -> dict[str, Any]:
             ],
         ),
     }
+    for name, reasons in ACCEPTED_FINDINGS.items():
+        resources[name]["Metadata"] = _scanner_skips(reasons)
     for index, pattern in enumerate(event_patterns(mappings)):
         name = "StsEventBridgeRule" if index == 0 else f"StsEventBridgeRule{index + 1}"
         resources[name] = {
@@ -365,9 +376,9 @@ def _log_sources(equals: dict[str, str] | None = None) -> dict[str, Any]:
     }
 
 
-def _scanner_skips(**reasons: str) -> dict[str, Any]:
-    """checkov's per-resource skips, each with its reason (the template's security scan reads them)."""
-    return {"checkov": {"skip": [{"id": check, "comment": reason} for check, reason in reasons.items()]}}
+def _scanner_skips(reasons: dict[str, str]) -> dict[str, Any]:
+    """The findings of the security scan (cfripper's rules) accepted on a resource, each with its reason."""
+    return {"cfripper": {"skip": [{"rule": rule, "reason": reason} for rule, reason in reasons.items()]}}
 
 
 def _service_role(service: str, condition: dict | None, statements: list[dict[str, Any]]) -> dict[str, Any]:
