@@ -4,9 +4,13 @@ In: `Mappings`. Out: the template as YAML text (`aws-topology cfn`, committed as
 `deploy/stackstate-resources.cfn.yaml`). Parameters and logical ids are the StackPack's (MainRegion,
 StsAccountId, ExternalId, IncludeOpenTelemetryTracing; StsLogsBucket, StsEventBridgeRule), so its StackSets
 and uninstall steps keep working. In the main region only: the integration role (trusted by the agent account
-with the ExternalId, its policy from `engine.policy`) and the versioned log bucket. In every region: a KMS
-key, the EventBridge rules for the event sources the mappings' `events:` declare, a Firehose stream writing
-them gzip-compressed to `AWSLogs/{account}/EventBridge/{region}/` of the bucket, and the two service roles.
+with the ExternalId, its policy from `engine.policy`), the versioned log bucket encrypted with that region's
+key, and its policy (VPC flow-log delivery, TLS only). In every region: a KMS key (the stream's; the main
+region's also the bucket's, granting flow-log delivery), the EventBridge rules for the event sources the
+mappings' `events:` declare, a Firehose stream writing them gzip-compressed to
+`AWSLogs/{account}/EventBridge/{region}/` of the bucket with the bucket's default key (AWS wants an S3
+destination's key in the bucket's region), and the two service roles. A template rule refuses
+IncludeOpenTelemetryTracing enabled/true until tracing exists. tests/test_cfn_rules.py holds the AWS rules.
 """
 
 from __future__ import annotations
