@@ -1,7 +1,7 @@
 """The rules AWS enforces on deploy/stackstate-resources.cfn.yaml, checked on the template as each region of a
 StackSet sees it (the main region, with the role and the bucket, and any other region).
 
-`rendered` resolves the template the way CloudFormation does for one stack: parameters and pseudo parameters
+`Stack` resolves the template the way CloudFormation does for one stack: parameters and pseudo parameters
 substituted, conditions evaluated, resources and outputs whose condition is false dropped, `Fn::If` /
 `Fn::Sub` / `Ref` / `Fn::GetAtt` resolved. A reference to a resource that a region does not have fails there.
 `allows` answers one request against a policy's statements (Allow unless an explicit Deny; conditions with the
