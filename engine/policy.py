@@ -75,10 +75,15 @@ def grants(mappings: Mappings) -> list[Grant]:
 
 
 def role_policy(
-    mappings: Mappings, partition: str = "aws", bucket: str = LOG_BUCKET_PATTERN, account: str = "*"
+    mappings: Mappings,
+    partition: str = "aws",
+    bucket: str = LOG_BUCKET_PATTERN,
+    account: str = "*",
+    url_suffix: str = "amazonaws.com",
 ) -> dict[str, Any]:
-    """The policy of `StackStateAwsIntegrationRole` in each monitored account; `partition`, `bucket` and
-    `account` are put into ARNs as given (the CloudFormation template passes `${AWS::Partition}`, ...).
+    """The policy of `StackStateAwsIntegrationRole` in each monitored account; `partition`, `bucket`,
+    `account` and the endpoints' `url_suffix` are used as given (the CloudFormation template passes
+    `${AWS::Partition}`, `${AWS::URLSuffix}`, ...).
     Objects encrypted with a KMS key (the template's bucket, Firehose) need kms:Decrypt, through S3 only."""
     everything = [g.action for g in grants(mappings) if g.paths is None]
     statements: list[dict[str, Any]] = [
@@ -112,7 +117,7 @@ def role_policy(
             "Effect": "Allow",
             "Action": ["kms:Decrypt"],
             "Resource": f"arn:{partition}:kms:*:{account}:key/*",
-            "Condition": {"StringLike": {"kms:ViaService": "s3.*.amazonaws.com"}},
+            "Condition": {"StringLike": {"kms:ViaService": f"s3.*.{url_suffix}"}},
         },
     ]
     return {"Version": VERSION, "Statement": statements}

@@ -1,13 +1,17 @@
 """deploy/stackstate-resources.cfn.yaml: generated from the mappings, current, cfn-lint clean, deployable.
 
-moto 5.2.5's CloudFormation has no AWS::KinesisFirehose::DeliveryStream and ignores an S3 bucket's
-VersioningConfiguration, LifecycleConfiguration and PublicAccessBlockConfiguration. The deploy test adds
-both to the in-process server, passing the template's properties to moto's own Firehose and S3 backends
-as CloudFormation defines them, so what the test reads back is what the template declared.
+moto 5.2.5's CloudFormation has no AWS::KinesisFirehose::DeliveryStream nor AWS::S3::BucketPolicy, ignores
+an S3 bucket's VersioningConfiguration, LifecycleConfiguration and PublicAccessBlockConfiguration, and
+evaluates an output's export even when the output's condition is false (CloudFormation does not).
+The deploy test adds them to the in-process server, passing the template's properties to moto's own Firehose
+and S3 backends as CloudFormation defines them, so what the test reads back is what the template declared.
+The rules AWS enforces on the template, per region, are in tests/test_cfn_rules.py.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +54,12 @@ def test_cfn_command_prints_the_template_or_writes_it(tmp_path: Path) -> None:
     assert out.read_text() == render(load_mappings())
 
 
-def test_cfn_lint_finds_no_error_and_no_warning() -> None:
-    regions = ["us-east-1", "eu-west-1", "ap-southeast-2"]
+def test_cfn_lint_finds_no_error_and_no_warning_in_any_region_the_docs_name() -> None:
+    named = re.findall(
+        r"\b(?:[a-z]{2}-)(?:gov-)?[a-z]+-[0-9]\b", (ROOT / "docs" / "aws-setup.md").read_text()
+    )
+    regions = sorted(set(named))
+    assert len(regions) >= 3, regions
     matches = lint(TEMPLATE.read_text(), config=ManualArgs(regions=regions))
     assert [f"{m.rule.id} {m.message}" for m in matches] == []
 
@@ -64,7 +72,7 @@ def test_parameters_conditions_and_outputs(tpl: dict[str, Any]) -> None:
     main = {"Fn::Equals": [{"Ref": "AWS::Region"}, {"Ref": "MainRegion"}]}
     assert tpl["Conditions"] == {"IsMainRegion": main}
     main_only = {k for k, r in tpl["Resources"].items() if r.get("Condition") == "IsMainRegion"}
-    assert main_only == {"StsIntegrationRole", "StsLogsBucket"}
+    assert main_only == {"StsIntegrationRole", "StsLogsBucket", "StsLogsBucketPolicy"}
     every_region = set(tpl["Resources"]) - main_only
     assert {"StsKmsKey", "StsEventBridgeRule", "StsFirehoseDeliveryStream", "StsFirehoseRole",
             "StsEventBridgeRole"} <= every_region  # fmt: skip
@@ -125,6 +133,26 @@ def _teach_moto(patch: pytest.MonkeyPatch) -> None:
     from moto.firehose.models import firehose_backends
     from moto.s3.models import FakeBucket, s3_backends
 
+    class BucketPolicy(CloudFormationModel):
+        __module__ = "moto.s3.models"
+
+        @staticmethod
+        def cloudformation_type() -> str:
+            return "AWS::S3::BucketPolicy"
+
+        @classmethod
+        def create_from_cloudformation_json(  # type: ignore[override]
+            cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kw: Any
+        ) -> BucketPolicy:
+            props = cloudformation_json["Properties"]
+            document = json.dumps(props["PolicyDocument"]).encode()
+            s3_backends[account_id]["aws"].put_bucket_policy(props["Bucket"], document)
+            return cls()
+
+        @property
+        def physical_resource_id(self) -> str:
+            return "policy"
+
     class DeliveryStream(CloudFormationModel):
         __module__ = "moto.firehose.models"  # moto's model registry names a model's service by its module
 
@@ -159,10 +187,21 @@ def _teach_moto(patch: pytest.MonkeyPatch) -> None:
             return self.arn
 
     original = parsing.resource_class_from_type
-    patch.setattr(
-        parsing, "resource_class_from_type",
-        lambda t: DeliveryStream if t == DeliveryStream.cloudformation_type() else original(t),
-    )  # fmt: skip
+    taught = {m.cloudformation_type(): m for m in (DeliveryStream, BucketPolicy)}
+    patch.setattr(parsing, "resource_class_from_type", lambda t: taught.get(t) or original(t))
+
+    def exports(self: Any) -> list[Any]:
+        conditions, resources = self._resource_map.lazy_condition_map, self._resource_map
+        return [
+            parsing.Export(
+                self._stack_id, parsing.clean_json(o["Export"]["Name"], resources),
+                parsing.clean_json(o["Value"], resources),
+            )
+            for o in (self._output_json_map or {}).values()
+            if o.get("Export") and ("Condition" not in o or conditions[o["Condition"]])
+        ]  # fmt: skip
+
+    patch.setattr(parsing.OutputMap, "exports", property(exports))
     create_bucket = FakeBucket.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
 
     def bucket(cls: Any, name: str, cfn: Any, account_id: str, region_name: str, **kw: Any) -> Any:
@@ -177,25 +216,35 @@ def _teach_moto(patch: pytest.MonkeyPatch) -> None:
     patch.setattr(FakeBucket, "create_from_cloudformation_json", classmethod(bucket))
 
 
+def _deploy(endpoint: str, region: str) -> dict[str, Any]:
+    """The stack as a StackSet makes it in `region` of the account (main region eu-west-1)."""
+    cfn = boto3.client("cloudformation", region_name=region, endpoint_url=endpoint)
+    params = {"MainRegion": "eu-west-1", "StsAccountId": AGENT_ACCOUNT, "ExternalId": "uniquesecret!1"}
+    cfn.create_stack(
+        StackName="stackstate-resources", TemplateBody=TEMPLATE.read_text(),
+        Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()],
+    )  # fmt: skip
+    stack = cfn.describe_stacks(StackName="stackstate-resources")["Stacks"][0]
+    assert stack["StackStatus"] == "CREATE_COMPLETE"
+    return stack
+
+
 @pytest.mark.live
 def test_template_deploys_into_moto() -> None:
     with moto_server() as endpoint, live_aws(endpoint) as patch:
         _teach_moto(patch)
-        cfn = boto3.client("cloudformation", region_name="eu-west-1", endpoint_url=endpoint)
-        params = {"MainRegion": "eu-west-1", "StsAccountId": AGENT_ACCOUNT, "ExternalId": "uniquesecret!1"}
-        stack_args = {
-            "StackName": "stackstate-resources", "TemplateBody": TEMPLATE.read_text(),
-            "Capabilities": ["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
-            "Parameters": [{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()],
-        }  # fmt: skip
-        cfn.create_stack(**stack_args)
-        stack = cfn.describe_stacks(StackName="stackstate-resources")["Stacks"][0]
-        assert stack["StackStatus"] == "CREATE_COMPLETE"
+        stack = _deploy(endpoint, "eu-west-1")
         outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
         bucket = f"stackstate-logs-{ACCOUNT}"
         assert outputs["LogsBucketArn"] == f"arn:aws:s3:::{bucket}"
         s3 = boto3.client("s3", region_name="eu-west-1", endpoint_url=endpoint)
         assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+        policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+        assert [s["Sid"] for s in policy["Statement"]] == [
+            "AWSLogDeliveryWrite", "AWSLogDeliveryAclCheck", "DenyWithoutTls",
+        ]  # fmt: skip
+        assert f"arn:aws:s3:::{bucket}/AWSLogs/{ACCOUNT}/*" in str(policy)
         block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
         assert block == dict.fromkeys(
             ["BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"], True
@@ -221,6 +270,34 @@ def test_template_deploys_into_moto() -> None:
         assert len(rules) == len(event_patterns(load_mappings()))
         targets = events.list_targets_by_rule(Rule=rules[0]["Name"])["Targets"]
         assert targets[0]["Arn"].endswith(f":deliverystream/{stream}")
+
+
+@pytest.mark.live
+def test_template_deploys_into_a_region_other_than_the_main_one() -> None:
+    """The StackSet's other regions: no role, no bucket; their stream writes to the main region's bucket with
+    that bucket's own key (default encryption), not with a key of their region."""
+    with moto_server() as endpoint, live_aws(endpoint) as patch:
+        _teach_moto(patch)
+        _deploy(endpoint, "eu-west-1")
+        stack = _deploy(endpoint, "us-east-1")
+        cfn = boto3.client("cloudformation", region_name="us-east-1", endpoint_url=endpoint)
+        made = cfn.describe_stack_resources(StackName="stackstate-resources")["StackResources"]
+        logical = {
+            r["LogicalResourceId"] for r in made if "LogicalResourceId" in r
+        }  # moto lists skipped ones bare
+        assert "StsFirehoseDeliveryStream" in logical
+        assert not logical & {"StsIntegrationRole", "StsLogsBucket", "StsLogsBucketPolicy"}
+        s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=endpoint)
+        assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == [f"stackstate-logs-{ACCOUNT}"]
+        firehose = boto3.client("firehose", region_name="us-east-1", endpoint_url=endpoint)
+        (stream,) = firehose.list_delivery_streams()["DeliveryStreamNames"]
+        (destination,) = firehose.describe_delivery_stream(DeliveryStreamName=stream)[
+            "DeliveryStreamDescription"]["Destinations"]  # fmt: skip
+        described = destination["ExtendedS3DestinationDescription"]
+        assert described["BucketARN"] == f"arn:aws:s3:::stackstate-logs-{ACCOUNT}"
+        assert described["Prefix"] == f"AWSLogs/{ACCOUNT}/EventBridge/us-east-1/"
+        assert described["EncryptionConfiguration"] == {"NoEncryptionConfig": "NoEncryption"}
+        assert "Outputs" not in stack or stack["Outputs"] == []
 
 
 def test_template_yaml_has_no_tags_a_plain_loader_cannot_read() -> None:
