@@ -41,7 +41,6 @@ from engine.state import State
 log = logging.getLogger("aws_topology")
 
 
-
 @dataclass
 class AccountDelta:
     account: str

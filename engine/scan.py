@@ -133,6 +133,14 @@ class AccountScan:
     component_types: Counter[str] = field(default_factory=Counter)  # what the payloads held, per type name
     relation_types: Counter[str] = field(default_factory=Counter)
 
+    def __enter__(self) -> AccountScan:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Close the spill: the account's payloads are built and sent; its records are not read again."""
+        if self.spill is not None:
+            self.spill.close()
+
     def keep(self, unit: UnitResult) -> None:
         """Move a finished unit's components and relations to the spill file (from any thread)."""
         if self.spill is None:
@@ -301,13 +309,24 @@ def scan(
             for index, instance in enumerate(config.instances)
         }  # fmt: skip
         for future in as_completed(futures):
-            result = future.result()
-            if result is None:  # stopped before it started
-                continue
             instance = config.instances[futures[future]]
-            deliver_account(
-                result, instance, sink, state=state, max_bytes=max_bytes, max_carry_age=max_carry_age
-            )
+            try:
+                result = future.result()
+                if result is None:  # stopped before it started
+                    continue
+                with result:
+                    deliver_account(
+                        result, instance, sink, state=state, max_bytes=max_bytes, max_carry_age=max_carry_age
+                    )
+            except Exception as exc:  # one account's failure is its own: the others go on
+                log.error(
+                    "event=account.failed account=%s error=%r",
+                    instance.account_id,
+                    f"{type(exc).__name__}: {exc}",
+                )
+                result = AccountScan(
+                    instance.account_id, instance.role_arn, error=f"{type(exc).__name__}: {exc}"
+                )
             done[futures[future]] = result
     return [done[i] for i in sorted(done)], fetcher.calls
 
