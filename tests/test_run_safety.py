@@ -74,7 +74,6 @@ def conf(tmp_path: Path, role: str = "StackStateAwsIntegrationRole", apis: str =
     return path
 
 
-
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_stops_the_scan_within_seconds_and_records_an_incomplete_run(endpoint, tmp_path, sig):
     state, out = tmp_path / "state.sqlite", tmp_path / "out"
