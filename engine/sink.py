@@ -310,6 +310,7 @@ class HttpSink:
         self._sleep = sleep or self._stop.wait
         self.budget = budget
         self.spent = 0.0  # seconds spent in `send`, against `budget`
+        self._since: float | None = None  # when the running `send` started
         self._api_key = api_key or None
         secrets = {self._api_key} if self._api_key else set()
         if parsed.auth:
@@ -343,8 +344,11 @@ class HttpSink:
         return url, headers
 
     def _left(self) -> float:
-        """Seconds left of the delivery budget (infinite without one)."""
-        return float("inf") if self.budget is None else self.budget - self.spent
+        """Seconds left of the delivery budget (infinite without one), the running `send` included."""
+        if self.budget is None:
+            return float("inf")
+        running = time.monotonic() - self._since if self._since is not None else 0.0
+        return self.budget - self.spent - running
 
     def _attempt(self, body: bytes) -> tuple[urllib3.BaseHTTPResponse | None, str, Exception | None]:
         """One POST within the deadline: (answer, problem, error); problem is "" on a 2xx answer."""
@@ -395,11 +399,12 @@ class HttpSink:
         A set `stop` event or a spent `budget` ends the attempts at once (a transient failure: the spooling
         sink keeps the payload).
         """
-        started = time.monotonic()
+        self._since = time.monotonic()
         try:
             self._send(payload, name)
         finally:
-            self.spent += time.monotonic() - started
+            self.spent += time.monotonic() - self._since
+            self._since = None
 
     def _send(self, payload: dict, name: str) -> None:
         if self._setup_problem:
