@@ -329,7 +329,7 @@ class Recorder(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.requests.append({"headers": dict(self.headers), "body": body})
+        self.requests.append({"headers": self.headers, "body": body})
         self.arrived.set()
         status = self.answers.pop(0) if self.answers else 200
         if status == 0:
