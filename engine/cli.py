@@ -375,6 +375,8 @@ def _phase(kind: str, config: Config, state: State, stop: threading.Event, one: 
         started = time.time()
         try:
             complete, bad_input, summary, started, seconds = one(instance)
+            if stop.is_set() and not complete:
+                summary["interrupted"] = True
         except Exception as exc:  # one account's failure is its own
             interrupted = isinstance(exc, Interrupted) or stop.is_set()
             complete, bad_input, seconds = False, False, time.time() - started
