@@ -567,9 +567,9 @@ class SpoolingSink:
         return None if key is None else self._fate.get(key, DELIVERED)
 
     def _note(self, snapshot: str | None, fate: str) -> None:
-        order = (DELIVERED, SPOOLED, REJECTED)
-        if snapshot in self._fate.keys() | set(self._latest.values()):
-            assert snapshot is not None
+        """Remember the worst fate of a payload of a snapshot started in this run."""
+        if snapshot is not None and snapshot.endswith(f":{self._run}"):
+            order = (DELIVERED, SPOOLED, REJECTED)
             self._fate[snapshot] = max(self._fate.get(snapshot, DELIVERED), fate, key=order.index)
 
     def _damage(self, snapshot: str) -> None:
