@@ -41,6 +41,7 @@ from engine.state import State
 log = logging.getLogger("aws_topology")
 
 
+
 @dataclass
 class AccountDelta:
     account: str

@@ -234,11 +234,8 @@ def unpack(chunks: Iterable[bytes], directory: Path, segment: int | None = SEGME
 
 
 def unpacked(
-    objects: Iterable[T],
-    chunks: Callable[[T], Iterable[bytes]],
-    directory: Path,
-    parquet: Callable[[T], bool] = lambda _: False,
-    ahead: int = 2,
+    objects: Iterable[T], chunks: Callable[[T], Iterable[bytes]], directory: Path,
+    parquet: Callable[[T], bool] = lambda _: False, ahead: int = 2,
 ) -> Iterator[tuple[T, list[Path] | UnsupportedObject]]:
     """Each object `unpack`ed under `directory`, in order, up to `ahead` of them while the caller reads the
     current one: download and decompression (which release the GIL) overlap parsing. An object that cannot

@@ -77,10 +77,7 @@ class _Batch:
 
 
 def _elements(
-    components: Iterable[dict],
-    relations: Iterable[dict],
-    delete_ids: Iterable[str],
-    events: Iterable[dict],
+    components: Iterable[dict], relations: Iterable[dict], delete_ids: Iterable[str], events: Iterable[dict],
     metrics: Iterable[list] = (),
 ) -> Iterator[tuple[str, str, Any]]:
     """(section, events key, element) in wire order."""

@@ -174,17 +174,13 @@ def test_policy_command_with_bad_mappings_is_bad_input(tmp_path: Path) -> None:
 def test_agent_policy_is_the_stackpack_one() -> None:
     result = CliRunner().invoke(cli.main, ["agent-policy"])
     assert result.exit_code == 0
-    assert (
-        json.loads(result.stdout)
-        == agent_policy()
-        == {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Action": "sts:AssumeRole",
-                    "Resource": "arn:aws:iam::*:role/StackStateAwsIntegrationRole",
-                }
-            ],
-        }
-    )
+    assert json.loads(result.stdout) == agent_policy() == {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "sts:AssumeRole",
+                "Resource": "arn:aws:iam::*:role/StackStateAwsIntegrationRole",
+            }
+        ],
+    }

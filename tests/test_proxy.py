@@ -169,8 +169,6 @@ def test_a_proxy_without_scheme_is_taken_as_http() -> None:
 
 def test_sink_takes_the_given_proxies_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "http://env-proxy:3128")
-    sink = HttpSink(
-        "https://sts.example.com/receiver/stsAgent", "key", proxies={"https": "http://ops:pw@conf:3128"}
-    )
+    sink = HttpSink("https://sts.example.com/receiver/stsAgent", "key", proxies={"https": "http://ops:pw@conf:3128"})
     assert sink.proxy == "http://conf:3128" and "pw" not in repr(sink)
     assert HttpSink("https://sts.example.com/receiver/stsAgent", "key").proxy == "http://env-proxy:3128"
