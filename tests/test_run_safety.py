@@ -514,3 +514,36 @@ def test_a_client_at_the_address_of_a_collected_one_is_hooked_too(monkeypatch):
     first, second = (fetcher._client(account, REGION, "sqs", call) for _ in range(2))
 
     assert first.hooked == second.hooked == ["before-call", "needs-retry"]
+
+
+def test_a_failing_account_scan_is_recorded_and_the_other_account_still_scans(
+    endpoint, tmp_path, monkeypatch
+):
+    from engine import scan as scan_module
+
+    other = "210987654321"
+    path = tmp_path / "two.yaml"
+    path.write_text(
+        "init_config: {aws_access_key_id: '', aws_secret_access_key: '', external_id: ext-id}\n"
+        "instances:\n"
+        f"- {{role_arn: 'arn:aws:iam::{ACCOUNT}:role/R', regions: [{REGION}], apis_to_run: ['ec2|vpcs']}}\n"
+        f"- {{role_arn: 'arn:aws:iam::{other}:role/R', regions: [{REGION}], apis_to_run: ['ec2|vpcs']}}\n"
+    )
+    real = scan_module.deliver_account
+
+    def first_fails(result, instance, *args, **kwargs):
+        if instance.account_id == ACCOUNT:
+            raise RuntimeError("boom")
+        return real(result, instance, *args, **kwargs)
+
+    monkeypatch.setattr(scan_module, "deliver_account", first_fails)
+    state = tmp_path / "s.sqlite"
+    args = ["scan", "-c", str(path), "--out", str(tmp_path / "out"), "--state", str(state)]
+    result = CliRunner().invoke(main, args, env=moto_env(endpoint))
+
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    with State(state) as history:
+        failed, next_one = history.last_run(ACCOUNT, "scan"), history.last_run(other, "scan")
+    assert failed is not None and failed["complete"] is False
+    assert failed["summary"]["error"] == "RuntimeError: boom"
+    assert next_one is not None and next_one["complete"] is True
