@@ -523,3 +523,22 @@ def test_only_the_single_element_still_too_large_is_rejected_and_the_snapshot_st
     assert [c["externalId"] for c in state.spool_payload(entry["id"])["topologies"][0]["components"]] == [
         "c1"
     ]
+
+
+def test_a_spooled_payload_too_large_is_halved_on_flush_and_only_the_refused_part_stays(
+    receiver: Receiver, state: State
+) -> None:
+    state.spool_put(f"events-{A}-0001", components("c0", "c1", start=False, stop=False))
+    receiver.script["c0"] = [(413, {}, b"")]
+    receiver.script["c1"] = [(413, {}, b"")]
+
+    assert spooling(receiver, state).flush_spool() == 0
+
+    assert [[c["externalId"] for c in p["topologies"][0]["components"]] for p in receiver.delivered] == [
+        ["c0"]
+    ]
+    (entry,) = state.spool_entries()
+    assert (entry["name"], entry["status"], entry["http_status"]) == (f"events-{A}-0001", "rejected", 413)
+    assert [c["externalId"] for c in state.spool_payload(entry["id"])["topologies"][0]["components"]] == [
+        "c1"
+    ]
