@@ -724,4 +724,12 @@ class SpoolingSink:
         else:
             self._failing = False
         self.flushed += delivered
+        self._forget_healed()
         return delivered
+
+    def _forget_healed(self) -> None:
+        """Stop keeping the damaged snapshots of earlier runs that have nothing left in the spool."""
+        left = {e["snapshot"] for e in self.state.spool_entries() if e["snapshot"]}
+        kept = sorted(k for k in self._damaged if k in left or k.endswith(f":{self._run}"))
+        if kept != self.state.get(DAMAGED_KEY, []):
+            self.state.set(DAMAGED_KEY, kept)
