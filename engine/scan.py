@@ -12,7 +12,9 @@ one thread only. While an account runs, each finished unit's components and rela
 its payloads are then built and sent one at a time, so memory holds the running units, not the estate.
 Components come before relations in the payloads, so every relation is sent after the
 components of the whole account (none is dropped for being early). A set `stop` event (SIGINT, SIGTERM)
-ends the scan at the next API call; an interrupted account sends nothing.
+ends the scan at the next API call; an interrupted account sends nothing. An account whose collection or
+delivery raises is returned with `error` set (its type and message) and the other accounts go on; each
+account's spill file is closed once its payloads are sent.
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ class AccountScan:
     account: str
     role_arn: str
     units: list[UnitResult] = field(default_factory=list)
-    error: str | None = None  # the account could not be reached at all
+    error: str | None = None  # the account could not be reached at all, or its scan failed
     bad_input: bool = False  # ... because of its credentials or role (exit 2), not an outage (exit 1)
     payloads: int = 0
     collisions: list[str] = field(default_factory=list)
