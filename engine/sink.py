@@ -260,6 +260,10 @@ def _pool_manager(
 class HttpSink:
     """POSTs payloads to the receiver's V1 intake route (`{url}/intake/?api_key=...`, header `sts-api-key`).
 
+    `user:password@` in `url` is sent as HTTP Basic auth and stripped from `target`, the only form shown.
+    A set `stop` event wakes a running attempt and ends the retries; so does a spent `budget` (seconds of
+    `send` over the sink's life). Either raises a transient DeliveryError; the spooling sink keeps it.
+
     Transport: a urllib3 `PoolManager` (a `ProxyManager` when HTTPS_PROXY/HTTP_PROXY apply and NO_PROXY does
     not exclude the receiver). Each attempt has one overall deadline of `timeout` seconds (connect at most
     `connect_timeout` of it): a receiver that trickles its answer is cut off then, not per byte. Redirects are
