@@ -1,7 +1,8 @@
-"""Command line: `aws-topology scan | validate`.
+"""Command line: `aws-topology scan | events | flowlogs | run | status | spool | validate | ...`.
 
-Exit codes: 0 complete snapshot, 1 ran but incomplete (or delivery spooled), 2 bad input
-(config, mappings, credentials). Bad input is one clear message on stderr, never a traceback.
+Exit codes: 0 complete, 1 ran but incomplete (an account's phase failed, delivery spooled, the spool holds
+pending or rejected entries), 2 bad input (config, mappings, credentials), 3 the state is locked by another
+run, 128 + signal when stopped by SIGINT/SIGTERM. Bad input is one clear message on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -27,7 +28,7 @@ from engine.cfn import render as render_template
 from engine.collect import UnitResult
 from engine.config import Config, Instance, api_filter, load_config
 from engine.delta import AccountDelta, apply_events
-from engine.errors import BadInput, ConfigError, Locked
+from engine.errors import BadInput, ConfigError, Interrupted, Locked
 from engine.fetch import Fetcher
 from engine.flowlogs import apply_flowlogs
 from engine.last_snapshot import from_payloads, from_state
@@ -36,7 +37,7 @@ from engine.plan import plan
 from engine.policy import agent_policy, role_policy
 from engine.proxy import resolve_proxies
 from engine.scan import AccountScan, scan
-from engine.sink import FileSink, HttpSink, Sink, SpoolingSink
+from engine.sink import DELIVERED, REJECTED, FileSink, HttpSink, Sink, SpoolingSink, shown_url
 from engine.state import State
 from engine.view_page import write_page
 from engine.views import as_json as views_as_json
@@ -128,6 +129,8 @@ def _run_options(command: Any) -> Any:
                          type=click.IntRange(10_000)),
             click.option("--table/--no-table", default=None,
                          help="Print components per type (default: on a terminal)."),
+            click.option("--delivery-budget", default=45.0, show_default=True, type=click.FloatRange(0),
+                         help="Seconds the run may spend delivering; then the rest is spooled unsent."),
         ]
     ):  # fmt: skip
         command = option(command)
@@ -181,11 +184,12 @@ def run_command(**options: Any) -> None:
 
 
 def _due(config: Config, state: State) -> list[Instance]:
-    """Accounts whose last complete full scan is older than `full_run_interval` (or that never had one)."""
+    """Accounts whose last full scan that closed its snapshot (units carried forward included) is older
+    than `full_run_interval` (or that never had one); an unreachable or interrupted scan does not count."""
     now = datetime.now(UTC)
     due = []
     for instance in config.instances:
-        last = state.last_run(instance.account_id, "scan", complete_only=True)
+        last = state.last_run(instance.account_id, "scan", closed_only=True)
         if last is None or (now - last["started_at"]).total_seconds() >= config.full_run_interval:
             due.append(instance)
     return due
@@ -214,6 +218,7 @@ def _work(
     accounts: int,
     max_payload_bytes: int,
     table: bool | None,
+    delivery_budget: float,
     stop: threading.Event,
     scan_due: Any,
     events: bool,
@@ -228,18 +233,21 @@ def _work(
             raise click.UsageError("give exactly one of --out DIR or --receiver URL")
     _warn_unknown_apis(config, mappings)
     with _bad_input():
-        _refuse_empty_plans(config, mappings)
         if receiver and not receiver.startswith(("http://", "https://")):
-            raise click.UsageError(f"--receiver must be an http(s) URL, not {receiver[:80]!r}")
+            raise click.UsageError(f"--receiver must be an http(s) URL, not {shown_url(receiver)[:80]!r}")
         state = _open_state(state_path)
     run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{os.getpid()}"
     codes: list[int] = []
     with state:
-        proxies = resolve_proxies(config.proxy) if config.proxy else None
-        sink = _sink(out, receiver, state, run_id, proxies)  # a spooling sink re-sends spooled payloads first
-        target = str(getattr(sink, "directory", receiver))
-        results: list[AccountScan] = []
         due = scan_due(config, state)
+        with _bad_input():
+            _refuse_empty_plans(replace(config, instances=tuple(due)), mappings)  # only a snapshot deletes
+        proxies = resolve_proxies(config.proxy) if config.proxy else None
+        sink = _sink(out, receiver, state, run_id, proxies, stop, delivery_budget)
+        if isinstance(sink, SpoolingSink):
+            sink.flush_spool()  # every phase re-sends what earlier runs spooled, first
+        target = str(getattr(sink, "directory", shown_url(str(receiver))))
+        results: list[AccountScan] = []
         if due:
             scan_config = replace(config, instances=tuple(due))
             results = _full_scans(
@@ -255,11 +263,18 @@ def _work(
             codes += _flows(config, mappings, state, sink, workers, max_payload_bytes, stop, snapshots)
         if isinstance(sink, FileSink):
             _write_manifest(sink.directory, run_id, results, interrupted=stop.is_set())
-    undelivered = {k: n for k in ("spooled", "rejected", "overflowed") if (n := getattr(sink, k, 0))}
+        undelivered = {k: n for k in ("spooled", "rejected", "overflowed") if (n := getattr(sink, k, 0))}
+        undelivered |= {k: n for k, n in _spool_left(state).items() if n}
     if undelivered:
         click.echo("delivery " + " ".join(f"{k}={v}" for k, v in undelivered.items()))
         codes.append(EXIT_INCOMPLETE)
     return max(codes, default=EXIT_OK)
+
+
+def _spool_left(state: State) -> dict[str, int]:
+    """What waits in the spool after the run: pending entries, and rejected ones an operator must requeue or
+    drop (`aws-topology spool`); either makes the run exit 1."""
+    return {"pending": state.spool_count(), "rejected_in_spool": state.spool_count("rejected")}
 
 
 def _full_scans(
@@ -286,12 +301,19 @@ def _full_scans(
     if isinstance(state.path, Path):
         write_metrics(state.path.with_suffix(".prom"), results, fetcher, time.monotonic() - started)
     for a in results:
+        fate = sink.snapshot_fate(a.account) if isinstance(sink, SpoolingSink) else DELIVERED
+        lost = fate == REJECTED  # a payload of the snapshot was rejected or trimmed: it did not close
         summary = {
             "components": a.component_count, "relations": a.relation_count, "payloads": a.payloads,
-            "snapshot_closed": a.closes_snapshot, "carried": a.carried, "interrupted": a.interrupted,
-            "incomplete_units": [u.unit.label for u in a.units if not u.complete], "gaps": a.gaps(),
+            "snapshot_closed": a.closes_snapshot and not lost, "carried": a.carried,
+            "interrupted": a.interrupted, "gaps": a.gaps(),
+            "incomplete_units": [u.unit.label for u in a.units if not u.complete],
+            "delivered": a.payloads > 0 and fate == DELIVERED,
         }  # fmt: skip
-        state.record_run(a.account, "scan", a.started_at, a.started_at + a.seconds, a.complete, summary)
+        if a.error:
+            summary["error"] = a.error
+        finished = a.started_at + a.seconds
+        state.record_run(a.account, "scan", a.started_at, finished, a.complete and not lost, summary)
     click.echo(_summary(results, calls, time.monotonic() - started, target))
     return results
 
@@ -301,17 +323,15 @@ def _deltas(
     stop: threading.Event,
 ) -> list[int]:  # fmt: skip
     """Apply each account's new events, record each run, print one line per account."""
-    fetcher, codes = Fetcher(stop), []
-    for instance in config.instances:
+    fetcher = Fetcher(stop)
+
+    def one(instance: Instance) -> tuple[bool, bool, dict[str, Any], float, float]:
         delta = apply_events(
             config, instance, mappings, sink, state, fetcher, workers=workers, max_bytes=max_bytes
         )
-        summary = _delta_summary(delta)
-        finished = delta.started_at + delta.seconds
-        state.record_run(delta.account, "events", delta.started_at, finished, delta.complete, summary)
-        click.echo(f"events account={delta.account} " + " ".join(f"{k}={v}" for k, v in summary.items()))
-        codes.append(_code(delta.complete, delta.bad_input))
-    return codes
+        return delta.complete, delta.bad_input, _delta_summary(delta), delta.started_at, delta.seconds
+
+    return _phase("events", config, state, stop, one)
 
 
 def _flows(
@@ -319,8 +339,9 @@ def _flows(
     stop: threading.Event, snapshots: set[str],
 ) -> list[int]:  # fmt: skip
     """Turn each account's new flow-log objects into traffic relations; one line per account."""
-    fetcher, codes = Fetcher(stop), []
-    for instance in config.instances:
+    fetcher = Fetcher(stop)
+
+    def one(instance: Instance) -> tuple[bool, bool, dict[str, Any], float, float]:
         flows = apply_flowlogs(
             config, instance, mappings, sink, state, fetcher, workers=workers, max_bytes=max_bytes,
             after_snapshot=instance.account_id in snapshots,
@@ -336,10 +357,43 @@ def _flows(
         }  # fmt: skip
         if flows.error:
             summary["error"] = repr(flows.error)
-        finished = flows.started_at + flows.seconds
-        state.record_run(flows.account, "flowlogs", flows.started_at, finished, flows.complete, summary)
-        click.echo(f"flowlogs account={flows.account} " + " ".join(f"{k}={v}" for k, v in summary.items()))
-        codes.append(_code(flows.complete, flows.bad_input))
+        return flows.complete, flows.bad_input, summary, flows.started_at, flows.seconds
+
+    return _phase("flowlogs", config, state, stop, one)
+
+
+PhaseRun = Callable[[Instance], tuple[bool, bool, dict[str, Any], float, float]]
+
+
+def _phase(kind: str, config: Config, state: State, stop: threading.Event, one: PhaseRun) -> list[int]:
+    """Run `one` per account, each on its own: a stop or a failure is recorded as that account's incomplete
+    run (a failure lets the next account go on); one line per account; then the phase's metrics file."""
+    codes, rows = [], []
+    for instance in config.instances:
+        if stop.is_set():
+            break
+        started = time.time()
+        try:
+            complete, bad_input, summary, started, seconds = one(instance)
+            if stop.is_set() and not complete:
+                summary["interrupted"] = True
+        except Exception as exc:  # one account's failure is its own
+            interrupted = isinstance(exc, Interrupted) or stop.is_set()
+            complete, bad_input, seconds = False, False, time.time() - started
+            summary = {"status": "interrupted" if interrupted else "INCOMPLETE", "interrupted": interrupted}
+            summary["error"] = f"{type(exc).__name__}: {exc}"
+            if not interrupted:
+                log.error("event=%s.failed account=%s error=%r", kind, instance.account_id, summary["error"])
+        state.record_run(instance.account_id, kind, started, started + seconds, complete, summary)
+        click.echo(
+            f"{kind} account={instance.account_id} " + " ".join(f"{k}={v}" for k, v in summary.items())
+        )
+        codes.append(_code(complete, bad_input))
+        rows.append({"account": instance.account_id, "complete": complete, "seconds": seconds, **summary})
+    if isinstance(state.path, Path):
+        from engine.progress import write_phase_metrics
+
+        write_phase_metrics(state.path.with_suffix(f".{kind}.prom"), kind, rows)
     return codes
 
 
@@ -424,8 +478,10 @@ state_option = click.option(
     "--state", "state_path", default=".state/aws-topology.sqlite", show_default=True, help="SQLite state."
 )
 def status_command(state_path: str) -> None:
-    """Per account: the last full scan and delta run, permission gaps, corrupt objects; then the spool."""
-    with _bad_input(), _open_state(state_path) as state:
+    """Per account: the last full scan and delta run, permission gaps, corrupt objects; then the spool.
+
+    Reads the state without its lock, so it answers while a run is under way."""
+    with _bad_input(), State(state_path, read_only=True) as state:
         now = datetime.now(UTC)
         for account in state.accounts():
             click.echo(f"account {account}:")
@@ -473,8 +529,8 @@ def _age(seconds: float) -> str:
 @spool_group.command("list")
 @state_option
 def spool_list(state_path: str) -> None:
-    """One line per spooled payload, oldest first, then the totals."""
-    with _bad_input(), _open_state(state_path) as state:
+    """One line per spooled payload, oldest first, then the totals (without the lock, as `status`)."""
+    with _bad_input(), State(state_path, read_only=True) as state:
         for e in state.spool_entries():
             status = f"{e['status']}" + (f" (HTTP {e['http_status']})" if e["http_status"] else "")
             click.echo(
@@ -540,12 +596,26 @@ def views_command(config_path: str, mappings_dir: str, json_out: bool) -> None:
 @main.command("view")
 @config_option
 @mappings_option
-@click.option("--state", "state_path", default=".state/aws-topology.sqlite", show_default=True,
-              help="Read each unit's last complete scan result from this state (the default source).")
-@click.option("--from", "from_dir", type=click.Path(file_okay=False),
-              help="Read the newest `--out` run (run-*/manifest.json) under DIR instead of the state.")
-@click.option("--out", default="topology.html", show_default=True, type=click.Path(dir_okay=False),
-              help="The HTML page to write.")
+@click.option(
+    "--state",
+    "state_path",
+    default=".state/aws-topology.sqlite",
+    show_default=True,
+    help="Read each unit's last complete scan result from this state (the default source).",
+)
+@click.option(
+    "--from",
+    "from_dir",
+    type=click.Path(file_okay=False),
+    help="Read the newest `--out` run (run-*/manifest.json) under DIR instead of the state.",
+)
+@click.option(
+    "--out",
+    default="topology.html",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="The HTML page to write.",
+)
 def view_command(
     config_path: str, mappings_dir: str, state_path: str, from_dir: str | None, out: str
 ) -> None:
@@ -609,12 +679,15 @@ def _warn_unknown_apis(config: Config, mappings: Mappings) -> None:
 
 
 def _sink(
-    out: str | None, receiver: str | None, state: State, run_id: str, proxies: dict[str, str] | None = None
-) -> Sink:
-    """Files go to a folder of their own per run (`{out}/run-{id}/`), so two runs never mix."""
+    out: str | None, receiver: str | None, state: State, run_id: str, proxies: dict[str, str] | None = None,
+    stop: threading.Event | None = None, budget: float | None = None,
+) -> Sink:  # fmt: skip
+    """Files go to a folder of their own per run (`{out}/run-{id}/`), so two runs never mix. A receiver's
+    deliveries end at `stop` or once `budget` seconds were spent; what is left is spooled."""
     if out:
         return FileSink(Path(out) / f"run-{run_id}")
-    return SpoolingSink(HttpSink(str(receiver), os.environ.get("STS_API_KEY"), proxies=proxies), state)
+    http = HttpSink(str(receiver), os.environ.get("STS_API_KEY"), proxies=proxies, stop=stop, budget=budget)
+    return SpoolingSink(http, state)
 
 
 @contextmanager

@@ -15,6 +15,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -105,7 +106,7 @@ class Fetcher:
         self._rates: dict[tuple[str, str], Rate] = {}
         self._buckets: dict[tuple[str, str, str, str], TokenBucket] = {}
         self._cool: dict[tuple[str, str, str], float] = {}  # (account, region, service) -> calm again at
-        self._hooked: set[int] = set()
+        self._hooked: weakref.WeakSet[Any] = weakref.WeakSet()  # clients, not ids: an id is reused
         self._lock = threading.Lock()
 
     def call(self, account: Account, region: str, service: str, call: Call, params: dict[str, Any]) -> dict:
@@ -161,8 +162,8 @@ class Fetcher:
         with self._lock:
             if call.rate:
                 self._rates[(service, call.operation)] = call.rate
-            if id(client) not in self._hooked:
-                self._hooked.add(id(client))
+            if client not in self._hooked:
+                self._hooked.add(client)
 
                 def before_call(model: Any, **_: Any) -> None:
                     self._take(account.id, region, service, model.name)

@@ -3,7 +3,8 @@
 On a terminal: one live line per account (units done/total, API calls, throttles, errors, elapsed), redrawn
 in place. Under cron: nothing live; after the scan, a metrics file in the Prometheus text format (per-type
 component counts, relations, calls, throttles, errors, incomplete units, duration per account) that a
-node-exporter textfile collector or any scraper can read, written atomically.
+node-exporter textfile collector or any scraper can read, written atomically. The events and flow-log
+phases write one file each (`phase_metrics_text`: last run complete, objects, deleted, corrupt, duration).
 """
 
 from __future__ import annotations
@@ -118,9 +119,40 @@ def metrics_text(
     return "\n".join(text) + "\n"
 
 
+PHASE_METRICS = {  # metric suffix -> key of the phase's run summary
+    "complete": "complete",
+    "objects": "objects",
+    "deleted_objects": "deleted_objects",
+    "corrupt_objects": "corrupt_objects",
+    "duration_seconds": "seconds",
+}
+
+
+def phase_metrics_text(kind: str, rows: list[dict], now: float | None = None) -> str:
+    """One phase's (`events`, `flowlogs`) per-account metrics; `rows` are its run summaries plus `account`,
+    `complete` and `seconds`. A failed run lacks the counts: its lines say 0."""
+    text = []
+    for suffix, key in PHASE_METRICS.items():
+        name = f"aws_topology_{kind}_{suffix}"
+        text.append(f"# TYPE {name} gauge")
+        text += [f'{name}{{account="{row["account"]}"}} {float(row.get(key) or 0):g}' for row in rows]
+    name = f"aws_topology_{kind}_last_run_timestamp_seconds"
+    text += [f"# TYPE {name} gauge", f"{name} {now if now is not None else time.time():.0f}"]
+    return "\n".join(text) + "\n"
+
+
 def write_metrics(path: Path, results: list[AccountScan], fetcher: Fetcher, seconds: float) -> None:
-    """Write the metrics file atomically (a scraper never reads half a file)."""
+    """Write the scan's metrics file atomically (a scraper never reads half a file)."""
+    _write(path, metrics_text(results, fetcher, seconds))
+
+
+def write_phase_metrics(path: Path, kind: str, rows: list[dict]) -> None:
+    """Write one phase's metrics file atomically."""
+    _write(path, phase_metrics_text(kind, rows))
+
+
+def _write(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.{os.getpid()}")
-    partial.write_text(metrics_text(results, fetcher, seconds), encoding="utf-8")
+    partial.write_text(text, encoding="utf-8")
     os.replace(partial, path)

@@ -12,7 +12,9 @@ one thread only. While an account runs, each finished unit's components and rela
 its payloads are then built and sent one at a time, so memory holds the running units, not the estate.
 Components come before relations in the payloads, so every relation is sent after the
 components of the whole account (none is dropped for being early). A set `stop` event (SIGINT, SIGTERM)
-ends the scan at the next API call; an interrupted account sends nothing.
+ends the scan at the next API call; an interrupted account sends nothing. An account whose collection or
+delivery raises is returned with `error` set (its type and message) and the other accounts go on; each
+account's spill file is closed once its payloads are sent.
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ class AccountScan:
     account: str
     role_arn: str
     units: list[UnitResult] = field(default_factory=list)
-    error: str | None = None  # the account could not be reached at all
+    error: str | None = None  # the account could not be reached at all, or its scan failed
     bad_input: bool = False  # ... because of its credentials or role (exit 2), not an outage (exit 1)
     payloads: int = 0
     collisions: list[str] = field(default_factory=list)
@@ -132,6 +134,14 @@ class AccountScan:
     spans: dict[int, tuple[Span, Span]] = field(default_factory=dict, repr=False)  # id(unit) -> its records
     component_types: Counter[str] = field(default_factory=Counter)  # what the payloads held, per type name
     relation_types: Counter[str] = field(default_factory=Counter)
+
+    def __enter__(self) -> AccountScan:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Close the spill: the account's payloads are built and sent; its records are not read again."""
+        if self.spill is not None:
+            self.spill.close()
 
     def keep(self, unit: UnitResult) -> None:
         """Move a finished unit's components and relations to the spill file (from any thread)."""
@@ -301,13 +311,24 @@ def scan(
             for index, instance in enumerate(config.instances)
         }  # fmt: skip
         for future in as_completed(futures):
-            result = future.result()
-            if result is None:  # stopped before it started
-                continue
             instance = config.instances[futures[future]]
-            deliver_account(
-                result, instance, sink, state=state, max_bytes=max_bytes, max_carry_age=max_carry_age
-            )
+            try:
+                result = future.result()
+                if result is None:  # stopped before it started
+                    continue
+                with result:
+                    deliver_account(
+                        result, instance, sink, state=state, max_bytes=max_bytes, max_carry_age=max_carry_age
+                    )
+            except Exception as exc:  # one account's failure is its own: the others go on
+                log.error(
+                    "event=account.failed account=%s error=%r",
+                    instance.account_id,
+                    f"{type(exc).__name__}: {exc}",
+                )
+                result = AccountScan(
+                    instance.account_id, instance.role_arn, error=f"{type(exc).__name__}: {exc}"
+                )
             done[futures[future]] = result
     return [done[i] for i in sorted(done)], fetcher.calls
 

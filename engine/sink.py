@@ -56,6 +56,12 @@ class Sink(Protocol):
         ...
 
 
+def shown_url(url: str) -> str:
+    """`url` without its userinfo (`user:password@`): the form every summary, log and error shows."""
+    parts = urllib.parse.urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl() if "@" in parts.netloc else url
+
+
 def is_rejection(exc: DeliveryError) -> bool:
     """A permanent refusal: the receiver answered 4xx other than 408 (timeout) and 429 (throttled)."""
     status = getattr(exc, "status", None)
@@ -85,11 +91,21 @@ class FileSink:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, target)
+            _fsync_directory(self.directory)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise DeliveryError(target=str(target), problem=f"{name}: {exc}") from exc
         log.debug("event=sink.written path=%s", target)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in `directory` durable (the new directory entry survives a power loss)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # HTTP: urllib3 (a botocore dependency) with one overall deadline per attempt.
@@ -105,18 +121,19 @@ class _Deadline:
 
     current: contextvars.ContextVar[_Deadline | None] = contextvars.ContextVar("sink_deadline", default=None)
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, stop: threading.Event | None = None) -> None:
         self.seconds = seconds
         self.expired = False
         self._connections: list[HTTPConnection] = []
         self._lock = threading.Lock()
         self._finished = False
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
+        self._done = threading.Event()
+        self._stop = stop or threading.Event()
+        self._watcher = threading.Thread(target=self._watch, daemon=True, name="sink-deadline")
 
     def __enter__(self) -> Self:
         self._token = self.current.set(self)
-        self._timer.start()
+        self._watcher.start()
         return self
 
     def __exit__(
@@ -124,8 +141,16 @@ class _Deadline:
     ) -> None:
         with self._lock:
             self._finished = True
-        self._timer.cancel()
+        self._done.set()
         self.current.reset(self._token)
+
+    def _watch(self) -> None:
+        """Expire when `seconds` have passed or the run is stopped, whichever comes first."""
+        end = time.monotonic() + self.seconds
+        while not self._done.wait(min(0.1, max(0.0, end - time.monotonic()))):
+            if self._stop.is_set() or time.monotonic() >= end:
+                self._expire()
+                return
 
     @classmethod
     def watch(cls, connection: HTTPConnection) -> None:
@@ -235,6 +260,10 @@ def _pool_manager(
 class HttpSink:
     """POSTs payloads to the receiver's V1 intake route (`{url}/intake/?api_key=...`, header `sts-api-key`).
 
+    `user:password@` in `url` is sent as HTTP Basic auth and stripped from `target`, the only form shown.
+    A set `stop` event wakes a running attempt and ends the retries; so does a spent `budget` (seconds of
+    `send` over the sink's life). Either raises a transient DeliveryError; the spooling sink keeps it.
+
     Transport: a urllib3 `PoolManager` (a `ProxyManager` when HTTPS_PROXY/HTTP_PROXY apply and NO_PROXY does
     not exclude the receiver). Each attempt has one overall deadline of `timeout` seconds (connect at most
     `connect_timeout` of it): a receiver that trickles its answer is cut off then, not per byte. Redirects are
@@ -257,13 +286,16 @@ class HttpSink:
         backoff: float = 1.0,
         timeout: float = 30.0,
         connect_timeout: float = 10.0,
-        sleep: Callable[[float], object] = time.sleep,
+        sleep: Callable[[float], object] | None = None,
         proxies: Mapping[str, str] | None = None,
+        stop: threading.Event | None = None,
+        budget: float | None = None,
     ) -> None:
-        self.target = f"{url.rstrip('/')}/intake/"
-        parsed = parse_url(self.target)
+        parsed = parse_url(f"{url.rstrip('/')}/intake/")
         if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise ValueError(f"receiver URL {url!r} is not an http(s) URL with a host")
+            raise ValueError(f"receiver URL {shown_url(url)!r} is not an http(s) URL with a host")
+        self.target = parsed._replace(auth=None).url  # userinfo goes in the Authorization header, never shown
+        self._auth = make_headers(basic_auth=urllib.parse.unquote(parsed.auth)) if parsed.auth else {}
         self.retries = retries
         self.backoff = backoff
         self.timeout = timeout
@@ -278,10 +310,17 @@ class HttpSink:
             raise_on_status=False,
         )
         self._timeouts = urllib3.Timeout(connect=min(connect_timeout, timeout), read=timeout)
-        self._sleep = sleep
+        self._stop = stop or threading.Event()
+        self._sleep = sleep or self._stop.wait
+        self.budget = budget
+        self.spent = 0.0  # seconds spent in `send`, against `budget`
+        self._since: float | None = None  # when the running `send` started
         self._api_key = api_key or None
-        if self._api_key:
-            _REDACT.secrets.update({self._api_key, urllib.parse.quote(self._api_key, safe="")})
+        secrets = {self._api_key} if self._api_key else set()
+        if parsed.auth:
+            secrets |= {parsed.auth, parsed.auth.partition(":")[2], self._auth["authorization"].split()[-1]}
+        secrets.discard("")
+        _REDACT.secrets.update(secrets | {urllib.parse.quote(secret, safe="") for secret in secrets})
         self._setup_problem = ""
         try:
             self._manager, self.proxy = _pool_manager(self.target, proxies)
@@ -301,18 +340,26 @@ class HttpSink:
         return text
 
     def _url_and_headers(self) -> tuple[str, dict[str, str]]:
-        headers = {"Content-Type": "application/json", "User-Agent": "aws-topology"}
+        headers = {"Content-Type": "application/json", "User-Agent": "aws-topology", **self._auth}
         url = self.target
         if self._api_key:
             headers["sts-api-key"] = self._api_key
             url += "?api_key=" + urllib.parse.quote(self._api_key, safe="")
         return url, headers
 
+    def _left(self) -> float:
+        """Seconds left of the delivery budget (infinite without one), the running `send` included."""
+        if self.budget is None:
+            return float("inf")
+        running = time.monotonic() - self._since if self._since is not None else 0.0
+        return self.budget - self.spent - running
+
     def _attempt(self, body: bytes) -> tuple[urllib3.BaseHTTPResponse | None, str, Exception | None]:
         """One POST within the deadline: (answer, problem, error); problem is "" on a 2xx answer."""
         url, headers = self._url_and_headers()
         response, kept, error = None, b"", None
-        with _Deadline(self.timeout) as deadline:
+        seconds = min(self.timeout, self._left())
+        with _Deadline(seconds, self._stop) as deadline:
             try:
                 response = self._manager.urlopen(
                     "POST", url, body=body, headers=headers, retries=False, redirect=False,
@@ -328,8 +375,10 @@ class HttpSink:
             except (Urllib3Error, OSError) as exc:
                 error = exc
         if error is not None or response is None:
+            if self._stop.is_set():
+                return None, "stopped by a signal", error
             if deadline.expired:
-                return None, f"no complete answer within the {self.timeout:g} s deadline", error
+                return None, f"no complete answer within the {seconds:g} s deadline", error
             return None, f"connection failed: {type(error).__name__}: {error}", error
         if 200 <= response.status < 300:
             return response, "", None
@@ -349,14 +398,29 @@ class HttpSink:
         return min(max(delay, 0.0), MAX_DELAY)
 
     def send(self, payload: dict, name: str) -> None:
-        """POST one payload; raise DeliveryError (target without query string) after the last failure."""
+        """POST one payload; raise DeliveryError (target without query string) after the last failure.
+
+        A set `stop` event or a spent `budget` ends the attempts at once (a transient failure: the spooling
+        sink keeps the payload).
+        """
+        self._since = time.monotonic()
+        try:
+            self._send(payload, name)
+        finally:
+            self.spent += time.monotonic() - self._since
+            self._since = None
+
+    def _send(self, payload: dict, name: str) -> None:
         if self._setup_problem:
             raise DeliveryError(target=self.target, problem=f"{name}: {self._setup_problem}", name=name,
                                 status=None, attempts=0)  # fmt: skip
         body = encode(payload)
         retry = self.retry
-        attempts, status = 0, None
+        attempts, status, problem = 0, None, ""
         while True:
+            if self._stop.is_set() or self._left() <= 0:
+                problem, status = f"{problem}; {self._why_not()}" if problem else self._why_not(), None
+                break
             attempts += 1
             response, problem, error = self._attempt(body)
             if not problem:
@@ -377,7 +441,7 @@ class HttpSink:
             log.warning(
                 "event=sink.retry name=%s target=%s problem=%r delay=%.1f", name, self.target, problem, delay
             )
-            self._sleep(delay)
+            self._sleep(min(delay, max(self._left(), 0.0)))
         log.error(
             "event=sink.failed name=%s target=%s problem=%r attempts=%d", name, self.target, problem, attempts
         )
@@ -388,6 +452,10 @@ class HttpSink:
             status=status,
             attempts=attempts,
         )
+
+    def _why_not(self) -> str:
+        """Why no (further) attempt is made: a stop, or the spent budget."""
+        return "stopped by a signal" if self._stop.is_set() else f"delivery budget of {self.budget:g} s spent"
 
 
 # Spool
@@ -403,25 +471,71 @@ def _account(payload: dict) -> str | None:
     return url if isinstance(url, str) else None
 
 
+_TOPOLOGY_LISTS = ("components", "relations", "delete_ids")
+_PAYLOAD_LISTS = ("metrics", "service_checks", "health")
+
+
+def halves(payload: dict) -> tuple[dict, dict] | None:
+    """`payload` split in two by its elements (components, relations, delete ids, events, metrics, checks),
+    in order; None when it holds fewer than two. `start_snapshot` stays on the first half only,
+    `stop_snapshot` on the second only.
+    """
+    topologies = payload.get("topologies") or [{}]
+    if len(topologies) != 1:
+        return None
+    topology = topologies[0]
+    elements = [(name, None, e) for name in _TOPOLOGY_LISTS for e in topology.get(name) or []]
+    elements += [("events", key, e) for key, events in (payload.get("events") or {}).items() for e in events]
+    elements += [(name, None, e) for name in _PAYLOAD_LISTS for e in payload.get(name) or []]
+    if len(elements) < 2:
+        return None
+    middle = len(elements) // 2
+    first = _rebuild(payload, elements[:middle], topology.get("start_snapshot", False), False)
+    return first, _rebuild(payload, elements[middle:], False, topology.get("stop_snapshot", False))
+
+
+def _rebuild(payload: dict, elements: list[tuple[str, str | None, Any]], start: bool, stop: bool) -> dict:
+    topology = {**_topology(payload), **{name: [] for name in _TOPOLOGY_LISTS}}
+    topology.update(start_snapshot=start, stop_snapshot=stop)
+    part: dict[str, Any] = {**payload, "topologies": [topology], "events": {}}
+    part.update({name: [] for name in _PAYLOAD_LISTS if name in payload})
+    for name, key, element in elements:
+        if name in _TOPOLOGY_LISTS:
+            topology[name].append(element)
+        elif name == "events":
+            part["events"].setdefault(key, []).append(element)
+        else:
+            part.setdefault(name, []).append(element)
+    return part
+
+
+DELIVERED, SPOOLED, REJECTED = "delivered", "spooled", "rejected"
+DAMAGED_KEY = "spool.damaged_snapshots"  # kv: snapshot keys that lost a payload (rejected or trimmed)
+
+
 class SpoolingSink:
     """Wraps a sink so undelivered payloads land in the State spool instead of being lost.
 
-    - A transient failure (connection, timeout, 408, 429, 5xx) spools the payload, and order is kept: while
-      the spool holds pending entries, or once a delivery failed in this run, new payloads are spooled
-      behind them rather than sent.
+    - A transient failure (connection, timeout, 408, 429, 5xx, a stop, a spent delivery budget) spools the
+      payload, and order is kept: while the spool holds pending entries, or once a delivery failed in this
+      run, new payloads are spooled behind them rather than sent.
+    - A payload answered 413 (too large) is split in halves, each sent on its own, down to single elements.
     - A permanent rejection (`is_rejection`: 4xx other than 408/429) is recorded as a `rejected` spool entry
       with its HTTP status and reason, logged (`event=sink.rejected`) and counted in `rejected`; it is never
-      re-sent and blocks nothing. Should it belong to a snapshot, the rest of that snapshot is still sent but
-      never closes it (`stop_snapshot` sent as false): closing would delete what the rejected payload held.
+      re-sent and blocks nothing. `send` returns what became of the payload (`DELIVERED`, `SPOOLED`,
+      `REJECTED`), so a caller may retire its sources once the payload is durable.
     - Snapshots: a snapshot is the consecutive run of payloads (`{prefix}-{NNNN}`, numbers one apart) from
       one whose topology has `start_snapshot: true`, for the account `topologies[0].instance.url`. When a new
       snapshot of an account starts (sent or spooled), the pending spooled snapshot payloads of that account
       are deleted (`event=sink.superseded`, counted in `superseded`); delta payloads stay, in order.
+    - A snapshot that lost a payload (rejected, or trimmed from the spool) is damaged: the rest of it is
+      still sent but never closes it (`stop_snapshot` sent as false), since closing would delete what the
+      lost payload held. Damaged snapshot keys are kept in the state (`DAMAGED_KEY`) for later runs.
     - Bounds: beyond `max_entries` entries or `max_bytes` bytes of stored JSON, the oldest entries are
       dropped, each logged as an error (`event=spool.overflow`) and counted in `overflowed`.
 
     `flush_spool()` re-sends the pending spool oldest first, deleting each entry only after it was delivered;
-    the `aws-topology spool` command calls it to re-send now (the listing and dropping are on `State`).
+    every run calls it first, and the `aws-topology spool` command to re-send now.
     """
 
     def __init__(
@@ -440,13 +554,32 @@ class SpoolingSink:
         self._run = uuid.uuid4().hex[:12]
         # account -> (snapshot key, name prefix, number of its last payload) while a snapshot is open
         self._open: dict[str, tuple[str, str, int]] = {}
-        self._damaged: set[str] = set()  # snapshot keys with a rejected payload
+        self._damaged: set[str] = set(state.get(DAMAGED_KEY, []))
+        self._fate: dict[str, str] = {}  # snapshot key of this run -> worst fate of its payloads
+        self._latest: dict[str, str] = {}  # account -> key of its last snapshot started in this run
 
     def __repr__(self) -> str:
         return (
             f"SpoolingSink({self.inner!r}, spooled={self.spooled}, flushed={self.flushed}, "
             f"rejected={self.rejected}, superseded={self.superseded}, overflowed={self.overflowed})"
         )
+
+    def snapshot_fate(self, account: str) -> str | None:
+        """What became of the account's last snapshot started in this run: `DELIVERED` when every payload
+        reached the receiver, else `SPOOLED` or `REJECTED` (rejected or trimmed); None without one."""
+        key = self._latest.get(account)
+        return None if key is None else self._fate.get(key, DELIVERED)
+
+    def _note(self, snapshot: str | None, fate: str) -> None:
+        """Remember the worst fate of a payload of a snapshot started in this run."""
+        if snapshot is not None and snapshot.endswith(f":{self._run}"):
+            order = (DELIVERED, SPOOLED, REJECTED)
+            self._fate[snapshot] = max(self._fate.get(snapshot, DELIVERED), fate, key=order.index)
+
+    def _damage(self, snapshot: str) -> None:
+        if snapshot not in self._damaged:
+            self._damaged.add(snapshot)
+            self.state.set(DAMAGED_KEY, sorted(self._damaged))
 
     def _snapshot_of(self, payload: dict, name: str) -> str | None:
         """The key of the snapshot `payload` belongs to, None for a delta; follows the open snapshots."""
@@ -458,6 +591,7 @@ class SpoolingSink:
         prefix, number = (match["prefix"], int(match["number"])) if match else (name, 0)
         if topology.get("start_snapshot") is True:
             key = f"{account}:{name}:{self._run}"
+            self._latest[account] = key
         else:
             current = self._open.get(account)
             if current is None or match is None or (prefix, number) != (current[1], current[2] + 1):
@@ -480,6 +614,9 @@ class SpoolingSink:
     def _trim(self) -> None:
         for entry in self.state.spool_trim(self.max_entries, self.max_bytes):
             self.overflowed += 1
+            if entry["snapshot"]:
+                self._damage(entry["snapshot"])
+                self._note(entry["snapshot"], REJECTED)
             log.error(
                 "event=spool.overflow id=%d name=%s status=%s size=%d max_entries=%d max_bytes=%d",
                 entry["id"], entry["name"], entry["status"], entry["size"], self.max_entries, self.max_bytes,
@@ -487,49 +624,70 @@ class SpoolingSink:
 
     def _spool(
         self, payload: dict, name: str, snapshot: str | None, reason: str, status: int | None = None
-    ) -> None:
+    ) -> str:
         self.state.spool_put(name, payload, reason=reason, http_status=status, snapshot=snapshot)
         self.spooled += 1
+        self._note(snapshot, SPOOLED)
         log.warning("event=sink.spooled name=%s reason=%r", name, reason)
         self._trim()
+        return SPOOLED
 
-    def _reject(
-        self, payload: dict, name: str, snapshot: str | None, exc: DeliveryError, spool_id: int | None
-    ) -> None:
+    def _reject(self, payload: dict, name: str, snapshot: str | None, exc: DeliveryError) -> None:
         reason, status = str(exc), getattr(exc, "status", None)
-        if spool_id is None:
-            spool_id = self.state.spool_put(
-                name, payload, status="rejected", reason=reason, http_status=status, snapshot=snapshot
-            )
-        else:
-            self.state.spool_reject(spool_id, reason, status)
+        spool_id = self.state.spool_put(
+            name, payload, status="rejected", reason=reason, http_status=status, snapshot=snapshot
+        )
         self.rejected += 1
-        if snapshot is not None:
-            self._damaged.add(snapshot)
+        self._note(snapshot, REJECTED)
         log.error(
             "event=sink.rejected name=%s status=%s spool_id=%d problem=%r", name, status, spool_id, reason
         )
         self._trim()
 
-    def _deliver(self, payload: dict, name: str, snapshot: str | None, spool_id: int | None = None) -> bool:
-        """Send: True when delivered, False when rejected for good (recorded); DeliveryError if transient."""
+    def _send(self, payload: dict, name: str, snapshot: str | None) -> list[tuple[dict, DeliveryError]]:
+        """Send, halving a payload answered 413; the parts refused for good, with why. A refused part
+        damages its snapshot at once, so no later part closes it. DeliveryError if transient."""
         outgoing = payload
         if snapshot in self._damaged and _topology(payload).get("stop_snapshot") is True:
             topologies = [{**_topology(payload), "stop_snapshot": False}, *payload["topologies"][1:]]
             outgoing = {**payload, "topologies": topologies}
-            log.warning("event=sink.snapshot_left_open name=%s reason='a payload of it was rejected'", name)
+            log.warning("event=sink.snapshot_left_open name=%s reason='a payload of it was lost'", name)
         try:
             self.inner.send(outgoing, name)
         except DeliveryError as exc:
             if not is_rejection(exc):
                 raise
-            self._reject(payload, name, snapshot, exc, spool_id)
-            return False
-        return True
+            parts = halves(payload) if getattr(exc, "status", None) == 413 else None
+            if parts is None:
+                if snapshot is not None:
+                    self._damage(snapshot)
+                return [(payload, exc)]
+            log.warning("event=sink.split name=%s reason='413: payload too large'", name)
+            return self._send(parts[0], name, snapshot) + self._send(parts[1], name, snapshot)
+        return []
 
-    def send(self, payload: dict, name: str) -> None:
+    def _deliver(self, payload: dict, name: str, snapshot: str | None, spool_id: int | None = None) -> bool:
+        """Send: True when delivered, False when (a part of it) was rejected for good (recorded, and the
+        spool entry `spool_id` replaced by the refused parts); DeliveryError if transient."""
+        refused = self._send(payload, name, snapshot)
+        if not refused:
+            return True
+        if spool_id is not None and refused[0][0] is payload:
+            reason, status = str(refused[0][1]), getattr(refused[0][1], "status", None)
+            self.state.spool_reject(spool_id, reason, status)
+            self.rejected += 1
+            log.error("event=sink.rejected name=%s status=%s spool_id=%d problem=%r", name, status, spool_id,
+                      reason)  # fmt: skip
+            return False
+        for part, exc in refused:
+            self._reject(part, name, snapshot, exc)
+        if spool_id is not None:
+            self.state.spool_delete(spool_id)
+        return False
+
+    def send(self, payload: dict, name: str) -> str:
         """Deliver, or spool durably on a transient DeliveryError (counted in `spooled`, not raised), or
-        record a permanent rejection (counted in `rejected`, not raised)."""
+        record a permanent rejection (counted in `rejected`, not raised); returns which of the three."""
         snapshot = self._snapshot_of(payload, name)
         account = _account(payload)
         if snapshot is not None and account is not None and _topology(payload).get("start_snapshot") is True:
@@ -537,13 +695,12 @@ class SpoolingSink:
         if not self._failing and self.state.spool_count():
             self.flush_spool()  # leaves no pending entry, or sets _failing
         if self._failing:
-            self._spool(payload, name, snapshot, "queued behind undelivered payloads")
-            return
+            return self._spool(payload, name, snapshot, "queued behind undelivered payloads")
         try:
-            self._deliver(payload, name, snapshot)
+            return DELIVERED if self._deliver(payload, name, snapshot) else REJECTED
         except DeliveryError as exc:
             self._failing = True
-            self._spool(payload, name, snapshot, str(exc), getattr(exc, "status", None))
+            return self._spool(payload, name, snapshot, str(exc), getattr(exc, "status", None))
 
     def flush_spool(self) -> int:
         """Re-send the pending spool oldest first; returns how many were delivered (and deleted).
@@ -571,4 +728,12 @@ class SpoolingSink:
         else:
             self._failing = False
         self.flushed += delivered
+        self._forget_healed()
         return delivered
+
+    def _forget_healed(self) -> None:
+        """Stop keeping the damaged snapshots of earlier runs that have nothing left in the spool."""
+        left = {e["snapshot"] for e in self.state.spool_entries() if e["snapshot"]}
+        kept = sorted(k for k in self._damaged if k in left or k.endswith(f":{self._run}"))
+        if kept != self.state.get(DAMAGED_KEY, []):
+            self.state.set(DAMAGED_KEY, kept)

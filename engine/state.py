@@ -100,10 +100,15 @@ def _sqlite_problem(exc: BaseException) -> str:
 
 
 class State:
-    """SQLite-backed run history, spool and cursors; usable as a context manager."""
+    """SQLite-backed run history, spool and cursors; usable as a context manager.
 
-    def __init__(self, path: Path | str) -> None:
+    `read_only` opens an existing state for reading only (no lock, no migration, no write), so `status`
+    and `spool list` work while a run holds the lock.
+    """
+
+    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
         self.path = path if str(path) == ":memory:" else Path(path)
+        self.read_only = read_only
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
         self._lock_fd: int | None = None
@@ -173,6 +178,9 @@ class State:
     def _connect(self) -> sqlite3.Connection:
         if self._conn is not None:
             return self._conn
+        if self.read_only:
+            self._conn = self._connect_read_only()
+            return self._conn
         if isinstance(self.path, Path):
             self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
@@ -184,6 +192,21 @@ class State:
             conn.close()
             raise
         self._conn = conn
+        return conn
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        if isinstance(self.path, Path) and not self.path.is_file():
+            raise StateError(path=str(self.path), problem="does not exist (no run has used it yet)")
+        try:
+            uri = f"{Path(self.path).resolve().as_uri()}?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, timeout=30.0, check_same_thread=False)
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise StateError(path=str(self.path), problem=_sqlite_problem(exc)) from None
+        if version != SCHEMA_VERSION:
+            conn.close()
+            problem = f"schema version {version}, not {SCHEMA_VERSION}: a run of this version upgrades it"
+            raise StateError(path=str(self.path), problem=problem)
         return conn
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
@@ -247,13 +270,17 @@ class State:
         """Every account that has a recorded run."""
         return [row[0] for row in self._query("SELECT DISTINCT account FROM runs ORDER BY account")]
 
-    def last_run(self, account: str, kind: str, complete_only: bool = False) -> dict | None:
-        """The run of `account`/`kind` that started last (optionally only complete ones), or None."""
+    def last_run(
+        self, account: str, kind: str, complete_only: bool = False, closed_only: bool = False
+    ) -> dict | None:
+        """The run of `account`/`kind` that started last, or None; optionally only complete ones, or only
+        complete ones and scans that closed their snapshot (`summary.snapshot_closed`)."""
         rows = self._query(
             "SELECT account, kind, started_at, finished_at, complete, summary FROM runs"
             " WHERE account = ? AND kind = ? AND (complete = 1 OR ? = 0)"
+            " AND (complete = 1 OR ? = 0 OR json_extract(summary, '$.snapshot_closed') = 1)"
             " ORDER BY started_at DESC, id DESC LIMIT 1",
-            (account, kind, int(complete_only)),
+            (account, kind, int(complete_only), int(closed_only)),
         )
         if not rows:
             return None

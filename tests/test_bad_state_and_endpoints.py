@@ -3,7 +3,10 @@ the right exit code, before any payload is sent and never as a traceback."""
 
 from __future__ import annotations
 
-import sqlite3
+import os
+import subprocess
+import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,7 +29,13 @@ CONF = (
 )
 
 
-def scan(tmp_path: Path, state: Path | str, conf: str = CONF, endpoint: str = "http://127.0.0.1:9") -> Result:
+def scan(
+    tmp_path: Path,
+    state: Path | str,
+    conf: str = CONF,
+    endpoint: str = "http://127.0.0.1:9",
+    command: str = "scan",
+) -> Result:
     path = tmp_path / "conf.yaml"
     path.write_text(conf)
     out = tmp_path / "out"
@@ -35,14 +44,14 @@ def scan(tmp_path: Path, state: Path | str, conf: str = CONF, endpoint: str = "h
         "AWS_CONFIG_FILE": "/dev/null",
         "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
     }
-    args = ["scan", "-c", str(path), "--out", str(out), "--state", str(state)]
+    args = [command, "-c", str(path), "--out", str(out), "--state", str(state)]
     return CliRunner().invoke(main, args, env=env)
 
 
 def one_error_line(result: Result) -> str:
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.output + result.stderr
+    assert isinstance(result.exception, SystemExit)  # an exit, not an uncaught exception
     return lines[0]
 
 
@@ -67,18 +76,25 @@ def test_an_unusable_state_is_bad_input_before_any_aws_call(tmp_path, make, prob
     assert not (tmp_path / "out").exists()  # nothing was scanned or written
 
 
-def test_a_read_only_state_is_bad_input(tmp_path):
-    state = tmp_path / "state.sqlite"
-    State(state).check().close()
-    state.chmod(0o444)
-    try:
-        sqlite3.connect(f"file:{state}?mode=rw", uri=True).execute("CREATE TABLE probe (x)")
-        pytest.skip("running as a user who writes read-only files anyway (root)")
-    except sqlite3.OperationalError:
-        pass
-    result = scan(tmp_path, state)
-    assert result.exit_code == EXIT_BAD_INPUT
-    assert "cannot be written" in one_error_line(result)
+def test_a_read_only_state_is_bad_input():
+    """Run by a user who cannot write the state (as root: `nobody`, since root writes read-only files)."""
+    with tempfile.TemporaryDirectory() as folder:
+        where = Path(folder)
+        where.chmod(0o755)
+        state, conf = where / "state.sqlite", where / "conf.yaml"
+        State(state).check().close()
+        state.chmod(0o444)
+        conf.write_text(CONF)
+        conf.chmod(0o644)
+        user = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] if os.geteuid() == 0 else []
+        exe = Path(sys.executable).parent / "aws-topology"
+        args = ["scan", "-c", str(conf), "--out", str(where / "out"), "--state", str(state)]
+        env = {**os.environ, "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_CONFIG_FILE": "/dev/null"}
+        done = subprocess.run([*user, str(exe), *args], env=env, capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == EXIT_BAD_INPUT, done.stderr
+    [line] = done.stderr.splitlines()
+    assert line.startswith("error: state ") and "cannot be written" in line
 
 
 def test_a_second_run_on_a_locked_state_names_the_holder_and_exits_locked(tmp_path):
@@ -91,6 +107,18 @@ def test_a_second_run_on_a_locked_state_names_the_holder_and_exits_locked(tmp_pa
     line = one_error_line(result)
     assert "is in use by another run (pid " in line
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", [["status"], ["spool", "list"]], ids=["status", "spool-list"])
+def test_read_only_commands_answer_while_a_run_holds_the_lock(tmp_path, command):
+    state = tmp_path / "state.sqlite"
+    with State(state) as holder:
+        holder.check().lock()
+        holder.record_run(ACCOUNT, "scan", 0.0, 1.0, True, {"components": 3})
+        result = CliRunner().invoke(main, [*command, "--state", str(state)])
+
+    assert result.exit_code == 0, result.output
+    assert "pending=0 rejected=0" in result.stdout
 
 
 def test_the_lock_is_released_when_the_run_ends(tmp_path):
@@ -117,6 +145,16 @@ def test_an_instance_that_plans_nothing_is_refused_instead_of_closing_an_empty_s
     assert "select no resource type; an empty snapshot would delete the account's whole topology" in (
         one_error_line(result)
     )
+
+
+@pytest.mark.parametrize("command", ["events", "flowlogs"])
+def test_phases_that_send_no_snapshot_accept_an_instance_that_plans_nothing(tmp_path, command):
+    conf = CONF.replace("apis_to_run: [sqs]", "apis_to_run: []")
+    result = scan(tmp_path, tmp_path / "state.sqlite", conf, command=command)
+
+    assert result.exit_code == EXIT_INCOMPLETE, result.output  # the endpoint is down, not bad input
+    assert isinstance(result.exception, SystemExit)
+    assert f"{command} account={ACCOUNT} " in result.stdout and "select no resource type" not in result.stderr
 
 
 def test_an_endpoint_that_refuses_connections_is_an_outage_not_bad_input(tmp_path):
@@ -155,7 +193,7 @@ def test_an_html_answer_from_a_proxy_is_reported_in_one_line_not_a_traceback(tmp
 
     assert result.exit_code == EXIT_INCOMPLETE, result.output
     assert "not an AWS response" in result.stdout
-    assert "Traceback" not in result.output + result.stderr
+    assert isinstance(result.exception, SystemExit)  # an exit, not an uncaught exception
 
 
 @pytest.mark.parametrize("code", ["ExpiredToken", "SignatureDoesNotMatch", "InvalidClientTokenId"])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,8 @@ import yaml
 from click.testing import CliRunner, Result
 
 from engine import cli
+from engine.state import State
+from tests.conftest import ACCOUNT, make_config
 
 ROLE = "arn:aws:iam::123456789012:role/StackStateAwsIntegrationRole"
 SECRET = "SUPERSECRET123"
@@ -197,3 +201,28 @@ def test_validate_warns_about_regions_that_no_aws_partition_knows(tmp_path):
         "warning: arn:aws:iam::123456789012:role/R: no AWS partition knows the region(s) eu-west-9; "
         "they are scanned as partition 'aws'\n"
     )
+
+
+def _recorded_scan(tmp_path: Path, minutes_ago: float, complete: bool, **summary: Any) -> State:
+    state = State(tmp_path / "state.sqlite")
+    started = datetime.now(UTC) - timedelta(minutes=minutes_ago)
+    state.record_run(ACCOUNT, "scan", started, started + timedelta(seconds=30), complete, summary)
+    return state
+
+
+def test_a_scan_that_closed_its_snapshot_with_a_type_carried_forward_is_not_due_again(tmp_path: Path) -> None:
+    """One permanently denied type must not make a full scan every minute."""
+    config = replace(make_config(), full_run_interval=3600)
+    with _recorded_scan(tmp_path, 5, complete=False, snapshot_closed=True, carried={"x": 60}) as state:
+        assert cli._due(config, state) == []
+
+
+@pytest.mark.parametrize(
+    "summary", [{"snapshot_closed": False, "interrupted": True}, {"error": "unreachable"}]
+)
+def test_a_scan_that_was_interrupted_or_unreachable_does_not_count_for_due(
+    tmp_path: Path, summary: dict[str, Any]
+) -> None:
+    config = replace(make_config(), full_run_interval=3600)
+    with _recorded_scan(tmp_path, 5, complete=False, **summary) as state:
+        assert cli._due(config, state) == list(config.instances)

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import socket
+import stat
 import threading
 import time
 from collections import deque
@@ -444,3 +445,69 @@ def test_next_run_delivers_spool_before_new_payloads(tmp_path: Path) -> None:
         assert inner.sent == ["old1", "old2", "new"]
         assert sink.spooled == 0
         assert state.spool_items() == []
+
+
+def test_file_sink_makes_the_rename_durable_by_syncing_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    done: list[str] = []
+    fsync, replace = os.fsync, os.replace
+
+    def recording_fsync(fd: int) -> None:
+        done.append("fsync folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync file")
+        fsync(fd)
+
+    def recording_replace(src: str, dst: str) -> None:
+        done.append("rename")
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    monkeypatch.setattr(os, "replace", recording_replace)
+    FileSink(tmp_path).send({"a": 1}, "scan")
+
+    assert done == ["fsync file", "rename", "fsync folder"]
+
+
+def test_userinfo_in_the_receiver_url_is_sent_as_basic_auth_and_never_shown(receiver: Receiver) -> None:
+    url = receiver.base.replace("http://", "http://ops:pa55-w0rd@")
+    receiver.responses.append((400, {}, b"refused"))
+    sink = http_sink(url, [])
+
+    with pytest.raises(DeliveryError) as caught:
+        sink.send(PAYLOAD, "scan")
+    sink.send(PAYLOAD, "scan")
+
+    expected = "Basic " + base64.b64encode(b"ops:pa55-w0rd").decode()
+    assert [r["headers"]["Authorization"] for r in receiver.requests] == [expected, expected]
+    assert "pa55-w0rd" not in exception_texts(caught.value) + repr(sink) + sink.target
+    assert sink.target == receiver.base + "intake/"
+
+
+def test_a_spent_delivery_budget_ends_the_attempts_of_a_hanging_receiver(receiver: Receiver) -> None:
+    receiver.responses.extend([HANG] * 6)
+    sink = HttpSink(receiver.base, API_KEY, retries=5, timeout=30.0, budget=1.0)
+    started = time.monotonic()
+
+    with pytest.raises(DeliveryError) as caught:
+        sink.send(PAYLOAD, "scan")
+
+    assert time.monotonic() - started < 15  # one attempt cut at the budget, not 6 x 30 s
+    assert len(receiver.requests) == 1
+    assert "delivery budget of 1 s spent" in str(caught.value) and caught.value.status is None
+    with pytest.raises(DeliveryError, match="budget"):
+        sink.send(PAYLOAD, "next")  # spent: no further attempt
+    assert len(receiver.requests) == 1
+
+
+def test_a_stop_wakes_a_hanging_attempt_and_its_retries(receiver: Receiver) -> None:
+    receiver.responses.extend([HANG] * 6)
+    stop = threading.Event()
+    sink = HttpSink(receiver.base, API_KEY, retries=5, timeout=30.0, stop=stop)
+    threading.Timer(0.3, stop.set).start()
+    started = time.monotonic()
+
+    with pytest.raises(DeliveryError, match="stopped by a signal") as caught:
+        sink.send(PAYLOAD, "scan")
+
+    assert time.monotonic() - started < 15
+    assert len(receiver.requests) == 1 and caught.value.status is None

@@ -460,3 +460,85 @@ def test_version_1_state_is_migrated_with_its_spool(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         conn.close()
+
+
+# 3. a trimmed snapshot never closes, in this run or a later one
+
+
+def test_a_snapshot_trimmed_from_the_spool_is_resent_without_closing_it(
+    receiver: Receiver, state: State
+) -> None:
+    receiver.default = DOWN
+    send_all(spooling(receiver, state, max_entries=2), snapshot(A, 3))
+    assert pending(state) == [f"scan-{A}-0002", f"scan-{A}-0003"]  # its start was dropped
+
+    receiver.default = OK
+    assert spooling(receiver, state).flush_spool() == 2  # a later run
+
+    assert receiver.names() == [f"scan-{A}-0002", f"scan-{A}-0003"]
+    assert [p["topologies"][0]["stop_snapshot"] for p in receiver.delivered] == [False, False]
+
+
+# 4. 413: halves, down to one element
+
+
+def components(*names: str, start: bool = True, stop: bool = True) -> dict:
+    body = payload(A, names[0], start=start, stop=stop)
+    body["topologies"][0]["components"] = [{"externalId": n, "type": {"name": "test"}} for n in names]
+    return body
+
+
+def test_a_payload_too_large_is_sent_in_halves_with_the_snapshot_flags_kept(
+    receiver: Receiver, state: State
+) -> None:
+    receiver.script["c0"] = [(413, {}, b"too large")]
+    sink = spooling(receiver, state)
+
+    assert sink.send(components("c0", "c1", "c2", "c3", "c4"), f"scan-{A}-0001") == "delivered"
+
+    parts = [[c["externalId"] for c in p["topologies"][0]["components"]] for p in receiver.delivered]
+    assert parts == [["c0", "c1"], ["c2", "c3", "c4"]]
+    flags = [
+        (p["topologies"][0]["start_snapshot"], p["topologies"][0]["stop_snapshot"])
+        for p in receiver.delivered
+    ]
+    assert flags == [(True, False), (False, True)]
+    assert state.spool_entries() == [] and sink.rejected == 0
+
+
+def test_only_the_single_element_still_too_large_is_rejected_and_the_snapshot_stays_open(
+    receiver: Receiver, state: State
+) -> None:
+    receiver.script["c0"] = [(413, {}, b""), (413, {}, b"")]  # the whole payload, then its first half
+    receiver.script["c1"] = [(413, {}, b"")]  # one element that is too large on its own
+    sink = spooling(receiver, state)
+
+    assert sink.send(components("c0", "c1", "c2", "c3"), f"scan-{A}-0001") == "rejected"
+
+    parts = [[c["externalId"] for c in p["topologies"][0]["components"]] for p in receiver.delivered]
+    assert parts == [["c0"], ["c2", "c3"]]
+    assert receiver.delivered[-1]["topologies"][0]["stop_snapshot"] is False  # c1 would be deleted
+    (entry,) = state.spool_entries()
+    assert (entry["status"], entry["http_status"]) == ("rejected", 413)
+    assert [c["externalId"] for c in state.spool_payload(entry["id"])["topologies"][0]["components"]] == [
+        "c1"
+    ]
+
+
+def test_a_spooled_payload_too_large_is_halved_on_flush_and_only_the_refused_part_stays(
+    receiver: Receiver, state: State
+) -> None:
+    state.spool_put(f"events-{A}-0001", components("c0", "c1", start=False, stop=False))
+    receiver.script["c0"] = [(413, {}, b"")]
+    receiver.script["c1"] = [(413, {}, b"")]
+
+    assert spooling(receiver, state).flush_spool() == 0
+
+    assert [[c["externalId"] for c in p["topologies"][0]["components"]] for p in receiver.delivered] == [
+        ["c0"]
+    ]
+    (entry,) = state.spool_entries()
+    assert (entry["name"], entry["status"], entry["http_status"]) == (f"events-{A}-0001", "rejected", 413)
+    assert [c["externalId"] for c in state.spool_payload(entry["id"])["topologies"][0]["components"]] == [
+        "c1"
+    ]
