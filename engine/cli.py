@@ -28,7 +28,7 @@ from engine.cfn import render as render_template
 from engine.collect import UnitResult
 from engine.config import Config, Instance, api_filter, load_config
 from engine.delta import AccountDelta, apply_events
-from engine.errors import BadInput, ConfigError, Interrupted, Locked
+from engine.errors import BadInput, ConfigError, Interrupted, Locked, StateError
 from engine.fetch import Fetcher
 from engine.flowlogs import apply_flowlogs
 from engine.last_snapshot import from_payloads, from_state
@@ -199,7 +199,12 @@ def _session(options: dict[str, Any], scan_due: Any, events: bool, flowlogs: boo
     """Load, check and lock; scan the accounts that are due, apply events; exit with the worst code."""
     stop = threading.Event()
     with _stopping_on(stop) as received:
-        code = _work(stop=stop, scan_due=scan_due, events=events, flowlogs=flowlogs, **options)
+        try:
+            code = _work(stop=stop, scan_due=scan_due, events=events, flowlogs=flowlogs, **options)
+        except StateError as exc:  # the state failed mid-run (locked past its timeout, disk full)
+            click.echo(f"error: {exc}; the run stopped (what was not delivered stays in the bucket)",
+                       err=True)
+            sys.exit(EXIT_INCOMPLETE)
         if received:
             name = signal.Signals(received[0]).name
             click.echo(f"error: stopped by {name}; the run is recorded as incomplete", err=True)

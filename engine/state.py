@@ -94,6 +94,8 @@ def _sqlite_problem(exc: BaseException) -> str:
     text = str(exc)
     if "not a database" in text or "malformed" in text:
         return f"not a usable SQLite database ({text}); move it away to start with a fresh state"
+    if "locked" in text or "busy" in text:
+        return f"{text}: another process holds a write transaction on it; nothing is lost, try again"
     if "readonly" in text or "read-only" in text:
         return f"cannot be written ({text}); check its permissions"
     return f"{type(exc).__name__}: {text}"
@@ -106,9 +108,10 @@ class State:
     and `spool list` work while a run holds the lock.
     """
 
-    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
+    def __init__(self, path: Path | str, *, read_only: bool = False, timeout: float = 30.0) -> None:
         self.path = path if str(path) == ":memory:" else Path(path)
         self.read_only = read_only
+        self.timeout = timeout  # how long a statement waits for another process's write transaction
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
         self._lock_fd: int | None = None
@@ -152,6 +155,9 @@ class State:
         except (sqlite3.Error, OSError) as exc:
             self.close()
             raise StateError(path=str(self.path), problem=_sqlite_problem(exc)) from None
+        except StateError:
+            self.close()
+            raise
         return self
 
     def lock(self) -> Self:
@@ -183,7 +189,7 @@ class State:
             return self._conn
         if isinstance(self.path, Path):
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
@@ -199,7 +205,7 @@ class State:
             raise StateError(path=str(self.path), problem="does not exist (no run has used it yet)")
         try:
             uri = f"{Path(self.path).resolve().as_uri()}?mode=ro"
-            conn = sqlite3.connect(uri, uri=True, timeout=30.0, check_same_thread=False)
+            conn = sqlite3.connect(uri, uri=True, timeout=self.timeout, check_same_thread=False)
             version = conn.execute("PRAGMA user_version").fetchone()[0]
         except sqlite3.Error as exc:
             raise StateError(path=str(self.path), problem=_sqlite_problem(exc)) from None
@@ -229,19 +235,29 @@ class State:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        """One write transaction; a database error (e.g. locked by another process past `timeout`) is a
+        `StateError`, and the transaction is rolled back."""
+        with self._lock, self._errors():
             conn = self._connect()
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
 
     def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
-        with self._lock:
+        with self._lock, self._errors():
             return self._connect().execute(sql, params).fetchall()
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StateError(path=str(self.path), problem=_sqlite_problem(exc)) from None
 
     # runs
 

@@ -161,3 +161,21 @@ def test_kv_overwrites_and_defaults(tmp_path: Path) -> None:
         state.set("cursor", "b")
 
         assert state.get("cursor") == "b"
+
+
+def test_a_write_transaction_held_by_another_process_is_a_state_error_not_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    state = State(path, timeout=0.2).check()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process writing (an operator's sqlite3 shell, a backup)
+    try:
+        assert state.get("anything") is None  # reading still works under WAL
+        with pytest.raises(StateError, match="locked: another process holds a write transaction"):
+            state.set("cursor", 1)
+        state.close()
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    with State(path) as state:
+        state.set("cursor", 2)
+        assert state.get("cursor") == 2
