@@ -7,14 +7,18 @@ each object into per-flow sums (`flowlog_records`); map each flow's interface to
 interface listing per region with objects); keep private traffic between two addresses of a VPC, never
 through a NAT gateway or an application load balancer; fold both directions and both interfaces of an
 address pair into one connection; send one delta of `vpc.request` components, `flowlog` relations and the
-four `aws.flowlog.bytes_*` gauges; and only then delete the objects read. A corrupt object is left in place,
-recorded and not read again while unchanged.
+four `aws.flowlog.bytes_*` gauges; and only then delete the objects read. Each object is read on its own, so
+none can stop the others: one that fails (any error reading or summing it, a denied or archived `GetObject`,
+too large unpacked) is corrupt: left in place, recorded and not read again while unchanged; one whose
+problem may pass (throttling, the network, a full disk) waits for the next run. Known-corrupt objects are left
+out before the `MAX_OBJECTS` window is taken.
 
 How each figure is computed (the predecessor counted every byte twice, once per interface):
 - a byte from A to B is counted once: as the sending interface logged it, or, when only the receiving
   interface has flow logs, as that one logged it;
 - `local` is the client, `remote` the server: the address using the lower port (5432 beside an ephemeral
-  port) is the server; equal ports: the lower address is local;
+  port) is the server; equal ports: the lower address is local. This does not depend on the order of records
+  (the agent's "first record's source is local" did), so a connection keeps its orientation run after run;
 - `bytes_sent` = client to server, `bytes_received` = server to client; `*_per_second` divides by the
   connection's span, last record end minus first record start (0 for a zero span).
 Beyond the predecessor, when both addresses belong to components of the last full scan (an interface's
