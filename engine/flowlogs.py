@@ -7,11 +7,12 @@ each object into per-flow sums (`flowlog_records`); map each flow's interface to
 interface listing per region with objects); keep private traffic between two addresses of a VPC, never
 through a NAT gateway or an application load balancer; fold both directions and both interfaces of an
 address pair into one connection; send one delta of `vpc.request` components, `flowlog` relations and the
-four `aws.flowlog.bytes_*` gauges; and only then delete the objects read. Each object is read on its own, so
-none can stop the others: one that fails (any error reading or summing it, a denied or archived `GetObject`,
-too large unpacked) is corrupt: left in place, recorded and not read again while unchanged; one whose
-problem may pass (throttling, the network, a full disk) waits for the next run. Known-corrupt objects are left
-out before the `MAX_OBJECTS` window is taken.
+four `aws.flowlog.bytes_*` gauges; and only then delete the objects read (one S3 keeps is recorded and
+deleted again by the next runs, never read twice). Each object is read on its own, so none can stop the
+others: one that fails (any error reading or summing it, a denied or archived `GetObject`, too large
+unpacked) is corrupt: left in place, recorded and not read again while unchanged; one whose problem may
+pass (throttling, the network, a full disk) waits for the next run. Known-corrupt objects are left out
+before the `MAX_OBJECTS` window is taken.
 
 How each figure is computed (the predecessor counted every byte twice, once per interface):
 - a byte from A to B is counted once: as the sending interface logged it, or, when only the receiving
@@ -73,6 +74,7 @@ PREFIXES = (
     "AWSLogs/{account}/vpcflowlogs/{region}/",
     "AWSLogs/aws-account-id={account}/aws-service=vpcflowlogs/aws-region={region}/",
 )
+UNDELETED_KEY = "flowlogs.undeleted.{account}"  # delivered, but S3 kept them: key -> ETag and version
 MAX_OBJECTS = 2000  # per account and run, known-corrupt ones not counted; the rest waits for the next run
 RECENT_KEY = "flowlogs.recent.{account}.{slot}"  # one kv value per minute of the last hour, reused in turn
 RECENT_SECONDS = 3600  # connections seen this recently are sent again after a full snapshot replaced them
@@ -233,6 +235,9 @@ def _run(
     except CallFailed as exc:
         result.error = f"cannot read flow logs from bucket {bucket.name}: {exc}"
         return
+    done, objects = _undeleted(state, account.id, objects)
+    undeleted: dict[str, dict] = {}  # rebuilt: the objects listed now that S3 still keeps
+    _delete(bucket, state, account.id, done, result, undeleted)
     corrupt = bucket.known_corrupt()
     wanted = _window(objects, bucket, corrupt, result)
     try:  # first, so that records of unknown interfaces and public peers are dropped as objects are read
@@ -267,8 +272,37 @@ def _run(
         result.connections += len(connections)
     again = {k: v for k, v in recent.items() if k not in seen}
     if _send(account.id, again, seen, components, relations, sink, state, result, max_bytes, metrics):
-        deletion = bucket.delete(read)
-        result.deleted, result.not_deleted = deletion.deleted, deletion.failed
+        _delete(bucket, state, account.id, read, result, undeleted)
+
+
+def _undeleted(state: State, account: str, objects: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(objects delivered by an earlier run that S3 did not delete, the others): the first are deleted
+    again, never read twice (their bytes were counted)."""
+    record = state.get(UNDELETED_KEY.format(account=account), {})
+    done, others = [], []
+    for obj in objects:
+        entry = record.get(obj["Key"])
+        if entry and entry["etag"] == obj.get("ETag"):
+            done.append({**obj, "VersionId": entry["version"]} if entry["version"] else obj)
+        else:
+            others.append(obj)
+    return done, others
+
+
+def _delete(
+    bucket: LogBucket, state: State, account: str, objects: list[dict], result: AccountFlows,
+    undeleted: dict[str, dict],
+) -> None:  # fmt: skip
+    """Delete objects whose delta was delivered; those S3 keeps are recorded in `undeleted` and the state."""
+    if not objects:
+        return
+    deletion = bucket.delete(objects)
+    result.deleted += deletion.deleted
+    result.not_deleted.update(deletion.failed)
+    for obj in objects:
+        if obj["Key"] in deletion.failed:
+            undeleted[obj["Key"]] = {"etag": obj.get("ETag"), "version": obj.get("VersionId")}
+    state.set(UNDELETED_KEY.format(account=account), undeleted)
 
 
 def _window(objects: list[dict], bucket: LogBucket, corrupt: dict, result: AccountFlows) -> list[dict]:

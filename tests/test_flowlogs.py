@@ -4,7 +4,6 @@ deleted only after delivery, and a broken one stays."""
 
 from __future__ import annotations
 
-import datetime
 import errno
 import gzip
 import json
@@ -422,18 +421,23 @@ def test_known_corrupt_objects_do_not_hold_the_window(aws: dict, monkeypatch: py
     assert (result.objects, result.waiting, result.deleted) == (1, 0, [good])
 
 
-def test_objects_left_undeleted_make_the_run_incomplete_and_are_named(aws: dict) -> None:
+def test_objects_left_undeleted_make_the_run_incomplete_are_named_and_never_read_twice(aws: dict) -> None:
     lock = {"ObjectLockEnabled": "Enabled"}
     aws["s3"].put_object_lock_configuration(Bucket=BUCKET, ObjectLockConfiguration=lock)
-    body = f"{HEADER}\n{line(aws['app_eni'], '10.0.1.10', '10.0.1.11', 40001, 22, 1, 100)}\n".encode()
-    locked = key("locked")
-    aws["s3"].put_object(Bucket=BUCKET, Key=locked, Body=gzip.compress(body), ObjectLockMode="COMPLIANCE",
-                         ObjectLockRetainUntilDate=datetime.datetime(2099, 1, 1))  # fmt: skip
+    locked = put(aws, "locked", [line(aws["app_eni"], "10.0.1.10", "10.0.1.11", 40001, 22, 1, 100)])
+    aws["s3"].put_object_legal_hold(Bucket=BUCKET, Key=locked, LegalHold={"Status": "ON"})
     result = cli(aws, "flowlogs")
     assert result.exit_code == 1, result.output
-    assert "status=INCOMPLETE" in result.output and "deleted_objects=0" in result.output
-    assert f"not deleted: {locked} (AccessDenied)" in result.output
+    assert "status=INCOMPLETE" in result.output and "connections=1 " in result.output
+    assert "deleted_objects=0" in result.output and f"not deleted: {locked} (AccessDenied)" in result.output
     assert locked in remaining(aws)
+    again = cli(aws, "flowlogs")  # its bytes were sent: it is deleted again, not read again
+    assert "objects=0 records=0 connections=0" in again.output and f"not deleted: {locked}" in again.output
+    aws["s3"].put_object_legal_hold(Bucket=BUCKET, Key=locked, LegalHold={"Status": "OFF"})
+    last = cli(aws, "flowlogs")
+    assert last.exit_code == 0, last.output
+    assert "objects=0 records=0 connections=0" in last.output and "deleted_objects=1" in last.output
+    assert locked not in remaining(aws)
 
 
 def test_a_run_writes_only_its_own_recent_connections(aws: dict, monkeypatch: pytest.MonkeyPatch) -> None:
