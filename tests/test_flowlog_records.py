@@ -221,11 +221,24 @@ def test_a_decompression_bomb_is_refused_in_bounded_memory(tmp_path: Path) -> No
     assert sum(p.stat().st_size for p in (tmp_path / "l").iterdir()) <= 17 << 20  # disk is bounded too
 
 
-def test_gzip_members_and_plain_text_unpack_whole_in_pieces(tmp_path: Path) -> None:
-    body = (V2 + "\n" + "2 1 eni-a 10.0.0.1 10.0.0.2 1 2 6 1 1 1 2 A OK\n" * 50_000).encode()
-    members = gzip.compress(body[:1_000_003]) + gzip.compress(body[1_000_003:])
-    for data in (members, body):
-        directory = Path(tempfile.mkdtemp(dir=tmp_path))
-        pieces = (data[i : i + 300_000] for i in range(0, len(data), 300_000))
-        [path] = unpack(pieces, directory, max_line=4096)
-        assert path.read_bytes() == body
+def test_any_chunking_of_gzip_members_or_plain_text_unpacks_whole_and_long_lines_are_refused(
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(11)
+    for attempt in range(20):
+        max_line = rng.choice([64, 1000, 4096])
+        lengths = [rng.randrange(0, max_line) for _ in range(rng.randrange(1, 100))]
+        lines = [b"h" * rng.randrange(1, max_line), *(bytes(rng.choices(b"abc ", k=n)) for n in lengths)]
+        lines += [lines[-1]] * rng.randrange(0, 300)  # long matches: output beyond a piece stays in zlib
+        body = b"\n".join(lines) + b"\n"
+        cuts = sorted(rng.sample(range(1, len(body)), rng.randrange(0, 4)))
+        parts = zip([0, *cuts], [*cuts, len(body)], strict=True)
+        members = b"".join(gzip.compress(body[a:b]) for a, b in parts)  # gzip members, cut anywhere
+        for data in (members, body):
+            size = rng.randrange(1 + len(data) // 300, 5000)  # down to a byte, at most ~300 chunks
+            pieces = (data[i : i + size] for i in range(0, len(data), size))
+            [path] = unpack(pieces, Path(tempfile.mkdtemp(dir=tmp_path)), max_line=max_line)
+            assert path.read_bytes() == body, attempt
+        too_long = body + b"x" * (max_line + 1)
+        with pytest.raises(UnsupportedObject, match="a line longer than"):
+            unpack([gzip.compress(too_long)], Path(tempfile.mkdtemp(dir=tmp_path)), max_line=max_line)
