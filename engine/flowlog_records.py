@@ -1,14 +1,16 @@
 """Flow-log records: flow-log objects in, per-flow sums out.
 
-An object is text (gzip or plain; `unpack` writes it to disk as text, checking the gzip stream to its
-end) whose first line names its fields (the AWS default v2 format or any custom
-one), or Parquet. Only the fields the reader needs are read, by name, so any format that has them works.
+An object is text (gzip or plain) whose first line names its fields (the AWS default v2 format or any custom
+one), or Parquet. `unpack` writes it to disk as text, checking the gzip stream to its end, in pieces of at
+most `MAX_LINE` bytes; a longer line, or more than `MAX_UNPACKED` bytes in all, makes it unusable, so memory
+and disk are bounded whatever the object (a decompression bomb included).
+Only the fields the reader needs are read, by name, so any format that has them works.
 Records are read in batches by pyarrow's CSV/Parquet readers (C++, about 3x pure Python here: see
 `bench/flowlogs.py`) and summed per flow, `(interface-id, srcaddr, dstaddr, protocol)`, batch by batch:
 memory holds one batch and the sums, never the object. Records with `log-status` NODATA or SKIPDATA (no
-addresses) are skipped; a line with a wrong number of fields, or a number that is not one, is a counted
-skip; an object that is not flow-log data (no header with the required fields, broken gzip) raises
-`UnsupportedObject` and is left alone by the caller.
+addresses) are skipped; a line with a wrong number of fields, a number that is not one, or no protocol,
+start or end (`-`) is a counted skip; an object that is not flow-log data (no header with the required
+fields, broken gzip, too large) raises `UnsupportedObject` and is left alone by the caller.
 """
 
 from __future__ import annotations
@@ -38,7 +40,14 @@ SUMS = (("bytes", "sum"), ("packets", "sum"), ("records", "sum"), ("start", "min
 SEGMENT = 64 << 20  # bytes of text read whole (an object is cut into segments of about this size)
 BLOCK = 4 << 20  # bytes of text per parsing block (blocks of a segment are parsed in parallel)
 COMPACT_ROWS = 500_000  # partial sums kept before they are summed again
+MAX_LINE = 1 << 20  # bytes: a longer line makes the object unusable; also the step of decompression
+MAX_UNPACKED = 2 << 30  # bytes of unpacked content per object; more makes it unusable
+GZIP = b"\x1f\x8b"
+USED = (*KEY, "start", "end")  # a record without one of these cannot be used
 _DIGITS = r"^[0-9]+$"
+SCHEMA = pa.schema(  # of the partial sums
+    [*((name, pa.string()) for name in KEY[:3]), *((name, pa.int64()) for name in (KEY[3], *dict(SUMS)))]
+)
 T = TypeVar("T")
 
 
@@ -93,14 +102,14 @@ class FlowSums:
 
     def merge(self, other: FlowSums) -> None:
         """Add another object's sums (read on its own, so a corrupt object adds nothing)."""
+        other._compact()
+        parts = [self._kept(part.cast(SCHEMA)) for part in other._parts]  # all of it, or nothing
         self.records += other.records
         self.skipped_status += other.skipped_status
         self.bad_lines += other.bad_lines
         self.skipped.update(other.skipped)
-        other._compact()
-        for part in other._parts:
-            self._parts.append(self._kept(part))
-            self._rows += self._parts[-1].num_rows
+        self._parts += parts
+        self._rows += sum(part.num_rows for part in parts)
         if self._rows > COMPACT_ROWS and len(self._parts) > 1:
             self._compact()
 
@@ -138,7 +147,7 @@ class FlowSums:
         self.records += table.num_rows
         if not strict:
             table = self._numbers(table)
-        if any(table[name].null_count for name in KEY[:3]):  # NODATA/SKIPDATA lines have no addresses
+        if any(table[name].null_count for name in USED):  # NODATA/SKIPDATA lines have no addresses
             self._count_unusable(table)
             table = table.filter(self._usable(table))
         if not table.num_rows:
@@ -161,11 +170,13 @@ class FlowSums:
 
     @staticmethod
     def _usable(table: pa.Table) -> pa.Array:
-        usable = pc.and_(pc.is_valid(table["srcaddr"]), pc.is_valid(table["dstaddr"]))
-        return pc.and_(usable, pc.is_valid(table["interface-id"]))
+        usable = pc.is_valid(table[USED[0]])
+        for name in USED[1:]:
+            usable = pc.and_(usable, pc.is_valid(table[name]))
+        return usable
 
     def _count_unusable(self, table: pa.Table) -> None:
-        """Count the lines without addresses: NODATA/SKIPDATA ones, and bad lines."""
+        """Count the lines lacking an address, protocol, start or end: NODATA/SKIPDATA ones, and bad lines."""
         usable = self._usable(table)
         if unusable := table.num_rows - (pc.sum(usable).as_py() or 0):
             no_data = 0
@@ -205,48 +216,68 @@ class FlowSums:
         self._append(merged.group_by(list(KEY)).aggregate(list(SUMS)))
 
 
-def unpack(chunks: Iterable[bytes], directory: Path, segment: int | None = SEGMENT) -> list[Path]:
+def unpack(
+    chunks: Iterable[bytes], directory: Path, segment: int | None = SEGMENT, limit: int = MAX_UNPACKED,
+    max_line: int = MAX_LINE,
+) -> list[Path]:  # fmt: skip
     """Write an object's content under `directory`, gunzipped when it is gzip (every member, each checked to
     its end, so a truncated object is refused rather than half read). Text is cut at line ends into files of
     about `segment` bytes, each starting with the header line, so that each is read whole (in parallel) and
-    memory stays bounded; `segment=None` writes one file as it is (Parquet). Returns the files, in order."""
-    out = _Segments(directory, segment)
-    inflate: Any = None
+    memory stays bounded; `segment=None` writes one file as it is (Parquet). Content is handled in pieces of
+    at most `max_line` bytes; a text line longer than that, or more than `limit` bytes in all, raise
+    `UnsupportedObject`. Returns the files, in order."""
+    out = _Segments(directory, segment, max_line if segment else None)
+    total = 0
     try:
-        for chunk in chunks:
-            if inflate is None:
-                inflate = zlib.decompressobj(31) if chunk[:2] == b"\x1f\x8b" else False
-            if inflate is False:
-                out.write(chunk)
-                continue
-            while chunk:
-                out.write(inflate.decompress(chunk))
-                chunk = inflate.unused_data if inflate.eof else b""
-                if chunk:  # the next gzip member
-                    inflate = zlib.decompressobj(31)
+        for piece in _pieces(chunks, max_line):
+            total += len(piece)
+            if total > limit:
+                raise UnsupportedObject(f"more than {limit:,} bytes unpacked (the bound per object)")
+            out.write(piece)
     except zlib.error as exc:
         raise UnsupportedObject(f"cannot decompress: {exc}") from None
     finally:
         out.close()
+    return out.paths
+
+
+def _pieces(chunks: Iterable[bytes], step: int) -> Iterator[bytes]:
+    """The content in pieces of at most `step` bytes: gunzipped (each member to its end) when it is gzip."""
+    inflate: Any = None
+    for chunk in chunks:
+        if inflate is None:
+            inflate = zlib.decompressobj(31) if chunk[:2] == GZIP else False
+        if inflate is False:
+            yield from (chunk[at : at + step] for at in range(0, len(chunk), step))
+            continue
+        while True:
+            piece = inflate.decompress(chunk, step)
+            if piece:
+                yield piece
+            if inflate.eof and inflate.unused_data:  # the next gzip member
+                chunk, inflate = inflate.unused_data, zlib.decompressobj(31)
+                continue
+            chunk = inflate.unconsumed_tail
+            if not chunk and len(piece) < step:  # a full piece may leave output inside zlib
+                break
     if inflate and not inflate.eof:
         raise UnsupportedObject("cannot decompress: the gzip stream ends early (truncated object)")
-    return out.paths
 
 
 def unpacked(
     objects: Iterable[T], chunks: Callable[[T], Iterable[bytes]], directory: Path,
-    parquet: Callable[[T], bool] = lambda _: False, ahead: int = 2,
-) -> Iterator[tuple[T, list[Path] | UnsupportedObject]]:
+    parquet: Callable[[T], bool] = lambda _: False, ahead: int = 2, limit: int = MAX_UNPACKED,
+) -> Iterator[tuple[T, list[Path] | Exception]]:  # fmt: skip
     """Each object `unpack`ed under `directory`, in order, up to `ahead` of them while the caller reads the
     current one: download and decompression (which release the GIL) overlap parsing. An object that cannot
-    be unpacked comes with its `UnsupportedObject`; any other error is raised. Each object's files are
-    removed once the caller moves on."""  # fmt: skip
+    be downloaded or unpacked comes with its exception (`UnsupportedObject`, a failed call, a full disk), for
+    the caller to judge. Each object's files are removed once the caller moves on."""  # fmt: skip
     waiting: deque[tuple[T, Path, Future]] = deque()
     pending = iter(enumerate(objects))
 
     def job(obj: T, where: Path) -> list[Path]:
         where.mkdir()
-        return unpack(chunks(obj), where, segment=None if parquet(obj) else SEGMENT)
+        return unpack(chunks(obj), where, segment=None if parquet(obj) else SEGMENT, limit=limit)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="unpack") as pool:
         try:
@@ -258,9 +289,7 @@ def unpacked(
                     return
                 obj, where, future = waiting.popleft()
                 try:
-                    yield obj, future.result()
-                except UnsupportedObject as exc:
-                    yield obj, exc
+                    yield obj, _outcome(future)
                 finally:
                     shutil.rmtree(where, ignore_errors=True)
         finally:
@@ -271,17 +300,27 @@ def unpacked(
                 shutil.rmtree(where, ignore_errors=True)
 
 
+def _outcome(future: Future) -> list[Path] | Exception:
+    try:
+        return future.result()
+    except Exception as exc:  # the object's own failure, judged by the caller
+        return exc
+
+
 class _Segments:
     """Files of about `size` bytes of text, cut at line ends, each starting with the first (header) line."""
 
-    def __init__(self, directory: Path, size: int | None) -> None:
-        self.directory, self.size, self.paths = directory, size, []
+    def __init__(self, directory: Path, size: int | None, max_line: int | None = None) -> None:
+        self.directory, self.size, self.max_line, self.paths = directory, size, max_line, []
         self._out: IO[bytes] | None = None
         self._header: bytes | None = None if size else b""
         self._pending = b""
         self._written = 0
+        self._line = 0  # bytes of the current line so far
 
     def write(self, data: bytes) -> None:
+        if self.max_line is not None:
+            self._measure(data)
         if self._header is None:  # the header line is not complete yet
             self._pending += data
             end = self._pending.find(b"\n")
@@ -303,6 +342,15 @@ class _Segments:
             self._put(data[: cut + 1])
             data = data[cut + 1 :]
             self._open()
+
+    def _measure(self, data: bytes) -> None:
+        """Refuse a line longer than `max_line`; `data` is at most that long, so only a line that spans
+        pieces can be: the one it continues, up to its first line end."""
+        first = data.find(b"\n")
+        line = self._line + (len(data) if first < 0 else first)
+        if line > self.max_line:  # type: ignore[operator]
+            raise UnsupportedObject(f"a line longer than {self.max_line:,} bytes")
+        self._line = line if first < 0 else len(data) - data.rfind(b"\n") - 1
 
     def _put(self, data: bytes) -> None:
         assert self._out is not None

@@ -7,14 +7,19 @@ each object into per-flow sums (`flowlog_records`); map each flow's interface to
 interface listing per region with objects); keep private traffic between two addresses of a VPC, never
 through a NAT gateway or an application load balancer; fold both directions and both interfaces of an
 address pair into one connection; send one delta of `vpc.request` components, `flowlog` relations and the
-four `aws.flowlog.bytes_*` gauges; and only then delete the objects read. A corrupt object is left in place,
-recorded and not read again while unchanged.
+four `aws.flowlog.bytes_*` gauges; and only then delete the objects read (one S3 keeps is recorded and
+deleted again by the next runs, never read twice). Each object is read on its own, so none can stop the
+others: one that fails (any error reading or summing it, a denied or archived `GetObject`, too large
+unpacked) is corrupt: left in place, recorded and not read again while unchanged; one whose problem may
+pass (throttling, the network, a full disk) waits for the next run. Known-corrupt objects are left out
+before the `MAX_OBJECTS` window is taken.
 
 How each figure is computed (the predecessor counted every byte twice, once per interface):
 - a byte from A to B is counted once: as the sending interface logged it, or, when only the receiving
   interface has flow logs, as that one logged it;
 - `local` is the client, `remote` the server: the address using the lower port (5432 beside an ephemeral
-  port) is the server; equal ports: the lower address is local;
+  port) is the server; equal ports: the lower address is local. This does not depend on the order of records
+  (the agent's "first record's source is local" did), so a connection keeps its orientation run after run;
 - `bytes_sent` = client to server, `bytes_received` = server to client; `*_per_second` divides by the
   connection's span, last record end minus first record start (0 for a zero span).
 Beyond the predecessor, when both addresses belong to components of the last full scan (an interface's
@@ -24,6 +29,7 @@ endpoint resolves to it), a `flowlog` relation joins those two components direct
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import re
@@ -36,19 +42,28 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from botocore.exceptions import BotoCoreError
 
 from engine.auth import Account, assume, partition
 from engine.bucket import LogBucket, Unversioned
 from engine.config import Config, Instance
-from engine.errors import CallFailed, CredentialsError, DeliveryError, Unreachable
+from engine.errors import (
+    AccessDenied,
+    CallFailed,
+    CredentialsError,
+    DeliveryError,
+    Interrupted,
+    TopologyError,
+    Unreachable,
+)
 from engine.fetch import Fetcher
-from engine.flowlog_records import Flow, FlowSums, UnsupportedObject, unpacked
+from engine.flowlog_records import MAX_UNPACKED, Flow, FlowSums, UnsupportedObject, unpacked
 from engine.functions import search
 from engine.last_snapshot import unit_results
 from engine.mappings import Interfaces, Mappings
 from engine.payload import build_payloads
 from engine.scan import labels_for
-from engine.shape import STACKPACK_LABEL, context, relation
+from engine.shape import STACKPACK_LABEL, context, integration_tags, relation
 from engine.sink import Sink
 from engine.state import State
 
@@ -59,9 +74,14 @@ PREFIXES = (
     "AWSLogs/{account}/vpcflowlogs/{region}/",
     "AWSLogs/aws-account-id={account}/aws-service=vpcflowlogs/aws-region={region}/",
 )
-MAX_OBJECTS = 2000  # per account and run; the rest waits for the next run
-RECENT_KEY = "flowlogs.recent.{account}"
+UNDELETED_KEY = "flowlogs.undeleted.{account}"  # delivered, but S3 kept them: key -> ETag and version
+MAX_OBJECTS = 2000  # per account and run, known-corrupt ones not counted; the rest waits for the next run
+RECENT_KEY = "flowlogs.recent.{account}.{slot}"  # one kv value per minute of the last hour, reused in turn
 RECENT_SECONDS = 3600  # connections seen this recently are sent again after a full snapshot replaced them
+SLOT_SECONDS = 60
+SLOTS = RECENT_SECONDS // SLOT_SECONDS + 1
+UNREADABLE = ("InvalidObjectState",)  # GetObject codes (besides access denied) that no retry will change
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 LOG_LINES = 20  # per connection, in the relation's data
 GAUGES = ("bytes_sent", "bytes_sent_per_second", "bytes_received", "bytes_received_per_second")
 _REGION = re.compile(r"/vpcflowlogs/([a-z0-9-]+)/|/aws-region=([a-z0-9-]+)/")
@@ -78,6 +98,8 @@ class AccountFlows:
     absent: bool = False  # the bucket does not exist: flow logs are not set up
     objects: int = 0
     waiting: int = 0  # beyond MAX_OBJECTS: read next run
+    unread: dict[str, str] = field(default_factory=dict)  # key -> a passing problem: read next run
+    not_deleted: dict[str, str] = field(default_factory=dict)  # key -> S3 error code
     records: int = 0
     skipped: Counter = field(default_factory=Counter)  # records left out, by reason
     connections: int = 0
@@ -91,7 +113,10 @@ class AccountFlows:
 
     @property
     def complete(self) -> bool:
-        return not (self.error or self.corrupt)
+        return not (self.error or self.corrupt or self.unread or self.not_deleted)
+
+    def note(self, problem: str) -> None:
+        self.error = f"{self.error}; {problem}" if self.error else problem
 
 
 @dataclass
@@ -168,29 +193,34 @@ def apply_flowlogs(
     endpoint_url: str | None = None,
     base: boto3.Session | None = None,
     after_snapshot: bool = False,
+    max_unpacked: int = MAX_UNPACKED,
 ) -> AccountFlows:
     """Read the account's new flow-log objects. `after_snapshot`: a full snapshot of the account was just
     sent, which deleted the flow-log components it does not hold; the connections seen in the last
-    `RECENT_SECONDS` are sent again with this run's delta."""
+    `RECENT_SECONDS` are sent again with this run's delta. `max_unpacked`: bytes per object, unpacked;
+    a larger object is corrupt."""
     started = time.monotonic()
     result = AccountFlows(instance.account_id, instance.flowlog_bucket_name)
     try:
         account = assume(config, instance, base=base, endpoint_url=endpoint_url, workers=workers)
-        _run(account, instance, mappings, sink, state, fetcher, result, max_bytes, after_snapshot)
+        _run(account, instance, mappings, sink, state, fetcher, result, max_bytes, after_snapshot,
+             max_unpacked)  # fmt: skip
     except (CredentialsError, Unversioned) as exc:
         result.error, result.bad_input = str(exc), True
     except Unreachable as exc:
         result.error = str(exc)
+    for problems, what in ((result.unread, "left for the next run"), (result.not_deleted, "not deleted")):
+        if problems:
+            result.note(f"{what}: " + ", ".join(f"{k} ({v})" for k, v in sorted(problems.items())))
     result.seconds = time.monotonic() - started
     return result
 
 
 def _run(
     account: Account, instance: Instance, mappings: Mappings, sink: Sink, state: State, fetcher: Fetcher,
-    result: AccountFlows, max_bytes: int, after_snapshot: bool = False,
+    result: AccountFlows, max_bytes: int, after_snapshot: bool, max_unpacked: int,
 ) -> None:  # fmt: skip
     bucket = LogBucket(account, result.bucket, fetcher, state, "flowlogs")
-    recent = _recent(state, account.id)
     try:
         bucket.check_versioned()
     except CallFailed as exc:
@@ -201,42 +231,27 @@ def _run(
         return
     try:
         regions = [r for r in instance.regions if r != "global"]
-        prefixes = [p.format(account=account.id, region=r) for r in regions for p in PREFIXES]
-        objects = bucket.objects(prefixes)
+        objects = bucket.objects([p.format(account=account.id, region=r) for r in regions for p in PREFIXES])
     except CallFailed as exc:
         result.error = f"cannot read flow logs from bucket {bucket.name}: {exc}"
         return
-    result.objects, result.waiting = min(len(objects), MAX_OBJECTS), max(0, len(objects) - MAX_OBJECTS)
-    read: list[dict] = []
+    done, objects = _undeleted(state, account.id, objects)
+    undeleted: dict[str, dict] = {}  # rebuilt: the objects listed now that S3 still keeps
+    _delete(bucket, state, account.id, done, result, undeleted)
     corrupt = bucket.known_corrupt()
-    wanted = []
-    for obj in objects[:MAX_OBJECTS]:
-        if _region(obj["Key"]) is None or (problem := bucket.corrupt_problem(obj, corrupt)):
-            result.corrupt[obj["Key"]] = problem or "no region in the key"
-        else:
-            wanted.append(obj)
+    wanted = _window(objects, bucket, corrupt, result)
     try:  # first, so that records of unknown interfaces and public peers are dropped as objects are read
-        regions = sorted({_region(o["Key"]) or "" for o in wanted})
+        regions = sorted({_region(o["Key"]) for o in wanted})
         interfaces = {r: _interfaces(account, r, mappings.interfaces, fetcher) for r in regions}
     except CallFailed as exc:
         result.error = f"cannot list network interfaces: {exc}; no object was read or deleted"
         return
     sums = {r: FlowSums(interfaces=set(interfaces[r]), private=_private) for r in regions}
-    with tempfile.TemporaryDirectory(prefix="flowlogs-") as directory:
-        try:
-            for obj, content in unpacked(
-                wanted, bucket.chunks, Path(directory),
-                parquet=lambda o: o["Key"].endswith(".parquet"),
-            ):  # fmt: skip
-                _read(obj, content, sums, bucket, corrupt, result)
-                if obj["Key"] not in result.corrupt:
-                    read.append(obj)
-        except CallFailed as exc:  # gone or denied since the listing
-            result.error = f"cannot read flow logs: {exc}; no object was deleted"
-            return
+    read = _read_all(wanted, bucket, corrupt, sums, result, max_unpacked)
     bucket.save_corrupt(corrupt, {o["Key"] for o in objects})
+    recent = _recent(state, account.id) if after_snapshot else {}
     if not read:
-        if after_snapshot and recent:
+        if recent:
             _send(account.id, recent, {}, [], [], sink, state, result, max_bytes)
         return
     known = _last_snapshot(state, instance, mappings)
@@ -255,15 +270,121 @@ def _run(
             seen[connection.id] = {"at": time.time(), "components": c, "relations": r}
             result.direct += len(r) - 1
         result.connections += len(connections)
-    again = {k: v for k, v in recent.items() if k not in seen} if after_snapshot else {}
+    again = {k: v for k, v in recent.items() if k not in seen}
     if _send(account.id, again, seen, components, relations, sink, state, result, max_bytes, metrics):
-        result.deleted = bucket.delete(read).deleted
+        _delete(bucket, state, account.id, read, result, undeleted)
+
+
+def _undeleted(state: State, account: str, objects: list[dict]) -> tuple[list[dict], list[dict]]:
+    """(objects delivered by an earlier run that S3 did not delete, the others): the first are deleted
+    again, never read twice (their bytes were counted)."""
+    record = state.get(UNDELETED_KEY.format(account=account), {})
+    done, others = [], []
+    for obj in objects:
+        entry = record.get(obj["Key"])
+        if entry and entry["etag"] == obj.get("ETag"):
+            done.append({**obj, "VersionId": entry["version"]} if entry["version"] else obj)
+        else:
+            others.append(obj)
+    return done, others
+
+
+def _delete(
+    bucket: LogBucket, state: State, account: str, objects: list[dict], result: AccountFlows,
+    undeleted: dict[str, dict],
+) -> None:  # fmt: skip
+    """Delete objects whose delta was delivered; those S3 keeps are recorded in `undeleted` and the state."""
+    if not objects:
+        return
+    deletion = bucket.delete(objects)
+    result.deleted += deletion.deleted
+    result.not_deleted.update(deletion.failed)
+    for obj in objects:
+        if obj["Key"] in deletion.failed:
+            undeleted[obj["Key"]] = {"etag": obj.get("ETag"), "version": obj.get("VersionId")}
+    state.set(UNDELETED_KEY.format(account=account), undeleted)
+
+
+def _window(objects: list[dict], bucket: LogBucket, corrupt: dict, result: AccountFlows) -> list[dict]:
+    """The objects to read this run: known-corrupt ones are left out first, then the oldest `MAX_OBJECTS`."""
+    fresh = []
+    for obj in objects:
+        if problem := bucket.corrupt_problem(obj, corrupt):
+            result.corrupt[obj["Key"]] = problem
+        else:
+            fresh.append(obj)
+    result.objects, result.waiting = min(len(fresh), MAX_OBJECTS), max(0, len(fresh) - MAX_OBJECTS)
+    return fresh[:MAX_OBJECTS]
+
+
+def _read_all(
+    wanted: list[dict], bucket: LogBucket, corrupt: dict, sums: dict[str, FlowSums], result: AccountFlows,
+    max_unpacked: int,
+) -> list[dict]:  # fmt: skip
+    """Read each object into its region's sums; return those read whole. No object's failure stops the
+    others: it is recorded corrupt, or, when the problem may pass, left for the next run."""
+    read = []
+    with tempfile.TemporaryDirectory(prefix="flowlogs-") as directory:
+        for obj, content in unpacked(
+            wanted, bucket.chunks, Path(directory), parquet=lambda o: o["Key"].endswith(".parquet"),
+            limit=max_unpacked,
+        ):  # fmt: skip
+            problem = content if isinstance(content, Exception) else _read(obj, content, sums)
+            if problem is None:
+                read.append(obj)
+            else:
+                _refuse(obj, problem, bucket, corrupt, result)
+    return read
+
+
+def _read(obj: dict, paths: list[Path], sums: dict[str, FlowSums]) -> Exception | None:
+    """Read an unpacked object into its region's sums, whole or not at all; its failure, if any."""
+    key, own = obj["Key"], FlowSums()
+    try:
+        for path in paths:
+            own.add_object(path, parquet=key.endswith(".parquet"))
+        sums[_region(key)].merge(own)
+    except Exception as exc:  # whatever it is, it is this object's
+        return exc
+    return None
+
+
+def _refuse(obj: dict, problem: Exception, bucket: LogBucket, corrupt: dict, result: AccountFlows) -> None:
+    """Record an object that could not be read: corrupt (kept, not read again while unchanged), or unread
+    when the problem may pass (throttling, the network, a full disk, a key gone since the listing)."""
+    if isinstance(problem, Interrupted):
+        raise problem
+    if isinstance(problem, AccessDenied) or getattr(problem, "code", None) in UNREADABLE:
+        text = f"unreadable: {problem}"
+    elif isinstance(problem, TopologyError | BotoCoreError) or getattr(problem, "errno", None) in DISK_FULL:
+        result.unread[obj["Key"]] = str(problem)[:300]
+        return
+    else:
+        text = (
+            str(problem) if isinstance(problem, UnsupportedObject) else f"{type(problem).__name__}: {problem}"
+        )
+    result.corrupt[obj["Key"]] = text[:300]
+    bucket.record_corrupt(corrupt, obj, text[:300])
 
 
 def _recent(state: State, account: str) -> dict[str, dict]:
     """The connections sent in the last `RECENT_SECONDS`, by connection id."""
-    kept = state.get(RECENT_KEY.format(account=account), {})
-    return {k: v for k, v in kept.items() if v["at"] >= time.time() - RECENT_SECONDS}
+    found: dict[str, dict] = {}
+    for slot in range(SLOTS):
+        kept = state.get(RECENT_KEY.format(account=account, slot=slot)) or {}
+        for connection, sent in kept.get("connections", {}).items():
+            if sent["at"] >= time.time() - RECENT_SECONDS and sent["at"] >= found.get(connection, sent)["at"]:
+                found[connection] = sent
+    return found
+
+
+def _remember(state: State, account: str, seen: dict[str, dict]) -> None:
+    """Record this run's connections as recent: in this minute's slot, so a run writes only its own."""
+    minute = int(time.time() // SLOT_SECONDS)
+    key = RECENT_KEY.format(account=account, slot=minute % SLOTS)
+    kept = state.get(key) or {}
+    earlier = kept.get("connections", {}) if kept.get("minute") == minute else {}
+    state.set(key, {"minute": minute, "connections": {**earlier, **seen}})
 
 
 def _send(
@@ -285,30 +406,16 @@ def _send(
         result.error = f"flow-log delta not delivered, no object deleted: {exc}"
         return False
     result.payloads, result.resent = len(payloads), len(again)
-    state.set(RECENT_KEY.format(account=account), {**_recent(state, account), **seen})
+    if seen:
+        _remember(state, account, seen)
     return True
 
 
-def _region(key: str) -> str | None:
+def _region(key: str) -> str:
+    """The region in a listed key (every listed prefix names one)."""
     found = _REGION.search(key)
-    return (found.group(1) or found.group(2)) if found else None
-
-
-def _read(
-    obj: dict, content: list[Path] | UnsupportedObject, sums: dict[str, FlowSums], bucket: LogBucket,
-    corrupt: dict, result: AccountFlows,
-) -> None:  # fmt: skip
-    """Read an unpacked object into its region's sums; an unusable one is recorded as corrupt."""
-    key, own = obj["Key"], FlowSums()
-    try:
-        if isinstance(content, UnsupportedObject):
-            raise content
-        for path in content:
-            own.add_object(path, parquet=key.endswith(".parquet"))
-        sums[_region(key) or ""].merge(own)  # only whole objects count
-    except UnsupportedObject as exc:
-        result.corrupt[key] = str(exc)
-        bucket.record_corrupt(corrupt, obj, str(exc))
+    assert found is not None, key
+    return found.group(1) or found.group(2)
 
 
 def _interfaces(account: Account, region: str, specs: tuple[Interfaces, ...], fetcher: Fetcher) -> dict:
@@ -409,7 +516,7 @@ def _output(
         data = {
             "Name": address, "URN": urns, "identifiers": urns,
             "Location": {"AwsAccount": account, "AwsRegion": region},
-            "labels": sorted({STACKPACK_LABEL, *labels.tags}),
+            "labels": sorted({STACKPACK_LABEL, *labels.tags}), "tags": integration_tags(labels),
         }  # fmt: skip
         return {"externalId": external_id, "type": {"name": "vpc.request"}, "data": data}
 

@@ -101,7 +101,7 @@ def _label(data: dict, tags: dict, urns: list[str], resource: Resource, labels: 
     """Agent-side equivalent of the StackPack's tag handling."""
     aws_labels = [k if v == "" else f"{k}:{v}" for k, v in tags.items()]
     data["labels"] = sorted({STACKPACK_LABEL, *labels.tags, *aws_labels})
-    data["tags"] = sorted({"integration-type:aws-v2", f"integration-url:{labels.account}", *labels.tags})
+    data["tags"] = integration_tags(labels)
     identifiers = [*urns, tags.get(IDENTIFIER_TAG), labels.identifier]
     data["identifiers"] = list(dict.fromkeys(i for i in identifiers if i))
     environment = tags.get(ENVIRONMENT_TAG) or labels.environment
@@ -109,6 +109,11 @@ def _label(data: dict, tags: dict, urns: list[str], resource: Resource, labels: 
         data["environments"] = [environment]
     data["layer"] = labels.layer or resource.layer
     data["domain"] = labels.domain or resource.domain
+
+
+def integration_tags(labels: Labels) -> list[str]:
+    """The agent's `tags` of every component: the integration's type and URL, and the configured tags."""
+    return sorted({"integration-type:aws-v2", f"integration-url:{labels.account}", *labels.tags})
 
 
 def relations(resource: Resource, item: dict, ext_id: str) -> Iterator[dict]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import gzip
 import random
 import tempfile
+import tracemalloc
+import zlib
 from collections import defaultdict
 from pathlib import Path
 
@@ -161,3 +163,82 @@ def test_objects_read_on_their_own_and_merged_sum_like_one(tmp_path: Path) -> No
     assert merged.flows() == sums_of(first, second).flows()
     assert merged.flows()[("eni-a", "10.0.0.1", "10.0.0.2", 6)] == Flow(3000, 30, 3, 100, 160, 40000, 5432)
     assert merged.records == 3
+
+
+def test_a_record_without_protocol_start_or_end_is_a_bad_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.log.gz", [
+        V2,
+        "2 1 eni-a 10.0.0.1 10.0.0.2 40000 5432 6 10 1000 100 160 ACCEPT OK",
+        "2 1 eni-a 10.0.0.1 10.0.0.2 40000 5432 6 10 1000 - 160 ACCEPT OK",  # no start
+        "2 1 eni-b 10.0.0.1 10.0.0.2 40000 5432 6 10 1000 100 - ACCEPT OK",  # no end
+        "2 1 eni-c 10.0.0.1 10.0.0.2 40000 5432 - 10 1000 100 160 ACCEPT OK",  # no protocol
+        "2 1 eni-d 10.0.0.1 10.0.0.2 - - 6 - - 100 160 ACCEPT OK",  # no ports, bytes, packets: fine
+    ])  # fmt: skip
+    sums = sums_of(path)
+    assert sums.flows() == {
+        ("eni-a", "10.0.0.1", "10.0.0.2", 6): Flow(1000, 10, 1, 100, 160, 40000, 5432),
+        ("eni-d", "10.0.0.1", "10.0.0.2", 6): Flow(None, None, 1, 100, 160, None, None),
+    }
+    assert (sums.records, sums.bad_lines) == (5, 3)
+
+
+def bomb(path: Path, piece: bytes, size: int, header: bytes = b"") -> Path:
+    """A gzip object that unpacks to `size` bytes of `piece`, written without holding them."""
+    deflate, block = zlib.compressobj(6, zlib.DEFLATED, 31), piece * ((1 << 20) // len(piece))
+    with path.open("wb") as out:
+        out.write(deflate.compress(header))
+        for _ in range(size // len(block)):
+            out.write(deflate.compress(block))
+        out.write(deflate.flush())
+    return path
+
+
+def peak_unpacking(path: Path, directory: Path, **bounds: int) -> tuple[int, str]:
+    """The Python memory peak (bytes) of unpacking `path` as the reader does, and why it was refused."""
+    data = path.read_bytes()
+    chunks = [data[i : i + (1 << 20)] for i in range(0, len(data), 1 << 20)]  # as the bucket gives them
+    directory.mkdir()
+    tracemalloc.start()
+    try:
+        with pytest.raises(UnsupportedObject) as refused:
+            unpack(chunks, directory, **bounds)
+        return tracemalloc.get_traced_memory()[1], str(refused.value)
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_decompression_bomb_is_refused_in_bounded_memory(tmp_path: Path) -> None:
+    zeros = bomb(tmp_path / "zeros.gz", b"\0", 200 << 20)  # 200 MB without a line end
+    lines = bomb(tmp_path / "lines.gz", b"2 1 eni-a 10.0.0.1 10.0.0.2 1 2 6 1 1 1 2 A OK\n", 64 << 20,
+                 header=V2.encode() + b"\n")  # fmt: skip
+    assert zeros.stat().st_size < 1 << 20 and lines.stat().st_size < 1 << 20
+    peak, problem = peak_unpacking(zeros, tmp_path / "z")
+    assert problem == f"a line longer than {flowlog_records.MAX_LINE:,} bytes"
+    assert peak < 8 << 20
+    peak, problem = peak_unpacking(lines, tmp_path / "l", limit=16 << 20)
+    assert problem == f"more than {16 << 20:,} bytes unpacked (the bound per object)"
+    assert peak < 8 << 20
+    assert sum(p.stat().st_size for p in (tmp_path / "l").iterdir()) <= 17 << 20  # disk is bounded too
+
+
+def test_any_chunking_of_gzip_members_or_plain_text_unpacks_whole_and_long_lines_are_refused(
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(11)
+    for attempt in range(20):
+        max_line = rng.choice([64, 1000, 4096])
+        lengths = [rng.randrange(0, max_line) for _ in range(rng.randrange(1, 100))]
+        lines = [b"h" * rng.randrange(1, max_line), *(bytes(rng.choices(b"abc ", k=n)) for n in lengths)]
+        lines += [lines[-1]] * rng.randrange(0, 300)  # long matches: output beyond a piece stays in zlib
+        body = b"\n".join(lines) + b"\n"
+        cuts = sorted(rng.sample(range(1, len(body)), rng.randrange(0, 4)))
+        parts = zip([0, *cuts], [*cuts, len(body)], strict=True)
+        members = b"".join(gzip.compress(body[a:b]) for a, b in parts)  # gzip members, cut anywhere
+        for data in (members, body):
+            size = rng.randrange(1 + len(data) // 300, 5000)  # down to a byte, at most ~300 chunks
+            pieces = (data[i : i + size] for i in range(0, len(data), size))
+            [path] = unpack(pieces, Path(tempfile.mkdtemp(dir=tmp_path)), max_line=max_line)
+            assert path.read_bytes() == body, attempt
+        too_long = body + b"x" * (max_line + 1)
+        with pytest.raises(UnsupportedObject, match="a line longer than"):
+            unpack([gzip.compress(too_long)], Path(tempfile.mkdtemp(dir=tmp_path)), max_line=max_line)

@@ -4,24 +4,34 @@ deleted only after delivery, and a broken one stays."""
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
-from collections.abc import Iterator
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner, Result
 
 from demo.common import client, lambda_zip, trust_policy
+from engine import flowlogs
+from engine.bucket import LogBucket
 from engine.cli import main
 from engine.config import load_config
-from engine.errors import DeliveryError
+from engine.errors import DeliveryError, Throttled
 from engine.fetch import Fetcher
-from engine.flowlogs import apply_flowlogs
+from engine.flowlogs import AccountFlows, apply_flowlogs
 from engine.mappings import load_mappings
 from engine.payload import validate_payload
 from engine.state import State
 from tests.conftest import ACCOUNT, ListSink, live_aws, moto_env
+from tests.test_flowlog_records import bomb as gzip_bomb
 
 pytestmark = pytest.mark.live
 
@@ -91,7 +101,7 @@ def aws(tmp_path: Path, dns_table: dict[str, list[str]]) -> Iterator[dict]:
     conf.write_text(
         "init_config: {aws_access_key_id: '', aws_secret_access_key: '', external_id: ext-id}\n"
         f"instances: [{{role_arn: 'arn:aws:iam::{ACCOUNT}:role/R', regions: [{REGION}], "
-        "apis_to_run: [ec2, rds, lambda]}]\n"
+        "apis_to_run: [ec2, rds, lambda], tags: ['team:core']}]\n"
     )
     env = moto_env(endpoint)
     yield {
@@ -127,6 +137,13 @@ def flow_payloads(aws: dict) -> list[dict]:
     for payload in payloads:
         validate_payload(payload)
     return payloads
+
+
+def scanned_components(aws: dict) -> list[dict]:
+    files = [f for f in (aws["tmp"] / "out").glob("run-*/*.json")
+             if not f.name.startswith(("flowlogs-", "manifest"))]  # fmt: skip
+    topologies = [t for f in files for t in json.loads(f.read_text()).get("topologies", [])]
+    return [c for t in topologies for c in t["components"]]
 
 
 def remaining(aws: dict) -> set[str]:
@@ -174,6 +191,10 @@ def test_private_traffic_becomes_relations_between_the_components_that_talk(aws:
         f"{side}/{c}" for side in ("local", "remote") for c in (db_conn, web_conn, fn_conn)
     }
     assert {c["type"]["name"] for c in components.values()} == {"vpc.request"}
+    # the agent's tags, as every scanned component carries them
+    [scanned] = [c for c in scanned_components(aws) if c["externalId"] == aws["app"]]
+    assert "team:core" in scanned["data"]["tags"] and "integration-type:aws-v2" in scanned["data"]["tags"]
+    assert {tuple(c["data"]["tags"]) for c in components.values()} == {tuple(scanned["data"]["tags"])}
     # the client is local, the server (lower port) remote; the app's public address is on its side
     assert components[f"local/{db_conn}"]["data"]["URN"] == [
         f"urn:vpcip:{vpc}/{app}",
@@ -302,3 +323,155 @@ def test_a_full_snapshot_does_not_erase_recent_traffic(aws: dict) -> None:
     connection = f"{aws['vpc']}/10.0.1.10/10.0.1.11"
     assert set(sink.components()) == {f"local/{connection}", f"remote/{connection}"}
     assert (aws["app"], "flowlog", aws["worker"]) in sink.relations()
+
+
+def read_once(aws: dict, opened: Callable[[Path], State] = State, **options: Any) -> AccountFlows:
+    """`apply_flowlogs` for the fixture's account, as `flowlogs` runs it."""
+    with live_aws(aws["env"]["AWS_ENDPOINT_URL"]), opened(aws["tmp"] / "state.sqlite") as state:
+        config = load_config(aws["conf"])
+        instance = config.instances[0]
+        return apply_flowlogs(config, instance, load_mappings(), ListSink(), state, Fetcher(), **options)
+
+
+def recorded_corrupt(aws: dict) -> dict[str, str]:
+    """What `status` shows as corrupt objects: key -> problem."""
+    with State(aws["tmp"] / "state.sqlite") as state:
+        return {k: v["problem"] for k, v in state.get(f"flowlogs.corrupt.{ACCOUNT}", {}).items()}
+
+
+def test_poison_objects_are_kept_corrupt_in_bounded_memory_and_the_good_one_is_read(aws: dict) -> None:
+    app, worker = "10.0.1.10", "10.0.1.11"
+    put(aws, "warm", [line(aws["app_eni"], app, worker, 40001, 22, 1, 100)])
+    assert read_once(aws).deleted  # models and mappings loaded: what follows is the objects' own memory
+    good = put(aws, "good", [
+        line(aws["app_eni"], app, worker, 40001, 22, 1, 100),
+        line(aws["app_eni"], app, worker, 40001, 22, 1, 100, start="-", end="-"),  # a bad line, not a crash
+    ])  # fmt: skip
+    records = f"{line(aws['app_eni'], app, worker, 40001, 22, 1, 100)}\n".encode()
+    bomb = key("bomb")  # 200 MB of records, well under 1 MB in the bucket
+    packed = gzip_bomb(aws["tmp"] / "bomb.gz", records, 200 << 20, header=HEADER.encode() + b"\n")
+    aws["s3"].put_object(Bucket=BUCKET, Key=bomb, Body=packed.read_bytes())
+    lists = key("lists").removesuffix(".log.gz") + ".parquet"  # ports as lists: pyarrow cannot cast them
+    table = pa.table({
+        "interface_id": [aws["app_eni"]], "srcaddr": [app], "dstaddr": [worker], "srcport": [[40001]],
+        "dstport": [[22]], "protocol": [6], "start": [1000], "end": [1060],
+    })  # fmt: skip
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    aws["s3"].put_object(Bucket=BUCKET, Key=lists, Body=sink.getvalue().to_pybytes())
+    long_line = put(aws, "long", ["x" * (2 << 20)])
+    tracemalloc.start()
+    try:
+        result = read_once(aws, max_unpacked=16 << 20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 << 20  # the bomb alone unpacks to 200 MB
+    assert set(result.corrupt) == {bomb, lists, long_line} and not result.complete
+    assert result.corrupt[bomb] == f"more than {16 << 20:,} bytes unpacked (the bound per object)"
+    assert result.corrupt[lists].startswith("ArrowNotImplementedError: ")
+    assert result.corrupt[long_line] == "a line longer than 1,048,576 bytes"
+    assert (result.connections, result.skipped["bad_line"], result.deleted) == (1, 1, [good])
+    assert remaining(aws) == {bomb, lists, long_line}
+    assert recorded_corrupt(aws) == result.corrupt
+    again = read_once(aws)  # recorded: not read again while unchanged
+    assert (again.objects, set(again.corrupt)) == (0, {bomb, lists, long_line})
+
+
+def test_an_unreadable_object_is_recorded_and_a_passing_failure_waits(
+    aws: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archived = key("archived")
+    body = f"{HEADER}\n{line(aws['app_eni'], '10.0.1.10', '10.0.1.11', 40001, 22, 1, 100)}\n".encode()
+    aws["s3"].put_object(Bucket=BUCKET, Key=archived, Body=gzip.compress(body), StorageClass="GLACIER")
+    throttled, full = (put(aws, name, [line(aws["app_eni"], "10.0.1.10", "10.0.1.11", 40001, 22, 1, 100)])
+                       for name in ("throttled", "full"))  # fmt: skip
+    good = put(aws, "good", [line(aws["app_eni"], "10.0.1.10", "10.0.1.11", 40001, 22, 1, 100)])
+    faults = {
+        throttled: Throttled(operation="GetObject", account=ACCOUNT, region="global", code="SlowDown"),
+        full: OSError(errno.ENOSPC, "No space left on device"),
+    }
+    opened = LogBucket.open
+
+    def faulty(self: LogBucket, obj: dict) -> Any:
+        if obj["Key"] in faults:
+            raise faults[obj["Key"]]
+        return opened(self, obj)
+
+    monkeypatch.setattr(LogBucket, "open", faulty)
+    result = read_once(aws)
+    assert list(result.corrupt) == [archived] and result.corrupt[archived].startswith("unreadable: ")
+    assert "InvalidObjectState" in result.corrupt[archived]
+    assert set(result.unread) == {throttled, full} and not result.complete
+    assert throttled in str(result.error) and full in str(result.error)
+    assert result.deleted == [good] and remaining(aws) == {archived, throttled, full}
+    monkeypatch.setattr(LogBucket, "open", opened)  # the throttling and the full disk pass
+    result = read_once(aws)
+    assert sorted(result.deleted) == sorted([throttled, full]) and list(result.corrupt) == [archived]
+    assert recorded_corrupt(aws) == {archived: result.corrupt[archived]}
+
+
+def test_known_corrupt_objects_do_not_hold_the_window(aws: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(flowlogs, "MAX_OBJECTS", 2)
+    broken = [key(f"a{n}-broken") for n in range(2)]
+    for name in broken:
+        aws["s3"].put_object(Bucket=BUCKET, Key=name, Body=b"\x1f\x8b\x08\x00 not gzip at all")
+    assert set(read_once(aws).corrupt) == set(broken)
+    good = put(aws, "b-good", [line(aws["app_eni"], "10.0.1.10", "10.0.1.11", 40001, 22, 1, 100)])
+    result = read_once(aws)
+    assert (result.objects, result.waiting, result.deleted) == (1, 0, [good])
+
+
+def test_objects_left_undeleted_make_the_run_incomplete_are_named_and_never_read_twice(aws: dict) -> None:
+    lock = {"ObjectLockEnabled": "Enabled"}
+    aws["s3"].put_object_lock_configuration(Bucket=BUCKET, ObjectLockConfiguration=lock)
+    locked = put(aws, "locked", [line(aws["app_eni"], "10.0.1.10", "10.0.1.11", 40001, 22, 1, 100)])
+    aws["s3"].put_object_legal_hold(Bucket=BUCKET, Key=locked, LegalHold={"Status": "ON"})
+    result = cli(aws, "flowlogs")
+    assert result.exit_code == 1, result.output
+    assert "status=INCOMPLETE" in result.output and "connections=1 " in result.output
+    assert "deleted_objects=0" in result.output and f"not deleted: {locked} (AccessDenied)" in result.output
+    assert locked in remaining(aws)
+    again = cli(aws, "flowlogs")  # its bytes were sent: it is deleted again, not read again
+    assert "objects=0 records=0 connections=0" in again.output and f"not deleted: {locked}" in again.output
+    aws["s3"].put_object_legal_hold(Bucket=BUCKET, Key=locked, LegalHold={"Status": "OFF"})
+    last = cli(aws, "flowlogs")
+    assert last.exit_code == 0, last.output
+    assert "objects=0 records=0 connections=0" in last.output and "deleted_objects=1" in last.output
+    assert locked not in remaining(aws)
+
+
+def test_a_run_writes_only_its_own_recent_connections(aws: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Recent connections (sent again after a full snapshot) are kept per minute: a run writes the
+    connections it saw, and reads the others only when a snapshot was just sent."""
+    now = [1_800_000_000.0]
+    monkeypatch.setattr(flowlogs, "time", SimpleNamespace(time=lambda: now[0], monotonic=time.monotonic))
+    written: list[str] = []
+    read: list[str] = []
+
+    class Watched(State):
+        def get(self, key: str, default: Any = None) -> Any:
+            read.append(key)
+            return super().get(key, default)
+
+        def set(self, key: str, value: Any) -> None:
+            written.append(json.dumps(value) if key.startswith("flowlogs.recent.") else "")
+            super().set(key, value)
+
+    first, second = "10.0.1.11", "10.0.1.50"
+    put(aws, "a", [line(aws["app_eni"], "10.0.1.10", first, 40001, 22, 1, 100)])
+    read_once(aws, Watched)
+    now[0] += 120
+    put(aws, "b", [line(aws["app_eni"], "10.0.1.10", second, 40001, 5432, 1, 100)])
+    written.clear()
+    read.clear()
+    assert read_once(aws, Watched).connections == 1
+    [recent] = [w for w in written if w]
+    assert f"/10.0.1.10/{second}" in recent and f"/10.0.1.10/{first}" not in recent
+    this_minute = f"flowlogs.recent.{ACCOUNT}.{int(now[0] // 60) % flowlogs.SLOTS}"
+    assert {k for k in read if k.startswith("flowlogs.recent.")} <= {this_minute}
+    now[0] += 120
+    again = read_once(aws, after_snapshot=True)
+    assert again.resent == 2
+    now[0] += 3600 - 200  # the first connection is now older than an hour
+    assert read_once(aws, after_snapshot=True).resent == 1
