@@ -206,3 +206,18 @@ def test_rejected_credentials_fail_the_unit_and_are_not_a_permission_gap(code):
 
     assert result.status == "failed" and result.gaps == []
     assert f"AWS rejected the credentials ({code})" in result.error
+
+
+def test_a_state_that_fails_mid_run_is_one_error_line_and_exit_1(tmp_path, monkeypatch):
+    from engine.errors import StateError
+    from engine.state import State
+
+    def locked(self, *args, **kwargs):
+        raise StateError(path=str(self.path), problem="database is locked: another process holds it")
+
+    monkeypatch.setattr(State, "record_run", locked)
+    result = scan(tmp_path, tmp_path / "state.sqlite", command="events", endpoint="http://127.0.0.1:9")
+
+    assert result.exit_code == EXIT_INCOMPLETE, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert "error: state " in result.stderr and "database is locked" in result.stderr
