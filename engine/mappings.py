@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -127,6 +127,17 @@ class Relation:
     each: ParsedResult | None
     inbound: bool
     data: ParsedResult | None
+    to: tuple[str, ...] = ()  # the component types the other end may be
+    outside: str | None = None  # why the other end is not a component of the topology
+    table: Mapping[str, str] | None = None  # `_table` of each element: `table: cloudformation`
+
+
+@dataclass(frozen=True)
+class CloudFormation:
+    """How a CloudFormation resource of `type` becomes this component's external id."""
+
+    type: str
+    physical_id: str  # a format() template over {PhysicalResourceId, _partition, _region, _account}
 
 
 CLOUDTRAIL = "AWS API Call via CloudTrail"
@@ -175,6 +186,7 @@ class Resource:
     file: str
     joins: tuple[Join, ...] = ()
     emits: tuple[Emit, ...] = ()
+    cloudformation: CloudFormation | None = None
 
     @property
     def key(self) -> str:
@@ -232,7 +244,24 @@ def load_mappings(directory: Path | str = MAPPINGS) -> Mappings:
                 types.setdefault(type_name, where)
     if problems:
         raise MappingErrors(details="\n".join(problems))
-    return Mappings(tuple(resources), tuple(interfaces))
+    return Mappings(_with_tables(resources), tuple(interfaces))
+
+
+def _with_tables(resources: list[Resource]) -> tuple[Resource, ...]:
+    """Fill each `table: cloudformation` relation with every resource's `cloudformation` declaration:
+    CloudFormation type -> format() template of the external id."""
+    cloudformation = {
+        r.cloudformation.type: r.cloudformation.physical_id for r in resources if r.cloudformation
+    }
+    return tuple(
+        replace(
+            r,
+            relations=tuple(
+                replace(rel, table=cloudformation) if rel.table is not None else rel for rel in r.relations
+            ),
+        )
+        for r in resources
+    )
 
 
 @cache
@@ -373,6 +402,7 @@ class _FileLoader:
             urns=tuple(expr(f"urns[{i}]", u) for i, u in enumerate(spec.get("urns", []))),
             tags=expr("tags", spec.get("tags", "Tags")),
             cw_dimensions=opt("cw_dimensions"),
+            cloudformation=self.cloudformation(f"{key}.cloudformation", spec.get("cloudformation")),
             console=opt("console"),
             data=opt("data"),
             relations=tuple(
@@ -382,6 +412,9 @@ class _FileLoader:
                     each=expr(f"relations[{i}].each", r["each"]) if "each" in r else None,
                     inbound=r.get("direction", "out") == "in",
                     data=expr(f"relations[{i}].data", r["data"]) if "data" in r else None,
+                    to=(r["to"],) if isinstance(r.get("to"), str) else tuple(r.get("to", ())),
+                    outside=r.get("outside"),
+                    table={} if "table" in r else None,
                 )
                 for i, r in enumerate(spec.get("relations", []))
             ),
@@ -414,6 +447,13 @@ class _FileLoader:
         if resource.scope == "account" and resource.region is None:
             self.problem(f"{key}.region", "required for scope 'account'")
         return resource if len(self.problems) == before else None
+
+    def cloudformation(self, key: str, spec: dict | None) -> CloudFormation | None:
+        if spec is None:
+            return None
+        physical_id = spec.get("physical_id", "{PhysicalResourceId}")
+        self.expression(f"{key}.physical_id", f"format({_literal(physical_id)}, @)")
+        return CloudFormation(type=spec["type"], physical_id=physical_id)
 
     def expression(self, key: str, text: str) -> ParsedResult:
         try:
