@@ -53,7 +53,11 @@ def _seed(endpoint: str) -> dict:
         (web, "host-1", {"EC2_INSTANCE_ID": "i-0123456789abcdef0", "AWS_INSTANCE_IPV4": "10.0.0.6"}),
         (web, "both", {**FRONT, "EC2_INSTANCE_ID": "i-0fedcba987654321f"}),
         (web, "plain", {"AWS_INSTANCE_IPV4": "10.0.0.7"}),
-        (back, "back-1", {"ECS_SERVICE_NAME": "back", "ECS_CLUSTER_NAME": "shop", "AWS_INSTANCE_IPV4": "10.0.0.8"}),
+        (
+            back,
+            "back-1",
+            {"ECS_SERVICE_NAME": "back", "ECS_CLUSTER_NAME": "shop", "AWS_INSTANCE_IPV4": "10.0.0.8"},
+        ),
         (api, "api-1", {"EC2_INSTANCE_ID": "i-00000000000000001"}),
     ]
     for service, instance, attributes in registrations:
