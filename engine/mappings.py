@@ -230,6 +230,7 @@ def load_mappings(directory: Path | str = MAPPINGS) -> Mappings:
     if not files:
         raise MappingErrors(details=f"{directory}: -: no mapping files (*.yaml) found")
     types: dict[str, str] = {}
+    cloudformation: dict[str, str] = {}
     interfaces: list[Interfaces] = []
     for path in files:
         loader = _FileLoader(path)
@@ -242,26 +243,29 @@ def load_mappings(directory: Path | str = MAPPINGS) -> Mappings:
                 if type_name in types and types[type_name] != where:
                     problems.append(f"{where}.type: {type_name} is already declared in {types[type_name]}")
                 types.setdefault(type_name, where)
+            declared = resource.cloudformation.type if resource.cloudformation else None
+            if declared in cloudformation and cloudformation[declared] != where:
+                problems.append(
+                    f"{where}.cloudformation.type: {declared} is declared in {cloudformation[declared]}"
+                )
+            if declared:
+                cloudformation.setdefault(declared, where)
     if problems:
         raise MappingErrors(details="\n".join(problems))
     return Mappings(_with_tables(resources), tuple(interfaces))
 
 
 def _with_tables(resources: list[Resource]) -> tuple[Resource, ...]:
-    """Fill each `table: cloudformation` relation with every resource's `cloudformation` declaration:
-    CloudFormation type -> format() template of the external id."""
-    cloudformation = {
-        r.cloudformation.type: r.cloudformation.physical_id for r in resources if r.cloudformation
-    }
-    return tuple(
-        replace(
-            r,
-            relations=tuple(
-                replace(rel, table=cloudformation) if rel.table is not None else rel for rel in r.relations
-            ),
-        )
-        for r in resources
-    )
+    """Fill each `table: cloudformation` relation with every resource's `cloudformation` declaration
+    (CloudFormation type -> format() template of the external id); its `to` are the declaring types."""
+    declared = [r for r in resources if r.cloudformation is not None]
+    table = {r.cloudformation.type: r.cloudformation.physical_id for r in declared if r.cloudformation}
+    types = tuple(t for r in declared for t in r.types)
+
+    def filled(rel: Relation) -> Relation:
+        return rel if rel.table is None else replace(rel, table=table, to=rel.to or types)
+
+    return tuple(replace(r, relations=tuple(map(filled, r.relations))) for r in resources)
 
 
 @cache
