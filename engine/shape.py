@@ -152,14 +152,12 @@ def events(resource: Resource, item: dict, now: float) -> Iterator[dict]:
 
 
 def _elements(rel: Relation | Emit, item: dict) -> list:
+    if isinstance(rel, Relation) and rel.table is not None:
+        item = {**item, "_table": rel.table}
     if rel.each is None:
-        return [
-            {**item, "_table": rel.table} if isinstance(rel, Relation) and rel.table is not None else item
-        ]
+        return [item]
     found = search(rel.each, item) or []
     ctx = {k: v for k, v in item.items() if k.startswith("_")}
-    if isinstance(rel, Relation) and rel.table is not None:
-        ctx["_table"] = rel.table
     return [{**e, **ctx, "_item": item} if isinstance(e, dict) else e for e in as_list(found)]
 
 

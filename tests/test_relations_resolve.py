@@ -20,7 +20,7 @@ from demo.seed import seed_estate
 from engine.mappings import Mappings, load_mappings
 from engine.shape import relations
 from tests.conftest import ListSink, moto_server, scan_live
-from tests.test_mappings import QUEUE, problems, write
+from tests.test_mappings import DIMENSIONS, QUEUE, problems, write
 
 CFN_SPEC = Path(cfnlint.__file__).parent / "data" / "schemas" / "providers" / "us-east-1.json"
 
@@ -202,3 +202,17 @@ def test_demo_ecs_service_uses_its_cloud_map_hosted_zone(demo: tuple[ListSink, d
     assert {
         (s, z) for s, kind, z in sink.relations() if s in services and z in zones and kind == "uses-service"
     }
+
+
+@pytest.mark.live
+def test_demo_components_carry_the_cloudwatch_dimensions_of_their_namespace(
+    demo: tuple[ListSink, dict],
+) -> None:
+    sink, _ = demo
+    for ext_id, component in sink.components().items():
+        expected = DIMENSIONS.get(component["type"]["name"])
+        if expected is not None:
+            keys = {d["Key"] for d in component["data"]["CW"]["Dimensions"]}
+            assert (
+                keys and keys <= expected and all(d["Value"] for d in component["data"]["CW"]["Dimensions"])
+            ), ext_id
