@@ -229,8 +229,7 @@ def load_mappings(directory: Path | str = MAPPINGS) -> Mappings:
     files = sorted(Path(directory).glob("*.yaml"))
     if not files:
         raise MappingErrors(details=f"{directory}: -: no mapping files (*.yaml) found")
-    types: dict[str, str] = {}
-    cloudformation: dict[str, str] = {}
+    declared: dict[str, str] = {}  # a component type or a CloudFormation type -> where it is declared
     interfaces: list[Interfaces] = []
     for path in files:
         loader = _FileLoader(path)
@@ -238,21 +237,22 @@ def load_mappings(directory: Path | str = MAPPINGS) -> Mappings:
         problems += loader.problems
         interfaces += [loader.interfaces] if loader.interfaces else []
         for resource in loader.resources:
-            where = f"{path.name}: resources.{resource.name}"
-            for type_name in resource.types if resource.emits_component else ():
-                if type_name in types and types[type_name] != where:
-                    problems.append(f"{where}.type: {type_name} is already declared in {types[type_name]}")
-                types.setdefault(type_name, where)
-            declared = resource.cloudformation.type if resource.cloudformation else None
-            if declared in cloudformation and cloudformation[declared] != where:
-                problems.append(
-                    f"{where}.cloudformation.type: {declared} is declared in {cloudformation[declared]}"
-                )
-            if declared:
-                cloudformation.setdefault(declared, where)
+            problems += _declared_twice(f"{path.name}: resources.{resource.name}", resource, declared)
     if problems:
         raise MappingErrors(details="\n".join(problems))
     return Mappings(_with_tables(resources), tuple(interfaces))
+
+
+def _declared_twice(where: str, resource: Resource, declared: dict[str, str]) -> list[str]:
+    """Problems for each component type or CloudFormation type of `resource` that is in `declared`
+    (name -> where) from another place; records the others."""
+    names = [("type", t) for t in (resource.types if resource.emits_component else ())]
+    names += [("cloudformation.type", resource.cloudformation.type)] if resource.cloudformation else []
+    found = []
+    for key, name in names:
+        if declared.setdefault(name, where) != where:
+            found.append(f"{where}.{key}: {name} is already declared in {declared[name]}")
+    return found
 
 
 def _with_tables(resources: list[Resource]) -> tuple[Resource, ...]:

@@ -138,7 +138,8 @@ def test_a_cloudformation_type_declared_twice_is_reported_with_both_places(tmp_p
         QUEUE.replace("queue:", "other:").replace("aws.sqs.queue", "aws.sqs.other") + declaration,
     )
     assert problems(tmp_path) == [
-        "b.yaml: resources.other.cloudformation.type: AWS::SQS::Queue is declared in a.yaml: resources.queue"
+        "b.yaml: resources.other.cloudformation.type: AWS::SQS::Queue is already declared in "
+        "a.yaml: resources.queue"
     ]
 
 
