@@ -129,7 +129,7 @@ class Relation:
     data: ParsedResult | None
     to: tuple[str, ...] = ()  # the component types the other end may be
     outside: str | None = None  # why the other end is not a component of the topology
-    table: Mapping[str, str] | None = None  # `_table` of each element: `table: cloudformation`
+    table: Mapping[str, str] | None = None  # `table: cloudformation`: every declaration, seen as `_table`
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ class CloudFormation:
     """How a CloudFormation resource of `type` becomes this component's external id."""
 
     type: str
-    physical_id: str  # a format() template over {PhysicalResourceId, _partition, _region, _account}
+    physical_id: str  # format() template over a stack resource (PhysicalResourceId, _region, ...)
 
 
 CLOUDTRAIL = "AWS API Call via CloudTrail"
