@@ -328,8 +328,8 @@ def seed_cloudformation(endpoint: str, account: str, out: dict[str, Any]) -> Non
         r["LogicalResourceId"]: r
         for r in cfn.list_stack_resources(StackName=parent)["StackResourceSummaries"]
     }
-    nested_name = resources["AuditStack"]["PhysicalResourceId"]
-    nested = cfn.describe_stacks(StackName=nested_name)["Stacks"][0]["StackId"]
+    nested = resources["AuditStack"]["PhysicalResourceId"]  # the child stack's ARN
+    nested_name = cfn.describe_stacks(StackName=nested)["Stacks"][0]["StackName"]
     out["stack_ids"] = {"demo-inventory": parent, nested_name: nested}
     out["stack_resources"] = {
         "demo-inventory": {logical: r["PhysicalResourceId"] for logical, r in sorted(resources.items())},

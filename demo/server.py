@@ -149,6 +149,48 @@ def _redshift_vpc_id() -> None:
     Cluster.vpc_id = property(vpc_id)  # type: ignore[attr-defined]
 
 
+def _lambda_vpc_id() -> None:
+    """Give moto's Lambda functions the VpcId of their first subnet, as AWS reports it.
+
+    moto 5.2.5 answers a fixed ``vpc-123abc`` for every function in a VPC, so the function -> VPC
+    relation pointed at no component. A subnet moto does not know keeps moto's answer.
+    """
+    from moto.awslambda.models import LambdaFunction
+    from moto.ec2.exceptions import InvalidSubnetIdError
+    from moto.ec2.models import ec2_backends
+
+    original = LambdaFunction.vpc_config
+    if getattr(original.fget, "demo_patched", False):
+        return
+
+    def vpc_config(self: LambdaFunction) -> dict | None:
+        config = original.fget(self)
+        if config and config.get("SubnetIds"):
+            try:
+                subnet = ec2_backends[self.account_id][self.region].get_subnet(config["SubnetIds"][0])
+            except InvalidSubnetIdError:
+                return config
+            config["VpcId"] = subnet.vpc_id
+        return config
+
+    vpc_config.demo_patched = True  # type: ignore[attr-defined]
+    LambdaFunction.vpc_config = property(vpc_config)  # type: ignore[assignment, method-assign]
+
+
+def _nested_stack_physical_id() -> None:
+    """Make a nested stack's PhysicalResourceId its stack ARN, as AWS reports it (moto 5.2.5: its name)."""
+    from moto.cloudformation.models import Stack
+
+    if getattr(Stack.physical_resource_id.fget, "demo_patched", False):
+        return
+
+    def physical_resource_id(self: Stack) -> str:
+        return self.stack_id
+
+    physical_resource_id.demo_patched = True  # type: ignore[attr-defined]
+    Stack.physical_resource_id = property(physical_resource_id)  # type: ignore[assignment, method-assign]
+
+
 def _complete_reset() -> None:
     """Make ``/moto-api/reset`` drop backends that other backends re-create while being reset.
 
@@ -206,11 +248,13 @@ def _domain_tags() -> None:
 
 
 def patch_moto() -> None:
-    """Apply the demo's moto adjustments (idempotent): complete resets, stream labels, Redshift VpcId,
-    Route 53 Domains tags."""
+    """Apply the demo's moto adjustments (idempotent): complete resets, stream labels, Redshift and
+    Lambda VpcIds, nested stacks' physical ids, Route 53 Domains tags."""
     _complete_reset()
     _fixed_stream_label()
     _redshift_vpc_id()
+    _lambda_vpc_id()
+    _nested_stack_physical_id()
     _domain_tags()
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -127,6 +127,17 @@ class Relation:
     each: ParsedResult | None
     inbound: bool
     data: ParsedResult | None
+    to: tuple[str, ...] = ()  # the component types the other end may be
+    outside: str | None = None  # why the other end is not a component of the topology
+    table: Mapping[str, str] | None = None  # `table: cloudformation`: every declaration, seen as `_table`
+
+
+@dataclass(frozen=True)
+class CloudFormation:
+    """How a CloudFormation resource of `type` becomes this component's external id."""
+
+    type: str
+    physical_id: str  # format() template over a stack resource (PhysicalResourceId, _region, ...)
 
 
 CLOUDTRAIL = "AWS API Call via CloudTrail"
@@ -175,6 +186,7 @@ class Resource:
     file: str
     joins: tuple[Join, ...] = ()
     emits: tuple[Emit, ...] = ()
+    cloudformation: CloudFormation | None = None
 
     @property
     def key(self) -> str:
@@ -217,7 +229,7 @@ def load_mappings(directory: Path | str = MAPPINGS) -> Mappings:
     files = sorted(Path(directory).glob("*.yaml"))
     if not files:
         raise MappingErrors(details=f"{directory}: -: no mapping files (*.yaml) found")
-    types: dict[str, str] = {}
+    declared: dict[str, str] = {}  # a component type or a CloudFormation type -> where it is declared
     interfaces: list[Interfaces] = []
     for path in files:
         loader = _FileLoader(path)
@@ -225,14 +237,35 @@ def load_mappings(directory: Path | str = MAPPINGS) -> Mappings:
         problems += loader.problems
         interfaces += [loader.interfaces] if loader.interfaces else []
         for resource in loader.resources:
-            where = f"{path.name}: resources.{resource.name}"
-            for type_name in resource.types if resource.emits_component else ():
-                if type_name in types and types[type_name] != where:
-                    problems.append(f"{where}.type: {type_name} is already declared in {types[type_name]}")
-                types.setdefault(type_name, where)
+            problems += _declared_twice(f"{path.name}: resources.{resource.name}", resource, declared)
     if problems:
         raise MappingErrors(details="\n".join(problems))
-    return Mappings(tuple(resources), tuple(interfaces))
+    return Mappings(_with_tables(resources), tuple(interfaces))
+
+
+def _declared_twice(where: str, resource: Resource, declared: dict[str, str]) -> list[str]:
+    """Problems for each component type or CloudFormation type of `resource` that is in `declared`
+    (name -> where) from another place; records the others."""
+    names = [("type", t) for t in (resource.types if resource.emits_component else ())]
+    names += [("cloudformation.type", resource.cloudformation.type)] if resource.cloudformation else []
+    found = []
+    for key, name in names:
+        if declared.setdefault(name, where) != where:
+            found.append(f"{where}.{key}: {name} is already declared in {declared[name]}")
+    return found
+
+
+def _with_tables(resources: list[Resource]) -> tuple[Resource, ...]:
+    """Fill each `table: cloudformation` relation with every resource's `cloudformation` declaration
+    (CloudFormation type -> format() template of the external id); its `to` are the declaring types."""
+    declared = [r for r in resources if r.cloudformation is not None]
+    table = {r.cloudformation.type: r.cloudformation.physical_id for r in declared if r.cloudformation}
+    types = tuple(t for r in declared for t in r.types)
+
+    def filled(rel: Relation) -> Relation:
+        return rel if rel.table is None else replace(rel, table=table, to=rel.to or types)
+
+    return tuple(replace(r, relations=tuple(map(filled, r.relations))) for r in resources)
 
 
 @cache
@@ -373,6 +406,7 @@ class _FileLoader:
             urns=tuple(expr(f"urns[{i}]", u) for i, u in enumerate(spec.get("urns", []))),
             tags=expr("tags", spec.get("tags", "Tags")),
             cw_dimensions=opt("cw_dimensions"),
+            cloudformation=self.cloudformation(f"{key}.cloudformation", spec.get("cloudformation")),
             console=opt("console"),
             data=opt("data"),
             relations=tuple(
@@ -382,6 +416,9 @@ class _FileLoader:
                     each=expr(f"relations[{i}].each", r["each"]) if "each" in r else None,
                     inbound=r.get("direction", "out") == "in",
                     data=expr(f"relations[{i}].data", r["data"]) if "data" in r else None,
+                    to=(r["to"],) if isinstance(r.get("to"), str) else tuple(r.get("to", ())),
+                    outside=r.get("outside"),
+                    table={} if "table" in r else None,
                 )
                 for i, r in enumerate(spec.get("relations", []))
             ),
@@ -414,6 +451,13 @@ class _FileLoader:
         if resource.scope == "account" and resource.region is None:
             self.problem(f"{key}.region", "required for scope 'account'")
         return resource if len(self.problems) == before else None
+
+    def cloudformation(self, key: str, spec: dict | None) -> CloudFormation | None:
+        if spec is None:
+            return None
+        physical_id = spec.get("physical_id", "{PhysicalResourceId}")
+        self.expression(f"{key}.physical_id", f"format({_literal(physical_id)}, @)")
+        return CloudFormation(type=spec["type"], physical_id=physical_id)
 
     def expression(self, key: str, text: str) -> ParsedResult:
         try:

@@ -157,6 +157,8 @@ def events(resource: Resource, item: dict, now: float) -> Iterator[dict]:
 
 
 def _elements(rel: Relation | Emit, item: dict) -> list:
+    if isinstance(rel, Relation) and rel.table is not None:
+        item = {**item, "_table": rel.table}
     if rel.each is None:
         return [item]
     found = search(rel.each, item) or []

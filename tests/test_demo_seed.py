@@ -560,8 +560,8 @@ def test_cloudformation_stack_with_nested_stack(endpoint: str, estate: dict[str,
         r["LogicalResourceId"]: (r["ResourceType"], r["PhysicalResourceId"])
         for r in cfn.list_stack_resources(StackName="demo-inventory")["StackResourceSummaries"]
     }
-    nested_name = resources["AuditStack"][1]
-    assert resources["AuditStack"][0] == "AWS::CloudFormation::Stack" and nested_name in estate["stack_ids"]
+    nested_name = next(name for name, arn in estate["stack_ids"].items() if arn == resources["AuditStack"][1])
+    assert resources["AuditStack"][0] == "AWS::CloudFormation::Stack"  # its physical id is its ARN, as on AWS
     assert {logical: physical for logical, (_, physical) in resources.items()} == estate["stack_resources"][
         "demo-inventory"
     ]

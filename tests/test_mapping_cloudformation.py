@@ -83,7 +83,7 @@ def _seed(endpoint: str) -> dict:
     doomed = cfn.create_stack(StackName="doomed", TemplateBody=json.dumps(DOOMED))["StackId"]
     summaries = cfn.list_stack_resources(StackName=stack)["StackResourceSummaries"]
     physical = {s["LogicalResourceId"]: s["PhysicalResourceId"] for s in summaries}
-    nested = next(s for s in cfn.describe_stacks()["Stacks"] if s["StackName"] == physical["Nested"])
+    nested = next(s for s in cfn.describe_stacks()["Stacks"] if s["StackId"] == physical["Nested"])
     return {"stack": stack, "doomed": doomed, "summaries": summaries, "physical": physical, "nested": nested}
 
 
@@ -136,7 +136,7 @@ def test_cloudformation_stack_has_each_supported_resource_by_its_external_id(sca
         f"arn:aws:ecs:{arn}:cluster/shop",
         f"arn:aws:execute-api:{arn}:{physical['Api']}",
         physical["Vpc"],
-        physical["Nested"],  # AWS gives the child stack's ARN; moto gives its name
+        physical["Nested"],  # the child stack's ARN
     }
 
 
@@ -197,19 +197,25 @@ def stack():
             "arn:aws-cn:sns:cn-north-1:123456789012:t",
             "arn:aws-cn:sns:cn-north-1:123456789012:t",
         ),
-        ("AWS::ApiGateway::Stage", "prod", "arn:aws-cn:execute-api:cn-north-1:123456789012:prod"),
+        ("AWS::ApiGateway::RestApi", "a1b2c3", "arn:aws-cn:execute-api:cn-north-1:123456789012:a1b2c3"),
+        ("AWS::ApiGatewayV2::Api", "h1", "arn:aws-cn:apigateway:cn-north-1::/apis/h1"),
+        ("AWS::ECS::Service", "arn:aws-cn:ecs:cn-north-1:123456789012:service/c/web", None),  # as is
+        ("AWS::Lambda::Alias", "arn:aws-cn:lambda:cn-north-1:123456789012:function:fn:live", None),
+        ("AWS::EC2::NatGateway", "nat-0abc", "nat-0abc"),
+        ("AWS::EC2::VPNGateway", "vgw-0abc", "vgw-0abc"),
         (
             "AWS::ElasticLoadBalancing::LoadBalancer",
             "classic",
             "arn:aws-cn:elasticloadbalancing:cn-north-1:123456789012:loadbalancer/classic",
         ),
         ("AWS::Redshift::Cluster", "wh", "arn:aws-cn:redshift:cn-north-1:123456789012:cluster:wh"),
-        ("AWS::Route53Domains::Domain", "shop.cn", "arn:aws-cn:route53::123456789012:domain/shop.cn"),
-        ("AWS::Route53::HostedZone", "Z123", "arn:aws-cn:route53:::hostedzone/Z123"),
+        ("AWS::Route53::HostedZone", "Z123", "Z123"),  # the component's external id is the bare zone id
         ("AWS::EC2::Instance", "i-0abc", "i-0abc"),
         ("AWS::StepFunctions::StateMachine", "arn:sm", "arn:sm"),
-        ("AWS::ECS::TaskDefinition", "arn:td", "arn:td"),
-        ("AWS::IAM::Role", "role", None),
+        ("AWS::ECS::TaskDefinition", "arn:td", ""),  # not a component type: no edge
+        ("AWS::Route53Domains::Domain", "shop.cn", ""),  # not a CloudFormation type
+        ("AWS::ApiGateway::Method", "shop-Method-1AB", ""),  # its id gives no stage's method id
+        ("AWS::IAM::Role", "role", ""),
     ],
 )
 def test_cloudformation_resource_table_is_partition_aware(stack, resource_type, physical_id, target):
@@ -224,4 +230,38 @@ def test_cloudformation_resource_table_is_partition_aware(stack, resource_type, 
     edges = {
         (r["sourceId"], r["type"]["name"], r["targetId"]) for r in relations(stack, item, item["StackId"])
     }
+    target = physical_id if target is None else target
     assert edges == ({(item["StackId"], "has-resource", target)} if target else set())
+
+
+@pytest.mark.parametrize(
+    ("resource_type", "physical_id", "sibling", "target"),
+    [
+        ("AWS::ApiGateway::Stage", "prod", ("AWS::ApiGateway::RestApi", "a1"), "execute-api:{r}:{a}:a1/prod"),
+        (
+            "AWS::ApiGatewayV2::Stage",
+            "live",
+            ("AWS::ApiGatewayV2::Api", "h1"),
+            "apigateway:{r}::/apis/h1/stages/live",
+        ),
+        ("AWS::ApiGateway::Stage", "prod", ("AWS::SQS::Queue", "https://q"), None),  # no API in the stack
+    ],
+)
+def test_cloudformation_stage_edge_names_the_stage_of_the_stacks_api(
+    stack, resource_type, physical_id, sibling, target
+):
+    """A stage's physical id is its name: the stage's external id takes the one API of the same stack."""
+    region, account = "eu-west-1", "123456789012"
+    item = {
+        "StackId": f"arn:aws:cloudformation:{region}:{account}:stack/s/1",
+        "_resources": [
+            {"ResourceType": resource_type, "PhysicalResourceId": physical_id},
+            {"ResourceType": sibling[0], "PhysicalResourceId": sibling[1]},
+        ],
+        "_account": account,
+        "_region": region,
+        "_partition": "aws",
+    }
+    targets = {r["targetId"] for r in relations(stack, item, item["StackId"])}
+    stage = f"arn:aws:{target.format(r=region, a=account)}" if target else None
+    assert stage in targets if stage else not {t for t in targets if physical_id in t}

@@ -128,7 +128,7 @@ def test_elb_has_constructed_arn_as_id_and_urn_with_name_and_tags(scanned):
     assert data["VPCId"] == ids["vpc"]
     assert data["Location"] == {"AwsAccount": ACCOUNT, "AwsRegion": REGION}
     assert data["layer"] == "Load Balancers"
-    assert "CW" not in data
+    assert data["CW"] == {"Dimensions": [{"Key": "LoadBalancerName", "Value": "web"}]}  # AWS/ELB
     assert "InstanceHealth" not in data and "_instance_health" not in data
 
 

@@ -150,7 +150,8 @@ def test_lambda_function_has_arn_name_tags_and_configuration(scanned):
     assert data["VpcConfig"]["SecurityGroupIds"] == seeded["groups"]
     assert data["Location"] == {"AwsAccount": ACCOUNT, "AwsRegion": REGION}
     assert data["layer"] == "Serverless"
-    assert "CW" not in data and "URN" not in data
+    assert data["CW"] == {"Dimensions": [{"Key": "FunctionName", "Value": "orders"}]}  # AWS/Lambda
+    assert "URN" not in data
     assert functions[f"{FUNCTION}:billing"]["data"]["Tags"] == {}
 
 
@@ -194,9 +195,19 @@ def test_lambda_alias_has_its_function_nested_and_uses_the_vpc(scanned):
     assert not [k for k in function if k.startswith("_")]  # no engine context keys
     assert data["Tags"] == {}
     assert data["Location"] == {"AwsAccount": ACCOUNT, "AwsRegion": REGION}
+    assert data["CW"] == {  # AWS/Lambda: an alias's metrics carry Resource = {function}:{alias}
+        "Dimensions": [
+            {"Key": "FunctionName", "Value": "orders"},
+            {"Key": "Resource", "Value": "orders:live"},
+        ]
+    }
     relations = sink.relations()
     assert (f"{FUNCTION}:orders:live", "uses-service", MOTO_VPC) in relations
     assert not any(s == f"{FUNCTION}:billing:live" for s, _, _ in relations)
+    # The StackPack's "Lambda Function: Lambda Alias": each function has its aliases.
+    assert {(s, t) for s, kind, t in relations if kind == "has-resource"} == {
+        (alias.rsplit(":", 1)[0], alias) for alias in aliases
+    }
 
 
 def test_lambda_queue_mapping_relates_queue_to_function_with_the_mapping_as_data(scanned):

@@ -171,7 +171,7 @@ def test_redshift_cluster_has_constructed_arn_as_id_and_urn(scanned):
     assert data["URN"] == [f"{REDSHIFT}:warehouse"]
     assert data["Tags"] == {"team": "bi"}
     assert data["Location"] == {"AwsAccount": ACCOUNT, "AwsRegion": REGION}
-    assert "CW" not in data
+    assert data["CW"] == {"Dimensions": [{"Key": "ClusterIdentifier", "Value": "warehouse"}]}  # AWS/Redshift
 
 
 def test_redshift_cluster_uses_its_vpc_and_a_cluster_outside_a_vpc_has_no_edge(scanned):

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.live
 
 REGION = "eu-west-1"
 ECS = f"arn:aws:ecs:{REGION}:{ACCOUNT}:service"
+FRONT = {"ECS_SERVICE_NAME": "front", "ECS_CLUSTER_NAME": "shop"}  # ECS registers both names
 
 
 def _json_content_type(patch: pytest.MonkeyPatch) -> None:
@@ -48,11 +49,15 @@ def _seed(endpoint: str) -> dict:
     back = sd.create_service(Name="back", NamespaceId=private["Id"], DnsConfig=dns)["Service"]["Id"]
     api = sd.create_service(Name="api", NamespaceId=namespaces["api-only"]["Id"])["Service"]["Id"]
     registrations = [
-        (web, "front-1", {"ECS_SERVICE_NAME": "front", "AWS_INSTANCE_IPV4": "10.0.0.5"}),
+        (web, "front-1", {**FRONT, "AWS_INSTANCE_IPV4": "10.0.0.5"}),
         (web, "host-1", {"EC2_INSTANCE_ID": "i-0123456789abcdef0", "AWS_INSTANCE_IPV4": "10.0.0.6"}),
-        (web, "both", {"ECS_SERVICE_NAME": "front", "EC2_INSTANCE_ID": "i-0fedcba987654321f"}),
+        (web, "both", {**FRONT, "EC2_INSTANCE_ID": "i-0fedcba987654321f"}),
         (web, "plain", {"AWS_INSTANCE_IPV4": "10.0.0.7"}),
-        (back, "back-1", {"ECS_SERVICE_NAME": "back", "AWS_INSTANCE_IPV4": "10.0.0.8"}),
+        (
+            back,
+            "back-1",
+            {"ECS_SERVICE_NAME": "back", "ECS_CLUSTER_NAME": "shop", "AWS_INSTANCE_IPV4": "10.0.0.8"},
+        ),
         (api, "api-1", {"EC2_INSTANCE_ID": "i-00000000000000001"}),
     ]
     for service, instance, attributes in registrations:
@@ -89,9 +94,11 @@ def test_servicediscovery_instances_use_their_namespace_hosted_zone(scanned):
     assert ids["zone"].startswith("/hostedzone/")  # moto prefixes it; AWS gives the bare id
     zone = ids["zone"].split("/")[-1]
     assert sink.relations() == {
-        (f"{ECS}/front", "uses-service", zone),  # ECS_SERVICE_NAME wins over EC2_INSTANCE_ID
+        # The service's ARN in the current format, service/{cluster}/{name}: ECS_SERVICE_NAME wins over
+        # EC2_INSTANCE_ID.
+        (f"{ECS}/shop/front", "uses-service", zone),
         ("i-0123456789abcdef0", "uses-service", zone),
-        (f"{ECS}/back", "uses-service", zone),
+        (f"{ECS}/shop/back", "uses-service", zone),
     }
 
 

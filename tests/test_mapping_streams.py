@@ -67,7 +67,8 @@ def test_kinesis_stream_keeps_its_summary_nested_with_arn_name_and_every_tag_pag
     assert data["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE"
     assert data["Tags"] == TAGS  # 5 tags at 2 per ListTagsForStream page
     assert data["Location"] == {"AwsAccount": ACCOUNT, "AwsRegion": REGION}
-    assert "CW" not in data and "URN" not in data
+    assert data["CW"] == {"Dimensions": [{"Key": "StreamName", "Value": "clicks"}]}  # AWS/Kinesis
+    assert "URN" not in data
     assert sink.components()[f"{KINESIS}/audit"]["data"]["Tags"] == {}
 
 

@@ -88,6 +88,63 @@ def test_shipped_mappings_declare_every_stackpack_type_once(shipped: Mappings) -
     assert all(r.layer for r in shipped.resources if r.emits_component)
 
 
+# Types without CloudWatch metrics of their own, and why; every other type carries CW.Dimensions.
+WITHOUT_METRICS = {
+    "aws.apigateway.method.http.integration": "a service outside AWS",
+    "aws.cloudformation.stack": "CloudFormation publishes no metrics",
+    "aws.ec2.security-group": "no CloudWatch namespace",
+    "aws.ec2.vpc": "no CloudWatch namespace",
+    "aws.ec2.subnet": "no CloudWatch namespace",
+    "aws.ec2.vpn-gateway": "AWS/VPN metrics are per VPN connection (VpnId vpn-...), not per gateway",
+    "aws.ecs.task": "AWS/ECS metrics are per cluster and service",
+    "aws.elb-v2.target-group-instance": "per target group; the instance's own are AWS/EC2 InstanceId",
+    "aws.route53.domain": "Route 53 Domains publishes no metrics",
+    "aws.stepfunction.state": "AWS/States metrics are per state machine, activity or integration",
+}
+# The dimensions of each type's namespace (AWS/ELB, AWS/Lambda, ...), the StackPack's own among them.
+DIMENSIONS = {
+    "aws.apigateway.rest-api": {"ApiName"},
+    "aws.apigateway.stage": {"ApiName", "Stage"},
+    "aws.apigateway.resource": {"ApiName", "Stage"},
+    "aws.apigateway.method": {"ApiName", "Stage", "Resource", "Method"},
+    "aws.apigatewayv2.api": {"ApiId"},
+    "aws.apigatewayv2.stage": {"ApiId", "Stage"},
+    "aws.autoscaling.group": {"AutoScalingGroupName"},
+    "aws.dynamodb.table": {"TableName"},
+    "aws.dynamodb.streams": {"TableName", "StreamLabel"},
+    "aws.ec2.instance": {"InstanceId"},
+    "aws.ec2.nat-gateway": {"NatGatewayId"},
+    "aws.ecs.cluster": {"ClusterName"},
+    "aws.ecs.service": {"ClusterName", "ServiceName"},
+    "aws.elb-classic.load-balancer": {"LoadBalancerName"},
+    "aws.elb-v2.application-load-balancer": {"LoadBalancer"},
+    "aws.elb-v2.network-load-balancer": {"LoadBalancer"},
+    "aws.elb-v2.gateway-load-balancer": {"LoadBalancer"},
+    "aws.elb-v2.target-group": {"TargetGroup", "LoadBalancer"},
+    "aws.firehose.delivery-stream": {"DeliveryStreamName"},
+    "aws.kinesis.data-stream": {"StreamName"},
+    "aws.lambda.function": {"FunctionName"},
+    "aws.lambda.alias": {"FunctionName", "Resource"},
+    "aws.rds.instance": {"DBInstanceIdentifier"},
+    "aws.rds.cluster": {"DBClusterIdentifier"},
+    "aws.redshift.cluster": {"ClusterIdentifier"},
+    "aws.route53.hostedzone": {"HostedZoneId"},
+    "aws.s3.bucket": {"BucketName"},
+    "aws.sns.topic": {"TopicName"},
+    "aws.sqs.queue": {"QueueName"},
+    "aws.stepfunction.statemachine": {"StateMachineArn"},
+    "aws.stepfunction.activity": {"ActivityArn"},
+}
+
+
+def test_every_type_with_cloudwatch_metrics_declares_its_dimensions(shipped: Mappings) -> None:
+    declared = {
+        t: r.cw_dimensions is not None for r in shipped.resources if r.emits_component for t in r.types
+    }
+    assert set(declared) == set(WITHOUT_METRICS) | set(DIMENSIONS)
+    assert {t for t, has in declared.items() if has} == set(DIMENSIONS)
+
+
 _PAGE_TOKEN = re.compile(
     r"^(NextToken|nextToken|NextMarker|Marker|NextPageToken|position|HasMore\w*|IsTruncated)$"
 )
@@ -217,9 +274,9 @@ BROKEN: list[tuple[str, str, str]] = [
     (
         "unknown_key",
         add_to_queue("lisst: {operation: ListQueues}\n"),
-        "sqs.yaml: resources.queue: unknown key(s) 'lisst'; expected one of: component, console, "
-        "cw_dimensions, data, details, domain, emit, events, external_id, filter, get, id, joins, layer, "
-        "list, name, parent, region, relations, scope, tags, type, types, urns",
+        "sqs.yaml: resources.queue: unknown key(s) 'lisst'; expected one of: cloudformation, component, "
+        "console, cw_dimensions, data, details, domain, emit, events, external_id, filter, get, id, joins, "
+        "layer, list, name, parent, region, relations, scope, tags, type, types, urns",
     ),
     (
         "missing_id",
