@@ -61,6 +61,7 @@ def aws(tmp_path) -> Iterator[dict]:
         ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
         for _ in range(2)
     )
+    ec2.terminate_instances(InstanceIds=[stopped])  # described as `terminated` for a while: gone
     conf = tmp_path / "conf.yaml"
     conf.write_text(
         "init_config: {aws_access_key_id: '', aws_secret_access_key: '', external_id: ext-id}\n"
@@ -255,8 +256,10 @@ def _fallback(monkeypatch, sink):
     with (
         Stubber(account.client("s3", "us-east-1")) as s3,
         Stubber(account.client("cloudtrail", REGION)) as trail,
+        Stubber(account.client("sqs", REGION)) as sqs,
     ):
         s3.add_client_error("get_bucket_versioning", "NoSuchBucket", http_status_code=404)
+        sqs.add_client_error("get_queue_attributes", "QueueDoesNotExist", http_status_code=400)  # confirmed
         trail.add_response(
             "lookup_events",
             {"Events": [{"EventId": "e-1", "EventTime": dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC),
