@@ -48,8 +48,10 @@ def prefixes(account: str, regions: tuple[str, ...]) -> list[str]:
     return [PREFIX.format(account=account, region=r) for r in dict.fromkeys(names)]
 
 
-def envelopes(body: bytes, limit: int = MAX_TEXT) -> list[dict]:
-    """The JSON objects of one Firehose object: gzip or plain, UTF-8, concatenated without separators."""
+def envelopes(body: bytes, limit: int | None = None) -> list[dict]:
+    """The JSON objects of one Firehose object: gzip or plain, UTF-8, concatenated without separators;
+    `CorruptObject` past `limit` bytes of text (default `MAX_TEXT`)."""
+    limit = MAX_TEXT if limit is None else limit
     if body[:2] == b"\x1f\x8b":
         body = _gunzip(body, limit)
     elif len(body) > limit:
