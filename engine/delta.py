@@ -71,6 +71,7 @@ class AccountDelta:
     unknown: int = 0  # envelopes no rule matches
     failed_calls: int = 0  # envelopes of calls AWS refused (errorCode): they change nothing
     foreign: int = 0  # envelopes of another account
+    bad_events: int = 0  # CloudTrail events the rules fail on (an unexpected JSON type): skipped
     changes: int = 0
     components: int = 0
     deletes: int = 0
@@ -95,7 +96,7 @@ class AccountDelta:
 
     def counts(self) -> dict[str, Any]:
         """The summary fields beyond the basic ones, only when they say something."""
-        found = {"failed_calls": self.failed_calls, "foreign": self.foreign,
+        found = {"failed_calls": self.failed_calls, "foreign": self.foreign, "bad_events": self.bad_events,
                  "unconfirmed_deletes": self.unconfirmed_deletes}  # fmt: skip
         summary: dict[str, Any] = {k: v for k, v in found.items() if v}
         if self.not_deleted:
@@ -217,7 +218,7 @@ def _from_cloudtrail(
     for region in dict.fromkeys(GLOBAL_REGION if r == GLOBAL else r for r in instance.regions):
         try:
             lookup = lookup_envelopes(account, region, state, since=since)
-            changes = _changes(lookup.envelopes, rules, instance, result)
+            changes = _changes(lookup.envelopes, rules, instance, result, strict=False)
         except Interrupted:
             raise
         except Exception as exc:
@@ -232,21 +233,30 @@ def _from_cloudtrail(
     return sources
 
 
-def _changes(found: list[dict], rules: Rules, instance: Instance, result: AccountDelta) -> list[Change]:
-    """The changes of one object's (or lookup's) envelopes; counts go to `result` only once all derived."""
-    counts = {"failed_calls": 0, "foreign": 0, "unknown": 0}
+def _changes(
+    found: list[dict], rules: Rules, instance: Instance, result: AccountDelta, strict: bool = True
+) -> list[Change]:
+    """The changes of one object's (or lookup's) envelopes; counts go to `result` only once all derived.
+    An envelope the rules fail on raises (`strict`: its object is corrupt) or is skipped and counted."""
+    counts = {"failed_calls": 0, "foreign": 0, "unknown": 0, "bad_events": 0}
     changes: list[Change] = []
     for envelope in found:
         if reason := skip_reason(envelope, instance.account_id):
             counts[reason] += 1
             continue
-        derived = list(rules.changes(envelope, instance.account_id, instance.regions))
+        try:
+            derived = list(rules.changes(envelope, instance.account_id, instance.regions))
+        except Exception as exc:
+            if strict:
+                raise
+            counts["bad_events"] += 1
+            log.warning("event=events.bad_event problem=%r", _crash(exc))
+            continue
         counts["unknown"] += not derived
         changes += derived
     result.envelopes += len(found)
-    result.failed_calls += counts["failed_calls"]
-    result.foreign += counts["foreign"]
-    result.unknown += counts["unknown"]
+    for name, count in counts.items():
+        setattr(result, name, getattr(result, name) + count)
     return changes
 
 

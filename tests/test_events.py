@@ -249,7 +249,7 @@ def _stubbed_account(monkeypatch):
     return account
 
 
-def _fallback(monkeypatch, sink):
+def _fallback(monkeypatch, sink, *extra: dict):
     import datetime as dt
 
     from botocore.stub import Stubber
@@ -272,11 +272,10 @@ def _fallback(monkeypatch, sink):
     ):
         s3.add_client_error("get_bucket_versioning", "NoSuchBucket", http_status_code=404)
         sqs.add_client_error("get_queue_attributes", "QueueDoesNotExist", http_status_code=400)  # confirmed
-        trail.add_response(
-            "lookup_events",
-            {"Events": [{"EventId": "e-1", "EventTime": dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC),
-                         "CloudTrailEvent": json.dumps(event)}]},
-        )  # fmt: skip
+        when = dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC)
+        raw = [json.dumps({**d, "eventID": f"e-{n}"}) for n, d in enumerate([*extra, event], 1)]
+        found = [{"EventId": f"e-{n}", "EventTime": when, "CloudTrailEvent": r} for n, r in enumerate(raw, 1)]
+        trail.add_response("lookup_events", {"Events": found[::-1]})  # newest first
         result = apply_events(
             Config(external_id="x1", instances=(instance,)), instance, load_mappings(), sink, state, Fetcher()
         )
@@ -293,6 +292,18 @@ def test_without_the_bucket_cloudtrail_events_apply_and_the_cursor_moves_after_d
     assert result.complete, result.error
     [topology] = sink.topologies()
     assert topology["delete_ids"] == [f"arn:aws:sqs:{REGION}:{ACCOUNT}:gone"]
+    assert state.get(f"cloudtrail.cursor.{ACCOUNT}.{REGION}") is not None
+
+
+def test_a_cloudtrail_event_the_rules_fail_on_is_skipped_and_the_others_apply(monkeypatch):
+    from tests.conftest import ListSink
+
+    sink = ListSink()
+    tag = cloudtrail("states.amazonaws.com", "TagResource", requestParameters={"resourceArn": 5})["detail"]
+    result, state = _fallback(monkeypatch, sink, tag)  # contains() of a number: JMESPathTypeError
+
+    assert result.error is None and result.bad_events == 1 and result.counts()["bad_events"] == 1
+    assert sink.topologies()[0]["delete_ids"] == [f"arn:aws:sqs:{REGION}:{ACCOUNT}:gone"]
     assert state.get(f"cloudtrail.cursor.{ACCOUNT}.{REGION}") is not None
 
 
