@@ -168,8 +168,8 @@ def _from_bucket(
     corrupt = bucket.known_corrupt()
     readable = []
     for obj in objects:
-        if problem := bucket.corrupt_problem(obj, corrupt):
-            result.corrupt[obj["Key"]] = problem  # never read, never deleted while unchanged
+        if known := bucket.corrupt_problem(obj, corrupt):
+            result.corrupt[obj["Key"]] = known  # never read, never deleted while unchanged
         else:
             readable.append(obj)
     stale, fresh = split_stale(readable, state, instance.account_id)
@@ -334,11 +334,12 @@ def _unconfirmed(state: State, account: str, mappings: Mappings) -> dict[str, tu
     """The deletes AWS had not confirmed yet, as changes older than any event, with the runs tried."""
     by_key = {r.key: r for r in mappings.resources}
     found: dict[str, tuple[Change, int]] = {}
-    for entry in state.get(UNCONFIRMED_KEY.format(account=account), []):
-        resource = by_key.get(entry.get("resource"))
-        if resource is not None:
-            change = Change(resource, entry["region"], entry["id"], True, entry["delete_id"])
-            found[_retry_key(change)] = (change, int(entry.get("tries", 0)))
+    for entry in state.get(UNCONFIRMED_KEY.format(account=account)) or []:
+        try:
+            change = Change(by_key[entry["resource"]], entry["region"], entry["id"], True, entry["delete_id"])
+            found[_retry_key(change)] = (change, int(entry["tries"]))
+        except (KeyError, TypeError, ValueError) as exc:  # a type no longer mapped, a hand-edited state
+            log.warning("event=events.bad_unconfirmed entry=%r problem=%r", entry, _crash(exc))
     return found
 
 
