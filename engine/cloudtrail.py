@@ -74,7 +74,7 @@ class Lookup:
     cursor: Cursor | None  # to commit after delivery; the previous one when nothing new was read
     skipped: int = 0  # events whose CloudTrailEvent is not a JSON object
     duplicates: int = 0  # events the cursor had already seen
-    truncated: bool = False  # `max_events` reached: older events of the window were not read
+    truncated: bool = False  # the window was narrowed: newer events are left to the next lookup
     requests: int = 0
 
 
