@@ -110,7 +110,7 @@ def lookup_envelopes(
         if not more or end - start <= MIN_WINDOW:
             break
         result.truncated = True  # the events after `end` are left to the next lookup
-        oldest = events[max_events - 1].get("EventTime")
+        oldest = events[min(len(events), max_events) - 1].get("EventTime") if events else None
         part = end - oldest if isinstance(oldest, datetime) else end - start
         end = start + max(MIN_WINDOW, min((end - start) / 2, part / 2))
     if more:
