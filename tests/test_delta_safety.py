@@ -16,7 +16,7 @@ from engine.bucket import LogBucket
 from engine.collect import Collector, UnitResult
 from engine.config import load_config
 from engine.delta import CONFIRM_TRIES, UNCONFIRMED_KEY, apply_events
-from engine.errors import AccessDenied, DeliveryError
+from engine.errors import AccessDenied, DeliveryError, Throttled
 from engine.fetch import Fetcher
 from engine.mappings import load_mappings
 from engine.state import State
@@ -239,6 +239,24 @@ def test_an_object_that_cannot_be_read_is_recorded_and_the_others_apply(aws, mon
     assert list(first.corrupt) == [bad] and "kms:Decrypt" in first.corrupt[bad]
     assert first.deleted and bad not in first.deleted and remaining(aws) == {bad}
     assert calls == [] and list(second.corrupt) == [bad]  # not read again while unchanged
+
+
+def test_an_object_read_throttled_is_kept_with_every_newer_one(aws, monkeypatch):
+    older = put(aws, "00-a", firehose(delete_queue(aws["gone"])))
+    newer = put(aws, "01-b", firehose(create_queue(aws["created"])))
+    opened = LogBucket.open
+
+    def throttled(self: LogBucket, obj: dict):
+        if obj["Key"] == older:
+            raise Throttled(operation="GetObject", account=ACCOUNT, region=REGION, code="SlowDown")
+        return opened(self, obj)
+
+    monkeypatch.setattr(LogBucket, "open", throttled)
+    with State(aws["tmp"] / "s.sqlite") as state:
+        result = run_in_process(aws, ListSink(), state)
+
+    assert result.kept == [older, newer] and result.corrupt == {} and not result.complete
+    assert remaining(aws) == {older, newer}
 
 
 def test_a_decompression_bomb_is_refused_as_corrupt(aws, monkeypatch):
