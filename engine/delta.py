@@ -12,7 +12,8 @@ instead and tried again next run, at most `CONFIRM_TRIES` runs. One delta is sen
 changes did not all apply is kept and read again next run, and so is every newer one, so that its events
 are never applied after newer ones. Any problem reading or deriving changes from one object (corrupt,
 too large, unreadable, an unexpected JSON type) records it as corrupt: left in place, not read again
-while unchanged, shown by `status`; the other objects go on. When the bucket is missing or denied (its
+while unchanged (one that could not be read: not before `UNREADABLE_RETRY`), shown by `status`; the
+other objects go on. When the bucket is missing or denied (its
 versioning or its listing), CloudTrail `LookupEvents` is read instead (`engine.cloudtrail`), from a cursor
 that moves, like an object's deletion, only once the delta is delivered.
 """
@@ -57,6 +58,7 @@ log = logging.getLogger("aws_topology")
 STALE_MARGIN = timedelta(minutes=5)  # clock skew, S3's whole seconds, Firehose buffering
 CONFIRM_TRIES = 5  # runs a delete that AWS does not confirm yet is tried again
 UNCONFIRMED_KEY = "events.unconfirmed.{account}"
+UNREADABLE_RETRY = 3600.0  # seconds before an object that could not be read (KMS, archived) is read again
 MAX_OBJECT = 16 << 20  # compressed bytes read of one object (Firehose writes at most 5 MB)
 
 
@@ -189,7 +191,8 @@ def _from_bucket(
         except Exception as exc:  # corrupt, too large, unreadable (KMS, archived), a JSON of the wrong type
             why = str(exc) if isinstance(exc, CorruptObject | TooLarge | CallFailed) else _crash(exc)
             result.corrupt[obj["Key"]] = why
-            bucket.record_corrupt(corrupt, obj, why)
+            unreadable = isinstance(exc, CallFailed)  # the cause may be fixed: tried again later
+            bucket.record_corrupt(corrupt, obj, why, UNREADABLE_RETRY if unreadable else None)
             continue
         sources.append(Source(obj["Key"], changes, lambda o=obj: retired.append(o)))
     bucket.save_corrupt(corrupt, {o["Key"] for o in objects})

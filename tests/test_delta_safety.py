@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -238,7 +239,21 @@ def test_an_object_that_cannot_be_read_is_recorded_and_the_others_apply(aws, mon
 
     assert list(first.corrupt) == [bad] and "kms:Decrypt" in first.corrupt[bad]
     assert first.deleted and bad not in first.deleted and remaining(aws) == {bad}
-    assert calls == [] and list(second.corrupt) == [bad]  # not read again while unchanged
+    assert calls == [] and list(second.corrupt) == [bad]  # not read again while unchanged...
+
+
+def test_an_object_that_could_not_be_read_is_read_again_an_hour_later(aws):
+    key = put(aws, "00-a", firehose(delete_queue(aws["gone"])))
+    etag = aws["s3"].head_object(Bucket=BUCKET, Key=key)["ETag"]
+    problem = {"etag": etag, "problem": "role r needs kms:Decrypt", "at": 0.0}
+    with State(aws["tmp"] / "s.sqlite") as state:
+        state.set(f"events.corrupt.{ACCOUNT}", {key: {**problem, "retry_at": time.time() + 60}})
+        waiting = run_in_process(aws, ListSink(), state)
+        state.set(f"events.corrupt.{ACCOUNT}", {key: {**problem, "retry_at": time.time() - 1}})
+        due = run_in_process(aws, ListSink(), state)
+
+    assert list(waiting.corrupt) == [key] and waiting.deleted == []
+    assert due.corrupt == {} and due.deleted == [key] and remaining(aws) == set()
 
 
 def test_an_object_read_throttled_is_kept_with_every_newer_one(aws, monkeypatch):
