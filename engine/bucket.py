@@ -127,12 +127,23 @@ class LogBucket:
         return self.state.get(self._corrupt_key, {})
 
     def corrupt_problem(self, obj: dict, known: dict[str, dict]) -> str | None:
-        """The recorded problem of an unchanged object recorded as corrupt, else None."""
+        """The recorded problem of an unchanged object recorded as corrupt (and not due for a retry), else
+        None."""
         entry = known.get(obj["Key"])
-        return entry["problem"] if entry and entry.get("etag") == obj.get("ETag") else None
+        if not entry or entry.get("etag") != obj.get("ETag"):
+            return None
+        retry_at = entry.get("retry_at")
+        return None if isinstance(retry_at, int | float) and retry_at <= time.time() else entry["problem"]
 
-    def record_corrupt(self, known: dict[str, dict], obj: dict, problem: str) -> None:
-        known[obj["Key"]] = {"etag": obj.get("ETag"), "problem": problem, "at": time.time()}
+    def record_corrupt(
+        self, known: dict[str, dict], obj: dict, problem: str, retry_after: float | None = None
+    ) -> None:
+        """Record `obj` as corrupt while unchanged; `retry_after` seconds: read it again after that (an
+        object that could not be read, rather than one whose content is bad)."""
+        now = time.time()
+        known[obj["Key"]] = {"etag": obj.get("ETag"), "problem": problem, "at": now}
+        if retry_after is not None:
+            known[obj["Key"]]["retry_at"] = now + retry_after
         log.warning("event=bucket.corrupt bucket=%s key=%s problem=%r", self.name, obj["Key"], problem)
 
     def save_corrupt(self, known: dict[str, dict], present: set[str] | None = None) -> None:

@@ -412,7 +412,7 @@ def _delta_summary(delta: AccountDelta) -> dict[str, Any]:
         "objects": delta.objects, "envelopes": delta.envelopes, "unknown": delta.unknown,
         "changes": delta.changes, "components": delta.components, "deletes": delta.deletes,
         "payloads": delta.payloads, "deleted_objects": len(delta.deleted), "stale_objects": delta.stale,
-        "kept_objects": len(delta.kept), "corrupt_objects": len(delta.corrupt),
+        "kept_objects": len(delta.kept), "corrupt_objects": len(delta.corrupt), **delta.counts(),
     }  # fmt: skip
     if delta.failed_units:
         summary["failed_units"] = ",".join(delta.failed_units)

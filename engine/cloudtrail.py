@@ -8,8 +8,12 @@ delivered. Reading never moves the cursor: `commit_cursor` does, so events are a
 
 `LookupEvents` is paced under CloudTrail's 2 requests/s per account and region, shared by every lookup of
 the process. Its `StartTime` is inclusive and CloudTrail delivers some events minutes late, so each lookup
-re-reads `overlap` before the cursor and drops the events whose ids the cursor already holds. A client
-error (AccessDenied, throttling after retries, ...) propagates as botocore raises it.
+re-reads `overlap` before the cursor and drops the events whose ids the cursor already holds. LookupEvents
+answers newest first: when a window holds more than `max_events` events, the window is narrowed from its
+start until its events fit, so events are read oldest first and none is skipped; the cursor then stops at
+the window's end (`Cursor.resume`: the next lookup starts there, without the overlap) and `truncated`
+says more remain. A client error (AccessDenied, throttling after retries, ...) propagates as botocore
+raises it.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ log = logging.getLogger("aws_topology")
 CURSOR_KEY = "cloudtrail.cursor.{account}.{region}"
 RATE = Rate(per_second=2, burst=2)  # LookupEvents: 2 requests per second per account per region
 OVERLAP = timedelta(minutes=15)  # CloudTrail's documented delivery delay; later events are left to a scan
+MIN_WINDOW = timedelta(seconds=1)  # a window is not narrowed below this (LookupEvents has whole seconds)
+NARROWINGS = 12  # windows tried per lookup before the newest `max_events` of the last one are taken
 WRITES_ONLY = [{"AttributeKey": "ReadOnly", "AttributeValue": "false"}]
 
 _buckets: dict[tuple[str, str], TokenBucket] = {}
@@ -43,16 +49,23 @@ class Cursor:
 
     time: datetime
     seen: dict[str, datetime] = field(default_factory=dict)  # eventID -> event time, within the overlap
+    resume: bool = False  # a narrowed window ended at `time`: the next lookup starts there, no overlap
 
     def to_json(self) -> dict:
-        return {"time": _iso(self.time), "seen": {i: _iso(t) for i, t in sorted(self.seen.items())}}
+        stored = {"time": _iso(self.time), "seen": {i: _iso(t) for i, t in sorted(self.seen.items())}}
+        return {**stored, "resume": True} if self.resume else stored
 
     @classmethod
     def from_json(cls, value: Any) -> Cursor:
         """From its stored form; a bare ISO-8601 time is a cursor without ids."""
         if isinstance(value, str):
             return cls(_parse(value))
-        return cls(_parse(value["time"]), {str(i): _parse(t) for i, t in (value.get("seen") or {}).items()})
+        seen = {str(i): _parse(t) for i, t in (value.get("seen") or {}).items()}
+        return cls(_parse(value["time"]), seen, value.get("resume") is True)
+
+    def start(self, overlap: timedelta) -> datetime:
+        """Where the next lookup starts."""
+        return self.time if self.resume else self.time - overlap
 
 
 @dataclass
@@ -61,7 +74,7 @@ class Lookup:
     cursor: Cursor | None  # to commit after delivery; the previous one when nothing new was read
     skipped: int = 0  # events whose CloudTrailEvent is not a JSON object
     duplicates: int = 0  # events the cursor had already seen
-    truncated: bool = False  # `max_events` reached: older events of the window were not read
+    truncated: bool = False  # the window was narrowed: newer events are left to the next lookup
     requests: int = 0
 
 
@@ -77,34 +90,34 @@ def lookup_envelopes(
 ) -> Lookup:
     """The write events of `region` after the stored cursor (or from `since`) up to `now`, oldest first.
 
-    Reads from the later of `since` and the cursor's time minus `overlap`: events before `since` are
-    covered by that full scan. At most `max_events` events are read, the newest ones (LookupEvents pages
-    newest first); `truncated` then says older ones were left.
+    Reads from the later of `since` and the cursor's start: events before `since` are covered by that
+    full scan. A window of more than `max_events` events is narrowed (`truncated`: the rest is left to the
+    next lookup).
     """
     if max_events < 1:
         raise ValueError(f"max_events must be at least 1, not {max_events}")
     now = _aware(now or datetime.now(UTC), "now")
     since = _aware(since, "since")
     previous = load_cursor(state, account.id, region)
-    start = since if previous is None else max(since, previous.time - overlap)
+    start = since if previous is None else max(since, previous.start(overlap))
     result = Lookup(envelopes=[], cursor=previous)
     if start >= now:  # nothing can be newer yet (a cursor ahead of the local clock)
         return result
 
-    client = account.client("cloudtrail", region)
-    bucket = _bucket(account.id, region)
-    params: dict[str, Any] = {"LookupAttributes": WRITES_ONLY, "StartTime": start, "EndTime": now}
-    events: list[dict] = []
-    while True:
-        bucket.take()
-        page = client.lookup_events(**params)
-        result.requests += 1
-        events += page.get("Events", [])
-        token = page.get("NextToken")
-        if len(events) >= max_events or not token or token == params.get("NextToken"):
-            result.truncated = len(events) > max_events or bool(token)
+    end = now
+    for _ in range(NARROWINGS):
+        events, more = _read(account, region, start, end, max_events, result)
+        if not more or end - start <= MIN_WINDOW:
             break
-        params = {**params, "NextToken": token}
+        result.truncated = True  # the events after `end` are left to the next lookup
+        oldest = events[min(len(events), max_events) - 1].get("EventTime") if events else None
+        part = end - oldest if isinstance(oldest, datetime) else end - start
+        end = start + max(MIN_WINDOW, min((end - start) / 2, part / 2))
+    if more:
+        log.warning(
+            "event=cloudtrail.dropped account=%s region=%s start=%s end=%s kept=%d: a window of %s holds "
+            "more events than max_events", account.id, region, _iso(start), _iso(end), max_events, MIN_WINDOW,
+        )  # fmt: skip
 
     seen = dict(previous.seen) if previous else {}
     read: list[tuple[datetime, dict]] = []
@@ -123,8 +136,27 @@ def lookup_envelopes(
         read.append((moment or now, _envelope(detail, region, moment or now)))
     read.sort(key=lambda pair: pair[0])  # stable: same-second events keep CloudTrail's order
     result.envelopes = [envelope for _, envelope in read]
-    result.cursor = _advance(previous, seen, overlap)
+    result.cursor = _advance(previous, seen, overlap, end if result.truncated else None)
     return result
+
+
+def _read(
+    account: Account, region: str, start: datetime, end: datetime, max_events: int, result: Lookup
+) -> tuple[list[dict], bool]:
+    """The newest events of [start, end], up to `max_events` (a page more at most); whether more remain."""
+    client = account.client("cloudtrail", region)
+    bucket = _bucket(account.id, region)
+    params: dict[str, Any] = {"LookupAttributes": WRITES_ONLY, "StartTime": start, "EndTime": end}
+    events: list[dict] = []
+    while True:
+        bucket.take()
+        page = client.lookup_events(**params)
+        result.requests += 1
+        events += page.get("Events", [])
+        token = page.get("NextToken")
+        if len(events) >= max_events or not token or token == params.get("NextToken"):
+            return events, len(events) > max_events or bool(token)
+        params = {**params, "NextToken": token}
 
 
 def load_cursor(state: State, account_id: str, region: str) -> Cursor | None:
@@ -152,8 +184,13 @@ def _bucket(account_id: str, region: str) -> TokenBucket:
         return _buckets.setdefault((account_id, region), TokenBucket(RATE))
 
 
-def _advance(previous: Cursor | None, seen: dict[str, datetime], overlap: timedelta) -> Cursor | None:
-    """The newest event time read, keeping the ids a lookup starting `overlap` before it would read again."""
+def _advance(
+    previous: Cursor | None, seen: dict[str, datetime], overlap: timedelta, until: datetime | None
+) -> Cursor | None:
+    """The newest event time read, keeping the ids a lookup starting `overlap` before it would read again;
+    `until`: a narrowed window's end, where the next lookup resumes."""
+    if until is not None:
+        return Cursor(until, {i: t for i, t in seen.items() if t >= until - overlap}, resume=True)
     if not seen:
         return previous
     newest = max(seen.values())

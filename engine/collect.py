@@ -267,6 +267,7 @@ class Collector:
                     batches += [[i] for i in ids]
                 continue
             found += [self._context(unit, i) for i in as_list(search(get.items, response))]
+        found = [i for i in found if not (get.gone_when and search(get.gone_when, i))]
         return [i for i in found if search(unit.resource.id, i) in wanted]
 
     def _call(self, unit: Unit, call: Call | None, item: dict, **extra: Any) -> dict:

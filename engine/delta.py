@@ -2,13 +2,20 @@
 
 In: `Config`, one `Instance`, `Mappings`, a sink, the `State`. Out: `AccountDelta` (counts, the objects
 deleted, kept, corrupt). Steps: refuse an unversioned bucket; list each configured region's prefix; drop
-objects older than the last complete snapshot (its payloads were delivered: their effect is in it); read
-the rest (`events.envelopes`), turn them into changes (`events.Rules`), keep the last change per resource,
-re-describe refreshed resources by id through their mapping's `get` (children included), send one delta
-(components, relations, `delete_ids`; no snapshot flags) and only then delete the objects whose changes
-all applied. A corrupt object is left in place, recorded in the state and not read again while unchanged.
-When the bucket is missing or denied, CloudTrail `LookupEvents` is read instead (`engine.cloudtrail`), from a
-cursor that moves, like an object's deletion, only once the delta is delivered.
+unread the objects written well before the last complete snapshot whose payloads all reached the receiver
+(`STALE_MARGIN` before its start: their effect is in it); read the rest (`events.envelopes`), turn them
+into changes (`events.Rules`; failed calls and other accounts' envelopes change nothing), keep the latest
+change per resource, re-describe refreshed *and deleted* resources by id through their mapping's `get`
+(children included): a delete is sent only for ids the get reports gone; one still found is refreshed
+instead and tried again next run, at most `CONFIRM_TRIES` runs. One delta is sent (components, relations,
+`delete_ids`; no snapshot flags), then the objects are deleted, exactly the version read. An object whose
+changes did not all apply is kept and read again next run, and so is every newer one, so that its events
+are never applied after newer ones. Any problem reading or deriving changes from one object (corrupt,
+too large, unreadable, an unexpected JSON type) records it as corrupt: left in place, not read again
+while unchanged (one that could not be read: not before `UNREADABLE_RETRY`), shown by `status`; the
+other objects go on. When the bucket is missing or denied (its
+versioning or its listing), CloudTrail `LookupEvents` is read instead (`engine.cloudtrail`), from a cursor
+that moves, like an object's deletion, only once the delta is delivered.
 """
 
 from __future__ import annotations
@@ -18,18 +25,26 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
 
 from engine.auth import GLOBAL_REGION, Account, assume
-from engine.bucket import LogBucket, Unversioned
+from engine.bucket import LogBucket, TooLarge, Unversioned
 from engine.cloudtrail import commit_cursor, lookup_envelopes
 from engine.collect import Collector, UnitResult
 from engine.config import Config, Instance
-from engine.errors import CallFailed, CredentialsError, DeliveryError, Unreachable
-from engine.events import GLOBAL, Change, CorruptObject, Rules, envelopes, latest, prefixes
+from engine.errors import (
+    AccessDenied,
+    CallFailed,
+    CredentialsError,
+    DeliveryError,
+    Interrupted,
+    Throttled,
+    Unreachable,
+)
+from engine.events import GLOBAL, Change, CorruptObject, Rules, envelopes, latest, prefixes, skip_reason
 from engine.fetch import Fetcher
 from engine.mappings import Mappings
 from engine.payload import build_payloads, service_check
@@ -40,6 +55,11 @@ from engine.state import State
 
 log = logging.getLogger("aws_topology")
 
+STALE_MARGIN = timedelta(minutes=5)  # clock skew, S3's whole seconds, Firehose buffering
+CONFIRM_TRIES = 5  # runs a delete that AWS does not confirm yet is tried again
+UNCONFIRMED_KEY = "events.unconfirmed.{account}"
+UNREADABLE_RETRY = 3600.0  # seconds before an object that could not be read (KMS, archived) is read again
+MAX_OBJECT = 16 << 20  # compressed bytes read of one object (Firehose writes at most 5 MB)
 
 
 @dataclass
@@ -51,12 +71,17 @@ class AccountDelta:
     objects: int = 0
     envelopes: int = 0
     unknown: int = 0  # envelopes no rule matches
+    failed_calls: int = 0  # envelopes of calls AWS refused (errorCode): they change nothing
+    foreign: int = 0  # envelopes of another account
+    bad_events: int = 0  # CloudTrail events the rules fail on (an unexpected JSON type): skipped
     changes: int = 0
     components: int = 0
     deletes: int = 0
+    unconfirmed_deletes: int = 0  # the get still finds the resource: refreshed, tried again next run
     payloads: int = 0
     deleted: list[str] = field(default_factory=list)
-    stale: int = 0  # older than the last complete snapshot: dropped unread
+    not_deleted: dict[str, str] = field(default_factory=dict)  # key -> S3 error code: applied again next run
+    stale: int = 0  # older than the last complete, delivered snapshot: dropped unread
     kept: list[str] = field(default_factory=list)  # their changes did not all apply: read again next run
     source: str = "bucket"
     truncated: bool = False  # CloudTrail had more events than one run reads
@@ -67,7 +92,18 @@ class AccountDelta:
 
     @property
     def complete(self) -> bool:
-        return not (self.error or self.kept or self.failed_units or self.corrupt or self.truncated)
+        return not (
+            self.error or self.kept or self.failed_units or self.corrupt or self.truncated or self.not_deleted
+        )
+
+    def counts(self) -> dict[str, Any]:
+        """The summary fields beyond the basic ones, only when they say something."""
+        found = {"failed_calls": self.failed_calls, "foreign": self.foreign, "bad_events": self.bad_events,
+                 "unconfirmed_deletes": self.unconfirmed_deletes}  # fmt: skip
+        summary: dict[str, Any] = {k: v for k, v in found.items() if v}
+        if self.not_deleted:
+            summary["not_deleted"] = ",".join(f"{k}({c})" for k, c in sorted(self.not_deleted.items()))
+        return summary
 
 
 def apply_events(
@@ -94,6 +130,7 @@ def apply_events(
     bucket = LogBucket(account, result.bucket, fetcher, state, "events")
     try:
         bucket.check_versioned()
+        sources = _from_bucket(bucket, instance, rules, state, result)
     except Unversioned as exc:
         result.error, result.bad_input = str(exc), True
         return result
@@ -101,10 +138,8 @@ def apply_events(
         result.source = f"cloudtrail (bucket {result.bucket}: {problem(exc)})"
         log.warning("event=events.fallback bucket=%s problem=%r", result.bucket, problem(exc))
         sources = _from_cloudtrail(account, instance, rules, state, result)
-    else:
-        sources = _from_bucket(bucket, instance, rules, state, result)
     if result.error is None:
-        _apply(account, instance, mappings, sink, fetcher, sources, result, max_bytes)
+        _apply(account, instance, mappings, sink, fetcher, state, sources, result, max_bytes)
     result.seconds = time.monotonic() - started
     return result
 
@@ -116,41 +151,64 @@ class Source:
     name: str
     changes: list[Change]
     retire: Callable[[], None]  # delete the object / move the cursor: only once the delta is delivered
+    ordered: bool = True  # False: retiring it says nothing about the order of events (stale, delete)
 
 
 def _from_bucket(
     bucket: LogBucket, instance: Instance, rules: Rules, state: State, result: AccountDelta
 ) -> list[Source]:
+    """One source per readable object, oldest first. A bucket whose listing is denied raises `AccessDenied`
+    (CloudTrail is read instead); any other listing failure is the run's error."""
     try:
         objects = bucket.objects(prefixes(instance.account_id, instance.regions))
+    except AccessDenied:
+        raise
     except CallFailed as exc:
         result.error = f"cannot list bucket {bucket.name}: {exc}"
         return []
     result.objects = len(objects)
-    stale, fresh = split_stale(objects, state, instance.account_id)
+    corrupt = bucket.known_corrupt()
+    readable = []
+    for obj in objects:
+        if known := bucket.corrupt_problem(obj, corrupt):
+            result.corrupt[obj["Key"]] = known  # never read, never deleted while unchanged
+        else:
+            readable.append(obj)
+    stale, fresh = split_stale(readable, state, instance.account_id)
     result.stale = len(stale)
     retired: list[dict] = []
-    sources = [Source("stale", [], lambda: retired.extend(stale))] if stale else []
-    corrupt = bucket.known_corrupt()
+    sources = [Source("stale", [], lambda: retired.extend(stale), ordered=False)] if stale else []
     for obj in fresh:
-        key = obj["Key"]
-        if problem := bucket.corrupt_problem(obj, corrupt):
-            result.corrupt[key] = problem
-            continue
         try:
-            found = envelopes(bucket.read(obj))
-        except CorruptObject as exc:
-            result.corrupt[key] = str(exc)
-            bucket.record_corrupt(corrupt, obj, str(exc))
+            changes = _changes(envelopes(bucket.read(obj, MAX_OBJECT)), rules, instance, result)
+        except Throttled as exc:  # read again next run, like a kept object
+            sources.append(Source(obj["Key"], [], lambda: None))
+            result.kept.append(obj["Key"])
+            log.warning("event=events.read_throttled key=%s problem=%r", obj["Key"], str(exc))
             continue
-        except CallFailed as exc:  # gone or denied since the listing: read again next run
-            result.error = f"cannot read {key}: {exc}"
-            return []
-        sources.append(Source(key, _changes(found, rules, instance, result), lambda o=obj: retired.append(o)))
+        except Interrupted:
+            raise
+        except Exception as exc:  # corrupt, too large, unreadable (KMS, archived), a JSON of the wrong type
+            why = str(exc) if isinstance(exc, CorruptObject | TooLarge | CallFailed) else _crash(exc)
+            result.corrupt[obj["Key"]] = why
+            unreadable = isinstance(exc, CallFailed)  # the cause may be fixed: tried again later
+            bucket.record_corrupt(corrupt, obj, why, UNREADABLE_RETRY if unreadable else None)
+            continue
+        sources.append(Source(obj["Key"], changes, lambda o=obj: retired.append(o)))
     bucket.save_corrupt(corrupt, {o["Key"] for o in objects})
+
+    def delete() -> None:
+        done = bucket.delete(retired)
+        result.deleted.extend(done.deleted)
+        result.not_deleted.update(done.failed)
+
     if sources:  # deletes run after every source of this run was retired
-        sources.append(Source("delete", [], lambda: result.deleted.extend(bucket.delete(retired).deleted)))
+        sources.append(Source("delete", [], delete, ordered=False))
     return sources
+
+
+def _crash(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
 def _from_cloudtrail(
@@ -163,11 +221,13 @@ def _from_cloudtrail(
     for region in dict.fromkeys(GLOBAL_REGION if r == GLOBAL else r for r in instance.regions):
         try:
             lookup = lookup_envelopes(account, region, state, since=since)
+            changes = _changes(lookup.envelopes, rules, instance, result, strict=False)
+        except Interrupted:
+            raise
         except Exception as exc:
             result.error = f"cannot read events from CloudTrail in {region} either: {problem(exc)}"
             return []
         result.truncated |= lookup.truncated
-        changes = _changes(lookup.envelopes, rules, instance, result)
 
         def retire(region: str = region, cursor: Any = lookup.cursor) -> None:
             commit_cursor(state, instance.account_id, region, cursor)
@@ -176,28 +236,51 @@ def _from_cloudtrail(
     return sources
 
 
-def _changes(found: list[dict], rules: Rules, instance: Instance, result: AccountDelta) -> list[Change]:
+def _changes(
+    found: list[dict], rules: Rules, instance: Instance, result: AccountDelta, strict: bool = True
+) -> list[Change]:
+    """The changes of one object's (or lookup's) envelopes; counts go to `result` only once all derived.
+    An envelope the rules fail on raises (`strict`: its object is corrupt) or is skipped and counted."""
+    counts = {"failed_calls": 0, "foreign": 0, "unknown": 0, "bad_events": 0}
+    changes: list[Change] = []
+    for envelope in found:
+        if reason := skip_reason(envelope, instance.account_id):
+            counts[reason] += 1
+            continue
+        try:
+            derived = list(rules.changes(envelope, instance.account_id, instance.regions))
+        except Exception as exc:
+            if strict:
+                raise
+            counts["bad_events"] += 1
+            log.warning("event=events.bad_event problem=%r", _crash(exc))
+            continue
+        counts["unknown"] += not derived
+        changes += derived
     result.envelopes += len(found)
-    per_envelope = [list(rules.changes(e, instance.account_id, instance.regions)) for e in found]
-    result.unknown += sum(1 for cs in per_envelope if not cs)
-    return [c for cs in per_envelope for c in cs]
+    for name, count in counts.items():
+        setattr(result, name, getattr(result, name) + count)
+    return changes
 
 
 def _apply(
-    account: Account, instance: Instance, mappings: Mappings, sink: Sink, fetcher: Fetcher,
+    account: Account, instance: Instance, mappings: Mappings, sink: Sink, fetcher: Fetcher, state: State,
     sources: list[Source], result: AccountDelta, max_bytes: int,
 ) -> None:  # fmt: skip
-    """Refresh and delete as the changes say, send one delta, then retire the sources that fully applied."""
-    changes = latest([c for source in sources for c in source.changes])
+    """Refresh and confirm deletes as the changes say, send one delta, then retire the sources that fully
+    applied (none newer than a kept one)."""
+    retries = _unconfirmed(state, instance.account_id, mappings)
+    changes = latest([c for c, _ in retries.values()] + [c for s in sources for c in s.changes])
     result.changes = len(changes)
     refreshed = _refresh(account, instance, mappings, fetcher, changes)
     units = [u for us in refreshed.values() for u in us]
     failed = {key for key, us in refreshed.items() if not all(u.complete for u in us)}
     result.failed_units = [u.unit.label for u in units if not u.complete]
+    deletes, unconfirmed = _confirm(changes, refreshed, failed)
     components = [c for u in units for c in u.components]
     relations = [r for u in units for r in u.relations]
-    deletes = list(dict.fromkeys(c.delete_id for c in changes if c.delete and c.delete_id))
     result.components, result.deletes = len(components), len(deletes)
+    result.unconfirmed_deletes = len(unconfirmed)
     problems = [f"{u.unit.label}: {u.error or u.status}" for u in units if not u.complete]
     problems += [f"corrupt object {key}: {why}" for key, why in result.corrupt.items()]
     check = service_check("can_update", not problems, "\n".join(problems), check_tags(instance))
@@ -213,40 +296,100 @@ def _apply(
         result.kept = [s.name for s in sources if s.changes]
         return
     result.payloads = len(payloads)
+    _save_unconfirmed(state, instance.account_id, retries, unconfirmed, failed)
+    keeping = False  # once one source is kept, every newer one is kept too
     for source in sources:
-        if any((c.resource.key, c.region) in failed for c in source.changes):
+        if source.ordered and source.name in result.kept:  # not read (throttled)
+            keeping = True
+        elif source.ordered and (keeping or _failed(source, failed)):
+            keeping = True
             result.kept.append(source.name)  # read again next run
         else:
             source.retire()
 
 
+def _confirm(
+    changes: list[Change], refreshed: dict[tuple[str, str], list[UnitResult]], failed: set
+) -> tuple[list[str], list[Change]]:
+    """The external ids to delete (the get no longer finds them, or the type has no get) and the delete
+    changes whose resource the get still found. Deletes of failed units are neither."""
+    found = {c["externalId"] for us in refreshed.values() for c in us[0].components}
+    deletes, unconfirmed = [], []
+    for change in changes:
+        if not change.delete or not change.delete_id or (change.resource.key, change.region) in failed:
+            continue
+        if change.delete_id in found:  # AWS still describes it: refreshed, asked again next run
+            unconfirmed.append(change)
+        else:
+            deletes.append(change.delete_id)
+    return list(dict.fromkeys(deletes)), unconfirmed
+
+
+def _failed(source: Source, failed: set) -> bool:
+    return any((c.resource.key, c.region) in failed for c in source.changes)
+
+
+def _retry_key(change: Change) -> str:
+    return f"{change.resource.key}|{change.region}|{change.id}"
+
+
+def _unconfirmed(state: State, account: str, mappings: Mappings) -> dict[str, tuple[Change, int]]:
+    """The deletes AWS had not confirmed yet, as changes older than any event, with the runs tried."""
+    by_key = {r.key: r for r in mappings.resources}
+    found: dict[str, tuple[Change, int]] = {}
+    for entry in state.get(UNCONFIRMED_KEY.format(account=account)) or []:
+        try:
+            change = Change(by_key[entry["resource"]], entry["region"], entry["id"], True, entry["delete_id"])
+            found[_retry_key(change)] = (change, int(entry["tries"]))
+        except (KeyError, TypeError, ValueError) as exc:  # a type no longer mapped, a hand-edited state
+            log.warning("event=events.bad_unconfirmed entry=%r problem=%r", entry, _crash(exc))
+    return found
+
+
+def _save_unconfirmed(
+    state: State, account: str, before: dict[str, tuple[Change, int]], now: list[Change], failed: set
+) -> None:
+    """Record the deletes still unconfirmed (one more try each); those of failed units stay as they were;
+    past `CONFIRM_TRIES` runs a delete is given up (the next full scan settles it)."""
+    record = {k: v for k, v in before.items() if (v[0].resource.key, v[0].region) in failed}
+    for change in now:
+        tries = before.get(_retry_key(change), (change, 0))[1] + 1
+        if tries >= CONFIRM_TRIES:
+            log.warning("event=events.delete_unconfirmed resource=%s id=%s tries=%d: given up",
+                        change.resource.key, change.id, tries)  # fmt: skip
+            continue
+        record[_retry_key(change)] = (change, tries)
+    entries = [{"resource": c.resource.key, "region": c.region, "id": c.id, "delete_id": c.delete_id,
+                "tries": tries} for c, tries in record.values()]  # fmt: skip
+    state.set(UNCONFIRMED_KEY.format(account=account), entries)
+
+
 def split_stale(objects: list[dict], state: State, account: str) -> tuple[list[dict], list[dict]]:
-    """Objects older than the start of the last complete snapshot (once nothing of it waits in the spool)."""
+    """Objects written `STALE_MARGIN` before the start of the last complete snapshot, when every payload
+    of it reached the receiver (`summary.delivered`) and nothing waits in the spool; the rest."""
     last = state.last_run(account, "scan", complete_only=True)
-    if last is None or state.spool_count() > 0:
+    if last is None or last["summary"].get("delivered") is not True or state.spool_count() > 0:
         return [], objects
-    since: datetime = last["started_at"]
-    return [o for o in objects if o["LastModified"] < since], [
-        o for o in objects if o["LastModified"] >= since
-    ]
+    before: datetime = last["started_at"] - STALE_MARGIN
+    stale = [o for o in objects if o["LastModified"] < before]
+    return stale, [o for o in objects if o["LastModified"] >= before]
 
 
 def _refresh(
     account: Account, instance: Instance, mappings: Mappings, fetcher: Fetcher, changes: list[Change]
 ) -> dict[tuple[str, str], list[UnitResult]]:
-    """Re-describe the refreshed resources: one unit per (type, region) with all of its ids, children too."""
+    """Re-describe the changed resources: one unit per (type, region) with all of its ids, children too.
+    Deleted ids are asked as well, to confirm them; types without `get` cannot be (their deletes go as is)."""
     ids: dict[tuple[str, str], list[str]] = defaultdict(list)
     by_key = {r.key: r for r in mappings.resources}
     for change in changes:
-        if not change.delete:
-            ids[(change.resource.key, change.region)].append(change.id)
+        ids[(change.resource.key, change.region)].append(change.id)
     collector = Collector(account, mappings, fetcher, labels_for(instance))
     configured = tuple(r for r in instance.regions if r != GLOBAL)
     results: dict[tuple[str, str], list[UnitResult]] = {}
     for (key, region), wanted in ids.items():
         resource = by_key[key]
-        if resource.get is None:
-            log.warning("event=events.no_get resource=%s ids=%d", key, len(wanted))
+        if resource.get is None:  # the loader allows only delete rules here
             continue
         client_region = GLOBAL_REGION if region in (GLOBAL, "account") else region
         regions = configured if region == "account" else (client_region,)

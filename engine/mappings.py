@@ -118,6 +118,7 @@ class Get:
     items: ParsedResult
     gone: frozenset[str] = frozenset()
     size: int = 20
+    gone_when: ParsedResult | None = None  # over a described item: true when it no longer exists
 
 
 @dataclass(frozen=True)
@@ -448,6 +449,9 @@ class _FileLoader:
                 for i, e in enumerate(spec.get("emit", []))
             ),
         )
+        for i, event in enumerate(spec.get("events", [])):
+            if event.get("action", "refresh") != "delete" and "get" not in spec:
+                self.problem(f"{key}.events[{i}]", "a refresh rule needs the resource's `get`")
         if resource.scope == "account" and resource.region is None:
             self.problem(f"{key}.region", "required for scope 'account'")
         return resource if len(self.problems) == before else None
@@ -577,6 +581,7 @@ class _FileLoader:
             items=self.expression(f"{key}.items", spec["items"]),
             gone=frozenset(spec.get("gone", ())),
             size=spec.get("size", 20),
+            gone_when=self.expression(f"{key}.gone_when", spec["gone_when"]) if "gone_when" in spec else None,
         )
 
 

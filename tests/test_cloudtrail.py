@@ -232,14 +232,27 @@ def test_five_pages_are_paced_under_two_requests_a_second_shared_across_lookups(
     assert clock.slept == pytest.approx([0.5, 0.5, 0.5, 0.5])
 
 
-def test_max_events_stops_paging_and_keeps_the_newest(account, state, stub):
+def test_more_events_than_max_events_are_read_oldest_first_in_narrowed_windows(account, state, stub):
     page = [event("e3", T3), event("e2", T2), event("e1", T1)]
     stub.add_response("lookup_events", {"Events": page, "NextToken": "t1"}, params(SINCE))
+    # the part read (newest 2: 10:10 to 11:00) halves the estimate: a window up to 10:25, then 10:07:30
+    narrowed = {**params(SINCE), "EndTime": datetime(2024, 5, 1, 10, 25, tzinfo=UTC)}
+    stub.add_response("lookup_events", {"Events": page}, narrowed)
+    oldest = {**params(SINCE), "EndTime": datetime(2024, 5, 1, 10, 7, 30, tzinfo=UTC)}
+    stub.add_response("lookup_events", {"Events": [event("e1", T1)]}, oldest)
 
-    lookup = lookup_envelopes(account, REGION, state, since=SINCE, now=NOW, max_events=2)
+    first = lookup_envelopes(account, REGION, state, since=SINCE, now=NOW, max_events=2)
 
-    assert (lookup.requests, lookup.truncated) == (1, True)
-    assert ids(lookup) == ["e2", "e3"]
+    assert (first.requests, first.truncated, ids(first)) == (3, True, ["e1"])
+    assert first.cursor == Cursor(oldest["EndTime"], {"e1": T1}, resume=True)
+    commit_cursor(state, ACCOUNT, REGION, first.cursor)
+    # the next lookup resumes at that window's end, without the overlap, and reads the rest
+    stub.add_response("lookup_events", {"Events": page[:2]}, params(oldest["EndTime"]))
+
+    rest = lookup_envelopes(account, REGION, state, since=SINCE, now=NOW, max_events=2)
+
+    assert (rest.truncated, ids(rest)) == (False, ["e2", "e3"])
+    assert rest.cursor is not None and (rest.cursor.time, rest.cursor.resume) == (T3, False)
 
 
 def test_access_denied_propagates_and_leaves_the_cursor(account, state, stub):

@@ -6,27 +6,30 @@ CloudTrail's own: EC2 uses its XML names (`vpcId`, `instancesSet: {items: [...]}
 wrapped (`CreateNatGatewayResponse`); RDS and Redshift log the answer's single member unwrapped; S3 logs
 `bucketName`; Lambda event names carry the API version (`UpdateFunctionCode20150331v2`).
 
-`fired` restates the contract of the event-delta phase (engine/events.py) over the compiled specs: an
+Each sample goes through the engine's own matcher, `engine.events.Rules`, as an EventBridge envelope: an
 envelope of detail-type "AWS API Call via CloudTrail" matches a rule on eventSource, eventName and, when the
 rule sets one, apiVersion; any other detail-type matches on the envelope's source. `ids` gives one id or a
 list, in the form of the resource's `id`; a delete removes `delete_id` (default: the id), which must be the
-external id the same resource gives an item of that id.
+external id the same resource gives an item of that id; a change lands in the unit of its type's scope.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import botocore.session
 import pytest
 
+from engine.events import Change, Rules
 from engine.functions import search
-from engine.mappings import CLOUDTRAIL, Mappings, Resource, load_mappings
+from engine.mappings import CLOUDTRAIL, Mappings, load_mappings
+from tests.test_mappings import add_to_queue, problems, write
 
 ACCOUNT = "123456789012"
 REGION = "eu-west-1"
+REGIONS = (REGION, "us-east-1", "global")  # the configured regions
 STATE_CHANGE = "EC2 Instance State-change Notification"
 
 # Root types that are not components: their edges come from a listing, they have no `get` and no rules.
@@ -749,47 +752,33 @@ ITEMS = {
 }  # fmt: skip
 
 
-@dataclass(frozen=True)
-class Fired:
-    resource: Resource
-    index: int  # the rule's position in the resource's `events`
-    ids: list[str]
-    delete_ids: list[str]  # empty for a refresh
+def envelope(s: Sample) -> dict:
+    """The sample as EventBridge delivers it."""
+    source = s.source or "aws." + s.detail["eventSource"].split(".")[0]
+    region = s.detail.get("awsRegion", REGION)
+    return {"detail-type": s.detail_type, "source": source, "region": region, "detail": s.detail}
 
 
-def fired(mappings: Mappings, s: Sample) -> list[Fired]:
-    """Every rule that matches the sample and yields ids, per the event-delta contract."""
-    found = []
-    for resource in mappings.resources:
-        for index, rule in enumerate(resource.events):
-            if rule.detail_type != s.detail_type:
-                continue
-            if s.detail_type == CLOUDTRAIL:
-                if rule.source != s.detail["eventSource"] or s.detail["eventName"] not in rule.names:
-                    continue
-                versions = (s.detail.get("apiVersion"), s.detail.get("eventVersion"))
-                if rule.api_version and rule.api_version not in versions:
-                    continue
-            elif rule.source != s.source:
-                continue
-            value = search(rule.ids, s.detail)
-            ids = [] if value is None else [value] if isinstance(value, str) else value
-            assert isinstance(ids, list) and all(isinstance(i, str) and i for i in ids), (resource.key, value)
-            if not ids:
-                continue
-            region = s.detail.get("awsRegion", REGION)
-            contexts = [{"_id": i, "_account": ACCOUNT, "_region": region, "_partition": "aws"} for i in ids]
-            delete_ids = [search(rule.delete_id, c) if rule.delete_id else c["_id"] for c in contexts]
-            found.append(Fired(resource, index, ids, delete_ids if rule.delete else []))
-    return found
+def fired(mappings: Mappings, s: Sample) -> list[Change]:
+    """What the engine's rules ask for on the sample."""
+    return list(Rules(mappings).changes(envelope(s), ACCOUNT, REGIONS))
 
 
 @pytest.mark.parametrize("s", SAMPLES, ids=[s.label for s in SAMPLES])
 def test_each_event_refreshes_or_deletes_exactly_the_resources_it_names(shipped: Mappings, s: Sample) -> None:
     got: dict[tuple[str, str], list[str]] = {}
-    for hit in fired(shipped, s):
-        got.setdefault((hit.resource.key, "delete" if hit.delete_ids else "refresh"), []).extend(hit.ids)
+    for change in fired(shipped, s):
+        got.setdefault((change.resource.key, "delete" if change.delete else "refresh"), []).append(change.id)
     assert got == s.expected
+
+
+@pytest.mark.parametrize("s", SAMPLES, ids=[s.label for s in SAMPLES])
+def test_each_change_lands_in_the_unit_of_its_types_scope(shipped: Mappings, s: Sample) -> None:
+    """A global type in the `global` unit, an account-wide one in `account`, others in the event's region."""
+    event_region = s.detail.get("awsRegion", REGION)
+    for change in fired(shipped, s):
+        expected = {"global": "global", "account": "account"}.get(change.resource.scope, event_region)
+        assert change.region == expected, change.resource.key
 
 
 DELETES = [s for s in SAMPLES if any(action == "delete" for _, action in s.expected)]
@@ -797,18 +786,24 @@ DELETES = [s for s in SAMPLES if any(action == "delete" for _, action in s.expec
 
 @pytest.mark.parametrize("s", DELETES, ids=[s.label for s in DELETES])
 def test_a_delete_removes_the_external_id_of_the_same_resource(shipped: Mappings, s: Sample) -> None:
-    context = {"_account": ACCOUNT, "_region": REGION, "_partition": "aws"}
-    for hit in fired(shipped, s):
-        for found, delete_id in zip(hit.ids, hit.delete_ids, strict=True):
-            item = {**ITEMS[hit.resource.key](found), **context}
-            assert search(hit.resource.id, item) == found
-            assert search(hit.resource.external_id, item) == delete_id
+    region = s.detail.get("awsRegion", REGION)
+    context = {"_account": ACCOUNT, "_region": region, "_partition": "aws"}
+    for change in fired(shipped, s):
+        if change.delete:
+            item = {**ITEMS[change.resource.key](change.id), **context}
+            assert search(change.resource.id, item) == change.id
+            assert search(change.resource.external_id, item) == change.delete_id
 
 
 def test_every_rule_has_a_sample(shipped: Mappings) -> None:
-    covered = {(hit.resource.key, hit.index) for s in SAMPLES for hit in fired(shipped, s)}
-    every = {(r.key, i) for r in shipped.resources for i in range(len(r.events))}
-    assert every - covered == set()
+    """Each rule alone, in the engine's matcher, fires on at least one sample."""
+    missing = []
+    for resource in shipped.resources:
+        for index, rule in enumerate(resource.events):
+            alone = Mappings((replace(resource, events=(rule,)),))
+            if not any(fired(alone, s) for s in SAMPLES):
+                missing.append(f"{resource.key}.events[{index}]")
+    assert missing == []
 
 
 def test_every_root_component_type_can_be_refreshed_and_has_rules(shipped: Mappings) -> None:
@@ -818,6 +813,21 @@ def test_every_root_component_type_can_be_refreshed_and_has_rules(shipped: Mappi
     assert [r.key for r in roots if not r.emits_component and (r.get or r.events)] == []
     # `get` has no parent context: an event on a child type re-collects its root.
     assert [r.key for r in shipped.resources if r.parent and (r.get or r.events)] == []
+
+
+def test_a_refresh_rule_on_a_type_without_get_is_refused(tmp_path) -> None:
+    rule = "events: [{source: sqs.amazonaws.com, names: [CreateQueue], ids: responseElements.queueUrl}]\n"
+    write(tmp_path, "sqs.yaml", add_to_queue(rule))
+    assert problems(tmp_path) == [
+        "sqs.yaml: resources.queue.events[0]: a refresh rule needs the resource's `get`"
+    ]
+
+
+def test_a_delete_rule_on_a_type_without_get_loads_unconfirmed(tmp_path) -> None:
+    rule = "events: [{source: sqs.amazonaws.com, names: [DeleteQueue], ids: x, action: delete}]\n"
+    write(tmp_path, "sqs.yaml", add_to_queue(rule))
+    [queue] = load_mappings(tmp_path).resources
+    assert queue.get is None and queue.events[0].delete
 
 
 def test_every_cloudtrail_rule_names_operations_of_its_own_service(shipped: Mappings) -> None:

@@ -13,7 +13,7 @@ from click.testing import CliRunner, Result
 from demo.seed import client
 from engine.bucket import LogBucket
 from engine.cli import main
-from engine.events import Rules, envelopes, latest
+from engine.events import CorruptObject, Rules, envelopes, latest
 from engine.mappings import load_mappings
 from tests.conftest import ACCOUNT, moto_env
 
@@ -61,6 +61,7 @@ def aws(tmp_path) -> Iterator[dict]:
         ec2.run_instances(ImageId=image, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
         for _ in range(2)
     )
+    ec2.terminate_instances(InstanceIds=[stopped])  # described as `terminated` for a while: gone
     conf = tmp_path / "conf.yaml"
     conf.write_text(
         "init_config: {aws_access_key_id: '', aws_secret_access_key: '', external_id: ext-id}\n"
@@ -169,16 +170,6 @@ def test_a_receiver_that_is_down_spools_the_delta_durably_before_objects_go(aws)
     assert f"events-{ACCOUNT}-0001" in listed.stdout and key not in listed.stdout
 
 
-def test_a_failed_file_write_deletes_no_object(aws):
-    key = put(aws, "00-a", firehose(state_change(aws["running"], "running")))
-    (aws["tmp"] / "out").write_text("a file where the folder should be")
-
-    result = events(aws)
-
-    assert result.exit_code != 0
-    assert remaining(aws) == {key}
-
-
 def test_run_does_a_full_scan_first_then_only_deltas_until_the_interval_passed(aws):
     args = [
         "run",
@@ -214,6 +205,28 @@ def test_the_last_change_per_resource_wins_and_non_ascii_content_is_read():
     ]
 
 
+def test_the_latest_event_wins_whatever_order_it_was_read_in():
+    rules = Rules(load_mappings())
+    url = "https://sqs.eu-west-1.amazonaws.com/123456789012/q"
+    create = cloudtrail("sqs.amazonaws.com", "CreateQueue", responseElements={"queueUrl": url})
+    delete = cloudtrail("sqs.amazonaws.com", "DeleteQueue", requestParameters={"queueUrl": url})
+    read = [{**create, "time": "2026-12-01T12:05:00Z"}, {**delete, "time": "2026-12-01T12:00:00Z"}]
+
+    [change] = latest([c for e in read for c in rules.changes(e, ACCOUNT, (REGION,))])
+
+    assert not change.delete  # the queue was deleted, then created again
+
+
+def test_gzip_members_are_read_in_turn_and_a_truncated_one_is_corrupt():
+    one, two = state_change("i-1", "running"), state_change("i-2", "stopped")
+    body = firehose(one) + firehose(two)
+    assert envelopes(body) == [one, two]
+    with pytest.raises(CorruptObject, match="truncated"):
+        envelopes(body[:-5])
+    with pytest.raises(CorruptObject, match="inflates to more than 100 bytes"):
+        envelopes(gzip.compress(b" " * 1000), limit=100)
+
+
 def test_plain_text_objects_are_read_like_gzip_ones():
     event = state_change("i-1", "running")
     assert envelopes(json.dumps(event).encode() * 2) == [event, event]
@@ -236,7 +249,7 @@ def _stubbed_account(monkeypatch):
     return account
 
 
-def _fallback(monkeypatch, sink):
+def _fallback(monkeypatch, sink, *extra: dict):
     import datetime as dt
 
     from botocore.stub import Stubber
@@ -255,13 +268,14 @@ def _fallback(monkeypatch, sink):
     with (
         Stubber(account.client("s3", "us-east-1")) as s3,
         Stubber(account.client("cloudtrail", REGION)) as trail,
+        Stubber(account.client("sqs", REGION)) as sqs,
     ):
         s3.add_client_error("get_bucket_versioning", "NoSuchBucket", http_status_code=404)
-        trail.add_response(
-            "lookup_events",
-            {"Events": [{"EventId": "e-1", "EventTime": dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC),
-                         "CloudTrailEvent": json.dumps(event)}]},
-        )  # fmt: skip
+        sqs.add_client_error("get_queue_attributes", "QueueDoesNotExist", http_status_code=400)  # confirmed
+        when = dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC)
+        raw = [json.dumps({**d, "eventID": f"e-{n}"}) for n, d in enumerate([*extra, event], 1)]
+        found = [{"EventId": f"e-{n}", "EventTime": when, "CloudTrailEvent": r} for n, r in enumerate(raw, 1)]
+        trail.add_response("lookup_events", {"Events": found[::-1]})  # newest first
         result = apply_events(
             Config(external_id="x1", instances=(instance,)), instance, load_mappings(), sink, state, Fetcher()
         )
@@ -278,6 +292,18 @@ def test_without_the_bucket_cloudtrail_events_apply_and_the_cursor_moves_after_d
     assert result.complete, result.error
     [topology] = sink.topologies()
     assert topology["delete_ids"] == [f"arn:aws:sqs:{REGION}:{ACCOUNT}:gone"]
+    assert state.get(f"cloudtrail.cursor.{ACCOUNT}.{REGION}") is not None
+
+
+def test_a_cloudtrail_event_the_rules_fail_on_is_skipped_and_the_others_apply(monkeypatch):
+    from tests.conftest import ListSink
+
+    sink = ListSink()
+    tag = cloudtrail("states.amazonaws.com", "TagResource", requestParameters={"resourceArn": 5})["detail"]
+    result, state = _fallback(monkeypatch, sink, tag)  # contains() of a number: JMESPathTypeError
+
+    assert result.error is None and result.bad_events == 1 and result.counts()["bad_events"] == 1
+    assert sink.topologies()[0]["delete_ids"] == [f"arn:aws:sqs:{REGION}:{ACCOUNT}:gone"]
     assert state.get(f"cloudtrail.cursor.{ACCOUNT}.{REGION}") is not None
 
 
