@@ -216,7 +216,33 @@ def test_relations_follow_the_reference_directions(aws_env, estate):
             estate["rest_api_stage_arns"]["demo-shop-api/prod"],
         ),
     }
-    assert expected - relations == set()
+    alb, tgs = estate["load_balancer_arns"]["demo-alb"], estate["target_group_arns"]
+    asg_tg, stack = tgs["demo-asg-tg"], estate["stack_ids"]["demo-inventory"]
+    topics = (estate["topic_arns"]["order-events"], estate["topic_arns"]["alerts"])
+    default_sg = {  # the VPC's default group, which the seeder does not report
+        i for i, c in sink.components().items()
+        if c["type"]["name"] == "aws.ec2.security-group" and c["data"].get("GroupName") == "default"
+        and c["data"].get("VpcId") == vpc
+    }  # fmt: skip
+    also = {  # the other edges of the same (source, type) pairs
+        (stack, "has-resource", estate["stack_resources"]["demo-inventory"]["AuditStack"]),
+        *((alb, "uses-service", tgs[t]) for t in ("demo-asg-tg", "demo-ecs-tg", "demo-lambda-tg")),
+        (alb, "uses-service", sgs["web"]),
+        (alb, "uses-service", vpc),
+        *((asg_tg, "uses-service", f"urn:aws/target-group-instance/{i}")
+          for i in estate["autoscaling_instance_ids"]["demo-web-asg"]),
+        (asg_tg, "uses-service", vpc),
+        (fn["order-processor"], "uses-service", sgs["web"]),
+        (fn["order-processor"], "uses-service", "vpc-123abc"),  # moto's VpcId for a function's VpcConfig
+        *((topic, "uses-service", fn["audit-forwarder"]) for topic in topics),
+        (ids["db-1"], "uses-service", subnets["eu-west-1b"]),
+        (ids["web-1"], "uses-service", subnets["eu-west-1a"]),
+        *((vpc, "has-resource", sg) for sg in {sgs["db"], sgs["inventory-sync"], *default_sg}),
+    }  # fmt: skip
+    assert len(default_sg) == 1
+    pairs = {(source, kind) for source, kind, _ in expected}
+    assert {r for r in relations if r[:2] in pairs} == expected | also  # exactly these, nothing more
+    assert {(t, kind, s) for s, kind, t in expected} & relations == set()  # and none reversed
     for _, payload in sink.payloads:
         for rel in payload["topologies"][0]["relations"]:
             assert rel["externalId"] == f"{rel['sourceId']}-{rel['type']['name']}-{rel['targetId']}"
