@@ -7,6 +7,9 @@ triples with the ids the seeder reported, so a cassette that replays the wrong a
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterator
+
 import pytest
 
 from engine.mappings import load_mappings
@@ -21,7 +24,21 @@ EU, US = "eu-west-1", "us-east-1"
 RELATION_TYPES = {"uses-service", "has-resource", "has_cluster_node", "uses-ec2-host"}  # flowlog: flow logs
 
 
+SCANS: list[int] = []  # the scans the running test made
+
+
+@pytest.fixture(autouse=True)
+def calls_pinned(vcr) -> Iterator[None]:
+    """Each recorded request is played once per scan of the test, none more: repeats are allowed in
+    playback, so a doubled call would otherwise replay unnoticed."""
+    SCANS.clear()
+    yield
+    counts = [vcr.play_counts[i] for i in range(len(vcr))]
+    assert len(SCANS) > 0 and counts == [len(SCANS)] * len(vcr), sorted(Counter(counts).items())
+
+
 def run_scan(endpoint: str, **kwargs) -> tuple[ListSink, list]:
+    SCANS.append(1)
     sink = ListSink()
     max_bytes = kwargs.pop("max_bytes", 1_000_000)
     results, _calls = scan(
