@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 T = TypeVar("T")
 
 FUZZ = settings(
-    max_examples=150,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
     derandomize=True,  # the same examples every run: a failure is reproducible, the suite is not flaky
