@@ -90,15 +90,15 @@ class FlowSums:
         """Read one file `unpack` wrote (a segment of an object's text, or a Parquet object) into the sums."""
         before = (self.records, self.skipped_status, self.bad_lines, len(self._parts), self._rows)
         try:
-            self._read(path, parquet, strict=True)
-        except pa.ArrowInvalid:  # a number that is not one: read again, checking each value
-            self.records, self.skipped_status, self.bad_lines = before[:3]
-            del self._parts[before[3] :]
-            self._rows = before[4]
             try:
+                self._read(path, parquet, strict=True)
+            except pa.ArrowInvalid:  # a number that is not one: read again, checking each value
+                self.records, self.skipped_status, self.bad_lines = before[:3]
+                del self._parts[before[3] :]
+                self._rows = before[4]
                 self._read(path, parquet, strict=False)
-            except pa.ArrowInvalid as exc:
-                raise UnsupportedObject(f"unreadable: {str(exc)[:200]}") from None
+        except pa.ArrowException as exc:  # e.g. a Parquet list column where a number belongs
+            raise UnsupportedObject(f"unreadable: {type(exc).__name__}: {str(exc)[:200]}") from None
 
     def merge(self, other: FlowSums) -> None:
         """Add another object's sums (read on its own, so a corrupt object adds nothing)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -345,3 +346,33 @@ def without_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     """No proxy variable from the machine reaches a test that talks to a local server."""
     for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
+
+
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """Fail the test if it looks up or connects to any host but the loopback: a Stubber test that forgot a
+    client would otherwise try AWS, fail, and pass through a fallback. The attempt raises OSError (as on a
+    machine without network) and is listed; the test fails at teardown. Yields that list."""
+    attempts: list[str] = []
+    getaddrinfo, connect = socket.getaddrinfo, socket.socket.connect
+
+    def guarded_getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else host
+        if name is not None and name not in LOOPBACK:
+            attempts.append(str(name))
+            raise OSError(f"no_network: lookup of {name}")
+        return getaddrinfo(host, *args, **kwargs)
+
+    def guarded_connect(self: socket.socket, address: Any) -> Any:
+        if isinstance(address, tuple) and address[0] not in LOOPBACK:
+            attempts.append(str(address[0]))
+            raise OSError(f"no_network: connection to {address[0]}")
+        return connect(self, address)
+
+    monkeypatch.setattr(socket, "getaddrinfo", guarded_getaddrinfo)
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+    yield attempts
+    assert not attempts, f"the test tried the network: {sorted(set(attempts))}"

@@ -1,4 +1,7 @@
-"""Faults moto cannot produce on demand (throttling after retries), via botocore's Stubber."""
+"""Faults moto cannot produce on demand (throttling after retries), via botocore's Stubber.
+
+Every client a unit uses is stubbed, joins' clients included; any attempt to reach a real host fails the test.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +19,18 @@ from tests.conftest import ACCOUNT, ROLE, make_config
 
 REGION = "eu-west-1"
 
+pytestmark = pytest.mark.usefixtures("no_network")
+
 
 @pytest.fixture
 def account() -> Account:
     session = boto3.Session(aws_access_key_id="stub", aws_secret_access_key="stub", region_name=REGION)
     return Account(id=ACCOUNT, role_arn=ROLE, session=session, config=client_config(1))
+
+
+def tagging(account: Account) -> object:
+    """The Resource Groups Tagging API client of the region: the tag joins' calls go there."""
+    return account.client("resourcegroupstaggingapi", REGION)
 
 
 def run_unit(account: Account, key: str):
@@ -41,41 +51,48 @@ def test_throttled_listing_marks_the_unit_throttled_not_empty(account):
 
 
 def test_denied_detail_keeps_the_item_and_reports_the_iam_action(account):
-    client = account.client("sns", REGION)
     topic = f"arn:aws:sns:{REGION}:{ACCOUNT}:orders"
-    with Stubber(client) as stub:
+    with Stubber(account.client("sns", REGION)) as stub, Stubber(tagging(account)) as tags:
         stub.add_response("list_topics", {"Topics": [{"TopicArn": topic}]})
         stub.add_response(
             "get_topic_attributes", {"Attributes": {"TopicArn": topic, "DisplayName": "Orders"}}
         )
+        tags.add_client_error("get_resources", service_error_code="AccessDeniedException")
         stub.add_client_error(
             "list_tags_for_resource", service_error_code="AuthorizationError", http_status_code=403
         )
-        stub.add_response("list_subscriptions_by_topic", {"Subscriptions": []})
+        stub.add_response("list_subscriptions", {"Subscriptions": []})
         result = run_unit(account, "sns.topic")
+        stub.assert_no_pending_responses()
+        tags.assert_no_pending_responses()
 
     assert result.complete
     assert [c["externalId"] for c in result.components] == [topic]
     assert result.components[0]["data"]["DisplayName"] == "Orders"
-    assert [g.action for g in result.gaps] == ["sns:ListTagsForResource"]
+    assert [g.action for g in result.gaps] == ["tag:GetResources", "sns:ListTagsForResource"]
 
 
 def test_item_deleted_between_list_and_describe_is_dropped(account):
-    client = account.client("sqs", REGION)
     url = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/"
-    with Stubber(client) as stub:
+    kept = f"arn:aws:sqs:{REGION}:{ACCOUNT}:kept"
+    with Stubber(account.client("sqs", REGION)) as stub, Stubber(tagging(account)) as tags:
         stub.add_response("list_queues", {"QueueUrls": [url + "gone", url + "kept"]})
         stub.add_client_error(
             "get_queue_attributes", service_error_code="QueueDoesNotExist", http_status_code=400
         )
-        stub.add_response(
-            "get_queue_attributes", {"Attributes": {"QueueArn": f"arn:aws:sqs:{REGION}:{ACCOUNT}:kept"}}
+        stub.add_response("get_queue_attributes", {"Attributes": {"QueueArn": kept}})
+        tags.add_response(
+            "get_resources",
+            {"ResourceTagMappingList": [{"ResourceARN": kept, "Tags": [{"Key": "team", "Value": "a"}]}]},
+            {"ResourceTypeFilters": ["sqs"], "ResourcesPerPage": 100},
         )
-        stub.add_response("list_queue_tags", {"Tags": {"team": "a"}})
         result = run_unit(account, "sqs.queue")
+        stub.assert_no_pending_responses()
+        tags.assert_no_pending_responses()
 
     assert result.complete
-    assert [c["externalId"] for c in result.components] == [f"arn:aws:sqs:{REGION}:{ACCOUNT}:kept"]
+    assert [c["externalId"] for c in result.components] == [kept]
+    assert result.components[0]["data"]["Tags"] == {"team": "a"}
 
 
 def test_unexpected_error_fails_the_unit_with_the_aws_code(account):

@@ -369,7 +369,7 @@ def test_poison_objects_are_kept_corrupt_in_bounded_memory_and_the_good_one_is_r
     assert peak < 32 << 20  # the bomb alone unpacks to 200 MB
     assert set(result.corrupt) == {bomb, lists, long_line} and not result.complete
     assert result.corrupt[bomb] == f"more than {16 << 20:,} bytes unpacked (the bound per object)"
-    assert result.corrupt[lists].startswith("ArrowNotImplementedError: ")
+    assert result.corrupt[lists].startswith("unreadable: ArrowNotImplementedError: ")
     assert result.corrupt[long_line] == "a line longer than 1,048,576 bytes"
     assert (result.connections, result.skipped["bad_line"], result.deleted) == (1, 1, [good])
     assert remaining(aws) == {bomb, lists, long_line}

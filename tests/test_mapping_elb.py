@@ -4,13 +4,29 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import boto3
 import pytest
 from moto.elb.exceptions import ELBClientError
 from moto.elb.responses import ELBResponse
 
 from demo.seed import AMI_ID, client
-from engine.mappings import load_mappings
-from tests.conftest import ACCOUNT, ListSink, components_of_type, moto_server, scan_live, with_params
+from engine.auth import Account, client_config
+from engine.collect import Collector
+from engine.events import Rules
+from engine.fetch import Fetcher
+from engine.mappings import CLOUDTRAIL, load_mappings
+from engine.plan import Unit
+from engine.shape import Labels
+from tests.conftest import (
+    ACCOUNT,
+    ROLE,
+    ListSink,
+    components_of_type,
+    live_aws,
+    moto_server,
+    scan_live,
+    with_params,
+)
 
 pytestmark = pytest.mark.live
 
@@ -43,7 +59,7 @@ def scanned() -> Iterator[tuple[ListSink, list, dict]]:
             sink, results = scan_live(
                 endpoint, mappings, regions=(REGION,), apis_to_run=("elb", "autoscaling")
             )
-        yield sink, results, {**ids, "tag_batches": tag_batches}
+        yield sink, results, {**ids, "tag_batches": tag_batches, "endpoint": endpoint}
 
 
 def _seed(endpoint: str) -> dict:
@@ -169,6 +185,35 @@ def test_autoscaling_group_arn_uses_its_instances_and_is_used_by_its_classic_elb
     assert not {r for r in sink.relations() if "web-asg" in (r[0], r[2])}  # edges use the ARN, not the name
 
 
-def test_autoscaling_emits_no_relation_deletes(scanned):
-    sink, _, _ = scanned
-    assert all(not t.get("delete_ids") for t in sink.topologies())
+def test_autoscaling_events_refresh_the_group_by_name_to_its_arn_edges_and_delete_only_the_name(scanned):
+    """An Auto Scaling event re-describes the group by name, children included, into the scan's ARN-based
+    edges; deleting the group deletes its component (the name), and no relation id (the predecessor's
+    no-op deletes of load balancer -> instance relations are not emitted)."""
+    sink, _, ids = scanned
+    mappings = load_mappings()
+    rules = Rules(mappings)
+    [change] = rules.changes(asg_event("DetachInstances"), ACCOUNT, (REGION,))
+    assert (change.resource.key, change.id, change.delete) == ("autoscaling.group", "web-asg", False)
+    with live_aws(ids["endpoint"]):
+        session = boto3.Session(region_name=REGION)
+        account = Account(ACCOUNT, ROLE, session, client_config(1), endpoint_url=ids["endpoint"])
+        unit = Unit(ACCOUNT, REGION, REGION, change.resource, (REGION,), (change.id,))
+        refreshed = Collector(account, mappings, Fetcher(), Labels(account=ACCOUNT)).run(unit)
+
+    assert [(u.unit.resource.key, u.complete) for u in refreshed] == [
+        ("autoscaling.group", True), ("autoscaling.group-edges", True)
+    ]
+    edges = {(r["sourceId"], r["type"]["name"], r["targetId"]) for u in refreshed for r in u.relations}
+    assert edges == {r for r in sink.relations() if ids["group_arn"] in r}
+    assert [c["externalId"] for u in refreshed for c in u.components] == ["web-asg"]
+    [delete] = rules.changes(asg_event("DeleteAutoScalingGroup"), ACCOUNT, (REGION,))
+    assert (delete.delete, delete.delete_id) == (True, "web-asg")
+
+
+def asg_event(name: str) -> dict:
+    """An EventBridge envelope of a CloudTrail Auto Scaling call on the group `web-asg`."""
+    detail = {
+        "eventSource": "autoscaling.amazonaws.com", "eventName": name, "awsRegion": REGION,
+        "requestParameters": {"autoScalingGroupName": "web-asg"},
+    }  # fmt: skip
+    return {"detail-type": CLOUDTRAIL, "source": "aws.autoscaling", "region": REGION, "detail": detail}

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 
+import pytest
+
 from engine.collect import UnitResult
 from engine.config import Instance
 from engine.mappings import load_mappings
@@ -49,9 +51,13 @@ def _units(status: str = "complete") -> list[UnitResult]:
     return [first, second]
 
 
-def _scan(spill: bool, status: str = "complete") -> AccountScan:
+def _scan(spill: bool, status: str = "complete", collide: bool = True) -> AccountScan:
+    """Two units of results kept in a scan; the second with `status`, and without its colliding
+    component unless `collide`."""
     result = AccountScan(ACCOUNT, INSTANCE.role_arn, spill=Spill() if spill else None)
     result.units = _units(status)
+    if not collide:
+        result.units[1].components.pop()
     for unit in result.units:
         result.keep(unit)
     return result
@@ -90,7 +96,7 @@ def _delivered(result: AccountScan) -> list[dict]:
 
 
 def test_delivery_streams_many_payloads_with_snapshot_flags_on_the_ends():
-    payloads = _delivered(_scan_without_collision())
+    payloads = _delivered(_scan(True, collide=False))
     assert len(payloads) > 3
     for payload in payloads:
         validate_payload(payload)
@@ -99,29 +105,23 @@ def test_delivery_streams_many_payloads_with_snapshot_flags_on_the_ends():
     assert [bool(p.get("service_checks")) for p in payloads] == [False] * (len(payloads) - 1) + [True]
     sections = [s for p in payloads for s in ("components", "relations") if p["topologies"][0][s]]
     assert sections == sorted(sections)  # every component before any relation
-    held = _scan_without_collision(spill=False)
+    held = _scan(False, collide=False)
     expected = build_payloads(
         ACCOUNT, held.components, held.relations, snapshot=True, max_bytes=2_000, events=held.events
     )
     assert [p["topologies"] for p in payloads] == [p["topologies"] for p in expected]
 
 
-def _scan_without_collision(spill: bool = True) -> AccountScan:
-    result = AccountScan(ACCOUNT, INSTANCE.role_arn, spill=Spill() if spill else None)
-    result.units = _units()
-    result.units[1].components.pop()  # the one that collides
-    for unit in result.units:
-        result.keep(unit)
-    return result
-
-
-def test_incomplete_or_colliding_account_never_closes_the_snapshot():
-    for result in (_scan(True), _scan(True, status="denied")):
-        payloads = _delivered(result)
-        assert payloads[0]["topologies"][0]["start_snapshot"]
-        assert not any(p["topologies"][0]["stop_snapshot"] for p in payloads)
-        checks = payloads[-1]["service_checks"]
-        assert [c["status"] for c in checks] == [0, 1]
+@pytest.mark.parametrize(
+    ("status", "collide"), [("complete", True), ("denied", False), ("throttled", False)],
+    ids=["collision", "denied", "throttled"],
+)  # fmt: skip
+def test_incomplete_or_colliding_account_never_closes_the_snapshot(status, collide):
+    payloads = _delivered(_scan(True, status=status, collide=collide))
+    assert payloads[0]["topologies"][0]["start_snapshot"]
+    assert not any(p["topologies"][0]["stop_snapshot"] for p in payloads)
+    checks = payloads[-1]["service_checks"]
+    assert [c["status"] for c in checks] == [0, 1]
 
 
 def test_iter_payloads_asks_complete_and_checks_only_after_the_last_element():
