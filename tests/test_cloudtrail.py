@@ -276,3 +276,33 @@ def test_unreadable_cursor_falls_back_to_since_and_naive_times_are_refused(accou
     assert "event=cloudtrail.bad_cursor" in caplog.text
     with pytest.raises(ValueError, match="naive"):
         lookup_envelopes(account, REGION, state, since=SINCE.replace(tzinfo=None), now=NOW)
+
+
+def test_events_missing_fields_get_envelopes_from_what_the_lookup_knows(account, state, stub):
+    """No EventTime: the detail's eventTime (an offset, or none: UTC) orders the event; no eventSource,
+    awsRegion or eventTime: the envelope says `aws.unknown`, the lookup's region and the read time."""
+    bare = {"eventID": "bare", "eventName": "CreateQueue"}
+    sqs = {**bare, "eventSource": "sqs.amazonaws.com"}
+    offset = {**sqs, "eventID": "offset", "eventTime": "2024-05-01T12:03:00+02:00"}
+    naive = {**sqs, "eventID": "naive", "eventTime": "2024-05-01T10:07:00"}
+    newest_first = [
+        {"EventId": "offset", "CloudTrailEvent": json.dumps(offset)},  # 10:03 UTC, listed as the newest
+        {"EventId": "naive", "CloudTrailEvent": json.dumps(naive)},
+        event("e2", T2),
+        {"EventId": "bare", "CloudTrailEvent": json.dumps(bare)},  # no time at all: read now
+    ]
+    stub.add_response("lookup_events", {"Events": newest_first}, params(SINCE))
+
+    lookup = lookup_envelopes(account, REGION, state, since=SINCE, now=NOW)
+
+    assert ids(lookup) == ["offset", "naive", "e2", "bare"]
+    assert lookup.envelopes[0]["time"] == "2024-05-01T12:03:00+02:00"
+    assert lookup.envelopes[3] == {
+        "detail-type": "AWS API Call via CloudTrail",
+        "source": "aws.unknown",
+        "region": REGION,
+        "time": "2024-05-01T11:00:00Z",
+        "detail": bare,
+    }
+    offset_time = datetime(2024, 5, 1, 10, 3, tzinfo=UTC)
+    assert lookup.cursor == Cursor(T2, {"offset": offset_time, "naive": T1 + timedelta(minutes=2), "e2": T2})
