@@ -306,3 +306,36 @@ def test_events_missing_fields_get_envelopes_from_what_the_lookup_knows(account,
     }
     offset_time = datetime(2024, 5, 1, 10, 3, tzinfo=UTC)
     assert lookup.cursor == Cursor(T2, {"offset": offset_time, "naive": T1 + timedelta(minutes=2), "e2": T2})
+
+
+def test_a_one_second_window_over_max_events_keeps_the_newest_and_says_what_it_dropped(
+    account, state, stub, caplog
+):
+    now = SINCE + timedelta(seconds=1)
+    same_second = [event(f"s{n}", SINCE + timedelta(milliseconds=900 - 100 * n)) for n in range(3)]
+    stub.add_response("lookup_events", {"Events": same_second}, {**params(SINCE), "EndTime": now})
+
+    with caplog.at_level(logging.WARNING, logger="aws_topology"):
+        lookup = lookup_envelopes(account, REGION, state, since=SINCE, now=now, max_events=2)
+
+    assert (ids(lookup), lookup.requests) == (["s1", "s0"], 1)
+    assert caplog.messages == [
+        f"event=cloudtrail.dropped account={ACCOUNT} region={REGION} start=2024-05-01T10:00:00.000000+00:00 "
+        "end=2024-05-01T10:00:01.000000+00:00 kept=2: a window of 0:00:01 holds more events than max_events"
+    ]
+
+
+def test_bounds_and_times_are_checked_by_name(account, state, stub):
+    with pytest.raises(ValueError, match=r"^max_events must be at least 1, not 0$"):
+        lookup_envelopes(account, REGION, state, since=SINCE, now=NOW, max_events=0)
+    with pytest.raises(ValueError, match=r"^now is a naive datetime"):
+        lookup_envelopes(account, REGION, state, since=SINCE, now=NOW.replace(tzinfo=None))
+    with pytest.raises(ValueError, match=r"^since is a naive datetime"):
+        lookup_envelopes(account, REGION, state, since=SINCE.replace(tzinfo=None), now=NOW)
+    stub.add_response("lookup_events", {"Events": [event("e1", T1)]}, params(SINCE))
+    assert ids(lookup_envelopes(account, REGION, state, since=SINCE, now=NOW, max_events=1)) == ["e1"]
+
+
+def test_a_cursor_stored_as_a_bare_time_is_read_as_one(state):
+    state.set(CURSOR_KEY.format(account=ACCOUNT, region=REGION), "2024-05-01T10:05:00Z")
+    assert load_cursor(state, ACCOUNT, REGION) == Cursor(T1)
