@@ -853,3 +853,62 @@ def test_a_source_two_services_share_is_told_apart_by_api_version(shipped: Mappi
     """Classic and v2 load balancers both log as elasticloadbalancing, with some of the same names."""
     rules = [rule for r in shipped.resources if r.service in ("elb", "elbv2") for rule in r.events]
     assert rules and all(rule.api_version for rule in rules)
+
+
+def _envelope(detail: dict, **outer: str) -> dict:
+    return {"detail-type": CLOUDTRAIL, "source": "aws." + detail["eventSource"].split(".")[0], **outer,
+            "detail": detail}  # fmt: skip
+
+
+def test_a_change_is_placed_by_the_details_region_else_the_envelopes(shipped: Mappings) -> None:
+    rules = Rules(shipped)
+    delete = {"eventSource": SQS, "eventName": "DeleteQueue", "requestParameters": {"queueUrl": QUEUE}}
+
+    [change] = rules.changes(_envelope(delete, region=REGION), ACCOUNT, REGIONS)
+    assert (change.resource.key, change.region, change.id) == ("sqs.queue", REGION, QUEUE)
+    assert change.delete
+    elsewhere = {**delete, "awsRegion": "ap-south-1"}  # the detail's region wins, and is not configured
+    assert list(rules.changes(_envelope(elsewhere, region=REGION), ACCOUNT, REGIONS)) == []
+    assert list(rules.changes(_envelope(delete), ACCOUNT, REGIONS)) == []  # no region at all
+    assert list(rules.changes(_envelope(delete, region=REGION), ACCOUNT, ("us-east-1",))) == []
+
+
+@pytest.mark.parametrize(
+    ("outer", "event_time", "at"),
+    [
+        ({"time": "2024-05-02T10:15:00Z"}, "2024-05-02T09:00:00Z", "2024-05-02T10:15:00+00:00"),
+        ({}, "2024-05-02T12:15:00+02:00", "2024-05-02T10:15:00+00:00"),  # an offset, converted
+        ({}, "2024-05-02T10:15:00", "2024-05-02T10:15:00+00:00"),  # no offset: UTC
+        ({}, None, ""),  # no time: sorts before every timed change
+        ({"time": "yesterday"}, None, ""),
+    ],
+)
+def test_a_change_carries_the_envelopes_time_else_the_details_in_utc(
+    shipped: Mappings, outer: dict, event_time: str | None, at: str
+) -> None:
+    detail = {"eventSource": SQS, "eventName": "DeleteQueue", "awsRegion": REGION,
+              "requestParameters": {"queueUrl": QUEUE}}  # fmt: skip
+    if event_time:
+        detail["eventTime"] = event_time
+    [change] = Rules(shipped).changes(_envelope(detail, **outer), ACCOUNT, REGIONS)
+    assert change.at == at
+
+
+def test_ids_that_are_not_strings_are_skipped_and_the_others_still_change(shipped: Mappings) -> None:
+    found = items({"instanceId": 7}, {"instanceId": ""}, {"instanceId": "i-1"}, {"instanceId": "i-2"})
+    detail = {"eventSource": "ec2.amazonaws.com", "eventName": "TerminateInstances", "awsRegion": REGION,
+              "responseElements": {"instancesSet": found}}  # fmt: skip
+    changes = list(Rules(shipped).changes(_envelope(detail), ACCOUNT, REGIONS))
+    assert [(c.resource.key, c.id) for c in changes] == [("ec2.instance", "i-1"), ("ec2.instance", "i-2")]
+
+
+def test_global_and_account_wide_types_need_a_region_of_their_own_kind(shipped: Mappings) -> None:
+    zone = {"eventSource": "route53.amazonaws.com", "eventName": "UpdateHostedZoneComment",
+            "awsRegion": "us-east-1", "requestParameters": {"id": "/hostedzone/Z1"}}  # fmt: skip
+    bucket = {"eventSource": S3, "eventName": "PutBucketTagging", "awsRegion": REGION,
+              "requestParameters": {"bucketName": "b1"}}  # fmt: skip
+    rules = Rules(shipped)
+    assert [c.region for c in rules.changes(_envelope(zone), ACCOUNT, REGIONS)] == ["global"]
+    assert list(rules.changes(_envelope(zone), ACCOUNT, ("us-east-1",))) == []
+    assert [c.region for c in rules.changes(_envelope(bucket), ACCOUNT, REGIONS)] == ["account"]
+    assert list(rules.changes(_envelope(bucket), ACCOUNT, ("global",))) == []
