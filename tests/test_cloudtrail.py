@@ -136,9 +136,12 @@ def test_bad_cloudtrail_event_is_skipped_counted_and_logged(account, state, stub
     assert ids(lookup) == ["e1", "e3"]
     assert lookup.skipped == 2
     logged = [r.getMessage() for r in caplog.records if "event=cloudtrail.bad_event" in r.getMessage()]
-    assert len(logged) == 2
-    assert any("id=bad" in m and "bad JSON" in m for m in logged)
-    assert any("id=list" in m and "not a JSON object" in m for m in logged)
+    assert logged == [  # oldest first (the lookup reads CloudTrail's newest-first answer backwards)
+        f"event=cloudtrail.bad_event account={ACCOUNT} region={REGION} id=list "
+        "problem='not a JSON object: list'",
+        f"event=cloudtrail.bad_event account={ACCOUNT} region={REGION} id=bad problem='bad JSON: Expecting "
+        "property name enclosed in double quotes: line 1 column 2 (char 1)'",
+    ]
     assert set(lookup.cursor.seen) == {"e1", "bad", "list", "e3"}  # not counted again when re-read
 
 
@@ -273,7 +276,9 @@ def test_unreadable_cursor_falls_back_to_since_and_naive_times_are_refused(accou
         lookup = lookup_envelopes(account, REGION, state, since=SINCE, now=NOW)
 
     assert (lookup.envelopes, lookup.cursor) == ([], None)
-    assert "event=cloudtrail.bad_cursor" in caplog.text
+    assert caplog.messages == [
+        f"event=cloudtrail.bad_cursor account={ACCOUNT} region={REGION} problem=\"'time'\""
+    ]
     with pytest.raises(ValueError, match="naive"):
         lookup_envelopes(account, REGION, state, since=SINCE.replace(tzinfo=None), now=NOW)
 
@@ -284,7 +289,7 @@ def test_events_missing_fields_get_envelopes_from_what_the_lookup_knows(account,
     bare = {"eventID": "bare", "eventName": "CreateQueue"}
     sqs = {**bare, "eventSource": "sqs.amazonaws.com"}
     offset = {**sqs, "eventID": "offset", "eventTime": "2024-05-01T12:03:00+02:00"}
-    naive = {**sqs, "eventID": "naive", "eventTime": "2024-05-01T10:07:00"}
+    naive = {**sqs, "eventID": "naive", "eventTime": "2024-05-01T10:07:00", "awsRegion": "us-east-1"}
     newest_first = [
         {"EventId": "offset", "CloudTrailEvent": json.dumps(offset)},  # 10:03 UTC, listed as the newest
         {"EventId": "naive", "CloudTrailEvent": json.dumps(naive)},
@@ -297,6 +302,7 @@ def test_events_missing_fields_get_envelopes_from_what_the_lookup_knows(account,
 
     assert ids(lookup) == ["offset", "naive", "e2", "bare"]
     assert lookup.envelopes[0]["time"] == "2024-05-01T12:03:00+02:00"
+    assert [e["region"] for e in lookup.envelopes] == [REGION, "us-east-1", REGION, REGION]
     assert lookup.envelopes[3] == {
         "detail-type": "AWS API Call via CloudTrail",
         "source": "aws.unknown",
