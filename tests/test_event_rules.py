@@ -22,7 +22,7 @@ from typing import Any
 import botocore.session
 import pytest
 
-from engine.events import Change, Rules
+from engine.events import Change, Rules, latest, prefixes, skip_reason
 from engine.functions import search
 from engine.mappings import CLOUDTRAIL, Mappings, load_mappings
 from tests.test_mappings import add_to_queue, problems, write
@@ -912,3 +912,40 @@ def test_global_and_account_wide_types_need_a_region_of_their_own_kind(shipped: 
     assert list(rules.changes(_envelope(zone), ACCOUNT, ("us-east-1",))) == []
     assert [c.region for c in rules.changes(_envelope(bucket), ACCOUNT, REGIONS)] == ["account"]
     assert list(rules.changes(_envelope(bucket), ACCOUNT, ("global",))) == []
+
+
+@pytest.mark.parametrize(
+    ("envelope", "reason"),
+    [
+        ({"account": ACCOUNT, "detail": {"errorCode": "BucketNotEmpty"}}, "failed_calls"),
+        ({"detail": {"errorMessage": "The bucket you tried to delete is not empty"}}, "failed_calls"),
+        ({"account": "999999999999", "detail": {}}, "foreign"),
+        ({"detail": {"recipientAccountId": "999999999999"}}, "foreign"),
+        ({"account": ACCOUNT, "detail": {"recipientAccountId": "999999999999"}}, None),  # the envelope's wins
+        ({"account": int(ACCOUNT), "detail": {}}, None),
+        ({"account": ACCOUNT, "detail": {"errorCode": ""}}, None),
+        ({"detail": "not an object"}, None),
+        ({}, None),
+    ],
+)
+def test_what_changes_nothing_is_told_by_its_reason(envelope: dict, reason: str | None) -> None:
+    assert skip_reason(envelope, ACCOUNT) == reason
+
+
+def test_the_latest_change_per_resource_wins_and_changes_come_in_time_order(shipped: Mappings) -> None:
+    queue = next(r for r in shipped.resources if r.key == "sqs.queue")
+    create = Change(queue, REGION, "q1", False, at="2024-05-02T10:15:00+00:00")
+    delete = Change(queue, REGION, "q1", True, "arn-q1", at="2024-05-02T10:14:00+00:00")
+    other = Change(queue, REGION, "q2", False, at="2024-05-02T10:14:30+00:00")
+    untimed = Change(queue, REGION, "q3", True, "arn-q3")
+    again = Change(queue, REGION, "q3", False)
+    elsewhere = Change(queue, "us-east-1", "q1", True, "arn-q1-east", at="2024-05-02T10:00:00+00:00")
+    # in the order of each resource's latest event
+    assert latest([create, delete, other, untimed, again, elsewhere]) == [again, elsewhere, other, create]
+
+
+def test_each_configured_region_has_one_prefix_and_global_reads_us_east_1_once() -> None:
+    assert prefixes(ACCOUNT, (REGION, "global", "us-east-1")) == [
+        f"AWSLogs/{ACCOUNT}/EventBridge/{REGION}/",
+        f"AWSLogs/{ACCOUNT}/EventBridge/us-east-1/",
+    ]
