@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import boto3
 import moto.settings
@@ -288,35 +288,46 @@ def test_a_signal_in_the_events_or_flowlog_phase_exits_128_plus_signal_and_recor
     )
 
 
-def test_a_failing_account_is_recorded_and_the_next_account_still_runs(endpoint, tmp_path, monkeypatch):
-    from engine import cli
+OTHER = "210987654321"
 
-    other = "210987654321"
+
+def _first_account_fails(endpoint, tmp_path, monkeypatch, command: str, module: Any, name: str):
+    """Run `command` for two accounts with `module.name` raising for the first; (result, its run, the
+    other account's run)."""
     path = tmp_path / "two.yaml"
     path.write_text(
         "init_config: {aws_access_key_id: '', aws_secret_access_key: '', external_id: ext-id}\n"
-        f"instances: [{{role_arn: 'arn:aws:iam::{ACCOUNT}:role/R', regions: [{REGION}]}}, "
-        f"{{role_arn: 'arn:aws:iam::{other}:role/R', regions: [{REGION}]}}]\n"
+        "instances:\n"
+        f"- {{role_arn: 'arn:aws:iam::{ACCOUNT}:role/R', regions: [{REGION}], apis_to_run: ['ec2|vpcs']}}\n"
+        f"- {{role_arn: 'arn:aws:iam::{OTHER}:role/R', regions: [{REGION}], apis_to_run: ['ec2|vpcs']}}\n"
     )
-    real = cli.apply_events
+    real = getattr(module, name)
 
-    def first_fails(config, instance, *args, **kwargs):
+    def first_fails(first, instance, *args, **kwargs):
         if instance.account_id == ACCOUNT:
             raise RuntimeError("boom")
-        return real(config, instance, *args, **kwargs)
+        return real(first, instance, *args, **kwargs)
 
-    monkeypatch.setattr(cli, "apply_events", first_fails)
+    monkeypatch.setattr(module, name, first_fails)
     state = tmp_path / "s.sqlite"
-    args = ["events", "-c", str(path), "--out", str(tmp_path / "out"), "--state", str(state)]
+    args = [command, "-c", str(path), "--out", str(tmp_path / "out"), "--state", str(state)]
     result = CliRunner().invoke(main, args, env=moto_env(endpoint))
+    with State(state) as history:
+        return result, history.last_run(ACCOUNT, command), history.last_run(OTHER, command)
+
+
+def test_a_failing_account_is_recorded_and_the_next_account_still_runs(endpoint, tmp_path, monkeypatch):
+    from engine import cli
+
+    result, failed, next_one = _first_account_fails(
+        endpoint, tmp_path, monkeypatch, "events", cli, "apply_events"
+    )
 
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
-    with State(state) as history:
-        failed, next_one = history.last_run(ACCOUNT, "events"), history.last_run(other, "events")
     assert failed is not None and failed["complete"] is False
     assert failed["summary"]["error"] == "RuntimeError: boom"
     assert next_one is not None  # the second account's run happened
-    assert f"events account={other} " in result.stdout
+    assert f"events account={OTHER} " in result.stdout
 
 
 class Recorder(BaseHTTPRequestHandler):
@@ -521,29 +532,11 @@ def test_a_failing_account_scan_is_recorded_and_the_other_account_still_scans(
 ):
     from engine import scan as scan_module
 
-    other = "210987654321"
-    path = tmp_path / "two.yaml"
-    path.write_text(
-        "init_config: {aws_access_key_id: '', aws_secret_access_key: '', external_id: ext-id}\n"
-        "instances:\n"
-        f"- {{role_arn: 'arn:aws:iam::{ACCOUNT}:role/R', regions: [{REGION}], apis_to_run: ['ec2|vpcs']}}\n"
-        f"- {{role_arn: 'arn:aws:iam::{other}:role/R', regions: [{REGION}], apis_to_run: ['ec2|vpcs']}}\n"
+    result, failed, next_one = _first_account_fails(
+        endpoint, tmp_path, monkeypatch, "scan", scan_module, "deliver_account"
     )
-    real = scan_module.deliver_account
-
-    def first_fails(result, instance, *args, **kwargs):
-        if instance.account_id == ACCOUNT:
-            raise RuntimeError("boom")
-        return real(result, instance, *args, **kwargs)
-
-    monkeypatch.setattr(scan_module, "deliver_account", first_fails)
-    state = tmp_path / "s.sqlite"
-    args = ["scan", "-c", str(path), "--out", str(tmp_path / "out"), "--state", str(state)]
-    result = CliRunner().invoke(main, args, env=moto_env(endpoint))
 
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
-    with State(state) as history:
-        failed, next_one = history.last_run(ACCOUNT, "scan"), history.last_run(other, "scan")
     assert failed is not None and failed["complete"] is False
     assert failed["summary"]["error"] == "RuntimeError: boom"
     assert next_one is not None and next_one["complete"] is True
