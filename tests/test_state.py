@@ -179,3 +179,193 @@ def test_a_write_transaction_held_by_another_process_is_a_state_error_not_a_trac
     with State(path) as state:
         state.set("cursor", 2)
         assert state.get("cursor") == 2
+
+
+# --- read-only use (status, spool list while a run holds the lock) ------------------------------
+
+
+def test_a_read_only_state_reads_what_a_run_wrote_and_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with State(path) as state:
+        state.set("k", {"v": 1})
+    with State(path, read_only=True) as reader:
+        assert reader.get("k") == {"v": 1}
+        with pytest.raises(StateError, match=r"readonly|read-only|cannot be written"):
+            reader.set("k", 2)
+    assert not (tmp_path / f"{path.name}?mode=ro").exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(path.name)) == []
+
+
+def test_a_read_only_state_that_does_not_exist_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "none.db"
+    with pytest.raises(StateError) as refused, State(path, read_only=True) as reader:
+        reader.get("k")
+    assert str(refused.value) == f"state {path}: does not exist (no run has used it yet)"
+    assert not path.exists()
+
+
+def test_a_read_only_state_of_another_schema_version_says_a_run_upgrades_it(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION - 1}")
+    conn.close()
+    with pytest.raises(StateError) as refused, State(path, read_only=True) as reader:
+        reader.get("k")
+    assert str(refused.value) == (
+        f"state {path}: schema version {SCHEMA_VERSION - 1}, not {SCHEMA_VERSION}: "
+        "a run of this version upgrades it"
+    )
+
+
+def test_a_read_only_state_that_is_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"not sqlite at all" * 100)
+    with pytest.raises(StateError) as refused, State(path, read_only=True) as reader:
+        reader.get("k")
+    assert str(refused.value).startswith(f"state {path}: not a usable SQLite database (")
+
+
+# --- runs ---------------------------------------------------------------------------------------
+
+
+def test_closed_only_takes_complete_runs_and_incomplete_scans_that_closed_their_snapshot(
+    tmp_path: Path,
+) -> None:
+    with State(tmp_path / "state.db") as state:
+        state.record_run(ACCOUNT, "scan", at(0), at(1), True, {"n": 0})
+        state.record_run(ACCOUNT, "scan", at(10), at(11), False, {"n": 1, "snapshot_closed": True})
+        state.record_run(ACCOUNT, "scan", at(20), at(21), False, {"n": 2, "snapshot_closed": False})
+        state.record_run(ACCOUNT, "scan", at(30), at(31), False, {"n": 3})
+        assert state.last_run(ACCOUNT, "scan")["summary"] == {"n": 3}
+        assert state.last_run(ACCOUNT, "scan", complete_only=True)["summary"] == {"n": 0}
+        assert state.last_run(ACCOUNT, "scan", closed_only=True)["summary"] == {
+            "n": 1,
+            "snapshot_closed": True,
+        }
+        assert state.accounts() == [ACCOUNT]
+
+
+def test_accounts_are_every_account_with_a_run_once_and_sorted(tmp_path: Path) -> None:
+    with State(tmp_path / "state.db") as state:
+        assert state.accounts() == []
+        for account in ("222222222222", "111111111111", "222222222222"):
+            state.record_run(account, "events", at(0), at(1), True, {})
+        assert state.accounts() == ["111111111111", "222222222222"]
+
+
+# --- spool --------------------------------------------------------------------------------------
+
+
+def payload(account: str, size: int = 10) -> dict:
+    return {"topologies": [{"instance": {"url": account}}], "pad": "x" * size}
+
+
+def test_spool_totals_count_each_status_and_add_every_size(tmp_path: Path) -> None:
+    with State(tmp_path / "state.db") as state:
+        assert state.spool_totals() == {"pending": 0, "rejected": 0, "bytes": 0}
+        state.spool_put("a", payload(ACCOUNT, 1))
+        state.spool_put("b", payload(ACCOUNT, 20))
+        state.spool_put("c", payload(ACCOUNT, 300), status="rejected", reason="401", http_status=401)
+        sizes = [e["size"] for e in state.spool_entries()]
+        assert state.spool_totals() == {"pending": 2, "rejected": 1, "bytes": sum(sizes)}
+        assert len(set(sizes)) == 3
+
+
+def test_a_spool_note_changes_a_pending_entry_only(tmp_path: Path) -> None:
+    with State(tmp_path / "state.db") as state:
+        pending = state.spool_put("a", payload(ACCOUNT))
+        rejected = state.spool_put(
+            "b", payload(ACCOUNT), status="rejected", reason="bad key", http_status=403
+        )
+        state.spool_note(pending, "timed out", 504)
+        state.spool_note(rejected, "timed out", 504)
+        entries = {e["id"]: e for e in state.spool_entries()}
+        assert (entries[pending]["reason"], entries[pending]["http_status"]) == ("timed out", 504)
+        assert (entries[rejected]["reason"], entries[rejected]["http_status"]) == ("bad key", 403)
+
+
+def test_requeue_one_or_every_rejected_entry_and_drop_them(tmp_path: Path) -> None:
+    with State(tmp_path / "state.db") as state:
+        ids = [state.spool_put(n, payload(ACCOUNT), status="rejected", reason="r") for n in "abc"]
+        state.spool_put("d", payload(ACCOUNT))
+        assert state.spool_requeue(ids[1]) == 1
+        assert [e["name"] for e in state.spool_entries("rejected")] == ["a", "c"]
+        assert state.spool_requeue() == 2
+        assert state.spool_count("rejected") == 0 and state.spool_count() == 4
+        state.spool_reject(ids[0], "gone", 410)
+        state.spool_reject(ids[2], "gone", None)
+        assert state.spool_drop_rejected() == 2
+        assert [name for _, name, _ in state.spool_items()] == ["b", "d"]
+        assert state.spool_delete(ids[1]) is True
+        assert state.spool_delete(ids[1]) is False
+        assert state.spool_payload(ids[1]) is None
+
+
+def test_supersede_drops_pending_snapshot_entries_of_that_account_only(tmp_path: Path) -> None:
+    other = "222222222222"
+    with State(tmp_path / "state.db") as state:
+        state.spool_put("snap-1", payload(ACCOUNT), snapshot="s1")
+        state.spool_put("delta", payload(ACCOUNT))
+        state.spool_put("snap-rejected", payload(ACCOUNT), snapshot="s1", status="rejected")
+        state.spool_put("other-snap", payload(other), snapshot="s9")
+        state.spool_put("snap-2", payload(ACCOUNT), snapshot="s1")
+        dropped = state.spool_supersede(ACCOUNT)
+        assert [e["name"] for e in dropped] == ["snap-1", "snap-2"]
+        assert [e["name"] for e in state.spool_entries()] == ["delta", "snap-rejected", "other-snap"]
+
+
+@pytest.mark.parametrize(
+    ("max_entries", "slack", "kept"),
+    [(3, 0, 3), (2, 0, 2), (3, -1, 2), (0, 0, 0), (1, 10**6, 1)],
+    ids=["at-both-bounds", "one-entry-over", "one-byte-over", "nothing", "entries-bound"],
+)
+def test_trim_drops_the_oldest_until_both_bounds_hold_exactly(
+    tmp_path: Path, max_entries: int, slack: int, kept: int
+) -> None:
+    with State(tmp_path / "state.db") as state:
+        for n in range(3):
+            state.spool_put(f"p{n}", payload(ACCOUNT, 10 + n), status="rejected" if n == 0 else "pending")
+        total = state.spool_totals()["bytes"]
+        dropped = state.spool_trim(max_entries, total + slack)
+        assert [e["name"] for e in dropped] == [f"p{n}" for n in range(3 - kept)]
+        assert [e["name"] for e in state.spool_entries()] == [f"p{n}" for n in range(3 - kept, 3)]
+
+
+def test_trim_by_bytes_counts_each_dropped_entry_once(tmp_path: Path) -> None:
+    with State(tmp_path / "state.db") as state:
+        for n in range(4):
+            state.spool_put(f"p{n}", payload(ACCOUNT, 100))
+        size = state.spool_entries()[0]["size"]
+        dropped = state.spool_trim(10, 2 * size)
+        assert [e["name"] for e in dropped] == ["p0", "p1"]
+
+
+def test_an_unknown_spool_status_is_refused_naming_the_known_ones(tmp_path: Path) -> None:
+    with State(tmp_path / "state.db") as state:
+        with pytest.raises(ValueError) as refused:
+            state.spool_put("a", payload(ACCOUNT), status="lost")
+        assert str(refused.value) == "spool status 'lost' is not one of pending, rejected"
+        with pytest.raises(ValueError, match=r"^spool status 'x' is not one of pending, rejected$"):
+            state.spool_entries("x")
+
+
+def test_the_spool_account_is_the_topology_instance_url_or_none(tmp_path: Path) -> None:
+    with State(tmp_path / "state.db") as state:
+        state.spool_put("a", payload(ACCOUNT))
+        state.spool_put("b", {"topologies": []})
+        state.spool_put("c", {"topologies": ["not a dict"]})
+        state.spool_put("d", {"topologies": [{"instance": {"url": 42}}]})
+        state.spool_put("e", {"topologies": [{}]})
+        assert [e["account"] for e in state.spool_entries()] == [ACCOUNT, None, None, None, None]
+
+
+# --- values -------------------------------------------------------------------------------------
+
+
+def test_sets_are_stored_as_sorted_lists_and_datetimes_as_iso_text(tmp_path: Path) -> None:
+    with State(tmp_path / "state.db") as state:
+        state.set("k", {"set": {"b", "c", "a"}, "frozen": frozenset({3, 1, 2}), "at": T0})
+        assert state.get("k") == {"set": ["a", "b", "c"], "frozen": [1, 2, 3], "at": T0.isoformat()}
+        with pytest.raises(TypeError, match=r"^object is not JSON serialisable$"):
+            state.set("k", object())
+        assert state.get("k")["set"] == ["a", "b", "c"]
