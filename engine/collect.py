@@ -32,8 +32,16 @@ from engine.mappings import Call, Detail, Join, Mappings
 from engine.plan import Unit
 from engine.scheduler import Scheduler, Serial, Task
 from engine.shape import (
-    Labels, ShapeError, as_list, component, context, events, external_id, relations, with_vars,
-)  # fmt: skip
+    Labels,
+    ShapeError,
+    as_list,
+    component,
+    context,
+    events,
+    external_id,
+    relations,
+    with_vars,
+)
 
 log = logging.getLogger("aws_topology")
 

@@ -144,8 +144,8 @@ class CloudFormation:
 CLOUDTRAIL = "AWS API Call via CloudTrail"
 # The keys the engine puts into items: a `vars` name may not be one of them.
 CONTEXT_KEYS = frozenset(
-    ("_account", "_region", "_partition", "_external_id", "_parent", "_root", "_ancestors", "_id", "_item")
-    + ("_table", "_console", "_value")
+    {"_account", "_region", "_partition", "_external_id", "_parent", "_root", "_ancestors", "_id"}
+    | {"_item", "_table", "_console", "_value"}
 )
 Vars = tuple[tuple[str, ParsedResult], ...]  # (name, expression), in declaration order
 
