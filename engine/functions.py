@@ -161,6 +161,11 @@ class Functions(functions.Functions):
         """`arn(TopicArn).resource`: an ARN's parts; null for anything that is not an ARN."""
         return parse_arn(text)
 
+    @functions.signature({"types": ["array", "null"]})
+    def _func_only(self, values: list | None) -> Any:
+        """`only(ids)`: the one element of a list; null for an empty list, a longer one or null."""
+        return values[0] if values and len(values) == 1 else None
+
     @functions.signature({"types": []})
     def _func_lower(self, text: Any) -> str | None:
         """`lower(Type)`: lower case; null stays null."""
