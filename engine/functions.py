@@ -161,6 +161,11 @@ class Functions(functions.Functions):
         """`arn(TopicArn).resource`: an ARN's parts; null for anything that is not an ARN."""
         return parse_arn(text)
 
+    @functions.signature({"types": ["object", "null"]})
+    def _func_plain(self, value: dict | None) -> dict | None:
+        """`plain(_parent)`: an item without its top-level `_` keys (the engine's context keys and vars)."""
+        return None if value is None else {k: v for k, v in value.items() if not k.startswith("_")}
+
     @functions.signature({"types": ["array", "null"]})
     def _func_only(self, values: list | None) -> Any:
         """`only(ids)`: the one element of a list; null for an empty list, a longer one or null."""
