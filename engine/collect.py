@@ -31,7 +31,17 @@ from engine.functions import search
 from engine.mappings import Call, Detail, Join, Mappings
 from engine.plan import Unit
 from engine.scheduler import Scheduler, Serial, Task
-from engine.shape import Labels, ShapeError, as_list, component, context, events, external_id, relations
+from engine.shape import (
+    Labels,
+    ShapeError,
+    as_list,
+    component,
+    context,
+    events,
+    external_id,
+    relations,
+    with_vars,
+)
 
 log = logging.getLogger("aws_topology")
 
@@ -144,14 +154,15 @@ class Collector:
         bulk: dict[str, Task[list | None]],
     ) -> list[dict]:
         resource = unit.resource
-        items = self._list(unit, parents)
+        bind = lambda found: [with_vars(resource.vars, i) for i in found]  # noqa: E731
+        items = bind(self._list(unit, parents))
         located = resource.region is None
         for detail in resource.details:
             if detail.fallback and detail.into in bulk and bulk[detail.into].result() is not None:
                 continue  # the join's region-wide call answered: no call per item
-            items = self._detail(unit, detail, items, result)
+            items = bind(self._detail(unit, detail, items, result))
             if detail.locates and not located:
-                items, located = self._locate(unit, items), True
+                items, located = bind(self._locate(unit, items)), True
         if not located:
             items = self._locate(unit, items)
         for join in resource.joins:
@@ -161,6 +172,7 @@ class Collector:
                 elements = bulk[join.into].result() if join.into in bulk else None
             if elements is not None:
                 _join(join, items, elements)
+        items = bind(items)
         for item in items:
             if resource.emits_component:
                 record = component(resource, item, self.labels)
@@ -233,8 +245,7 @@ class Collector:
                         return []  # the parent vanished (or has nothing to list): only its children go
                     raise
             found = as_list(search(listing.items, source))
-            where = {"_region": parent["_region"], "_partition": parent["_partition"]}
-            return [self._context(unit, i, **where, _parent=parent) for i in found]
+            return [self._context(unit, i, **ancestry(unit.resource.parent, parent)) for i in found]
 
         fan_out = self.scheduler.map if listing.call is not None else _serial_map
         return [child for found in fan_out(children, parents) for child in found]
@@ -362,6 +373,18 @@ class Collector:
 
         gone = set().union(*self.scheduler.map(describe, list(groups.values())))
         return [i for i in items if id(i) not in gone]
+
+
+def ancestry(name: str | None, parent: dict) -> dict:
+    """A child's context keys from its parent item: region, partition, `_parent`, `_root` (the top
+    ancestor) and `_ancestors` (every ancestor by its resource's short name)."""
+    return {
+        "_region": parent["_region"],
+        "_partition": parent["_partition"],
+        "_parent": parent,
+        "_root": parent.get("_root", parent),
+        "_ancestors": {**parent.get("_ancestors", {}), name: parent},
+    }
 
 
 def _serial_map(fn: Any, items: list) -> list:

@@ -63,7 +63,7 @@ from engine.last_snapshot import unit_results
 from engine.mappings import Interfaces, Mappings
 from engine.payload import build_payloads
 from engine.scan import labels_for
-from engine.shape import STACKPACK_LABEL, context, integration_tags, relation
+from engine.shape import STACKPACK_LABEL, context, integration_tags, relation, with_vars
 from engine.sink import Sink
 from engine.state import State
 
@@ -426,7 +426,7 @@ def _interfaces(account: Account, region: str, specs: tuple[Interfaces, ...], fe
         assert call is not None
         answer = fetcher.call(account, region, spec.service, call, dict(call.params))
         for raw in search(spec.listing.items, answer) or []:
-            item = context(raw, account.id, region, partition(region))
+            item = with_vars(spec.vars, context(raw, account.id, region, partition(region)))
             found_id = search(spec.id, item)
             if not found_id:
                 continue

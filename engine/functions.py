@@ -157,6 +157,21 @@ class Functions(functions.Functions):
         return quote(text, safe="") if isinstance(text, str) else None
 
     @functions.signature({"types": []})
+    def _func_arn(self, text: Any) -> dict | None:
+        """`arn(TopicArn).resource`: an ARN's parts; null for anything that is not an ARN."""
+        return parse_arn(text)
+
+    @functions.signature({"types": ["object", "null"]})
+    def _func_plain(self, value: dict | None) -> dict | None:
+        """`plain(_parent)`: an item without its top-level `_` keys (the engine's context keys and vars)."""
+        return None if value is None else {k: v for k, v in value.items() if not k.startswith("_")}
+
+    @functions.signature({"types": ["array", "null"]})
+    def _func_only(self, values: list | None) -> Any:
+        """`only(ids)`: the one element of a list; null for an empty list, a longer one or null."""
+        return values[0] if values and len(values) == 1 else None
+
+    @functions.signature({"types": []})
     def _func_lower(self, text: Any) -> str | None:
         """`lower(Type)`: lower case; null stays null."""
         return text.lower() if isinstance(text, str) else None
@@ -165,6 +180,22 @@ class Functions(functions.Functions):
     def _func_upper(self, text: Any) -> str | None:
         """`upper(httpMethod)`: upper case; null stays null."""
         return text.upper() if isinstance(text, str) else None
+
+
+def parse_arn(text: Any) -> dict | None:
+    """`arn:{partition}:{service}:{region}:{account}:{resource}` as its parts; the resource's type and id are
+    split at its first `:` or `/` (no separator: the whole resource is the id, the type is null)."""
+    parts = text.split(":", 5) if isinstance(text, str) else []
+    if len(parts) < 6 or parts[0] != "arn" or not parts[1] or not parts[2]:
+        return None
+    resource = parts[5]
+    cut = min((i for i in (resource.find(":"), resource.find("/")) if i >= 0), default=-1)
+    return {
+        "partition": parts[1], "service": parts[2], "region": parts[3], "account": parts[4],
+        "resource": resource,
+        "resource_type": resource[:cut] if cut >= 0 else None,
+        "resource_id": resource[cut + 1 :] if cut >= 0 else resource,
+    }  # fmt: skip
 
 
 def ip_urn(vpc_id: str | None, ip: str | None) -> str | None:

@@ -142,6 +142,12 @@ class CloudFormation:
 
 
 CLOUDTRAIL = "AWS API Call via CloudTrail"
+# The keys the engine puts into items: a `vars` name may not be one of them.
+CONTEXT_KEYS = frozenset(
+    {"_account", "_region", "_partition", "_external_id", "_parent", "_root", "_ancestors", "_id"}
+    | {"_item", "_table", "_console", "_value"}
+)
+Vars = tuple[tuple[str, ParsedResult], ...]  # (name, expression), in declaration order
 
 
 @dataclass(frozen=True)
@@ -188,6 +194,7 @@ class Resource:
     joins: tuple[Join, ...] = ()
     emits: tuple[Emit, ...] = ()
     cloudformation: CloudFormation | None = None
+    vars: Vars = ()  # named sub-expressions, set on each item in order
 
     @property
     def key(self) -> str:
@@ -208,6 +215,7 @@ class Interfaces:
     exclude: ParsedResult | None
     describe: ParsedResult | None
     file: str
+    vars: Vars = ()
 
 
 @dataclass(frozen=True)
@@ -351,6 +359,7 @@ class _FileLoader:
             exclude=opt("exclude"),
             describe=opt("describe"),
             file=self.path.name,
+            vars=self.vars("interfaces.vars", spec.get("vars", {})),
         )
         return interfaces if len(self.problems) == before else None
 
@@ -436,6 +445,7 @@ class _FileLoader:
                 for i, e in enumerate(spec.get("events", []))
             ),
             file=self.path.name,
+            vars=self.vars(f"{key}.vars", spec.get("vars", {})),
             joins=tuple(self.join(f"{key}.joins[{i}]", j) for i, j in enumerate(spec.get("joins", []))),
             emits=tuple(
                 Emit(
@@ -455,6 +465,17 @@ class _FileLoader:
         if resource.scope == "account" and resource.region is None:
             self.problem(f"{key}.region", "required for scope 'account'")
         return resource if len(self.problems) == before else None
+
+    def vars(self, key: str, spec: dict[str, str]) -> Vars:
+        """Compile `vars`; a var may use only those declared before it."""
+        names = list(spec)
+        for i, name in enumerate(names):
+            if name in CONTEXT_KEYS:
+                self.problem(f"{key}.{name}", f"{name} is a context key the engine sets")
+            later = sorted(_field_names(jmespath_ast(spec[name])) & set(names[i:]))
+            if later:
+                self.problem(f"{key}.{name}", f"uses {', '.join(later)}, declared at or after it")
+        return tuple((name, self.expression(f"{key}.{name}", text)) for name, text in spec.items())
 
     def cloudformation(self, key: str, spec: dict | None) -> CloudFormation | None:
         if spec is None:
@@ -596,6 +617,22 @@ def _declared_iam_actions(raw: dict) -> dict[tuple[str, str], str]:
             if "operation" in call and "iam_action" in call:
                 found.setdefault((call.get("service", raw["service"]), call["operation"]), call["iam_action"])
     return found
+
+
+def jmespath_ast(text: str) -> dict:
+    """The syntax tree of an expression; an empty one when it does not compile (reported elsewhere)."""
+    try:
+        return compile_expression(text).parsed
+    except ExpressionError:
+        return {}
+
+
+def _field_names(node: dict) -> set[str]:
+    """Every field name an expression reads, at any depth."""
+    names = {node["value"]} if node.get("type") == "field" else set()
+    for child in node.get("children", []):
+        names |= _field_names(child) if isinstance(child, dict) else set()
+    return names
 
 
 def _literal(text: str) -> str:

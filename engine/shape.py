@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.functions import search, tag_dict
-from engine.mappings import Emit, Relation, Resource
+from engine.mappings import Emit, Relation, Resource, Vars
 
 STACKPACK_LABEL = "stackpack:aws-v2"
 IDENTIFIER_TAG = "stackstate-identifier"
@@ -43,6 +43,13 @@ def context(item: Any, account: str, region: str, partition: str = "aws", **extr
     """The item with the context keys every expression may use."""
     base = item if isinstance(item, dict) else {"_value": item}
     return {**base, "_account": account, "_region": region, "_partition": partition, **extra}
+
+
+def with_vars(bound: Vars, item: dict) -> dict:
+    """Set each var on the item, in declaration order (a later one sees the earlier ones)."""
+    for name, expression in bound:
+        item[name] = search(expression, item)
+    return item
 
 
 CONSOLES = {"aws-cn": "https://console.amazonaws.cn", "aws-us-gov": "https://console.amazonaws-us-gov.com"}

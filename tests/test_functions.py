@@ -348,3 +348,32 @@ def test_the_system_resolver_is_asked_once_per_name_and_given_up_on_when_slow(mo
     assert functions.resolve_host("slow.example") == []
     assert functions.resolve_host("slow.example") == []
     assert asked == ["slow.example"]
+
+
+@pytest.mark.parametrize(
+    ("arn", "parts"),
+    [
+        ("arn:aws:ecs:eu-west-1:123456789012:cluster/web", ("ecs", "eu-west-1", "cluster", "web")),
+        (
+            "arn:aws:lambda:eu-west-1:123456789012:function:f:live",
+            ("lambda", "eu-west-1", "function", "f:live"),
+        ),
+        ("arn:aws:states:::lambda:invoke", ("states", "", "lambda", "invoke")),
+        ("arn:aws-cn:s3:::logs", ("s3", "", None, "logs")),  # no resource type
+    ],
+)
+def test_arn_gives_the_parts_with_the_resource_type_split_at_the_first_colon_or_slash(arn, parts) -> None:
+    found = run("arn(@)", arn)
+    assert (found["service"], found["region"], found["resource_type"], found["resource_id"]) == parts
+    assert found["resource"] == arn.split(":", 5)[5] and found["partition"] in ("aws", "aws-cn")
+
+
+@pytest.mark.parametrize("text", [None, "", "arn:aws:sqs", "urn:aws:s3:::b", "arn::s3:::b", 12])
+def test_arn_of_anything_else_is_null(text) -> None:
+    assert run("arn(@)", text) is None
+
+
+def test_only_gives_the_single_element_and_plain_drops_context_keys() -> None:
+    assert [run("only(v)", {"v": v}) for v in (["a"], [], ["a", "b"], None)] == ["a", None, None, None]
+    assert run("plain(@)", {"Name": "q", "_region": "r", "_vars": 1}) == {"Name": "q"}
+    assert run("plain(missing)", {}) is None

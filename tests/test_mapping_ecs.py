@@ -20,6 +20,7 @@ from moto.ecs.models import EC2ContainerServiceBackend, ecs_backends
 from demo.seed import AMI_ID, client
 from engine.functions import search
 from engine.mappings import load_mappings
+from engine.shape import with_vars
 from tests.conftest import ACCOUNT, ListSink, components_of_type, ids_of_type, moto_server, scan_live
 
 pytestmark = pytest.mark.live
@@ -238,6 +239,7 @@ def test_ecs_task_urns_skip_containers_without_ipv4_and_standalone_tasks():
         {"networkInterfaces": [{"privateIpv4Address": "10.0.0.10"}]},
     ]
     service_task = {"group": "service:api", "containers": containers}
-    assert search(task.urns[0], service_task) == ["urn:service-instance:/service-api-web:/10.0.0.9"]
-    assert search(task.urns[0], {"group": "family:report", "containers": containers}) is False
-    assert search(task.urns[0], {"taskArn": "arn:denied"}) is False  # DescribeTasks denied: no group
+    urns = lambda item: search(task.urns[0], with_vars(task.vars, item))  # noqa: E731  (vars set as the engine does)
+    assert urns(service_task) == ["urn:service-instance:/service-api-web:/10.0.0.9"]
+    assert urns({"group": "family:report", "containers": containers}) is False
+    assert urns({"taskArn": "arn:denied"}) is False  # DescribeTasks denied: no group

@@ -9,7 +9,7 @@ import pytest
 
 from engine.functions import search
 from engine.mappings import Mappings, Resource, load_mappings
-from engine.shape import Labels, ShapeError, component, context, relations
+from engine.shape import Labels, ShapeError, component, context, relations, with_vars
 
 ACCOUNT = "123456789012"
 REGION = "eu-west-1"
@@ -30,8 +30,8 @@ def resource(mappings: Mappings, type_name: str) -> Resource:
 def shape(
     spec: Resource, raw: dict, labels: Labels = LABELS, region: str = REGION
 ) -> tuple[dict, list[dict]]:
-    """Component and relations of one item, with the context keys the collector adds."""
-    item = context(raw, ACCOUNT, region)
+    """Component and relations of one item, with the context keys and vars the collector adds."""
+    item = with_vars(spec.vars, context(raw, ACCOUNT, region))
     record = component(spec, item, labels)
     return record, list(relations(spec, item, record["externalId"]))
 
@@ -457,7 +457,9 @@ def test_console_link_follows_the_partition_and_region(mappings: Mappings) -> No
         ("cn-north-1", "aws-cn", "https://console.amazonaws.cn"),
         ("us-gov-west-1", "aws-us-gov", "https://console.amazonaws-us-gov.com"),
     ]:
-        record = component(spec, context(instance_item(), ACCOUNT, region, partition), LABELS)
+        record = component(
+            spec, with_vars(spec.vars, context(instance_item(), ACCOUNT, region, partition)), LABELS
+        )
         assert record["data"]["ConsoleUrl"] == (
             f"{base}/ec2/home?region={region}#InstanceDetails:instanceId=i-0abc1234def567890"
         )
