@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -70,19 +71,44 @@ def statuses(target: Path) -> dict[str, str]:
     return found
 
 
+_SQL = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|BEGIN|COMMIT|ROLLBACK|PRAGMA|WHERE|VALUES)\b", re.I)
+_QUOTED = re.compile(r"'[^']*'")
+
+
+def sql_case_only(diff: str) -> bool:
+    """The mutant only changes the letter case of SQL outside its quoted literals: SQLite reads keywords,
+    table and column names case-insensitively, so such a mutant cannot change what the program does."""
+    removed = [line[1:] for line in diff.splitlines() if line.startswith("-") and not line.startswith("---")]
+    added = [line[1:] for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
+    return (
+        len(removed) == len(added) > 0
+        and all(_SQL.search(old) for old in removed)
+        and all(old.lower() == new.lower() and _QUOTED.findall(old) == _QUOTED.findall(new)
+                for old, new in zip(removed, added, strict=True))
+    )  # fmt: skip
+
+
 def report(target: Path, seconds: float) -> float:
-    """Print the counts, the score and the survivors' diffs; return the score (0-100)."""
+    """Print the counts, the score and the survivors' diffs; return the score (0-100).
+
+    Survivors that only change the case of SQL are equivalent mutants: counted apart and left out of the
+    score's denominator (and listed by name only)."""
     found = statuses(target)
+    shown = ("survived", "no tests")
+    diffs = {n: mutmut(target, "show", n, quiet=True) for n, s in found.items() if s in shown}
+    equivalent = {n for n, s in found.items() if s == "survived" and sql_case_only(diffs[n])}
     counts = Counter(found.values())
-    tested = len(found) - counts["no tests"]
+    tested = len(found) - counts["no tests"] - len(equivalent)
     score = 100.0 * (counts["killed"] + counts["timeout"]) / tested if tested else 0.0
     other = len(found) - sum(counts[k] for k in ("killed", "survived", "timeout", "no tests"))
-    print(f"mutants {len(found)}  killed {counts['killed']}  survived {counts['survived']}  "
-          f"timeouts {counts['timeout']}  without tests {counts['no tests']}  other {other}")  # fmt: skip
+    print(f"mutants {len(found)}  killed {counts['killed']}  survived {counts['survived']} "
+          f"(of which SQL case only: {len(equivalent)})  timeouts {counts['timeout']}  "
+          f"without tests {counts['no tests']}  other {other}")  # fmt: skip
     print(f"score {score:.1f}%  ({seconds:.0f} s, {seconds / max(len(found), 1):.2f} s per mutant)")
-    for name, status in sorted(found.items()):
-        if status in ("survived", "no tests"):
-            print(mutmut(target, "show", name, quiet=True))
+    if equivalent:
+        print("equivalent (SQL case only): " + " ".join(sorted(equivalent)))
+    for name in sorted(set(diffs) - equivalent):
+        print(diffs[name])
     return score
 
 

@@ -369,3 +369,117 @@ def test_sets_are_stored_as_sorted_lists_and_datetimes_as_iso_text(tmp_path: Pat
         with pytest.raises(TypeError, match=r"^object is not JSON serialisable$"):
             state.set("k", object())
         assert state.get("k")["set"] == ["a", "b", "c"]
+
+
+# --- how it is stored and opened ----------------------------------------------------------------
+
+
+def test_stored_json_has_sorted_keys_so_equal_values_have_equal_sizes(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with State(path) as state:
+        state.spool_put("a", {"b": 1, "a": {"d": 2, "c": 3}})
+        state.spool_put("b", {"a": {"c": 3, "d": 2}, "b": 1})
+        state.set("k", {"z": 1, "y": 2})
+        first, second = state.spool_entries()
+        assert first["size"] == second["size"]
+    conn = sqlite3.connect(path)
+    try:
+        bodies = [row[0] for row in conn.execute("SELECT body FROM spool ORDER BY id")]
+        assert bodies == ['{"a":{"c":3,"d":2},"b":1}'] * 2
+        assert conn.execute("SELECT value FROM kv WHERE key = 'k'").fetchone()[0] == '{"y":2,"z":1}'
+    finally:
+        conn.close()
+
+
+def test_a_set_of_mixed_types_is_stored_in_the_order_of_its_reprs(tmp_path: Path) -> None:
+    with State(tmp_path / "state.db") as state:
+        state.set("k", {2, "b", 1, "a"})
+        assert state.get("k") == ["a", "b", 1, 2]  # repr: "'a'" < "'b'" < "1" < "2"
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("file is not a database", "not a usable SQLite database (file is not a database); move it away"),
+        (
+            "database disk image is malformed",
+            "not a usable SQLite database (database disk image is malformed)",
+        ),
+        ("database is locked", "database is locked: another process holds a write transaction on it"),
+        ("database is busy", "database is busy: another process holds a write transaction on it"),
+        ("attempt to write a readonly database", "cannot be written (attempt to write a readonly database)"),
+        ("read-only file system", "cannot be written (read-only file system); check its permissions"),
+        ("disk I/O error", "OperationalError: disk I/O error"),
+    ],
+)
+def test_a_database_error_is_told_in_words_that_say_what_to_do(message: str, expected: str) -> None:
+    from engine.state import _sqlite_problem
+
+    assert _sqlite_problem(sqlite3.OperationalError(message)).startswith(expected)
+
+
+def test_an_in_memory_state_creates_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with State(":memory:") as state:
+        state.set("k", 1)
+        state.check().lock()
+        assert state.get("k") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_closed_state_opens_again_on_its_next_use_and_releases_its_lock(tmp_path: Path) -> None:
+    from engine.errors import Locked
+
+    path = tmp_path / "a" / "b" / "state.db"  # parents are created, however deep
+    state = State(path)
+    state.set("k", 1)
+    state.lock()
+    with pytest.raises(Locked):
+        State(path).lock()
+    state.close()
+    assert state.get("k") == 1  # re-opened
+    State(path).lock().close()  # the lock was released by close
+    state.close()  # closing twice is harmless
+
+
+def test_a_state_opened_in_one_thread_is_usable_from_another(tmp_path: Path) -> None:
+    import threading
+
+    errors: list[BaseException] = []
+    with State(tmp_path / "state.db") as state:
+        state.set("k", 1)
+
+        def use() -> None:
+            try:
+                state.set("k", state.get("k") + 1)
+            except BaseException as exc:  # carried to the main thread
+                errors.append(exc)
+
+        worker = threading.Thread(target=use)
+        worker.start()
+        worker.join()
+        assert errors == [] and state.get("k") == 2
+
+
+def test_a_failure_inside_a_write_leaves_no_transaction_open(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    with State(path) as state:
+        state.spool_put("a", payload(ACCOUNT), snapshot="s1")
+        conn = sqlite3.connect(path)
+        conn.execute("UPDATE spool SET created_at = 'not a time'")
+        conn.commit()
+        conn.close()
+        with pytest.raises(ValueError):
+            state.spool_supersede(ACCOUNT)  # reads the entry inside its transaction, and fails
+        assert [e for e in state.spool_items()] != []  # rolled back: nothing was deleted
+        state.set("after", 1)  # a new write transaction can begin
+        assert state.get("after") == 1
+
+
+def test_an_unknown_run_kind_is_refused_naming_the_known_ones(tmp_path: Path) -> None:
+    from engine.state import RUN_KINDS
+
+    with State(tmp_path / "state.db") as state, pytest.raises(ValueError) as refused:
+        state.record_run(ACCOUNT, "nap", at(0), at(1), True, {})
+    assert str(refused.value) == f"run kind 'nap' is not one of {', '.join(RUN_KINDS)}"
+    assert len(RUN_KINDS) > 1
