@@ -3,6 +3,7 @@
 Exit codes: 0 complete, 1 ran but incomplete (an account's phase failed, delivery spooled, the spool holds
 pending or rejected entries), 2 bad input (config, mappings, credentials), 3 the state is locked by another
 run, 128 + signal when stopped by SIGINT/SIGTERM. Bad input is one clear message on stderr, never a traceback.
+The commands that run phases (scan, events, flowlogs, run) load and lock here, then call `engine.run`.
 """
 
 from __future__ import annotations
