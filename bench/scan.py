@@ -54,6 +54,7 @@ def config_for(accounts: int) -> Config:
 
 def _engine(accounts: int, workers: int, out: Any) -> None:
     """In a fresh process: one engine scan; sends its figures back."""
+    from engine.phase import Limits
     from engine.scan import scan
     from engine.sink import FileSink
 
@@ -61,7 +62,7 @@ def _engine(accounts: int, workers: int, out: Any) -> None:
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
         results, calls = scan(
-            config_for(accounts), mappings, FileSink(folder), workers=workers, accounts=accounts
+            config_for(accounts), mappings, FileSink(folder), limits=Limits(workers, accounts)
         )
         seconds = time.perf_counter() - started
     types = sum((r.component_types for r in results), Counter())

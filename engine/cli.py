@@ -3,6 +3,7 @@
 Exit codes: 0 complete, 1 ran but incomplete (an account's phase failed, delivery spooled, the spool holds
 pending or rejected entries), 2 bad input (config, mappings, credentials), 3 the state is locked by another
 run, 128 + signal when stopped by SIGINT/SIGTERM. Bad input is one clear message on stderr, never a traceback.
+The commands that run phases (scan, events, flowlogs, run) load and lock here, then call `engine.run`.
 """
 
 from __future__ import annotations
@@ -13,10 +14,8 @@ import os
 import signal
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,28 +24,29 @@ import click
 
 from engine.auth import known_regions
 from engine.cfn import render as render_template
-from engine.collect import UnitResult
-from engine.config import Config, Instance, api_filter, load_config
-from engine.delta import AccountDelta, apply_events
-from engine.errors import BadInput, ConfigError, Interrupted, Locked, StateError
-from engine.fetch import Fetcher
-from engine.flowlogs import apply_flowlogs
+from engine.config import Config, api_filter, load_config
+from engine.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_INCOMPLETE,
+    EXIT_LOCKED,
+    EXIT_OK,
+    BadInput,
+    ConfigError,
+    Locked,
+    StateError,
+)
 from engine.last_snapshot import from_payloads, from_state
 from engine.mappings import MAPPINGS, Mappings, load_mappings
+from engine.phase import Limits
 from engine.plan import plan
 from engine.policy import agent_policy, role_policy
-from engine.proxy import resolve_proxies
-from engine.scan import AccountScan, scan
-from engine.sink import DELIVERED, REJECTED, FileSink, HttpSink, Sink, SpoolingSink, shown_url
+from engine.run import EVENTS, FLOWLOGS, RUN, SCAN, Phases, RunSettings, run_cycle, stopping_on
+from engine.sink import HttpSink, SpoolingSink, shown_url
 from engine.state import State
 from engine.view_page import write_page
 from engine.views import as_json as views_as_json
 from engine.views import as_text as views_as_text
 from engine.views import views_for
-
-log = logging.getLogger("aws_topology")
-
-EXIT_OK, EXIT_INCOMPLETE, EXIT_BAD_INPUT, EXIT_LOCKED = 0, 1, 2, 3
 
 config_option = click.option(
     "-c",
@@ -141,21 +141,21 @@ def _run_options(command: Any) -> Any:
 @_run_options
 def scan_command(**options: Any) -> None:
     """Full scan: one complete snapshot per account."""
-    _session(options, scan_due=lambda config, state: list(config.instances), events=False)
+    _session(options, SCAN)
 
 
 @main.command("events")
 @_run_options
 def events_command(**options: Any) -> None:
     """Event deltas: apply the new EventBridge objects of each account's log bucket."""
-    _session(options, scan_due=lambda config, state: [], events=True)
+    _session(options, EVENTS)
 
 
 @main.command("flowlogs")
 @_run_options
 def flowlogs_command(**options: Any) -> None:
     """VPC flow logs: turn each account's new flow-log objects into traffic relations."""
-    _session(options, scan_due=lambda config, state: [], events=False, flowlogs=True)
+    _session(options, FLOWLOGS)
 
 
 @main.command("plan")
@@ -180,30 +180,18 @@ def plan_command(config_path: str, mappings_dir: str, per_item: bool) -> None:
 def run_command(**options: Any) -> None:
     """What cron calls every minute: a full scan where `full_run_interval` has passed since the last
     complete one, then event deltas and flow logs for every account."""
-    _session(options, scan_due=_due, events=True, flowlogs=True)
+    _session(options, RUN)
 
 
-def _due(config: Config, state: State) -> list[Instance]:
-    """Accounts whose last full scan that closed its snapshot (units carried forward included) is older
-    than `full_run_interval` (or that never had one); an unreachable or interrupted scan does not count."""
-    now = datetime.now(UTC)
-    due = []
-    for instance in config.instances:
-        last = state.last_run(instance.account_id, "scan", closed_only=True)
-        if last is None or (now - last["started_at"]).total_seconds() >= config.full_run_interval:
-            due.append(instance)
-    return due
-
-
-def _session(options: dict[str, Any], scan_due: Any, events: bool, flowlogs: bool = False) -> None:
-    """Load, check and lock; scan the accounts that are due, apply events; exit with the worst code."""
+def _session(options: dict[str, Any], phases: Phases) -> None:
+    """Load, check and lock; run the phases; exit with the worst code."""
     stop = threading.Event()
-    with _stopping_on(stop) as received:
+    with stopping_on(stop) as received:
         try:
-            code = _work(stop=stop, scan_due=scan_due, events=events, flowlogs=flowlogs, **options)
+            code = _work(options, phases, stop)
         except StateError as exc:  # the state failed mid-run (locked past its timeout, disk full)
             click.echo(f"error: {exc}; the run stopped (what was not delivered stays in the bucket)",
-                       err=True)
+                       err=True)  # fmt: skip
             sys.exit(EXIT_INCOMPLETE)
         if received:
             name = signal.Signals(received[0]).name
@@ -212,255 +200,27 @@ def _session(options: dict[str, Any], scan_due: Any, events: bool, flowlogs: boo
     sys.exit(code)
 
 
-def _work(
-    *,
-    config_path: str,
-    mappings_dir: str,
-    out: str | None,
-    receiver: str | None,
-    state_path: str,
-    workers: int,
-    accounts: int,
-    max_payload_bytes: int,
-    table: bool | None,
-    delivery_budget: float,
-    stop: threading.Event,
-    scan_due: Any,
-    events: bool,
-    flowlogs: bool,
-) -> int:
-    interactive = sys.stderr.isatty()
-    _logging(interactive)
+def _work(options: dict[str, Any], phases: Phases, stop: threading.Event) -> int:
+    """The checked settings and the locked state, then the run cycle."""
+    _logging(sys.stderr.isatty())
+    out, receiver, table = options["out"], options["receiver"], options["table"]
     with _bad_input():
-        config = load_config(config_path)
-        mappings = load_mappings(mappings_dir)
+        config = load_config(options["config_path"])
+        mappings = load_mappings(options["mappings_dir"])
         if bool(out) == bool(receiver):
             raise click.UsageError("give exactly one of --out DIR or --receiver URL")
     _warn_unknown_apis(config, mappings)
     with _bad_input():
         if receiver and not receiver.startswith(("http://", "https://")):
             raise click.UsageError(f"--receiver must be an http(s) URL, not {shown_url(receiver)[:80]!r}")
-        state = _open_state(state_path)
-    run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{os.getpid()}"
-    codes: list[int] = []
-    with state:
-        due = scan_due(config, state)
-        with _bad_input():
-            _refuse_empty_plans(replace(config, instances=tuple(due)), mappings)  # only a snapshot deletes
-        proxies = resolve_proxies(config.proxy) if config.proxy else None
-        sink = _sink(out, receiver, state, run_id, proxies, stop, delivery_budget)
-        if isinstance(sink, SpoolingSink):
-            sink.flush_spool()  # every phase re-sends what earlier runs spooled, first
-        target = str(getattr(sink, "directory", shown_url(str(receiver))))
-        results: list[AccountScan] = []
-        if due:
-            scan_config = replace(config, instances=tuple(due))
-            results = _full_scans(
-                scan_config, mappings, state, sink, workers, max_payload_bytes, stop, target, accounts
-            )
-            if table if table is not None else sys.stdout.isatty():
-                _table(results)
-            codes += [_code(a.complete, a.bad_input) for a in results]
-        if events and not stop.is_set():
-            codes += _deltas(config, mappings, state, sink, workers, max_payload_bytes, stop)
-        if flowlogs and not stop.is_set():
-            snapshots = {a.account for a in results if a.closes_snapshot}
-            codes += _flows(config, mappings, state, sink, workers, max_payload_bytes, stop, snapshots)
-        if isinstance(sink, FileSink):
-            _write_manifest(sink.directory, run_id, results, interrupted=stop.is_set())
-        undelivered = {k: n for k in ("spooled", "rejected", "overflowed") if (n := getattr(sink, k, 0))}
-        undelivered |= {k: n for k, n in _spool_left(state).items() if n}
-    if undelivered:
-        click.echo("delivery " + " ".join(f"{k}={v}" for k, v in undelivered.items()))
-        codes.append(EXIT_INCOMPLETE)
-    return max(codes, default=EXIT_OK)
-
-
-def _spool_left(state: State) -> dict[str, int]:
-    """What waits in the spool after the run: pending entries, and rejected ones an operator must requeue or
-    drop (`aws-topology spool`); either makes the run exit 1."""
-    return {"pending": state.spool_count(), "rejected_in_spool": state.spool_count("rejected")}
-
-
-def _full_scans(
-    config: Config, mappings: Mappings, state: State, sink: Sink, workers: int, max_bytes: int,
-    stop: threading.Event, target: str, accounts: int = 4,
-) -> list[AccountScan]:  # fmt: skip
-    """Scan the accounts of `config`, record each run, print the summary line and write the metrics file.
-
-    On a terminal one live line per account; under cron a log line per unit. Metrics: `{state}.prom`.
-    """
-    from engine.progress import LiveProgress, write_metrics
-    from engine.scan import PATIENCE
-
-    started = time.monotonic()
-    fetcher = Fetcher(stop, patience=PATIENCE)
-    live = LiveProgress(fetcher, sys.stderr) if sys.stderr.isatty() else None
-    results, calls = scan(
-        config, mappings, sink, workers=workers, accounts=accounts, max_bytes=max_bytes, state=state,
-        stop=stop, fetcher=fetcher,
-        on_unit=live.unit if live else _log_unit, on_plan=live.plan if live else lambda account, units: None,
+        state = _open_state(options["state_path"])
+    settings = RunSettings(
+        config, mappings, phases, out=out, receiver=receiver,
+        limits=Limits(options["workers"], options["accounts"], options["max_payload_bytes"]),
+        table=sys.stdout.isatty() if table is None else table, delivery_budget=options["delivery_budget"],
     )  # fmt: skip
-    if live:
-        live.close()
-    if isinstance(state.path, Path):
-        write_metrics(state.path.with_suffix(".prom"), results, fetcher, time.monotonic() - started)
-    for a in results:
-        fate = sink.snapshot_fate(a.account) if isinstance(sink, SpoolingSink) else DELIVERED
-        lost = fate == REJECTED  # a payload of the snapshot was rejected or trimmed: it did not close
-        summary = {
-            "components": a.component_count, "relations": a.relation_count, "payloads": a.payloads,
-            "snapshot_closed": a.closes_snapshot and not lost, "carried": a.carried,
-            "interrupted": a.interrupted, "gaps": a.gaps(),
-            "incomplete_units": [u.unit.label for u in a.units if not u.complete],
-            "delivered": a.payloads > 0 and fate == DELIVERED,
-        }  # fmt: skip
-        if a.error:
-            summary["error"] = a.error
-        finished = a.started_at + a.seconds
-        state.record_run(a.account, "scan", a.started_at, finished, a.complete and not lost, summary)
-    click.echo(_summary(results, calls, time.monotonic() - started, target))
-    return results
-
-
-def _deltas(
-    config: Config, mappings: Mappings, state: State, sink: Sink, workers: int, max_bytes: int,
-    stop: threading.Event,
-) -> list[int]:  # fmt: skip
-    """Apply each account's new events, record each run, print one line per account."""
-    fetcher = Fetcher(stop)
-
-    def one(instance: Instance) -> tuple[bool, bool, dict[str, Any], float, float]:
-        delta = apply_events(
-            config, instance, mappings, sink, state, fetcher, workers=workers, max_bytes=max_bytes
-        )
-        return delta.complete, delta.bad_input, _delta_summary(delta), delta.started_at, delta.seconds
-
-    return _phase("events", config, state, stop, one)
-
-
-def _flows(
-    config: Config, mappings: Mappings, state: State, sink: Sink, workers: int, max_bytes: int,
-    stop: threading.Event, snapshots: set[str],
-) -> list[int]:  # fmt: skip
-    """Turn each account's new flow-log objects into traffic relations; one line per account."""
-    fetcher = Fetcher(stop)
-
-    def one(instance: Instance) -> tuple[bool, bool, dict[str, Any], float, float]:
-        flows = apply_flowlogs(
-            config, instance, mappings, sink, state, fetcher, workers=workers, max_bytes=max_bytes,
-            after_snapshot=instance.account_id in snapshots,
-        )  # fmt: skip
-        summary: dict[str, Any] = {
-            "status": "complete" if flows.complete else "INCOMPLETE",
-            "bucket": f"{flows.bucket}{' (absent)' if flows.absent else ''}", "objects": flows.objects,
-            "records": flows.records, "connections": flows.connections, "direct_relations": flows.direct,
-            "resent_connections": flows.resent,
-            "payloads": flows.payloads, "deleted_objects": len(flows.deleted),
-            "corrupt_objects": len(flows.corrupt), "waiting_objects": flows.waiting,
-            **{f"skipped_{reason}": n for reason, n in sorted(flows.skipped.items()) if n},
-        }  # fmt: skip
-        if flows.error:
-            summary["error"] = repr(flows.error)
-        return flows.complete, flows.bad_input, summary, flows.started_at, flows.seconds
-
-    return _phase("flowlogs", config, state, stop, one)
-
-
-PhaseRun = Callable[[Instance], tuple[bool, bool, dict[str, Any], float, float]]
-
-
-def _phase(kind: str, config: Config, state: State, stop: threading.Event, one: PhaseRun) -> list[int]:
-    """Run `one` per account, each on its own: a stop or a failure is recorded as that account's incomplete
-    run (a failure lets the next account go on); one line per account; then the phase's metrics file."""
-    codes, rows = [], []
-    for instance in config.instances:
-        if stop.is_set():
-            break
-        started = time.time()
-        try:
-            complete, bad_input, summary, started, seconds = one(instance)
-            if stop.is_set() and not complete:
-                summary["interrupted"] = True
-        except Exception as exc:  # one account's failure is its own
-            interrupted = isinstance(exc, Interrupted) or stop.is_set()
-            complete, bad_input, seconds = False, False, time.time() - started
-            summary = {"status": "interrupted" if interrupted else "INCOMPLETE", "interrupted": interrupted}
-            summary["error"] = f"{type(exc).__name__}: {exc}"
-            if not interrupted:
-                log.error("event=%s.failed account=%s error=%r", kind, instance.account_id, summary["error"])
-        state.record_run(instance.account_id, kind, started, started + seconds, complete, summary)
-        click.echo(
-            f"{kind} account={instance.account_id} " + " ".join(f"{k}={v}" for k, v in summary.items())
-        )
-        codes.append(_code(complete, bad_input))
-        rows.append({"account": instance.account_id, "complete": complete, "seconds": seconds, **summary})
-    if isinstance(state.path, Path):
-        from engine.progress import write_phase_metrics
-
-        write_phase_metrics(state.path.with_suffix(f".{kind}.prom"), kind, rows)
-    return codes
-
-
-def _code(complete: bool, bad_input: bool) -> int:
-    return EXIT_BAD_INPUT if bad_input else (EXIT_OK if complete else EXIT_INCOMPLETE)
-
-
-def _delta_summary(delta: AccountDelta) -> dict[str, Any]:
-    summary: dict[str, Any] = {
-        "status": "complete" if delta.complete else "INCOMPLETE", "source": repr(delta.source),
-        "objects": delta.objects, "envelopes": delta.envelopes, "unknown": delta.unknown,
-        "changes": delta.changes, "components": delta.components, "deletes": delta.deletes,
-        "payloads": delta.payloads, "deleted_objects": len(delta.deleted), "stale_objects": delta.stale,
-        "kept_objects": len(delta.kept), "corrupt_objects": len(delta.corrupt), **delta.counts(),
-    }  # fmt: skip
-    if delta.failed_units:
-        summary["failed_units"] = ",".join(delta.failed_units)
-    if delta.error:
-        summary["error"] = repr(delta.error)
-    return summary
-
-
-@contextmanager
-def _stopping_on(stop: threading.Event) -> Iterator[list[int]]:
-    """SIGINT/SIGTERM set `stop` (the scan ends at its next API call); a second signal kills at once."""
-    received: list[int] = []
-
-    def handler(signum: int, _frame: object) -> None:
-        received.append(signum)
-        stop.set()
-        log.warning("event=run.stopping signal=%s", signal.Signals(signum).name)
-        signal.signal(signum, signal.SIG_DFL)
-
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield received
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-def _write_manifest(directory: Path, run_id: str, results: list[AccountScan], interrupted: bool) -> None:
-    """`manifest.json`, written last: which payload files this run wrote and whether each snapshot closed.
-
-    A run folder without a manifest is a run that died midway: nothing in it reads as complete.
-    """
-    manifest = {
-        "run": run_id,
-        "interrupted": interrupted,
-        "accounts": {
-            a.account: {
-                "snapshot_closed": a.closes_snapshot,
-                "complete": a.complete,
-                "payloads": [f"scan-{a.account}-{n:04d}.json" for n in range(1, a.payloads + 1)],
-            }
-            for a in results
-        },
-    }
-    FileSink(directory).send(manifest, "manifest")
+    with state, _bad_input(ConfigError):  # a due account that would scan nothing; not a state failing mid-run
+        return run_cycle(settings, state, stop, click.echo)
 
 
 @main.group("spool")
@@ -648,19 +408,6 @@ def _open_state(path: str) -> State:
         sys.exit(EXIT_LOCKED)
 
 
-def _refuse_empty_plans(config: Config, mappings: Mappings) -> None:
-    """An instance that would scan nothing would close an empty snapshot, deleting its whole topology."""
-    for instance in config.instances:
-        if not plan(instance, mappings):
-            apis = "(all)" if instance.apis_to_run is None else list(instance.apis_to_run)
-            raise ConfigError(
-                file=config.path or "-",
-                key="instances",
-                problem=f"{instance.role_arn}: regions {list(instance.regions)} and apis_to_run {apis} "
-                "select no resource type; an empty snapshot would delete the account's whole topology",
-            )
-
-
 def _warn_unknown_apis(config: Config, mappings: Mappings) -> None:
     """apis_to_run may name StackPack APIs that no mapping provides yet: say so, then skip them.
 
@@ -683,24 +430,12 @@ def _warn_unknown_apis(config: Config, mappings: Mappings) -> None:
             )
 
 
-def _sink(
-    out: str | None, receiver: str | None, state: State, run_id: str, proxies: dict[str, str] | None = None,
-    stop: threading.Event | None = None, budget: float | None = None,
-) -> Sink:  # fmt: skip
-    """Files go to a folder of their own per run (`{out}/run-{id}/`), so two runs never mix. A receiver's
-    deliveries end at `stop` or once `budget` seconds were spent; what is left is spooled."""
-    if out:
-        return FileSink(Path(out) / f"run-{run_id}")
-    http = HttpSink(str(receiver), os.environ.get("STS_API_KEY"), proxies=proxies, stop=stop, budget=budget)
-    return SpoolingSink(http, state)
-
-
 @contextmanager
-def _bad_input() -> Iterator[None]:
-    """Turn `BadInput` into one message on stderr and exit code 2."""
+def _bad_input(kind: type[BadInput] = BadInput) -> Iterator[None]:
+    """Turn `kind` (any `BadInput` by default) into one message on stderr and exit code 2."""
     try:
         yield
-    except BadInput as exc:
+    except kind as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_BAD_INPUT)
 
@@ -712,42 +447,3 @@ def _logging(interactive: bool) -> None:
         stream=sys.stderr,
     )
     logging.getLogger("botocore").setLevel(logging.WARNING)
-
-
-def _log_unit(result: UnitResult) -> None:
-    log.log(
-        logging.INFO if result.complete else logging.WARNING,
-        "event=unit.done unit=%s status=%s components=%d relations=%d seconds=%.3f%s",
-        result.unit.label, result.status, len(result.components), len(result.relations), result.seconds,
-        f" error={result.error!r}" if result.error else "",
-    )  # fmt: skip
-
-
-def _table(results: list[AccountScan]) -> None:
-    for account in results:
-        click.echo(f"account {account.account}:")
-        components, relations = account.component_types, account.relation_types  # of the payloads sent
-        for name, count in sorted(components.items()):
-            click.echo(f"  {name:<40} {count:>6} components")
-        for name, count in sorted(relations.items()):
-            click.echo(f"  {name:<40} {count:>6} relations")
-        for gap in account.gaps():
-            click.echo(f"  permission gap: {gap}")
-
-
-def _summary(results: list[AccountScan], calls: int, seconds: float, target: str) -> str:
-    parts = []
-    for a in results:
-        status = "complete" if a.complete else ("unreachable" if a.error else "INCOMPLETE")
-        status = "interrupted" if a.interrupted else status
-        bad = [u.unit.label for u in a.units if not u.complete]
-        carried = [f"{label}({age / 3600:.1f}h)" for label, age in a.carried.items()]
-        parts.append(
-            f"account={a.account} status={status} components={a.component_count} "
-            f"relations={a.relation_count} payloads={a.payloads} "
-            f"snapshot_closed={str(a.closes_snapshot).lower()}"
-            + (f" incomplete_units={','.join(bad)}" if bad else "")
-            + (f" carried_forward={','.join(carried)}" if carried else "")
-            + (f" error={a.error!r}" if a.error else "")
-        )
-    return f"scan {' '.join(parts)} calls={calls} seconds={seconds:.2f} to={target}"

@@ -48,6 +48,7 @@ from engine.events import GLOBAL, Change, CorruptObject, Rules, envelopes, lates
 from engine.fetch import Fetcher
 from engine.mappings import Mappings
 from engine.payload import build_payloads, service_check
+from engine.phase import LIMITS, Limits, PhaseResult
 from engine.plan import Unit
 from engine.scan import check_tags, labels_for
 from engine.sink import Sink
@@ -63,11 +64,8 @@ MAX_OBJECT = 16 << 20  # compressed bytes read of one object (Firehose writes at
 
 
 @dataclass
-class AccountDelta:
-    account: str
+class AccountDelta(PhaseResult):
     bucket: str
-    error: str | None = None
-    bad_input: bool = False
     objects: int = 0
     envelopes: int = 0
     unknown: int = 0  # envelopes no rule matches
@@ -87,14 +85,28 @@ class AccountDelta:
     truncated: bool = False  # CloudTrail had more events than one run reads
     corrupt: dict[str, str] = field(default_factory=dict)
     failed_units: list[str] = field(default_factory=list)
-    started_at: float = field(default_factory=time.time)
-    seconds: float = 0.0
 
     @property
     def complete(self) -> bool:
         return not (
             self.error or self.kept or self.failed_units or self.corrupt or self.truncated or self.not_deleted
         )
+
+    def summary(self) -> dict[str, Any]:
+        summary: dict[str, Any] = {
+            "status": "complete" if self.complete else "INCOMPLETE", "source": repr(self.source),
+            "objects": self.objects, "envelopes": self.envelopes, "unknown": self.unknown,
+            "changes": self.changes, "components": self.components, "deletes": self.deletes,
+            "payloads": self.payloads, "deleted_objects": len(self.deleted), "stale_objects": self.stale,
+            "kept_objects": len(self.kept), "corrupt_objects": len(self.corrupt), **self.counts(),
+        }  # fmt: skip
+        if self.failed_units:
+            summary["failed_units"] = ",".join(self.failed_units)
+        if self.error:
+            summary["error"] = repr(self.error)
+        if self.interrupted:
+            summary["interrupted"] = True
+        return summary
 
     def counts(self) -> dict[str, Any]:
         """The summary fields beyond the basic ones, only when they say something."""
@@ -114,15 +126,14 @@ def apply_events(
     state: State,
     fetcher: Fetcher,
     *,
-    workers: int = 8,
-    max_bytes: int = 1_000_000,
+    limits: Limits = LIMITS,
     endpoint_url: str | None = None,
     base: boto3.Session | None = None,
 ) -> AccountDelta:
     started = time.monotonic()
     result = AccountDelta(instance.account_id, instance.log_bucket_name)
     try:
-        account = assume(config, instance, base=base, endpoint_url=endpoint_url, workers=workers)
+        account = assume(config, instance, base=base, endpoint_url=endpoint_url, workers=limits.workers)
     except (CredentialsError, Unreachable) as exc:
         result.error, result.bad_input = str(exc), isinstance(exc, CredentialsError)
         return result
@@ -139,7 +150,7 @@ def apply_events(
         log.warning("event=events.fallback bucket=%s problem=%r", result.bucket, problem(exc))
         sources = _from_cloudtrail(account, instance, rules, state, result)
     if result.error is None:
-        _apply(account, instance, mappings, sink, fetcher, state, sources, result, max_bytes)
+        _apply(account, instance, mappings, sink, fetcher, state, sources, result, limits.max_bytes)
     result.seconds = time.monotonic() - started
     return result
 

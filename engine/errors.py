@@ -1,10 +1,13 @@
-"""Typed errors: a message template plus the structured fields it was built from.
+"""Typed errors: a message template plus the structured fields it was built from; the exit codes.
 
 The fields stay on the instance so callers (status, summaries) can group failures, e.g. every
 `AccessDenied` into "role X needs Y". No secret is ever put into a field.
 """
 
 from __future__ import annotations
+
+# complete; ran but incomplete; bad input (config, mappings, credentials); the state is locked by another run
+EXIT_OK, EXIT_INCOMPLETE, EXIT_BAD_INPUT, EXIT_LOCKED = 0, 1, 2, 3
 
 
 class TopologyError(Exception):

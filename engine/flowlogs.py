@@ -62,6 +62,7 @@ from engine.functions import search
 from engine.last_snapshot import unit_results
 from engine.mappings import Interfaces, Mappings
 from engine.payload import build_payloads
+from engine.phase import LIMITS, Limits, PhaseResult
 from engine.scan import labels_for
 from engine.shape import STACKPACK_LABEL, context, integration_tags, relation, with_vars
 from engine.sink import Sink
@@ -90,11 +91,8 @@ Known = tuple[set[str], dict[str, str]]  # the last full scan's component ids, a
 
 
 @dataclass
-class AccountFlows:
-    account: str
+class AccountFlows(PhaseResult):
     bucket: str
-    error: str | None = None
-    bad_input: bool = False
     absent: bool = False  # the bucket does not exist: flow logs are not set up
     objects: int = 0
     waiting: int = 0  # beyond MAX_OBJECTS: read next run
@@ -108,12 +106,26 @@ class AccountFlows:
     payloads: int = 0
     deleted: list[str] = field(default_factory=list)
     corrupt: dict[str, str] = field(default_factory=dict)
-    started_at: float = field(default_factory=time.time)
-    seconds: float = 0.0
 
     @property
     def complete(self) -> bool:
         return not (self.error or self.corrupt or self.unread or self.not_deleted)
+
+    def summary(self) -> dict[str, Any]:
+        summary: dict[str, Any] = {
+            "status": "complete" if self.complete else "INCOMPLETE",
+            "bucket": f"{self.bucket}{' (absent)' if self.absent else ''}", "objects": self.objects,
+            "records": self.records, "connections": self.connections, "direct_relations": self.direct,
+            "resent_connections": self.resent,
+            "payloads": self.payloads, "deleted_objects": len(self.deleted),
+            "corrupt_objects": len(self.corrupt), "waiting_objects": self.waiting,
+            **{f"skipped_{reason}": n for reason, n in sorted(self.skipped.items()) if n},
+        }  # fmt: skip
+        if self.error:
+            summary["error"] = repr(self.error)
+        if self.interrupted:
+            summary["interrupted"] = True
+        return summary
 
     def note(self, problem: str) -> None:
         self.error = f"{self.error}; {problem}" if self.error else problem
@@ -188,8 +200,7 @@ def apply_flowlogs(
     state: State,
     fetcher: Fetcher,
     *,
-    workers: int = 8,
-    max_bytes: int = 1_000_000,
+    limits: Limits = LIMITS,
     endpoint_url: str | None = None,
     base: boto3.Session | None = None,
     after_snapshot: bool = False,
@@ -202,8 +213,8 @@ def apply_flowlogs(
     started = time.monotonic()
     result = AccountFlows(instance.account_id, instance.flowlog_bucket_name)
     try:
-        account = assume(config, instance, base=base, endpoint_url=endpoint_url, workers=workers)
-        _run(account, instance, mappings, sink, state, fetcher, result, max_bytes, after_snapshot,
+        account = assume(config, instance, base=base, endpoint_url=endpoint_url, workers=limits.workers)
+        _run(account, instance, mappings, sink, state, fetcher, result, limits.max_bytes, after_snapshot,
              max_unpacked)  # fmt: skip
     except (CredentialsError, Unversioned) as exc:
         result.error, result.bad_input = str(exc), True

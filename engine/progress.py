@@ -1,14 +1,16 @@
 """Progress and metrics of a full scan.
 
 On a terminal: one live line per account (units done/total, API calls, throttles, errors, elapsed), redrawn
-in place. Under cron: nothing live; after the scan, a metrics file in the Prometheus text format (per-type
-component counts, relations, calls, throttles, errors, incomplete units, duration per account) that a
-node-exporter textfile collector or any scraper can read, written atomically. The events and flow-log
-phases write one file each (`phase_metrics_text`: last run complete, objects, deleted, corrupt, duration).
+in place. Under cron: a log line per unit (`UnitLog`); after the scan, a metrics file in the Prometheus text
+format (per-type component counts, relations, calls, throttles, errors, incomplete units, duration per
+account) that a node-exporter textfile collector or any scraper can read, written atomically. The events
+and flow-log phases write one file each (`phase_metrics_text`: last run complete, objects, deleted, corrupt,
+duration).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -22,7 +24,35 @@ if TYPE_CHECKING:
     from engine.scan import AccountScan
 
 
-class LiveProgress:
+log = logging.getLogger("aws_topology")
+
+
+class Progress:
+    """What a scan reports as it goes (from worker threads, one call at a time): here, nothing."""
+
+    def plan(self, account: str, units: int) -> None:
+        """The account's units are known."""
+
+    def unit(self, result: UnitResult) -> None:
+        """A unit ended."""
+
+    def close(self) -> None:
+        """The scan ended."""
+
+
+class UnitLog(Progress):
+    """Under cron: one log line per unit."""
+
+    def unit(self, result: UnitResult) -> None:
+        log.log(
+            logging.INFO if result.complete else logging.WARNING,
+            "event=unit.done unit=%s status=%s components=%d relations=%d seconds=%.3f%s",
+            result.unit.label, result.status, len(result.components), len(result.relations), result.seconds,
+            f" error={result.error!r}" if result.error else "",
+        )  # fmt: skip
+
+
+class LiveProgress(Progress):
     """One line per account, redrawn in place at most every `interval` seconds."""
 
     def __init__(self, fetcher: Fetcher, stream: TextIO, interval: float = 0.2) -> None:

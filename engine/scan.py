@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from functools import cached_property, partial
+from typing import Any
 
 import boto3
 
@@ -40,10 +41,12 @@ from engine.errors import AccessDenied, CredentialsError, Unreachable
 from engine.fetch import Fetcher
 from engine.mappings import Mappings
 from engine.payload import SEPARATORS, build_payloads, iter_payloads, service_check
+from engine.phase import LIMITS, Limits, PhaseResult
 from engine.plan import Unit, plan
+from engine.progress import Progress
 from engine.scheduler import Scheduler
 from engine.shape import Labels
-from engine.sink import Sink
+from engine.sink import DELIVERED, REJECTED, Sink
 from engine.state import State
 
 log = logging.getLogger("aws_topology")
@@ -105,18 +108,14 @@ class Spill:
 
 
 @dataclass
-class AccountScan:
-    account: str
+class AccountScan(PhaseResult):
+    """`error`: the account could not be reached at all, or its scan failed."""
+
     role_arn: str
     units: list[UnitResult] = field(default_factory=list)
-    error: str | None = None  # the account could not be reached at all, or its scan failed
-    bad_input: bool = False  # ... because of its credentials or role (exit 2), not an outage (exit 1)
     payloads: int = 0
     collisions: list[str] = field(default_factory=list)
     carried: dict[str, float] = field(default_factory=dict)  # unit label -> age in seconds of its result
-    interrupted: bool = False
-    started_at: float = field(default_factory=time.time)
-    seconds: float = 0.0
 
     @property
     def complete(self) -> bool:
@@ -244,6 +243,20 @@ class AccountScan:
         )
         return [f"{text} ({n}x)" if n > 1 else text for text, n in seen.items()]
 
+    def summary(self, fate: str | None = DELIVERED) -> dict[str, Any]:
+        """The recorded run. `fate`: what became of the snapshot's payloads (the sink's `snapshot_fate`);
+        one rejected or trimmed did not close it."""
+        summary: dict[str, Any] = {
+            "components": self.component_count, "relations": self.relation_count, "payloads": self.payloads,
+            "snapshot_closed": self.closes_snapshot and fate != REJECTED, "carried": self.carried,
+            "interrupted": self.interrupted, "gaps": self.gaps(),
+            "incomplete_units": [u.unit.label for u in self.units if not u.complete],
+            "delivered": self.payloads > 0 and fate == DELIVERED,
+        }  # fmt: skip
+        if self.error:
+            summary["error"] = self.error
+        return summary
+
 
 def check_tags(instance: Instance) -> list[str]:
     """The tags of the service checks: the instance's `tags` and the integration tags."""
@@ -272,31 +285,29 @@ def scan(
     mappings: Mappings,
     sink: Sink,
     *,
-    workers: int = 8,
-    accounts: int = 4,
-    max_bytes: int = 1_000_000,
+    limits: Limits = LIMITS,
+    state: State | None = None,
+    fetcher: Fetcher | None = None,
+    progress: Progress | None = None,
     endpoint_url: str | None = None,
     base: boto3.Session | None = None,
-    on_unit: Callable[[UnitResult], None] = lambda _: None,
-    on_plan: Callable[[str, int], None] = lambda account, units: None,
-    state: State | None = None,
-    stop: threading.Event | None = None,
     max_carry_age: float = MAX_CARRY_AGE,
-    fetcher: Fetcher | None = None,
 ) -> tuple[list[AccountScan], int]:
     """Scan every configured account; return the per-account results and the number of calls.
 
-    `on_plan(account, units)` is called when an account's units are known, `on_unit` as each unit ends
-    (both from worker threads, one call at a time).
+    `fetcher` (by default one with `PATIENCE`) holds the stop event; `progress` hears of each account's plan
+    and each unit's end.
     """
-    fetcher = fetcher or Fetcher(stop, patience=PATIENCE)
+    fetcher = fetcher or Fetcher(patience=PATIENCE)
+    progress = progress or Progress()
     lock = threading.Lock()
 
     def locked(fn: Callable, *args: object) -> None:
         with lock:
             fn(*args)
 
-    parallel = 1 if workers == 1 else max(1, min(accounts, len(config.instances)))
+    workers, max_bytes = limits.workers, limits.max_bytes
+    parallel = 1 if workers == 1 else max(1, min(limits.accounts, len(config.instances)))
     done: dict[int, AccountScan] = {}
     with (
         Scheduler(workers) as scheduler,
@@ -306,7 +317,7 @@ def scan(
             pool.submit(
                 collect_account, config, instance, mappings, fetcher, scheduler,
                 workers=workers, endpoint_url=endpoint_url, base=base,
-                on_unit=partial(locked, on_unit), on_plan=partial(locked, on_plan),
+                on_unit=partial(locked, progress.unit), on_plan=partial(locked, progress.plan),
             ): index
             for index, instance in enumerate(config.instances)
         }  # fmt: skip

@@ -31,6 +31,7 @@ import pytest
 from engine import functions
 from engine.config import Config, Instance
 from engine.mappings import Call, Mappings, load_mappings
+from engine.phase import Limits
 from engine.scan import AccountScan, scan
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -294,7 +295,7 @@ def scan_live(
             make_config(**config),
             load_mappings() if mappings is None else mappings,
             sink,
-            workers=1,
+            limits=Limits(workers=1),
             endpoint_url=endpoint,
         )
     return sink, results

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from engine import cli
+from engine import cli, run
 from engine.state import State
 from tests.conftest import ACCOUNT, make_config
 
@@ -214,7 +214,7 @@ def test_a_scan_that_closed_its_snapshot_with_a_type_carried_forward_is_not_due_
     """One permanently denied type must not make a full scan every minute."""
     config = replace(make_config(), full_run_interval=3600)
     with _recorded_scan(tmp_path, 5, complete=False, snapshot_closed=True, carried={"x": 60}) as state:
-        assert cli._due(config, state) == []
+        assert run.due(config, state) == []
 
 
 @pytest.mark.parametrize(
@@ -225,4 +225,4 @@ def test_a_scan_that_was_interrupted_or_unreachable_does_not_count_for_due(
 ) -> None:
     config = replace(make_config(), full_run_interval=3600)
     with _recorded_scan(tmp_path, 5, complete=False, **summary) as state:
-        assert cli._due(config, state) == list(config.instances)
+        assert run.due(config, state) == list(config.instances)

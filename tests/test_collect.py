@@ -13,6 +13,7 @@ from engine.auth import Account, client_config
 from engine.collect import Collector, UnitResult
 from engine.fetch import Fetcher
 from engine.mappings import load_mappings
+from engine.phase import Limits
 from engine.plan import plan
 from engine.shape import Labels
 from tests.conftest import ACCOUNT, ROLE, make_config
@@ -332,7 +333,7 @@ def test_two_types_claiming_one_external_id_keep_the_snapshot_open(tmp_path, mon
         monkeypatch.setattr(scan_module, "assume", lambda *args, **kwargs: account)
         sink = ListSink()
         [result], _ = scan_module.scan(
-            make_config(regions=(REGION,)), load_mappings(tmp_path), sink, workers=1
+            make_config(regions=(REGION,)), load_mappings(tmp_path), sink, limits=Limits(workers=1)
         )
 
     assert result.collisions == ["a is both test.stream and test.mirror"]

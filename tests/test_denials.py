@@ -14,6 +14,7 @@ import pytest
 from engine import fetch
 from engine.errors import AccessDenied
 from engine.mappings import Call, Resource, load_mappings
+from engine.phase import Limits
 from engine.scan import scan
 from tests.conftest import CASSETTES, ROLE, ListSink, make_config
 
@@ -46,7 +47,11 @@ def deny(monkeypatch: pytest.MonkeyPatch, *operations: str) -> None:
 def run(resource: Resource, endpoint: str) -> tuple[ListSink, object]:
     sink = ListSink()
     [result], _ = scan(
-        make_config(apis_to_run=(resource.service,)), MAPPINGS, sink, workers=1, endpoint_url=endpoint
+        make_config(apis_to_run=(resource.service,)),
+        MAPPINGS,
+        sink,
+        limits=Limits(workers=1),
+        endpoint_url=endpoint,
     )
     assert result.error is None
     return sink, result

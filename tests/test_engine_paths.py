@@ -14,6 +14,7 @@ from engine import fetch
 from engine.config import Config, Instance
 from engine.fetch import TokenBucket
 from engine.mappings import Rate, load_mappings
+from engine.phase import Limits
 from engine.scan import scan
 from tests.conftest import ACCOUNT, ROLE, FakeClock, ListSink, make_config
 from tests.test_collect import REGION, account_in, run
@@ -115,7 +116,7 @@ def test_each_account_gets_its_own_snapshot_with_only_its_resources(live_env):
         ),
     )
     sink = ListSink()
-    results, _ = scan(config, load_mappings(), sink, workers=2, endpoint_url=live_env)
+    results, _ = scan(config, load_mappings(), sink, limits=Limits(workers=2), endpoint_url=live_env)
 
     assert [(r.account, r.complete) for r in results] == [(ACCOUNT, True), (OTHER_ACCOUNT, True)]
     snapshots = {
@@ -132,7 +133,9 @@ def test_each_account_gets_its_own_snapshot_with_only_its_resources(live_env):
 @pytestmark_live
 def test_buckets_of_regions_that_are_not_configured_are_dropped(live_env):
     sink = ListSink()
-    [result], _ = scan(make_config(regions=(REGION,), apis_to_run=("s3",)), load_mappings(), sink, workers=1)
+    [result], _ = scan(
+        make_config(regions=(REGION,), apis_to_run=("s3",)), load_mappings(), sink, limits=Limits(workers=1)
+    )
 
     assert result.complete
     assert by_type(sink, "aws.s3.bucket") == {"arn:aws:s3:::kept-eu"}
@@ -143,7 +146,7 @@ def test_buckets_of_regions_that_are_not_configured_are_dropped(live_env):
 def test_the_global_pseudo_region_scans_global_types_once_located_in_us_east_1(live_env):
     sink = ListSink()
     config = make_config(regions=("global", REGION), apis_to_run=("route53", "sqs"))
-    [result], _ = scan(config, load_mappings(), sink, workers=1)
+    [result], _ = scan(config, load_mappings(), sink, limits=Limits(workers=1))
 
     assert result.complete
     assert {u.unit.label for u in result.units} == {
@@ -170,7 +173,11 @@ def test_credentials_that_expire_mid_scan_are_refreshed_and_the_scan_completes(l
     base.events.register("after-call.sts.AssumeRole", short_lived)
     sink = ListSink()
     [result], _ = scan(
-        make_config(regions=(REGION,), apis_to_run=("sqs", "s3")), load_mappings(), sink, workers=1, base=base
+        make_config(regions=(REGION,), apis_to_run=("sqs", "s3")),
+        load_mappings(),
+        sink,
+        limits=Limits(workers=1),
+        base=base,
     )
 
     assert result.complete

@@ -21,6 +21,7 @@ from engine.auth import CHECK_SESSION_NAME, NO_EXTERNAL_ID, SESSION_NAME, assume
 from engine.config import load_config
 from engine.errors import ConfigError, CredentialsError
 from engine.mappings import load_mappings
+from engine.phase import Limits
 from engine.scan import scan
 from tests.conftest import ROLE, ListSink, make_config
 
@@ -124,7 +125,9 @@ def test_an_endpoint_that_is_not_aws_skips_the_check(monkeypatch: pytest.MonkeyP
 def test_a_refused_role_makes_the_scan_bad_input(sts: Any) -> None:
     with Stubber(sts) as stub:
         stub.add_response("assume_role", ANSWER, WITHOUT)
-        results, _ = scan(make_config(), load_mappings(), ListSink(), workers=1, base=Base(sts))  # type: ignore[arg-type]
+        results, _ = scan(
+            make_config(), load_mappings(), ListSink(), limits=Limits(workers=1), base=Base(sts)
+        )  # type: ignore[arg-type]
     (result,) = results
     assert result.bad_input and "WITHOUT the ExternalId" in str(result.error) and ROLE in str(result.error)
     assert not result.units

@@ -18,6 +18,7 @@ from engine.auth import NO_EXTERNAL_ID, assume
 from engine.cli import main
 from engine.config import Config
 from engine.mappings import load_mappings
+from engine.phase import Limits
 from engine.scan import scan
 from tests.conftest import ACCOUNT, ROLE, ListSink, make_config
 
@@ -125,8 +126,8 @@ def test_denied_list_keeps_snapshot_open_and_reports_the_permission_gap(
 def test_parallel_scan_gives_the_same_snapshot_as_a_sequential_one(live_env):
     endpoint, _ = live_env
     one, eight = ListSink(), ListSink()
-    scan(make_config(), load_mappings(), one, workers=1, endpoint_url=endpoint)
-    scan(make_config(), load_mappings(), eight, workers=8, endpoint_url=endpoint)
+    scan(make_config(), load_mappings(), one, limits=Limits(workers=1), endpoint_url=endpoint)
+    scan(make_config(), load_mappings(), eight, limits=Limits(workers=8), endpoint_url=endpoint)
 
     assert one.components().keys() == eight.components().keys()
     assert one.relations() == eight.relations()

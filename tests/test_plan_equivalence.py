@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from engine.mappings import load_mappings
+from engine.phase import Limits
 from engine.plan import per_item
 from engine.scan import scan
 from tests.conftest import ListSink, make_config
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.vcr
 
 def run(mappings, endpoint: str) -> tuple[ListSink, object, int]:
     sink = ListSink()
-    [result], calls = scan(make_config(), mappings, sink, workers=1, endpoint_url=endpoint)
+    [result], calls = scan(make_config(), mappings, sink, limits=Limits(workers=1), endpoint_url=endpoint)
     return sink, result, calls
 
 

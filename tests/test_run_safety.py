@@ -229,8 +229,8 @@ def test_spooled_payloads_are_listed_resent_and_rejected_ones_dropped_through_th
 
 WAIT_IN_PHASE = """
 import sys, time
-from engine import cli
-real = getattr(cli, sys.argv[1])
+from engine import cli, run
+real = getattr(run, sys.argv[1])
 def waiting(*args, **kwargs):  # the phase is under way when the signal comes; then the real one runs
     fetcher = args[5]
     print("event=phase.waiting", file=sys.stderr, flush=True)
@@ -238,14 +238,14 @@ def waiting(*args, **kwargs):  # the phase is under way when the signal comes; t
     while not fetcher.stopped and time.monotonic() < deadline:
         time.sleep(0.05)
     return real(*args, **kwargs)
-setattr(cli, sys.argv[1], waiting)
+setattr(run, sys.argv[1], waiting)
 del sys.argv[1]
 cli.main()
 """
 
 
 def start(args: list[str], env: dict[str, str], patched: str | None = None) -> subprocess.Popen:
-    """The CLI as a real process: the installed binary, or with `patched` (a phase of engine.cli) waiting."""
+    """The CLI as a real process: the installed binary, or with `patched` (a phase of engine.run) waiting."""
     exe = Path(sys.executable).parent / "aws-topology"
     command = [sys.executable, "-c", WAIT_IN_PHASE, patched] if patched else [str(exe)]
     return subprocess.Popen(
@@ -317,10 +317,10 @@ def _first_account_fails(endpoint, tmp_path, monkeypatch, command: str, module: 
 
 
 def test_a_failing_account_is_recorded_and_the_next_account_still_runs(endpoint, tmp_path, monkeypatch):
-    from engine import cli
+    from engine import run
 
     result, failed, next_one = _first_account_fails(
-        endpoint, tmp_path, monkeypatch, "events", cli, "apply_events"
+        endpoint, tmp_path, monkeypatch, "events", run, "apply_events"
     )
 
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output

@@ -14,6 +14,7 @@ import pytest
 
 from engine.mappings import load_mappings
 from engine.payload import validate_payload
+from engine.phase import Limits
 from engine.scan import scan
 from tests.conftest import ACCOUNT, CASSETTES, ListSink, make_config
 from tests.test_mappings import STACKPACK_TYPES
@@ -43,7 +44,11 @@ def run_scan(endpoint: str, **kwargs) -> tuple[ListSink, list]:
     sink = ListSink()
     max_bytes = kwargs.pop("max_bytes", 1_000_000)
     results, _calls = scan(
-        make_config(**kwargs), load_mappings(), sink, workers=1, max_bytes=max_bytes, endpoint_url=endpoint
+        make_config(**kwargs),
+        load_mappings(),
+        sink,
+        limits=Limits(workers=1, max_bytes=max_bytes),
+        endpoint_url=endpoint,
     )
     return sink, results
 
