@@ -483,3 +483,95 @@ def test_an_unknown_run_kind_is_refused_naming_the_known_ones(tmp_path: Path) ->
         state.record_run(ACCOUNT, "nap", at(0), at(1), True, {})
     assert str(refused.value) == f"run kind 'nap' is not one of {', '.join(RUN_KINDS)}"
     assert len(RUN_KINDS) > 1
+
+
+# --- what an unusable state or a held lock says -------------------------------------------------
+
+
+def test_a_state_under_a_file_or_that_is_a_directory_names_both(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StateError) as refused:
+        State(blocker / "state.db").check()
+    assert str(refused.value) == f"state {blocker / 'state.db'}: {blocker} is a file, not a directory"
+    with pytest.raises(StateError) as refused:
+        State(tmp_path).check()
+    assert str(refused.value) == f"state {tmp_path}: is a directory, not a file"
+
+
+def test_a_state_that_is_not_a_database_fails_its_check_in_words(tmp_path: Path) -> None:
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"junk" * 1024)
+    state = State(path)
+    with pytest.raises(StateError) as refused:
+        state.check()
+    assert str(refused.value).startswith(
+        f"state {path}: not a usable SQLite database (file is not a database)"
+    )
+    assert state._conn is None  # closed again
+
+
+def test_a_state_of_a_newer_schema_names_both_versions(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StateError) as refused, State(path) as state:
+        state.get("k")
+    assert str(refused.value) == (
+        f"state {path}: schema version {SCHEMA_VERSION + 1} is newer than this program's ({SCHEMA_VERSION})"
+    )
+    with State(path) as state, pytest.raises(StateError):  # and stays refused: nothing was half-migrated
+        state.get("k")
+
+
+def test_the_lock_file_sits_beside_the_state_readable_by_all_and_names_its_holder(tmp_path: Path) -> None:
+    from engine.errors import Locked
+
+    path = tmp_path / "state.db"
+    lock_path = tmp_path / "state.db.lock"
+    lock_path.write_text("pid 1 since long ago, and a much longer text than any holder writes")
+    with State(path) as state:
+        state.check().lock()
+        assert sorted(p.name for p in tmp_path.iterdir() if "lock" in p.name) == ["state.db.lock"]
+        assert lock_path.stat().st_mode & 0o777 == 0o644 & ~_umask()
+        text = lock_path.read_text()
+        assert text.startswith(f"pid {os.getpid()} since ") and "longer" not in text
+        with pytest.raises(Locked) as held:
+            State(path).lock()
+        assert str(held.value) == (
+            f"state {path} is in use by another run ({text}); try again when it has finished"
+        )
+
+
+def test_a_lock_held_by_an_unknown_writer_says_so_and_reads_at_most_200_bytes(tmp_path: Path) -> None:
+    import fcntl
+
+    from engine.errors import Locked
+
+    path = tmp_path / "state.db"
+    lock_path = tmp_path / "state.db.lock"
+    for content, holder in [(b"", "unknown process"), (b"\xff" + b"h" * 300, "\ufffd" + "h" * 199)]:
+        lock_path.write_bytes(content)
+        fd = os.open(lock_path, os.O_RDWR)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            with pytest.raises(Locked) as held:
+                State(path).lock()
+            assert held.value.holder == holder
+        finally:
+            os.close(fd)
+
+
+def test_a_lock_that_cannot_be_created_is_a_state_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "missing" / "state.db"
+    with pytest.raises(StateError) as refused:
+        State(path).lock()
+    lock_path = tmp_path / "missing" / "state.db.lock"
+    assert str(refused.value) == f"state {path}: cannot create {lock_path}: No such file or directory"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
