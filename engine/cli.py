@@ -23,26 +23,26 @@ from typing import Any
 
 import click
 
-from engine.auth import known_regions
-from engine.cfn import render as render_template
-from engine.collect import UnitResult
-from engine.config import Config, Instance, api_filter, load_config
-from engine.delta import AccountDelta, apply_events
-from engine.errors import BadInput, ConfigError, Interrupted, Locked, StateError
-from engine.fetch import Fetcher
-from engine.flowlogs import apply_flowlogs
-from engine.last_snapshot import from_payloads, from_state
-from engine.mappings import MAPPINGS, Mappings, load_mappings
-from engine.plan import plan
-from engine.policy import agent_policy, role_policy
-from engine.proxy import resolve_proxies
-from engine.scan import AccountScan, scan
-from engine.sink import DELIVERED, REJECTED, FileSink, HttpSink, Sink, SpoolingSink, shown_url
-from engine.state import State
-from engine.view_page import write_page
-from engine.views import as_json as views_as_json
-from engine.views import as_text as views_as_text
-from engine.views import views_for
+from engine.aws.fetch import Fetcher
+from engine.aws.sessions import known_regions
+from engine.core.config import Config, Instance, api_filter, load_config
+from engine.core.errors import BadInput, ConfigError, Interrupted, Locked, StateError
+from engine.core.proxy import resolve_proxies
+from engine.core.state import State
+from engine.delivery.sinks import DELIVERED, REJECTED, FileSink, HttpSink, Sink, SpoolingSink, shown_url
+from engine.deploy.policy import agent_policy, role_policy
+from engine.deploy.template import render as render_template
+from engine.events.delta import AccountDelta, apply_events
+from engine.flowlogs.connections import apply_flowlogs
+from engine.scan.collect import UnitResult
+from engine.scan.full_scan import AccountScan, scan
+from engine.scan.last_snapshot import from_payloads, from_state
+from engine.scan.plan import plan
+from engine.spec.loader import MAPPINGS, Mappings, load_mappings
+from engine.view.page import write_page
+from engine.view.stql import as_json as views_as_json
+from engine.view.stql import as_text as views_as_text
+from engine.view.stql import views_for
 
 log = logging.getLogger("aws_topology")
 
@@ -164,7 +164,7 @@ def flowlogs_command(**options: Any) -> None:
 @click.option("--per-item", is_flag=True, help="The naive plan: per-item calls instead of region-wide joins.")
 def plan_command(config_path: str, mappings_dir: str, per_item: bool) -> None:
     """Print the call plan of a full scan, without calling AWS: per unit, its calls and their pacing."""
-    from engine.plan import format_plan, per_item_plan
+    from engine.scan.plan import format_plan, per_item_plan
 
     with _bad_input():
         config = load_config(config_path)
@@ -202,8 +202,9 @@ def _session(options: dict[str, Any], scan_due: Any, events: bool, flowlogs: boo
         try:
             code = _work(stop=stop, scan_due=scan_due, events=events, flowlogs=flowlogs, **options)
         except StateError as exc:  # the state failed mid-run (locked past its timeout, disk full)
-            click.echo(f"error: {exc}; the run stopped (what was not delivered stays in the bucket)",
-                       err=True)
+            click.echo(
+                f"error: {exc}; the run stopped (what was not delivered stays in the bucket)", err=True
+            )
             sys.exit(EXIT_INCOMPLETE)
         if received:
             name = signal.Signals(received[0]).name
@@ -290,8 +291,8 @@ def _full_scans(
 
     On a terminal one live line per account; under cron a log line per unit. Metrics: `{state}.prom`.
     """
-    from engine.progress import LiveProgress, write_metrics
-    from engine.scan import PATIENCE
+    from engine.scan.full_scan import PATIENCE
+    from engine.scan.progress import LiveProgress, write_metrics
 
     started = time.monotonic()
     fetcher = Fetcher(stop, patience=PATIENCE)
@@ -396,7 +397,7 @@ def _phase(kind: str, config: Config, state: State, stop: threading.Event, one: 
         codes.append(_code(complete, bad_input))
         rows.append({"account": instance.account_id, "complete": complete, "seconds": seconds, **summary})
     if isinstance(state.path, Path):
-        from engine.progress import write_phase_metrics
+        from engine.scan.progress import write_phase_metrics
 
         write_phase_metrics(state.path.with_suffix(f".{kind}.prom"), kind, rows)
     return codes

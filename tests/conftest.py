@@ -28,10 +28,10 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from engine import functions
-from engine.config import Config, Instance
-from engine.mappings import Call, Mappings, load_mappings
-from engine.scan import AccountScan, scan
+from engine.core.config import Config, Instance
+from engine.scan.full_scan import AccountScan, scan
+from engine.spec import dialect as functions
+from engine.spec.loader import Call, Mappings, load_mappings
 
 ROOT = Path(__file__).resolve().parent.parent
 CASSETTES = ROOT / "cassettes"

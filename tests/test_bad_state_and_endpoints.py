@@ -17,9 +17,9 @@ import pytest
 from botocore.stub import Stubber
 from click.testing import CliRunner, Result
 
-from engine.auth import Account, client_config
+from engine.aws.sessions import Account, client_config
 from engine.cli import EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_LOCKED, main
-from engine.state import State
+from engine.core.state import State
 from tests.conftest import ACCOUNT, ROLE
 from tests.test_faults import run_unit
 
@@ -209,8 +209,8 @@ def test_rejected_credentials_fail_the_unit_and_are_not_a_permission_gap(code):
 
 
 def test_a_state_that_fails_mid_run_is_one_error_line_and_exit_1(tmp_path, monkeypatch):
-    from engine.errors import StateError
-    from engine.state import State
+    from engine.core.errors import StateError
+    from engine.core.state import State
 
     def locked(self, *args, **kwargs):
         raise StateError(path=str(self.path), problem="database is locked: another process holds it")

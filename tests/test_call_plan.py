@@ -8,13 +8,13 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from engine.aws.fetch import Fetcher
 from engine.cli import main
-from engine.collect import UnitResult
-from engine.fetch import Fetcher
-from engine.mappings import load_mappings
-from engine.plan import call_plan, per_item, plan
-from engine.progress import LiveProgress, metrics_text
-from engine.scan import AccountScan
+from engine.scan.collect import UnitResult
+from engine.scan.full_scan import AccountScan
+from engine.scan.plan import call_plan, per_item, plan
+from engine.scan.progress import LiveProgress, metrics_text
+from engine.spec.loader import load_mappings
 from tests.conftest import ACCOUNT, ROLE, make_config
 
 CONF = f"""

@@ -22,9 +22,9 @@ from cfnlint.api import ManualArgs, lint
 from click.testing import CliRunner
 
 from engine import cli
-from engine.cfn import event_patterns, render, template
-from engine.mappings import CLOUDTRAIL, load_mappings
-from engine.policy import role_policy
+from engine.deploy.policy import role_policy
+from engine.deploy.template import event_patterns, render, template
+from engine.spec.loader import CLOUDTRAIL, load_mappings
 from tests.conftest import ACCOUNT, live_aws, moto_server
 
 ROOT = Path(__file__).resolve().parent.parent

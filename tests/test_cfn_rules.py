@@ -24,8 +24,8 @@ import botocore.session
 import pytest
 import yaml
 
-from engine.cfn import template
-from engine.mappings import load_mappings
+from engine.deploy.template import template
+from engine.spec.loader import load_mappings
 from tests.conftest import ACCOUNT
 
 ROOT = Path(__file__).resolve().parent.parent

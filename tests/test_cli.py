@@ -14,7 +14,7 @@ import yaml
 from click.testing import CliRunner, Result
 
 from engine import cli
-from engine.state import State
+from engine.core.state import State
 from tests.conftest import ACCOUNT, make_config
 
 ROLE = "arn:aws:iam::123456789012:role/StackStateAwsIntegrationRole"

@@ -1,4 +1,5 @@
-"""CloudTrail fallback (`engine.cloudtrail`): LookupEvents via botocore's Stubber (moto answers it 500)."""
+"""CloudTrail fallback (`engine.events.cloudtrail`): LookupEvents via botocore's Stubber (moto answers it
+500)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,18 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
-from engine import cloudtrail, fetch
-from engine.auth import Account, client_config
-from engine.cloudtrail import CURSOR_KEY, WRITES_ONLY, Cursor, commit_cursor, load_cursor, lookup_envelopes
-from engine.state import State
+from engine.aws import fetch
+from engine.aws.sessions import Account, client_config
+from engine.core.state import State
+from engine.events import cloudtrail
+from engine.events.cloudtrail import (
+    CURSOR_KEY,
+    WRITES_ONLY,
+    Cursor,
+    commit_cursor,
+    load_cursor,
+    lookup_envelopes,
+)
 from tests.conftest import ACCOUNT, ROLE, FakeClock
 
 REGION = "eu-west-1"

@@ -9,12 +9,12 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from engine.auth import Account, client_config
-from engine.collect import Collector, UnitResult
-from engine.fetch import Fetcher
-from engine.mappings import load_mappings
-from engine.plan import plan
-from engine.shape import Labels
+from engine.aws.fetch import Fetcher
+from engine.aws.sessions import Account, client_config
+from engine.scan.collect import Collector, UnitResult
+from engine.scan.plan import plan
+from engine.spec.components import Labels
+from engine.spec.loader import load_mappings
 from tests.conftest import ACCOUNT, ROLE, make_config
 
 REGION = "eu-west-1"
@@ -299,7 +299,7 @@ def test_a_list_detail_result_without_into_fails_the_unit_instead_of_vanishing(t
 
 
 def test_two_types_claiming_one_external_id_keep_the_snapshot_open(tmp_path, monkeypatch):
-    from engine import scan as scan_module
+    from engine.scan import full_scan as scan_module
     from tests.conftest import ListSink
 
     (tmp_path / "test.yaml").write_text(

@@ -1,4 +1,5 @@
-"""Tests for engine.config: the check's conf.yaml loads as is, and every bad input gives one clear line."""
+"""Tests for engine.core.config: the check's conf.yaml loads as is, and every bad input gives one clear
+line."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from engine.config import SCHEMA_PATH, Config, Instance, api_filter, load_config
-from engine.errors import BadInput, ConfigError
+from engine.core.config import SCHEMA_PATH, Config, Instance, api_filter, load_config
+from engine.core.errors import BadInput, ConfigError
 
 ROLE = "arn:aws:iam::123456789012:role/StackStateAwsIntegrationRole"
 

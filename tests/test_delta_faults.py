@@ -12,11 +12,11 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
-from engine.config import Config, Instance
-from engine.delta import AccountDelta, apply_events
-from engine.fetch import Fetcher
-from engine.mappings import load_mappings
-from engine.state import State
+from engine.aws.fetch import Fetcher
+from engine.core.config import Config, Instance
+from engine.core.state import State
+from engine.events.delta import AccountDelta, apply_events
+from engine.spec.loader import load_mappings
 from tests.conftest import ACCOUNT, ListSink
 from tests.test_events import BUCKET, PREFIX, REGION, _stubbed_account, firehose, state_change
 

@@ -12,15 +12,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from demo.seed import client
-from engine import delta as delta_module
-from engine.bucket import LogBucket
-from engine.collect import Collector, UnitResult
-from engine.config import load_config
-from engine.delta import CONFIRM_TRIES, UNCONFIRMED_KEY, apply_events
-from engine.errors import AccessDenied, DeliveryError, Throttled
-from engine.fetch import Fetcher
-from engine.mappings import load_mappings
-from engine.state import State
+from engine.aws.fetch import Fetcher
+from engine.aws.log_bucket import LogBucket
+from engine.core.config import load_config
+from engine.core.errors import AccessDenied, DeliveryError, Throttled
+from engine.core.state import State
+from engine.events import delta as delta_module
+from engine.events.delta import CONFIRM_TRIES, UNCONFIRMED_KEY, apply_events
+from engine.scan.collect import Collector, UnitResult
+from engine.spec.loader import load_mappings
 from tests.conftest import ACCOUNT, ListSink, live_aws
 from tests.test_events import BUCKET, REGION, aws, cloudtrail, delta, events, firehose, put, remaining
 
@@ -275,7 +275,7 @@ def test_an_object_read_throttled_is_kept_with_every_newer_one(aws, monkeypatch)
 
 
 def test_a_decompression_bomb_is_refused_as_corrupt(aws, monkeypatch):
-    monkeypatch.setattr("engine.events.MAX_TEXT", 100_000)
+    monkeypatch.setattr("engine.events.eventbridge.MAX_TEXT", 100_000)
     bomb = put(aws, "00-bomb", gzip.compress(b" " * 1_000_000))
     with State(aws["tmp"] / "s.sqlite") as state:
         result = run_in_process(aws, ListSink(), state)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import pytest
 
-from engine import fetch
-from engine.errors import AccessDenied
-from engine.mappings import Call, Resource, load_mappings
-from engine.scan import scan
+from engine.aws import fetch
+from engine.core.errors import AccessDenied
+from engine.scan.full_scan import scan
+from engine.spec.loader import Call, Resource, load_mappings
 from tests.conftest import CASSETTES, ROLE, ListSink, make_config
 
 CASSETTE = str(

@@ -20,7 +20,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from engine.config import load_config
+from engine.core.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -87,7 +87,11 @@ def test_container_command_puts_the_secret_external_id_into_a_private_config(tmp
     python = shutil.which("python", path=str(Path(sys.executable).parent))
     assert python
     os.symlink(python, bin_dir / "python")
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "EXTERNAL_ID": SECRET_ID, "STS_RECEIVER_URL": "https://r.example/x"}
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "EXTERNAL_ID": SECRET_ID,
+        "STS_RECEIVER_URL": "https://r.example/x",
+    }
     subprocess.run(["/bin/sh", "-c", script], env=env, check=True, timeout=60)
     rendered = tmp_path / "c.yaml"
     assert stat.S_IMODE(rendered.stat().st_mode) == 0o600

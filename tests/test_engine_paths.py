@@ -10,11 +10,11 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from engine import fetch
-from engine.config import Config, Instance
-from engine.fetch import TokenBucket
-from engine.mappings import Rate, load_mappings
-from engine.scan import scan
+from engine.aws import fetch
+from engine.aws.fetch import TokenBucket
+from engine.core.config import Config, Instance
+from engine.scan.full_scan import scan
+from engine.spec.loader import Rate, load_mappings
 from tests.conftest import ACCOUNT, ROLE, FakeClock, ListSink, make_config
 from tests.test_collect import REGION, account_in, run
 

@@ -1,4 +1,5 @@
-"""One EventBridge object read by `engine.events.envelopes`: what is read, and why one is refused."""
+"""One EventBridge object read by `engine.events.eventbridge.envelopes`: what is read, and why one is
+refused."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import gzip
 
 import pytest
 
-from engine.events import CorruptObject, envelopes
+from engine.events.eventbridge import CorruptObject, envelopes
 
 ONE = b'{"detail-type": "x"}'
 
@@ -26,8 +27,10 @@ def test_members_and_plain_text_read_up_to_the_bound_and_not_a_byte_more() -> No
     ("body", "problem"),
     [
         (gzip.compress(ONE)[:-9], "bad gzip data: truncated"),
-        (b"\x1f\x8b" + b"\x00" * 20, "bad gzip data: Error -3 while decompressing data: unknown "
-         "compression method"),
+        (
+            b"\x1f\x8b" + b"\x00" * 20,
+            "bad gzip data: Error -3 while decompressing data: unknown compression method",
+        ),
         (b'{"a": "\xff"}', "not UTF-8 (bad byte at offset 7)"),
         (ONE + b'{"a":', "bad JSON at character 25: Expecting value"),
         (ONE + b"[" * 100_000, "JSON nested too deeply at character 20"),
@@ -37,4 +40,3 @@ def test_a_refused_object_says_why(body: bytes, problem: str) -> None:
     with pytest.raises(CorruptObject) as refused:
         envelopes(body)
     assert str(refused.value) == problem
-

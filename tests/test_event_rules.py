@@ -6,11 +6,12 @@ CloudTrail's own: EC2 uses its XML names (`vpcId`, `instancesSet: {items: [...]}
 wrapped (`CreateNatGatewayResponse`); RDS and Redshift log the answer's single member unwrapped; S3 logs
 `bucketName`; Lambda event names carry the API version (`UpdateFunctionCode20150331v2`).
 
-Each sample goes through the engine's own matcher, `engine.events.Rules`, as an EventBridge envelope: an
-envelope of detail-type "AWS API Call via CloudTrail" matches a rule on eventSource, eventName and, when the
-rule sets one, apiVersion; any other detail-type matches on the envelope's source. `ids` gives one id or a
-list, in the form of the resource's `id`; a delete removes `delete_id` (default: the id), which must be the
-external id the same resource gives an item of that id; a change lands in the unit of its type's scope.
+Each sample goes through the engine's own matcher, `engine.events.eventbridge.Rules`, as an EventBridge
+envelope: an envelope of detail-type "AWS API Call via CloudTrail" matches a rule on eventSource, eventName
+and, when the rule sets one, apiVersion; any other detail-type matches on the envelope's source. `ids` gives
+one id or a list, in the form of the resource's `id`; a delete removes `delete_id` (default: the id), which
+must be the external id the same resource gives an item of that id; a change lands in the unit of its type's
+scope.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from typing import Any
 import botocore.session
 import pytest
 
-from engine.events import Change, Rules, latest, prefixes, skip_reason
-from engine.functions import search
-from engine.mappings import CLOUDTRAIL, Mappings, load_mappings
+from engine.events.eventbridge import Change, Rules, latest, prefixes, skip_reason
+from engine.spec.dialect import search
+from engine.spec.loader import CLOUDTRAIL, Mappings, load_mappings
 from tests.test_mappings import add_to_queue, problems, write
 
 ACCOUNT = "123456789012"

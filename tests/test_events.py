@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 from demo.seed import client
-from engine.bucket import LogBucket
+from engine.aws.log_bucket import LogBucket
 from engine.cli import main
-from engine.events import CorruptObject, Rules, envelopes, latest
-from engine.mappings import load_mappings
+from engine.events.eventbridge import CorruptObject, Rules, envelopes, latest
+from engine.spec.loader import load_mappings
 from tests.conftest import ACCOUNT, moto_env
 
 pytestmark = pytest.mark.live
@@ -238,8 +238,8 @@ def test_plain_text_objects_are_read_like_gzip_ones():
 def _stubbed_account(monkeypatch):
     import boto3
 
-    from engine import delta
-    from engine.auth import Account, client_config
+    from engine.aws.sessions import Account, client_config
+    from engine.events import delta
 
     session = boto3.Session(aws_access_key_id="stub", aws_secret_access_key="stub", region_name=REGION)
     account = Account(
@@ -254,10 +254,10 @@ def _fallback(monkeypatch, sink, *extra: dict):
 
     from botocore.stub import Stubber
 
-    from engine.config import Config, Instance
-    from engine.delta import apply_events
-    from engine.fetch import Fetcher
-    from engine.state import State
+    from engine.aws.fetch import Fetcher
+    from engine.core.config import Config, Instance
+    from engine.core.state import State
+    from engine.events.delta import apply_events
 
     account = _stubbed_account(monkeypatch)
     queue = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/gone"
@@ -308,7 +308,7 @@ def test_a_cloudtrail_event_the_rules_fail_on_is_skipped_and_the_others_apply(mo
 
 
 def test_a_cloudtrail_delta_that_is_not_delivered_leaves_the_cursor(monkeypatch):
-    from engine.errors import DeliveryError
+    from engine.core.errors import DeliveryError
 
     class Down:
         def send(self, payload: dict, name: str) -> None:

@@ -16,12 +16,12 @@ import pytest
 import yaml
 from botocore.stub import Stubber
 
-from engine import auth
-from engine.auth import CHECK_SESSION_NAME, NO_EXTERNAL_ID, SESSION_NAME, assume, is_aws_endpoint
-from engine.config import load_config
-from engine.errors import ConfigError, CredentialsError
-from engine.mappings import load_mappings
-from engine.scan import scan
+from engine.aws import sessions as auth
+from engine.aws.sessions import CHECK_SESSION_NAME, NO_EXTERNAL_ID, SESSION_NAME, assume, is_aws_endpoint
+from engine.core.config import load_config
+from engine.core.errors import ConfigError, CredentialsError
+from engine.scan.full_scan import scan
+from engine.spec.loader import load_mappings
 from tests.conftest import ROLE, ListSink, make_config
 
 EXTERNAL_ID = "test-external-id"

@@ -9,12 +9,12 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from engine.auth import Account, client_config
-from engine.collect import Collector
-from engine.fetch import Fetcher
-from engine.mappings import load_mappings
-from engine.plan import plan
-from engine.shape import Labels
+from engine.aws.fetch import Fetcher
+from engine.aws.sessions import Account, client_config
+from engine.scan.collect import Collector
+from engine.scan.plan import plan
+from engine.spec.components import Labels
+from engine.spec.loader import load_mappings
 from tests.conftest import ACCOUNT, ROLE, make_config
 
 REGION = "eu-west-1"

@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine import flowlog_records
-from engine.flowlog_records import Flow, FlowSums, UnsupportedObject, unpack
+from engine.flowlogs import records as flowlog_records
+from engine.flowlogs.records import Flow, FlowSums, UnsupportedObject, unpack
 
 V2 = (
     "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action "

@@ -20,16 +20,16 @@ import pytest
 from click.testing import CliRunner, Result
 
 from demo.common import client, lambda_zip, trust_policy
-from engine import flowlogs
-from engine.bucket import LogBucket
+from engine.aws.fetch import Fetcher
+from engine.aws.log_bucket import LogBucket
 from engine.cli import main
-from engine.config import load_config
-from engine.errors import DeliveryError, Throttled
-from engine.fetch import Fetcher
-from engine.flowlogs import AccountFlows, apply_flowlogs
-from engine.mappings import load_mappings
-from engine.payload import validate_payload
-from engine.state import State
+from engine.core.config import load_config
+from engine.core.errors import DeliveryError, Throttled
+from engine.core.state import State
+from engine.delivery.payload import validate_payload
+from engine.flowlogs import connections as flowlogs
+from engine.flowlogs.connections import AccountFlows, apply_flowlogs
+from engine.spec.loader import load_mappings
 from tests.conftest import ACCOUNT, ListSink, live_aws, moto_env
 from tests.test_flowlog_records import bomb as gzip_bomb
 

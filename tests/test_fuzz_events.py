@@ -9,8 +9,8 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.events import Change, CorruptObject, Rules, envelopes
-from engine.mappings import CLOUDTRAIL, load_mappings
+from engine.events.eventbridge import Change, CorruptObject, Rules, envelopes
+from engine.spec.loader import CLOUDTRAIL, load_mappings
 from tests.fuzz import FUZZ, JSON, bounded
 
 ACCOUNT = "123456789012"

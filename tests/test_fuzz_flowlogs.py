@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.flowlog_records import OPTIONAL, REQUIRED, FlowSums, UnsupportedObject, unpack
+from engine.flowlogs.records import OPTIONAL, REQUIRED, FlowSums, UnsupportedObject, unpack
 from tests.fuzz import FUZZ, bounded
 
 FIELDS = (*REQUIRED, *OPTIONAL, "version", "account-id", "action")

@@ -15,10 +15,10 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from engine.config import Config, load_config
-from engine.data import MAPPINGS
-from engine.errors import ConfigError, MappingErrors
-from engine.mappings import Mappings, load_mappings
+from engine.core.config import Config, load_config
+from engine.core.errors import ConfigError, MappingErrors
+from engine.core.paths import MAPPINGS
+from engine.spec.loader import Mappings, load_mappings
 from tests.fuzz import FUZZ, JSON, bounded
 
 SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"

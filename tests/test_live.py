@@ -14,11 +14,11 @@ import pytest
 from click.testing import CliRunner
 from moto.core.authorization import ActionAuthenticatorMixin
 
-from engine.auth import NO_EXTERNAL_ID, assume
+from engine.aws.sessions import NO_EXTERNAL_ID, assume
 from engine.cli import main
-from engine.config import Config
-from engine.mappings import load_mappings
-from engine.scan import scan
+from engine.core.config import Config
+from engine.scan.full_scan import scan
+from engine.spec.loader import load_mappings
 from tests.conftest import ACCOUNT, ROLE, ListSink, make_config
 
 pytestmark = pytest.mark.live

@@ -10,13 +10,13 @@ from moto.elb.exceptions import ELBClientError
 from moto.elb.responses import ELBResponse
 
 from demo.seed import AMI_ID, client
-from engine.auth import Account, client_config
-from engine.collect import Collector
-from engine.events import Rules
-from engine.fetch import Fetcher
-from engine.mappings import CLOUDTRAIL, load_mappings
-from engine.plan import Unit
-from engine.shape import Labels
+from engine.aws.fetch import Fetcher
+from engine.aws.sessions import Account, client_config
+from engine.events.eventbridge import Rules
+from engine.scan.collect import Collector
+from engine.scan.plan import Unit
+from engine.spec.components import Labels
+from engine.spec.loader import CLOUDTRAIL, load_mappings
 from tests.conftest import (
     ACCOUNT,
     ROLE,
@@ -201,7 +201,8 @@ def test_autoscaling_events_refresh_the_group_by_name_to_its_arn_edges_and_delet
         refreshed = Collector(account, mappings, Fetcher(), Labels(account=ACCOUNT)).run(unit)
 
     assert [(u.unit.resource.key, u.complete) for u in refreshed] == [
-        ("autoscaling.group", True), ("autoscaling.group-edges", True)
+        ("autoscaling.group", True),
+        ("autoscaling.group-edges", True),
     ]
     edges = {(r["sourceId"], r["type"]["name"], r["targetId"]) for u in refreshed for r in u.relations}
     assert edges == {r for r in sink.relations() if ids["group_arn"] in r}

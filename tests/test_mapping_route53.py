@@ -9,7 +9,7 @@ import pytest
 from moto.route53domains.responses import Route53DomainsResponse
 
 from demo.seed import client
-from engine.mappings import load_mappings
+from engine.spec.loader import load_mappings
 from tests.conftest import ACCOUNT, ListSink, components_of_type, moto_server, scan_live, with_params
 
 pytestmark = pytest.mark.live

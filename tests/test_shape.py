@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from engine.functions import search
-from engine.mappings import Mappings, Resource, load_mappings
-from engine.shape import Labels, ShapeError, component, context, relations
+from engine.spec.components import Labels, ShapeError, component, context, relations
+from engine.spec.dialect import search
+from engine.spec.loader import Mappings, Resource, load_mappings
 
 ACCOUNT = "123456789012"
 REGION = "eu-west-1"

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import DeliveryError
-from engine.sink import FileSink, HttpSink, SpoolingSink
-from engine.state import State
+from engine.core.errors import DeliveryError
+from engine.core.state import State
+from engine.delivery.sinks import FileSink, HttpSink, SpoolingSink
 from tests.conftest import serve
 
 API_KEY = "s3cr3t-Key/with+chars"

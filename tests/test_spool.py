@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.payload import INSTANCE_TYPE
-from engine.sink import HttpSink, SpoolingSink
-from engine.state import MIGRATIONS, SCHEMA_VERSION, State
+from engine.core.state import MIGRATIONS, SCHEMA_VERSION, State
+from engine.delivery.payload import INSTANCE_TYPE
+from engine.delivery.sinks import HttpSink, SpoolingSink
 from tests.conftest import serve
 
 API_KEY = "spool-s3cr3t"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import StateError
-from engine.state import SCHEMA_VERSION, State
+from engine.core.errors import StateError
+from engine.core.state import SCHEMA_VERSION, State
 
 ACCOUNT = "123456789012"
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -81,7 +81,7 @@ def test_committed_writes_survive_a_crash(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
     script = (
         "import os, sys\n"
-        "from engine.state import State\n"
+        "from engine.core.state import State\n"
         "s = State(sys.argv[1])\n"
         "s.record_run('123456789012', 'events', 100.0, 160.0, True, {})\n"
         "s.spool_put('events-0001', {'n': 1})\n"

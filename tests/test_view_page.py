@@ -20,11 +20,11 @@ import pytest
 from click.testing import CliRunner
 
 from engine.cli import main
-from engine.config import Instance
-from engine.last_snapshot import Snapshot
-from engine.mappings import load_mappings
-from engine.view_page import render
-from engine.views import views_for
+from engine.core.config import Instance
+from engine.scan.last_snapshot import Snapshot
+from engine.spec.loader import load_mappings
+from engine.view.page import render
+from engine.view.stql import views_for
 from tests.conftest import ACCOUNT, ROLE
 from tests.view_estate import scanned_estate
 

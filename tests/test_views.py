@@ -17,11 +17,11 @@ import yaml
 from click.testing import CliRunner
 
 from engine.cli import main
-from engine.config import Instance, load_config
-from engine.last_snapshot import Snapshot, SnapshotError, from_payloads, from_state
-from engine.mappings import MAPPINGS, load_mappings
-from engine.view_page import page_data
-from engine.views import CONSOLES, ViewError, console_action, views_for
+from engine.core.config import Instance, load_config
+from engine.scan.last_snapshot import Snapshot, SnapshotError, from_payloads, from_state
+from engine.spec.loader import MAPPINGS, load_mappings
+from engine.view.page import page_data
+from engine.view.stql import CONSOLES, ViewError, console_action, views_for
 from tests.conftest import ACCOUNT, ROLE
 from tests.view_estate import REGION, scanned_estate
 
@@ -243,7 +243,7 @@ def test_view_command_writes_one_offline_page_and_says_what_it_holds(estate, tmp
     data = json.loads(block.group(1))
     assert {n["id"] for n in data["nodes"]} == set(sent)
 
-    monkeypatch.setattr("engine.view_page.LIBRARY", tmp_path / "missing.js")
+    monkeypatch.setattr("engine.view.page.LIBRARY", tmp_path / "missing.js")
     missing = CliRunner().invoke(main, ["view", "-c", str(estate.config), "--state", str(estate.state),
                                         "--out", str(tmp_path / "x.html")])  # fmt: skip
     assert missing.exit_code == 2 and "npm ci" in missing.output

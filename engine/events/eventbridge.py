@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.auth import GLOBAL_REGION, partition
-from engine.functions import search
-from engine.mappings import CLOUDTRAIL, EventRule, Mappings, Resource
-from engine.shape import as_list
+from engine.aws.sessions import GLOBAL_REGION, partition
+from engine.spec.components import as_list
+from engine.spec.dialect import search
+from engine.spec.loader import CLOUDTRAIL, EventRule, Mappings, Resource
 
 PREFIX = "AWSLogs/{account}/EventBridge/{region}/"
 GLOBAL = "global"

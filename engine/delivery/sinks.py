@@ -32,11 +32,11 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import MaxRetryError, ProxySchemeUnknown
 from urllib3.util import make_headers, parse_url
 
-from engine.errors import DeliveryError
-from engine.payload import encode
+from engine.core.errors import DeliveryError
+from engine.delivery.payload import encode
 
 if TYPE_CHECKING:
-    from engine.state import State
+    from engine.core.state import State
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,8 @@ def _pool_manager(
     """A PoolManager, or a ProxyManager when HTTPS_PROXY/HTTP_PROXY (either case) apply to `target`'s scheme
     and NO_PROXY does not exclude its host; plus the proxy's address without credentials (None when direct).
     Credentials in the proxy URL become a Proxy-Authorization header. ALL_PROXY is ignored, as urllib did.
-    `proxies` (urllib's shape, from `engine.proxy.resolve_proxies`) replaces the environment's when given.
+    `proxies` (urllib's shape, from `engine.core.proxy.resolve_proxies`) replaces the environment's when
+    given.
     """
     parts = urllib.parse.urlsplit(target)
     proxies = urllib.request.getproxies_environment() if proxies is None else dict(proxies)

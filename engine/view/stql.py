@@ -14,9 +14,9 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from engine.config import Instance
-from engine.errors import BadInput
-from engine.mappings import Mappings, Resource
+from engine.core.config import Instance
+from engine.core.errors import BadInput
+from engine.spec.loader import Mappings, Resource
 
 STACKPACK_LABEL = "stackpack:aws-v2"
 INFRASTRUCTURE_LAYERS = ("Networking", "Storage", "Machines")

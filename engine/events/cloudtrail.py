@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from engine.auth import Account
-from engine.fetch import TokenBucket
-from engine.mappings import CLOUDTRAIL, Rate
-from engine.state import State
+from engine.aws.fetch import TokenBucket
+from engine.aws.sessions import Account
+from engine.core.state import State
+from engine.spec.loader import CLOUDTRAIL, Rate
 
 log = logging.getLogger("aws_topology")
 

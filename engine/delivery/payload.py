@@ -17,7 +17,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from engine.data import SCHEMAS
+from engine.core.paths import SCHEMAS
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,10 @@ class _Batch:
 
 
 def _elements(
-    components: Iterable[dict], relations: Iterable[dict], delete_ids: Iterable[str], events: Iterable[dict],
+    components: Iterable[dict],
+    relations: Iterable[dict],
+    delete_ids: Iterable[str],
+    events: Iterable[dict],
     metrics: Iterable[list] = (),
 ) -> Iterator[tuple[str, str, Any]]:
     """(section, events key, element) in wire order."""

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
-    from engine.collect import UnitResult
-    from engine.fetch import Fetcher
-    from engine.scan import AccountScan
+    from engine.aws.fetch import Fetcher
+    from engine.scan.collect import UnitResult
+    from engine.scan.full_scan import AccountScan
 
 
 class LiveProgress:

@@ -12,10 +12,10 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
-from engine.data import data_dir
-from engine.errors import BadInput
-from engine.last_snapshot import Snapshot
-from engine.views import View, console_action
+from engine.core.errors import BadInput
+from engine.core.paths import data_dir
+from engine.scan.last_snapshot import Snapshot
+from engine.view.stql import View, console_action
 
 WEB = data_dir("web")  # package data of a wheel (engine/_web), else the source tree's web/
 LIBRARY = WEB / "node_modules" / "cytoscape" / "dist" / "cytoscape.min.js"

@@ -24,14 +24,23 @@ from typing import Any
 
 from jmespath.exceptions import JMESPathError
 
-from engine.auth import Account, partition
-from engine.errors import AccessDenied, CallFailed, Interrupted, Throttled
-from engine.fetch import Fetcher
-from engine.functions import search
-from engine.mappings import Call, Detail, Join, Mappings
-from engine.plan import Unit
-from engine.scheduler import Scheduler, Serial, Task
-from engine.shape import Labels, ShapeError, as_list, component, context, events, external_id, relations
+from engine.aws.fetch import Fetcher
+from engine.aws.sessions import Account, partition
+from engine.core.errors import AccessDenied, CallFailed, Interrupted, Throttled
+from engine.core.scheduler import Scheduler, Serial, Task
+from engine.scan.plan import Unit
+from engine.spec.components import (
+    Labels,
+    ShapeError,
+    as_list,
+    component,
+    context,
+    events,
+    external_id,
+    relations,
+)
+from engine.spec.dialect import search
+from engine.spec.loader import Call, Detail, Join, Mappings
 
 log = logging.getLogger("aws_topology")
 

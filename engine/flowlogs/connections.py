@@ -44,10 +44,11 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError
 
-from engine.auth import Account, assume, partition
-from engine.bucket import LogBucket, Unversioned
-from engine.config import Config, Instance
-from engine.errors import (
+from engine.aws.fetch import Fetcher
+from engine.aws.log_bucket import LogBucket, Unversioned
+from engine.aws.sessions import Account, assume, partition
+from engine.core.config import Config, Instance
+from engine.core.errors import (
     AccessDenied,
     CallFailed,
     CredentialsError,
@@ -56,16 +57,15 @@ from engine.errors import (
     TopologyError,
     Unreachable,
 )
-from engine.fetch import Fetcher
-from engine.flowlog_records import MAX_UNPACKED, Flow, FlowSums, UnsupportedObject, unpacked
-from engine.functions import search
-from engine.last_snapshot import unit_results
-from engine.mappings import Interfaces, Mappings
-from engine.payload import build_payloads
-from engine.scan import labels_for
-from engine.shape import STACKPACK_LABEL, context, integration_tags, relation
-from engine.sink import Sink
-from engine.state import State
+from engine.core.state import State
+from engine.delivery.payload import build_payloads
+from engine.delivery.sinks import Sink
+from engine.flowlogs.records import MAX_UNPACKED, Flow, FlowSums, UnsupportedObject, unpacked
+from engine.scan.full_scan import labels_for
+from engine.scan.last_snapshot import unit_results
+from engine.spec.components import STACKPACK_LABEL, context, integration_tags, relation
+from engine.spec.dialect import search
+from engine.spec.loader import Interfaces, Mappings
 
 log = logging.getLogger("aws_topology")
 

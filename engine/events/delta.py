@@ -14,8 +14,8 @@ are never applied after newer ones. Any problem reading or deriving changes from
 too large, unreadable, an unexpected JSON type) records it as corrupt: left in place, not read again
 while unchanged (one that could not be read: not before `UNREADABLE_RETRY`), shown by `status`; the
 other objects go on. When the bucket is missing or denied (its
-versioning or its listing), CloudTrail `LookupEvents` is read instead (`engine.cloudtrail`), from a cursor
-that moves, like an object's deletion, only once the delta is delivered.
+versioning or its listing), CloudTrail `LookupEvents` is read instead (`engine.events.cloudtrail`), from a
+cursor that moves, like an object's deletion, only once the delta is delivered.
 """
 
 from __future__ import annotations
@@ -30,12 +30,11 @@ from typing import Any
 
 import boto3
 
-from engine.auth import GLOBAL_REGION, Account, assume
-from engine.bucket import LogBucket, TooLarge, Unversioned
-from engine.cloudtrail import commit_cursor, lookup_envelopes
-from engine.collect import Collector, UnitResult
-from engine.config import Config, Instance
-from engine.errors import (
+from engine.aws.fetch import Fetcher
+from engine.aws.log_bucket import LogBucket, TooLarge, Unversioned
+from engine.aws.sessions import GLOBAL_REGION, Account, assume
+from engine.core.config import Config, Instance
+from engine.core.errors import (
     AccessDenied,
     CallFailed,
     CredentialsError,
@@ -44,14 +43,24 @@ from engine.errors import (
     Throttled,
     Unreachable,
 )
-from engine.events import GLOBAL, Change, CorruptObject, Rules, envelopes, latest, prefixes, skip_reason
-from engine.fetch import Fetcher
-from engine.mappings import Mappings
-from engine.payload import build_payloads, service_check
-from engine.plan import Unit
-from engine.scan import check_tags, labels_for
-from engine.sink import Sink
-from engine.state import State
+from engine.core.state import State
+from engine.delivery.payload import build_payloads, service_check
+from engine.delivery.sinks import Sink
+from engine.events.cloudtrail import commit_cursor, lookup_envelopes
+from engine.events.eventbridge import (
+    GLOBAL,
+    Change,
+    CorruptObject,
+    Rules,
+    envelopes,
+    latest,
+    prefixes,
+    skip_reason,
+)
+from engine.scan.collect import Collector, UnitResult
+from engine.scan.full_scan import check_tags, labels_for
+from engine.scan.plan import Unit
+from engine.spec.loader import Mappings
 
 log = logging.getLogger("aws_topology")
 

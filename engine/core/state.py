@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from engine.errors import Locked, StateError
+from engine.core.errors import Locked, StateError
 
 RUN_KINDS = ("scan", "events", "flowlogs")
 

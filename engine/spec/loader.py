@@ -22,10 +22,10 @@ from botocore import xform_name
 from botocore.exceptions import UnknownServiceError
 from jmespath.parser import ParsedResult
 
-from engine.config import StrictLoader
-from engine.data import MAPPINGS, SCHEMAS
-from engine.errors import MappingErrors
-from engine.functions import ExpressionError, compile_expression
+from engine.core.config import StrictLoader
+from engine.core.errors import MappingErrors
+from engine.core.paths import MAPPINGS, SCHEMAS
+from engine.spec.dialect import ExpressionError, compile_expression
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from engine.data import SCHEMAS
-from engine.errors import ConfigError
+from engine.core.errors import ConfigError
+from engine.core.paths import SCHEMAS
 
 SCHEMA_PATH = SCHEMAS / "config.schema.json"
 DEFAULT_FULL_RUN_INTERVAL = 3600
@@ -84,7 +84,7 @@ class Config:
     full_run_interval: int = DEFAULT_FULL_RUN_INTERVAL
     instances: tuple[Instance, ...]
     path: str = ""
-    allow_role_without_external_id: bool = False  # skip the confused-deputy check (engine.auth)
+    allow_role_without_external_id: bool = False  # skip the confused-deputy check (engine.aws.sessions)
     proxy: Mapping[str, Any] | None = field(default=None, repr=False)  # {http, https, no_proxy}
 
 

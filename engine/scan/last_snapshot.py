@@ -1,9 +1,10 @@
 """The last snapshot of the configured accounts, read back for the topology page.
 
 Two sources:
-- the state (default): each unit's last complete result, which `engine.scan` keeps under `unit.{label}` for
-  carrying forward. It is what the last full scan sent (carried-forward units included), whatever the sink
-  (receiver or files), and it survives a later scan that failed. Only the units the config plans now are read.
+- the state (default): each unit's last complete result, which `engine.scan.full_scan` keeps under
+  `unit.{label}` for carrying forward. It is what the last full scan sent (carried-forward units included),
+  whatever the sink (receiver or files), and it survives a later scan that failed. Only the units the config
+  plans now are read.
 - a folder of payload files (`--out` runs): the newest `run-*/manifest.json` that lists the account with
   payloads; only the files its manifest names (a folder without a manifest is a run that died midway).
 
@@ -18,11 +19,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from engine.config import Config, Instance
-from engine.errors import BadInput
-from engine.mappings import Mappings
-from engine.plan import Unit, plan
-from engine.state import State
+from engine.core.config import Config, Instance
+from engine.core.errors import BadInput
+from engine.core.state import State
+from engine.scan.plan import Unit, plan
+from engine.spec.loader import Mappings
 
 
 class SnapshotError(BadInput):

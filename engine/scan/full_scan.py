@@ -33,18 +33,18 @@ from functools import cached_property, partial
 
 import boto3
 
-from engine.auth import assume
-from engine.collect import Collector, UnitResult
-from engine.config import Config, Instance
-from engine.errors import AccessDenied, CredentialsError, Unreachable
-from engine.fetch import Fetcher
-from engine.mappings import Mappings
-from engine.payload import SEPARATORS, build_payloads, iter_payloads, service_check
-from engine.plan import Unit, plan
-from engine.scheduler import Scheduler
-from engine.shape import Labels
-from engine.sink import Sink
-from engine.state import State
+from engine.aws.fetch import Fetcher
+from engine.aws.sessions import assume
+from engine.core.config import Config, Instance
+from engine.core.errors import AccessDenied, CredentialsError, Unreachable
+from engine.core.scheduler import Scheduler
+from engine.core.state import State
+from engine.delivery.payload import SEPARATORS, build_payloads, iter_payloads, service_check
+from engine.delivery.sinks import Sink
+from engine.scan.collect import Collector, UnitResult
+from engine.scan.plan import Unit, plan
+from engine.spec.components import Labels
+from engine.spec.loader import Mappings
 
 log = logging.getLogger("aws_topology")
 

@@ -27,10 +27,10 @@ from botocore.exceptions import (
 )
 from botocore.parsers import ResponseParserError
 
-from engine.config import Config, Instance
-from engine.errors import CredentialsError, Unreachable
-from engine.mappings import _botocore_loader
-from engine.proxy import proxy_for, resolve_proxies
+from engine.core.config import Config, Instance
+from engine.core.errors import CredentialsError, Unreachable
+from engine.core.proxy import proxy_for, resolve_proxies
+from engine.spec.loader import _botocore_loader
 
 log = logging.getLogger("aws_topology")
 

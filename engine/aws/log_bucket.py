@@ -16,11 +16,11 @@ from typing import IO, Any
 
 from botocore import xform_name
 
-from engine.auth import GLOBAL_REGION, Account
-from engine.errors import CallFailed
-from engine.fetch import Fetcher
-from engine.mappings import Call
-from engine.state import State
+from engine.aws.fetch import Fetcher
+from engine.aws.sessions import GLOBAL_REGION, Account
+from engine.core.errors import CallFailed
+from engine.core.state import State
+from engine.spec.loader import Call
 
 log = logging.getLogger("aws_topology")
 

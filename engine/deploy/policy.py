@@ -18,7 +18,7 @@ from typing import Any
 
 import botocore.session
 
-from engine.mappings import Call, Mappings
+from engine.spec.loader import Call, Mappings
 
 ROLE_NAME = "StackStateAwsIntegrationRole"
 LOG_BUCKET_PATTERN = "stackstate-logs-*"

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from engine.auth import GLOBAL_REGION
-from engine.config import Instance, api_filter
-from engine.mappings import Call, Mappings, Resource
+from engine.aws.sessions import GLOBAL_REGION
+from engine.core.config import Instance, api_filter
+from engine.spec.loader import Call, Mappings, Resource
 
 GLOBAL = "global"
 ACCOUNT_WIDE = "account"

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from engine.functions import search, tag_dict
-from engine.mappings import Emit, Relation, Resource
+from engine.spec.dialect import search, tag_dict
+from engine.spec.loader import Emit, Relation, Resource
 
 STACKPACK_LABEL = "stackpack:aws-v2"
 IDENTIFIER_TAG = "stackstate-identifier"

@@ -25,10 +25,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 from botocore.retries.standard import RetryContext, ThrottlingErrorDetector
 
-from engine.auth import Account, not_aws
-from engine.errors import AccessDenied, CallFailed, CredentialsRejected, Interrupted, Throttled
-from engine.functions import search
-from engine.mappings import Call, Rate
+from engine.aws.sessions import Account, not_aws
+from engine.core.errors import AccessDenied, CallFailed, CredentialsRejected, Interrupted, Throttled
+from engine.spec.dialect import search
+from engine.spec.loader import Call, Rate
 
 DENIED = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthorizationError"})
 # 403s that are about the credentials, not about a permission of the role.
