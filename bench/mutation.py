@@ -1,8 +1,8 @@
 """Mutation score of engine modules against a test selection, with mutmut.
 
-    .venv/bin/python -m bench.mutation engine/events/cloudtrail.py --tests tests/test_cloudtrail.py
+    .venv/bin/python -m bench.mutation engine/events/cloudtrail.py --tests tests/events/test_cloudtrail.py
     .venv/bin/python -m bench.mutation engine/events/eventbridge.py engine/events/delta.py \
-        --tests tests/test_events.py --tests tests/test_event_rules.py --children 2
+        --tests tests/events/test_events.py --tests tests/events/test_event_rules.py --children 2
 
 The repository's tracked and unignored files are copied to a scratch directory (the work tree is left
 alone), a `[tool.mutmut]` section naming the modules and tests is added to the copy's pyproject.toml, and

@@ -7,7 +7,7 @@ fixed random seed and the demo estate, whose ids are saved beside the cassettes.
 Requests are matched on service, region, operation and normalised parameters; signatures, dates,
 tokens and credentials are scrubbed before anything is written.
 
-The live mapping tests (tests/test_mapping_*.py) share small helpers from here instead: `moto_server`
+The live mapping tests (tests/mappings/test_mapping_*.py) share small helpers from here instead: `moto_server`
 starts a fresh in-process moto server, `scan_live` scans it with fake credentials (`live_aws`),
 `with_params` makes moto page, and `components_of_type` / `ids_of_type` pick components by type.
 """

@@ -10,7 +10,8 @@ main region's also the bucket's, granting flow-log delivery), the EventBridge ru
 mappings' `events:` declare, a Firehose stream writing them gzip-compressed to
 `AWSLogs/{account}/EventBridge/{region}/` of the bucket with the bucket's default key (AWS wants an S3
 destination's key in the bucket's region), and the two service roles. A template rule refuses
-IncludeOpenTelemetryTracing enabled/true until tracing exists. tests/test_cfn_rules.py holds the AWS rules.
+IncludeOpenTelemetryTracing enabled/true until tracing exists. tests/deploy/test_cfn_rules.py holds the AWS
+rules.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ FLOW_LOG_COMMAND = (
     " --traffic-type ALL --max-aggregation-interval 60"
     " --log-destination-type s3 --log-destination ${StsLogsBucket.Arn}/"
 )
-# The security scan's findings the template accepts (tests/test_cfn_rules.py), per resource and rule.
+# The security scan's findings the template accepts (tests/deploy/test_cfn_rules.py), per resource and rule.
 ACCEPTED_FINDINGS = {
     "StsIntegrationRole": {
         "WildcardResourceRule": "Read-only List/Describe/Get actions of the topology scan: they read every "

@@ -62,7 +62,7 @@ def plan(instance: Instance, mappings: Mappings) -> list[Unit]:
 def per_item(mappings: Mappings) -> Mappings:
     """The naive plan of the same mappings: no region-wide join calls, every `fallback` detail per item.
 
-    It yields the same components and relations as the bulk plan (tests/test_plan_equivalence.py).
+    It yields the same components and relations as the bulk plan (tests/scan/test_plan_equivalence.py).
     """
     resources = tuple(
         replace(

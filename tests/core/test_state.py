@@ -16,7 +16,7 @@ from engine.core.state import SCHEMA_VERSION, State
 
 ACCOUNT = "123456789012"
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def at(minutes: int) -> datetime:

@@ -22,7 +22,7 @@ import yaml
 
 from engine.core.config import load_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 MANIFESTS = DEPLOY / "kubernetes" / "aws-topology.yaml"
 SECRET_ID = "s3cr'et\"$x&/\\ !1"  # quotes, $, &, / and a backslash: nothing may mangle it

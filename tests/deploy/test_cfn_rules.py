@@ -28,7 +28,7 @@ from engine.deploy.template import template
 from engine.spec.loader import load_mappings
 from tests.conftest import ACCOUNT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "deploy" / "stackstate-resources.cfn.yaml"
 AGENT_ACCOUNT = "210987654321"
 OTHER_ACCOUNT = "999999999999"

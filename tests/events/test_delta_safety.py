@@ -22,7 +22,7 @@ from engine.events.delta import CONFIRM_TRIES, UNCONFIRMED_KEY, apply_events
 from engine.scan.collect import Collector, UnitResult
 from engine.spec.loader import load_mappings
 from tests.conftest import ACCOUNT, ListSink, live_aws
-from tests.test_events import BUCKET, REGION, aws, cloudtrail, delta, events, firehose, put, remaining
+from tests.events.test_events import BUCKET, REGION, aws, cloudtrail, delta, events, firehose, put, remaining
 
 __all__ = ["aws"]  # the fixture, imported for pytest
 

@@ -26,10 +26,10 @@ from engine.spec.loader import load_mappings
 from engine.view.page import render
 from engine.view.stql import views_for
 from tests.conftest import ACCOUNT, ROLE
-from tests.view_estate import scanned_estate
+from tests.view.view_estate import scanned_estate
 
 pytestmark = pytest.mark.live
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("TOPOLOGY_ARTIFACTS", ROOT / "out" / "test-artifacts"))
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

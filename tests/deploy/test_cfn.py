@@ -5,7 +5,7 @@ an S3 bucket's VersioningConfiguration, LifecycleConfiguration and PublicAccessB
 evaluates an output's export even when the output's condition is false (CloudFormation does not).
 The deploy test adds them to the in-process server, passing the template's properties to moto's own Firehose
 and S3 backends as CloudFormation defines them, so what the test reads back is what the template declared.
-The rules AWS enforces on the template, per region, are in tests/test_cfn_rules.py.
+The rules AWS enforces on the template, per region, are in tests/deploy/test_cfn_rules.py.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from engine.deploy.template import event_patterns, render, template
 from engine.spec.loader import CLOUDTRAIL, load_mappings
 from tests.conftest import ACCOUNT, live_aws, moto_server
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "deploy" / "stackstate-resources.cfn.yaml"
 AGENT_ACCOUNT = "210987654321"
 

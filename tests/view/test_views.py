@@ -1,7 +1,7 @@
 """The StackPack views as STQL, console actions, and the two sources of the last snapshot.
 
 The snapshot tests read a small estate seeded in moto and scanned by `aws-topology scan --out --state`
-(tests/view_estate.py): the state and the payload files must give the same components, and the views must
+(tests/view/view_estate.py): the state and the payload files must give the same components, and the views must
 select what the StackPack page says they hold.
 """
 
@@ -23,7 +23,7 @@ from engine.spec.loader import MAPPINGS, load_mappings
 from engine.view.page import page_data
 from engine.view.stql import CONSOLES, ViewError, console_action, views_for
 from tests.conftest import ACCOUNT, ROLE
-from tests.view_estate import REGION, scanned_estate
+from tests.view.view_estate import REGION, scanned_estate
 
 pytestmark = pytest.mark.live
 INFRASTRUCTURE = {"Networking", "Storage", "Machines"}

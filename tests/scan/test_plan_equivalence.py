@@ -1,7 +1,7 @@
 """The bulk plan (region-wide joins) against the per-item plan, on the demo estate replayed from a cassette.
 
-Both plans are run in the same test, so the cassette holds every call of both: tests/test_denials.py replays
-it to deny each bulk call and each per-item fallback in turn.
+Both plans are run in the same test, so the cassette holds every call of both: tests/scan/test_denials.py
+replays it to deny each bulk call and each per-item fallback in turn.
 """
 
 from __future__ import annotations

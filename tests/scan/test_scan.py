@@ -16,8 +16,8 @@ from engine.delivery.payload import validate_payload
 from engine.scan.full_scan import scan
 from engine.spec.loader import load_mappings
 from tests.conftest import ACCOUNT, CASSETTES, ListSink, make_config
-from tests.test_mappings import STACKPACK_TYPES
-from tests.test_relations_resolve import unresolved
+from tests.spec.test_mappings import STACKPACK_TYPES
+from tests.spec.test_relations_resolve import unresolved
 
 pytestmark = pytest.mark.vcr
 

@@ -21,9 +21,9 @@ import yaml
 
 from engine.deploy.policy import role_policy
 from engine.spec.loader import MAPPINGS, load_mappings
-from tests.test_mappings import QUEUE
+from tests.spec.test_mappings import QUEUE
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROJECT_FILES = ("pyproject.toml", "README.md", "engine", "mappings", "schemas", "demo", "web")
 CONFIG = {
     "init_config": {"external_id": "uniquesecret!1"},
