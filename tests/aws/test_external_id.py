@@ -22,7 +22,7 @@ from engine.core.config import load_config
 from engine.core.errors import ConfigError, CredentialsError
 from engine.scan.full_scan import scan
 from engine.spec.loader import load_mappings
-from tests.conftest import ROLE, ListSink, make_config
+from tests.support import ROLE, ListSink, make_config
 
 EXTERNAL_ID = "test-external-id"
 ANSWER = {

@@ -15,7 +15,7 @@ from engine.scan.collect import Collector
 from engine.scan.plan import plan
 from engine.spec.components import Labels
 from engine.spec.loader import load_mappings
-from tests.conftest import ACCOUNT, ROLE, make_config
+from tests.support import ACCOUNT, ROLE, make_config
 
 REGION = "eu-west-1"
 

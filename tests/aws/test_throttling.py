@@ -20,7 +20,7 @@ from engine.scan.collect import Collector
 from engine.scan.plan import plan
 from engine.spec.components import Labels
 from engine.spec.loader import load_mappings
-from tests.conftest import ACCOUNT, ROLE, FakeClock, make_config
+from tests.support import ACCOUNT, ROLE, FakeClock, make_config
 
 REGION = "eu-west-1"
 QUEUE = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/orders"

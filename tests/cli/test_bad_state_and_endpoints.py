@@ -21,7 +21,7 @@ from engine.aws.sessions import Account, client_config
 from engine.cli import EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_LOCKED, main
 from engine.core.state import State
 from tests.aws.test_faults import run_unit
-from tests.conftest import ACCOUNT, ROLE
+from tests.support import ACCOUNT, ROLE
 
 CONF = (
     "init_config: {aws_access_key_id: AKIAEXAMPLE, aws_secret_access_key: s3cr3t, external_id: ext-id}\n"

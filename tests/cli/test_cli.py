@@ -15,7 +15,7 @@ from click.testing import CliRunner, Result
 
 from engine import cli
 from engine.core.state import State
-from tests.conftest import ACCOUNT, make_config
+from tests.support import ACCOUNT, make_config
 
 ROLE = "arn:aws:iam::123456789012:role/StackStateAwsIntegrationRole"
 SECRET = "SUPERSECRET123"

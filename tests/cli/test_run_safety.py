@@ -25,7 +25,7 @@ from moto.core.authorization import ActionAuthenticatorMixin
 
 from engine.cli import main
 from engine.core.state import State
-from tests.conftest import ACCOUNT, moto_env, serve
+from tests.support import ACCOUNT, moto_env, serve
 
 pytestmark = pytest.mark.live
 

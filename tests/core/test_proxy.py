@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from engine import cli
 from engine.core.proxy import proxy_for, resolve_proxies
 from engine.delivery.sinks import HttpSink
-from tests.conftest import ROLE, live_aws, moto_server, serve
+from tests.support import ROLE, live_aws, moto_server, serve
 
 PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
               "NO_PROXY")  # fmt: skip

@@ -22,7 +22,7 @@ import pytest
 from engine.core.errors import DeliveryError
 from engine.core.state import State
 from engine.delivery.sinks import FileSink, HttpSink, SpoolingSink
-from tests.conftest import serve
+from tests.support import serve
 
 API_KEY = "s3cr3t-Key/with+chars"
 PAYLOAD = {"internalHostname": "aws-topology", "topologies": [], "health": [], "metrics": [], "events": {}}

@@ -18,7 +18,7 @@ import pytest
 from engine.core.state import MIGRATIONS, SCHEMA_VERSION, State
 from engine.delivery.payload import INSTANCE_TYPE
 from engine.delivery.sinks import HttpSink, SpoolingSink
-from tests.conftest import serve
+from tests.support import serve
 
 API_KEY = "spool-s3cr3t"
 A = "111111111111"

@@ -15,7 +15,7 @@ from demo.flowlogs import seed_flowlogs
 from demo.seed import seed_estate
 from demo.server import reset, start
 from engine.cli import main
-from tests.conftest import moto_env
+from tests.support import moto_env
 
 pytestmark = pytest.mark.live
 

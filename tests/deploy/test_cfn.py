@@ -25,7 +25,7 @@ from engine import cli
 from engine.deploy.policy import role_policy
 from engine.deploy.template import event_patterns, render, template
 from engine.spec.loader import CLOUDTRAIL, load_mappings
-from tests.conftest import ACCOUNT, live_aws, moto_server
+from tests.support import ACCOUNT, live_aws, moto_server
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "deploy" / "stackstate-resources.cfn.yaml"

@@ -26,7 +26,7 @@ import yaml
 
 from engine.deploy.template import template
 from engine.spec.loader import load_mappings
-from tests.conftest import ACCOUNT
+from tests.support import ACCOUNT
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "deploy" / "stackstate-resources.cfn.yaml"

@@ -162,7 +162,7 @@ def test_uninstall_query_empties_a_versioned_bucket_of_more_than_1000_versions()
     import boto3
     import jmespath
 
-    from tests.conftest import live_aws, moto_server
+    from tests.support import live_aws, moto_server
 
     doc = (ROOT / "docs" / "aws-setup.md").read_text()
     query = re.search(r"--query '(\{Objects: .*?\})'\)", doc).group(1)  # type: ignore[union-attr]

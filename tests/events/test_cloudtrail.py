@@ -25,7 +25,7 @@ from engine.events.cloudtrail import (
     load_cursor,
     lookup_envelopes,
 )
-from tests.conftest import ACCOUNT, ROLE, FakeClock
+from tests.support import ACCOUNT, ROLE, FakeClock
 
 REGION = "eu-west-1"
 SINCE = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)

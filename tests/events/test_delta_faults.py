@@ -17,8 +17,8 @@ from engine.core.config import Config, Instance
 from engine.core.state import State
 from engine.events.delta import AccountDelta, apply_events
 from engine.spec.loader import load_mappings
-from tests.conftest import ACCOUNT, ListSink
 from tests.events.test_events import BUCKET, PREFIX, REGION, _stubbed_account, firehose, state_change
+from tests.support import ACCOUNT, ListSink
 
 KEY = f"{PREFIX}2026/12/01/12/object-1"
 WRITTEN = dt.datetime(2026, 12, 1, 12, tzinfo=dt.UTC)

@@ -21,8 +21,8 @@ from engine.events import delta as delta_module
 from engine.events.delta import CONFIRM_TRIES, UNCONFIRMED_KEY, apply_events
 from engine.scan.collect import Collector, UnitResult
 from engine.spec.loader import load_mappings
-from tests.conftest import ACCOUNT, ListSink, live_aws
 from tests.events.test_events import BUCKET, REGION, aws, cloudtrail, delta, events, firehose, put, remaining
+from tests.support import ACCOUNT, ListSink, live_aws
 
 __all__ = ["aws"]  # the fixture, imported for pytest
 

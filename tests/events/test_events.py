@@ -15,7 +15,7 @@ from engine.aws.log_bucket import LogBucket
 from engine.cli import main
 from engine.events.eventbridge import CorruptObject, Rules, envelopes, latest
 from engine.spec.loader import load_mappings
-from tests.conftest import ACCOUNT, moto_env
+from tests.support import ACCOUNT, moto_env
 
 pytestmark = pytest.mark.live
 
@@ -283,7 +283,7 @@ def _fallback(monkeypatch, sink, *extra: dict):
 
 
 def test_without_the_bucket_cloudtrail_events_apply_and_the_cursor_moves_after_delivery(monkeypatch):
-    from tests.conftest import ListSink
+    from tests.support import ListSink
 
     sink = ListSink()
     result, state = _fallback(monkeypatch, sink)
@@ -296,7 +296,7 @@ def test_without_the_bucket_cloudtrail_events_apply_and_the_cursor_moves_after_d
 
 
 def test_a_cloudtrail_event_the_rules_fail_on_is_skipped_and_the_others_apply(monkeypatch):
-    from tests.conftest import ListSink
+    from tests.support import ListSink
 
     sink = ListSink()
     tag = cloudtrail("states.amazonaws.com", "TagResource", requestParameters={"resourceArn": 5})["detail"]

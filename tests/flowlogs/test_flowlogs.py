@@ -30,8 +30,8 @@ from engine.delivery.payload import validate_payload
 from engine.flowlogs import connections as flowlogs
 from engine.flowlogs.connections import AccountFlows, apply_flowlogs
 from engine.spec.loader import load_mappings
-from tests.conftest import ACCOUNT, ListSink, live_aws, moto_env
 from tests.flowlogs.test_flowlog_records import bomb as gzip_bomb
+from tests.support import ACCOUNT, ListSink, live_aws, moto_env
 
 pytestmark = pytest.mark.live
 

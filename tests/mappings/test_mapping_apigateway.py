@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from demo.seed import client
-from tests.conftest import ACCOUNT, ListSink, ids_of_type, moto_server, scan_live
+from tests.support import ACCOUNT, ListSink, ids_of_type, moto_server, scan_live
 
 pytestmark = pytest.mark.live
 

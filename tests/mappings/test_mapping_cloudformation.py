@@ -17,7 +17,7 @@ from moto.core.responses import ActionResult
 from demo.seed import client
 from engine.spec.components import relations
 from engine.spec.loader import load_mappings
-from tests.conftest import ACCOUNT, ListSink, moto_server, scan_live
+from tests.support import ACCOUNT, ListSink, moto_server, scan_live
 
 pytestmark = pytest.mark.live
 

@@ -20,7 +20,7 @@ from moto.ecs.models import EC2ContainerServiceBackend, ecs_backends
 from demo.seed import AMI_ID, client
 from engine.spec.dialect import search
 from engine.spec.loader import load_mappings
-from tests.conftest import ACCOUNT, ListSink, components_of_type, ids_of_type, moto_server, scan_live
+from tests.support import ACCOUNT, ListSink, components_of_type, ids_of_type, moto_server, scan_live
 
 pytestmark = pytest.mark.live
 

@@ -17,7 +17,7 @@ from engine.scan.collect import Collector
 from engine.scan.plan import Unit
 from engine.spec.components import Labels
 from engine.spec.loader import CLOUDTRAIL, load_mappings
-from tests.conftest import (
+from tests.support import (
     ACCOUNT,
     ROLE,
     ListSink,

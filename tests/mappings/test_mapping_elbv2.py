@@ -16,7 +16,7 @@ from moto.elbv2.models import ELBv2Backend
 from demo.seed import AMI_ID, client
 from engine.spec.dialect import search
 from engine.spec.loader import load_mappings
-from tests.conftest import (
+from tests.support import (
     ACCOUNT,
     ListSink,
     components_of_type,

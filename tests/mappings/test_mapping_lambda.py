@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from demo.seed import client
-from tests.conftest import ACCOUNT, ListSink, components_of_type, live_aws, moto_server, scan_live
+from tests.support import ACCOUNT, ListSink, components_of_type, live_aws, moto_server, scan_live
 
 pytestmark = pytest.mark.live
 

@@ -14,7 +14,7 @@ from moto.servicediscovery.responses import ServiceDiscoveryResponse
 
 from demo.seed import client
 from engine.spec.loader import load_mappings
-from tests.conftest import ACCOUNT, ListSink, moto_server, scan_live, with_params
+from tests.support import ACCOUNT, ListSink, moto_server, scan_live, with_params
 
 pytestmark = pytest.mark.live
 

@@ -15,7 +15,7 @@ from engine.scan.full_scan import AccountScan
 from engine.scan.plan import call_plan, per_item, plan
 from engine.scan.progress import LiveProgress, metrics_text
 from engine.spec.loader import load_mappings
-from tests.conftest import ACCOUNT, ROLE, make_config
+from tests.support import ACCOUNT, ROLE, make_config
 
 CONF = f"""
 init_config: {{aws_access_key_id: '', aws_secret_access_key: '', external_id: test}}

@@ -7,7 +7,7 @@ import re
 import pytest
 import yaml
 
-from tests.conftest import CASSETTES
+from tests.support import CASSETTES
 
 FORBIDDEN = {
     "SigV4 signature": re.compile(r"AWS4-HMAC-SHA256|Signature=[0-9a-f]{16}"),

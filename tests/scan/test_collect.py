@@ -15,7 +15,7 @@ from engine.scan.collect import Collector, UnitResult
 from engine.scan.plan import plan
 from engine.spec.components import Labels
 from engine.spec.loader import load_mappings
-from tests.conftest import ACCOUNT, ROLE, make_config
+from tests.support import ACCOUNT, ROLE, make_config
 
 REGION = "eu-west-1"
 CLUSTER = f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/one"
@@ -300,7 +300,7 @@ def test_a_list_detail_result_without_into_fails_the_unit_instead_of_vanishing(t
 
 def test_two_types_claiming_one_external_id_keep_the_snapshot_open(tmp_path, monkeypatch):
     from engine.scan import full_scan as scan_module
-    from tests.conftest import ListSink
+    from tests.support import ListSink
 
     (tmp_path / "test.yaml").write_text(
         textwrap.dedent(

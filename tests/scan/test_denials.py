@@ -15,7 +15,7 @@ from engine.aws import fetch
 from engine.core.errors import AccessDenied
 from engine.scan.full_scan import scan
 from engine.spec.loader import Call, Resource, load_mappings
-from tests.conftest import CASSETTES, ROLE, ListSink, make_config
+from tests.support import CASSETTES, ROLE, ListSink, make_config
 
 CASSETTE = str(
     CASSETTES

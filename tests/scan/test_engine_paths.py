@@ -15,8 +15,8 @@ from engine.aws.fetch import TokenBucket
 from engine.core.config import Config, Instance
 from engine.scan.full_scan import scan
 from engine.spec.loader import Rate, load_mappings
-from tests.conftest import ACCOUNT, ROLE, FakeClock, ListSink, make_config
 from tests.scan.test_collect import REGION, account_in, run
+from tests.support import ACCOUNT, ROLE, FakeClock, ListSink, make_config
 
 
 def test_a_declared_rate_paces_calls_after_the_burst(monkeypatch):

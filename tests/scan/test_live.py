@@ -19,7 +19,7 @@ from engine.cli import main
 from engine.core.config import Config
 from engine.scan.full_scan import scan
 from engine.spec.loader import load_mappings
-from tests.conftest import ACCOUNT, ROLE, ListSink, make_config
+from tests.support import ACCOUNT, ROLE, ListSink, make_config
 
 pytestmark = pytest.mark.live
 

@@ -11,7 +11,7 @@ import pytest
 from engine.scan.full_scan import scan
 from engine.scan.plan import per_item
 from engine.spec.loader import load_mappings
-from tests.conftest import ListSink, make_config
+from tests.support import ListSink, make_config
 
 pytestmark = pytest.mark.vcr
 

@@ -15,9 +15,9 @@ import pytest
 from engine.delivery.payload import validate_payload
 from engine.scan.full_scan import scan
 from engine.spec.loader import load_mappings
-from tests.conftest import ACCOUNT, CASSETTES, ListSink, make_config
 from tests.spec.test_mappings import STACKPACK_TYPES
 from tests.spec.test_relations_resolve import unresolved
+from tests.support import ACCOUNT, CASSETTES, ListSink, make_config
 
 pytestmark = pytest.mark.vcr
 

@@ -25,7 +25,7 @@ from engine.scan.last_snapshot import Snapshot
 from engine.spec.loader import load_mappings
 from engine.view.page import render
 from engine.view.stql import views_for
-from tests.conftest import ACCOUNT, ROLE
+from tests.support import ACCOUNT, ROLE
 from tests.view.view_estate import scanned_estate
 
 pytestmark = pytest.mark.live

@@ -22,7 +22,7 @@ from engine.scan.last_snapshot import Snapshot, SnapshotError, from_payloads, fr
 from engine.spec.loader import MAPPINGS, load_mappings
 from engine.view.page import page_data
 from engine.view.stql import CONSOLES, ViewError, console_action, views_for
-from tests.conftest import ACCOUNT, ROLE
+from tests.support import ACCOUNT, ROLE
 from tests.view.view_estate import REGION, scanned_estate
 
 pytestmark = pytest.mark.live

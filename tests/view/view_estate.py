@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from demo.common import lambda_zip, moto_post
 from demo.seed import AMI_ID, client
 from engine.cli import main
-from tests.conftest import ROLE, live_aws, moto_server
+from tests.support import ROLE, live_aws, moto_server
 
 REGION = "eu-west-1"
 APIS = ["ec2", "s3", "lambda", "elbv2", "sqs"]
