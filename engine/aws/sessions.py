@@ -27,10 +27,11 @@ from botocore.exceptions import (
 )
 from botocore.parsers import ResponseParserError
 
+from engine.core import botocore_data
+from engine.core.botocore_data import shared_loader
 from engine.core.config import Config, Instance
 from engine.core.errors import CredentialsError, Unreachable
 from engine.core.proxy import proxy_for, resolve_proxies
-from engine.spec.loader import _botocore_loader
 
 log = logging.getLogger("aws_topology")
 
@@ -48,7 +49,7 @@ def partition(region: str) -> str:
     A region no partition knows (a new one, or a typo that `validate` warns about) is taken as `aws`.
     """
     try:
-        return botocore.session.get_session().get_partition_for_region(region)
+        return botocore_data.session().get_partition_for_region(region)
     except UnknownRegionError:
         return "aws"
 
@@ -56,17 +57,8 @@ def partition(region: str) -> str:
 @lru_cache(maxsize=1)
 def known_regions() -> frozenset[str]:
     """Every region of every partition in botocore's endpoint data."""
-    data = botocore.session.get_session().get_data("endpoints")
+    data = botocore_data.session().get_data("endpoints")
     return frozenset(r for p in data["partitions"] for r in p["regions"])
-
-
-def shared_loader() -> Any:
-    """The process's one botocore data loader (the mapping check's): it caches every JSON model it reads.
-
-    Each botocore session otherwise has its own loader, so every account would parse and keep its own copy
-    of each service model (about 70 MB for the mapped services, per account); sharing it keeps one.
-    """
-    return _botocore_loader().get_component("data_loader")
 
 
 def client_config(workers: int) -> ClientConfig:
@@ -234,7 +226,7 @@ def require_external_id(sts: Any, role_arn: str) -> None:
 @lru_cache(maxsize=1)
 def _aws_dns_suffixes() -> tuple[str, ...]:
     """The DNS suffixes of every AWS partition (amazonaws.com, amazonaws.com.cn, api.aws, ...)."""
-    partitions = botocore.session.get_session().get_data("partitions")["partitions"]
+    partitions = botocore_data.session().get_data("partitions")["partitions"]
     outputs = [p["outputs"] for p in partitions]
     found = {o[k] for o in outputs for k in ("dnsSuffix", "dualStackDnsSuffix") if k in o}
     return tuple(sorted(found))

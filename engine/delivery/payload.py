@@ -18,11 +18,11 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from engine.core.paths import SCHEMAS
+from engine.core.stackpack import INSTANCE_TYPE
 
 log = logging.getLogger(__name__)
 
 SCHEMA_PATH = SCHEMAS / "payload.schema.json"
-INSTANCE_TYPE = "aws-v2"
 SEPARATORS = (",", ":")
 _LISTS = ("components", "relations", "delete_ids")
 

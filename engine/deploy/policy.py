@@ -13,14 +13,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
-import botocore.session
-
+from engine.core.botocore_data import service_model
+from engine.core.stackpack import ROLE_NAME
 from engine.spec.loader import Call, Mappings
 
-ROLE_NAME = "StackStateAwsIntegrationRole"
 LOG_BUCKET_PATTERN = "stackstate-logs-*"
 VERSION = "2012-10-17"
 _HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -150,14 +148,9 @@ def _by_http_method(action: str) -> bool:
 def _resource_path(service: str, operation: str) -> str | None:
     """The resource path an operation requests, as an IAM resource: `{param}` becomes `*`, and a leading
     API version segment (`/v2`) is dropped, since resource ARNs do not carry it. None when not a REST call."""
-    http = _model(service).operation_model(operation).http
+    http = service_model(service).operation_model(operation).http
     uri = str(http.get("requestUri", "")).split("?", 1)[0]
     if not uri.startswith("/"):
         return None
     path = re.sub(r"\{[^}]+\}", "*", uri)
     return re.sub(r"^/v[0-9]+(?=/)", "", path) or "/"
-
-
-@cache
-def _model(service: str) -> Any:
-    return botocore.session.get_session().get_service_model(service)

@@ -20,7 +20,8 @@ from typing import Any
 
 import yaml
 
-from engine.deploy.policy import ROLE_NAME, role_policy
+from engine.core.stackpack import ROLE_NAME
+from engine.deploy.policy import role_policy
 from engine.spec.loader import CLOUDTRAIL, Mappings
 
 HEADER = (

@@ -43,6 +43,7 @@ from engine.core.errors import (
     Throttled,
     Unreachable,
 )
+from engine.core.stackpack import check_tags
 from engine.core.state import State
 from engine.delivery.payload import build_payloads, service_check
 from engine.delivery.sinks import Sink
@@ -58,8 +59,8 @@ from engine.events.eventbridge import (
     skip_reason,
 )
 from engine.scan.collect import Collector, UnitResult
-from engine.scan.full_scan import check_tags, labels_for
 from engine.scan.plan import Unit
+from engine.spec.components import labels_for
 from engine.spec.loader import Mappings
 
 log = logging.getLogger("aws_topology")

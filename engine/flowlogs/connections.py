@@ -57,13 +57,13 @@ from engine.core.errors import (
     TopologyError,
     Unreachable,
 )
+from engine.core.stackpack import STACKPACK_LABEL, integration_tags
 from engine.core.state import State
 from engine.delivery.payload import build_payloads
 from engine.delivery.sinks import Sink
 from engine.flowlogs.records import MAX_UNPACKED, Flow, FlowSums, UnsupportedObject, unpacked
-from engine.scan.full_scan import labels_for
 from engine.scan.last_snapshot import unit_results
-from engine.spec.components import STACKPACK_LABEL, context, integration_tags, relation
+from engine.spec.components import context, labels_for, relation
 from engine.spec.dialect import search
 from engine.spec.loader import Interfaces, Mappings
 
@@ -516,7 +516,8 @@ def _output(
         data = {
             "Name": address, "URN": urns, "identifiers": urns,
             "Location": {"AwsAccount": account, "AwsRegion": region},
-            "labels": sorted({STACKPACK_LABEL, *labels.tags}), "tags": integration_tags(labels),
+            "labels": sorted({STACKPACK_LABEL, *labels.tags}),
+            "tags": integration_tags(labels.account, labels.tags),
         }  # fmt: skip
         return {"externalId": external_id, "type": {"name": "vpc.request"}, "data": data}
 

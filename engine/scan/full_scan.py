@@ -38,12 +38,13 @@ from engine.aws.sessions import assume
 from engine.core.config import Config, Instance
 from engine.core.errors import AccessDenied, CredentialsError, Unreachable
 from engine.core.scheduler import Scheduler
+from engine.core.stackpack import check_tags
 from engine.core.state import State
 from engine.delivery.payload import SEPARATORS, build_payloads, iter_payloads, service_check
 from engine.delivery.sinks import Sink
 from engine.scan.collect import Collector, UnitResult
 from engine.scan.plan import Unit, plan
-from engine.spec.components import Labels
+from engine.spec.components import labels_for
 from engine.spec.loader import Mappings
 
 log = logging.getLogger("aws_topology")
@@ -245,26 +246,10 @@ class AccountScan:
         return [f"{text} ({n}x)" if n > 1 else text for text, n in seen.items()]
 
 
-def check_tags(instance: Instance) -> list[str]:
-    """The tags of the service checks: the instance's `tags` and the integration tags."""
-    return [*instance.tags, "integration-type:aws-v2", f"integration-url:{instance.account_id}"]
-
-
 def _problems(result: AccountScan) -> str:
     lines = [f"{u.unit.label}: {u.error or u.status}" for u in result.units if not u.complete]
     lines += [f"{label}: carried forward" for label in result.carried]
     return "\n".join([*lines, *result.collisions])
-
-
-def labels_for(instance: Instance) -> Labels:
-    return Labels(
-        account=instance.account_id,
-        tags=tuple(instance.tags),
-        identifier=instance.identifier,
-        environment=instance.environment,
-        layer=instance.layer,
-        domain=instance.domain,
-    )
 
 
 def scan(

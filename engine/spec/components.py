@@ -15,12 +15,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from engine.core.config import Instance
+from engine.core.stackpack import ENVIRONMENT_TAG, IDENTIFIER_TAG, STACKPACK_LABEL, integration_tags
 from engine.spec.dialect import search, tag_dict
 from engine.spec.loader import Emit, Relation, Resource
-
-STACKPACK_LABEL = "stackpack:aws-v2"
-IDENTIFIER_TAG = "stackstate-identifier"
-ENVIRONMENT_TAG = "stackstate-environment"
 
 
 class ShapeError(ValueError):
@@ -37,6 +35,18 @@ class Labels:
     environment: str | None = None
     layer: str | None = None
     domain: str | None = None
+
+
+def labels_for(instance: Instance) -> Labels:
+    """What `instance`'s config adds to every component of its account."""
+    return Labels(
+        account=instance.account_id,
+        tags=tuple(instance.tags),
+        identifier=instance.identifier,
+        environment=instance.environment,
+        layer=instance.layer,
+        domain=instance.domain,
+    )
 
 
 def context(item: Any, account: str, region: str, partition: str = "aws", **extra: Any) -> dict:
@@ -101,7 +111,7 @@ def _label(data: dict, tags: dict, urns: list[str], resource: Resource, labels: 
     """Agent-side equivalent of the StackPack's tag handling."""
     aws_labels = [k if v == "" else f"{k}:{v}" for k, v in tags.items()]
     data["labels"] = sorted({STACKPACK_LABEL, *labels.tags, *aws_labels})
-    data["tags"] = integration_tags(labels)
+    data["tags"] = integration_tags(labels.account, labels.tags)
     identifiers = [*urns, tags.get(IDENTIFIER_TAG), labels.identifier]
     data["identifiers"] = list(dict.fromkeys(i for i in identifiers if i))
     environment = tags.get(ENVIRONMENT_TAG) or labels.environment
@@ -109,11 +119,6 @@ def _label(data: dict, tags: dict, urns: list[str], resource: Resource, labels: 
         data["environments"] = [environment]
     data["layer"] = labels.layer or resource.layer
     data["domain"] = labels.domain or resource.domain
-
-
-def integration_tags(labels: Labels) -> list[str]:
-    """The agent's `tags` of every component: the integration's type and URL, and the configured tags."""
-    return sorted({"integration-type:aws-v2", f"integration-url:{labels.account}", *labels.tags})
 
 
 def relations(resource: Resource, item: dict, ext_id: str) -> Iterator[dict]:

@@ -15,13 +15,13 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import botocore.session
 import jsonschema
 import yaml
 from botocore import xform_name
 from botocore.exceptions import UnknownServiceError
 from jmespath.parser import ParsedResult
 
+from engine.core import botocore_data
 from engine.core.config import StrictLoader
 from engine.core.errors import MappingErrors
 from engine.core.paths import MAPPINGS, SCHEMAS
@@ -275,11 +275,6 @@ def _schema_validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(schema)
 
 
-@cache
-def _botocore_loader() -> botocore.session.Session:
-    return botocore.session.get_session()
-
-
 class _FileLoader:
     """Turns one mapping file into `Resource`s, collecting problems instead of stopping at the first."""
 
@@ -316,7 +311,7 @@ class _FileLoader:
             return []
         service = raw["service"]
         self.iam_actions = _declared_iam_actions(raw)
-        session = _botocore_loader()
+        session = botocore_data.session()
         try:
             self.model = session.get_service_model(service)
             self.paginators = session.get_paginator_model(service)._paginator_config
@@ -533,7 +528,7 @@ class _FileLoader:
             return self.call(key, spec)
         model, paginators = self.model, self.paginators
         try:
-            session = _botocore_loader()
+            session = botocore_data.session()
             self.model = session.get_service_model(service)
             self.paginators = session.get_paginator_model(service)._paginator_config
         except UnknownServiceError:

@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 
 from engine.core.config import Instance
 from engine.core.errors import BadInput
+from engine.core.stackpack import STACKPACK_LABEL, integration_url
 from engine.spec.loader import Mappings, Resource
 
-STACKPACK_LABEL = "stackpack:aws-v2"
 INFRASTRUCTURE_LAYERS = ("Networking", "Storage", "Machines")
 # (boto3 service, a word of the type name or None for every type of the service): "S3 buckets, lambdas
 # and application load balancers".
@@ -83,7 +83,7 @@ def _emitted(mappings: Mappings) -> list[Resource]:
 def views_for(instance: Instance, mappings: Mappings) -> list[View]:
     """All, Infrastructure and Serverless of one account; raise `ViewError` when the mappings lack a part."""
     account = instance.account_id
-    labels = (STACKPACK_LABEL, f"integration-url:{account}")
+    labels = (STACKPACK_LABEL, integration_url(account))
     resources = _emitted(mappings)
     declared = {r.layer for r in resources}
     missing = [layer for layer in INFRASTRUCTURE_LAYERS if layer not in declared]

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from engine.core.stackpack import INSTANCE_TYPE
 from engine.core.state import MIGRATIONS, SCHEMA_VERSION, State
-from engine.delivery.payload import INSTANCE_TYPE
 from engine.delivery.sinks import HttpSink, SpoolingSink
 from tests.support import serve
 
