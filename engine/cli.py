@@ -29,7 +29,9 @@ from engine.core.config import Config, Instance, api_filter, load_config
 from engine.core.errors import BadInput, ConfigError, Interrupted, Locked, StateError
 from engine.core.proxy import resolve_proxies
 from engine.core.state import State
-from engine.delivery.sinks import DELIVERED, REJECTED, FileSink, HttpSink, Sink, SpoolingSink, shown_url
+from engine.delivery.http import HttpSink, shown_url
+from engine.delivery.sinks import FileSink, Sink
+from engine.delivery.spool import DELIVERED, REJECTED, SpoolingSink
 from engine.deploy.policy import agent_policy, role_policy
 from engine.deploy.template import render as render_template
 from engine.events.delta import AccountDelta, apply_events

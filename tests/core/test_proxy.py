@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from engine import cli
 from engine.core.proxy import proxy_for, resolve_proxies
-from engine.delivery.sinks import HttpSink
+from engine.delivery.http import HttpSink
 from tests.support import ROLE, live_aws, moto_server, serve
 
 PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",

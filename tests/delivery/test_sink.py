@@ -21,7 +21,9 @@ import pytest
 
 from engine.core.errors import DeliveryError
 from engine.core.state import State
-from engine.delivery.sinks import FileSink, HttpSink, SpoolingSink
+from engine.delivery.http import HttpSink
+from engine.delivery.sinks import FileSink
+from engine.delivery.spool import SpoolingSink
 from tests.support import serve
 
 API_KEY = "s3cr3t-Key/with+chars"

@@ -17,7 +17,8 @@ import pytest
 
 from engine.core.stackpack import INSTANCE_TYPE
 from engine.core.state import MIGRATIONS, SCHEMA_VERSION, State
-from engine.delivery.sinks import HttpSink, SpoolingSink
+from engine.delivery.http import HttpSink
+from engine.delivery.spool import SpoolingSink
 from tests.support import serve
 
 API_KEY = "spool-s3cr3t"
