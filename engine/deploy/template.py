@@ -65,7 +65,7 @@ FIREHOSE_S3_ACTIONS = [
 def event_patterns(mappings: Mappings) -> list[dict[str, Any]]:
     """The EventBridge patterns of the mappings' `events:` rules: one for CloudTrail API calls (by event
     source), one per other detail-type (by envelope source)."""
-    rules = [e for r in mappings.resources for e in r.events]
+    rules = [e for r in mappings.resources for e in r.event_rules]
     cloudtrail = sorted({e.source for e in rules if e.detail_type == CLOUDTRAIL})
     patterns: list[dict[str, Any]] = []
     if cloudtrail:

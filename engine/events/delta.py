@@ -3,8 +3,8 @@
 In: `Config`, one `Instance`, `Mappings`, a sink, the `State`. Out: `AccountDelta` (counts, the objects
 deleted, kept, corrupt). Steps: refuse an unversioned bucket; list each configured region's prefix; drop
 unread the objects written well before the last complete snapshot whose payloads all reached the receiver
-(`STALE_MARGIN` before its start: their effect is in it); read the rest (`events.envelopes`), turn them
-into changes (`events.Rules`; failed calls and other accounts' envelopes change nothing), keep the latest
+(`STALE_MARGIN` before its start: their effect is in it); read the rest (`eventbridge.envelopes`), turn them
+into changes (`eventbridge.Rules`; failed calls and other accounts' envelopes change nothing), keep the latest
 change per resource, re-describe refreshed *and deleted* resources by id through their mapping's `get`
 (children included): a delete is sent only for ids the get reports gone; one still found is refreshed
 instead and tried again next run, at most `CONFIRM_TRIES` runs. One delta is sent (components, relations,
@@ -296,7 +296,7 @@ def _apply(
     check = service_check("can_update", not problems, "\n".join(problems), check_tags(instance))
     payloads = build_payloads(
         instance.account_id, components, relations, deletes, snapshot=False, max_bytes=max_bytes,
-        events=[e for u in units for e in u.events], service_checks=[check],
+        events=[e for u in units for e in u.stackstate_events], service_checks=[check],
     )  # fmt: skip
     try:
         for number, payload in enumerate(payloads, 1):

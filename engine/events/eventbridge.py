@@ -114,7 +114,7 @@ class Rules:
     def __init__(self, mappings: Mappings) -> None:
         self._index: dict[tuple[str, str, str], list[tuple[Resource, EventRule]]] = {}
         for resource in mappings.resources:
-            for rule in resource.events:
+            for rule in resource.event_rules:
                 names = rule.names if rule.detail_type == CLOUDTRAIL else {""}
                 for name in names:
                     key = (rule.detail_type, rule.source, name)

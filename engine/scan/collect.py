@@ -35,9 +35,9 @@ from engine.spec.components import (
     as_list,
     component,
     context,
-    events,
     external_id,
     relations,
+    stackstate_events,
 )
 from engine.spec.dialect import search
 from engine.spec.loader import Call, Detail, Join, Mappings
@@ -52,7 +52,7 @@ class UnitResult:
     error: str | None = None
     components: list[dict] = field(default_factory=list)
     relations: list[dict] = field(default_factory=list)
-    events: list[dict] = field(default_factory=list)
+    stackstate_events: list[dict] = field(default_factory=list)  # the V1 events of the payloads
     gaps: list[CallFailed] = field(default_factory=list)  # denied or throttled detail calls
     seconds: float = 0.0
 
@@ -179,7 +179,7 @@ class Collector:
                 ext_id = external_id(resource, item)
             item["_external_id"] = ext_id
             result.relations.extend(relations(resource, item, ext_id))
-            result.events.extend(events(resource, item, time.time()))
+            result.stackstate_events.extend(stackstate_events(resource, item, time.time()))
         seen[resource.name] = items
         return items
 

@@ -219,7 +219,7 @@ class AccountScan:
         return list(self.iter_relations())
 
     @cached_property
-    def events(self) -> list[dict]:
+    def stackstate_events(self) -> list[dict]:
         """The items' declared events, and one `aws_agent_check_error` per unit that did not complete."""
         errors = [
             {
@@ -232,7 +232,7 @@ class AccountScan:
             for u in self.units
             if not u.complete
         ]  # fmt: skip
-        return [e for u in self.units for e in u.events] + errors
+        return [e for u in self.units for e in u.stackstate_events] + errors
 
     def gaps(self) -> list[str]:
         """Permission gaps and throttled detail calls, once each: "role X needs Y"."""
@@ -387,7 +387,8 @@ def deliver_account(
         _carry_forward(result, state, max_carry_age)
     payloads = iter_payloads(
         instance.account_id, result.iter_components(), result.iter_relations(),
-        snapshot=True, complete=lambda: result.closes_snapshot, max_bytes=max_bytes, events=result.events,
+        snapshot=True, complete=lambda: result.closes_snapshot, max_bytes=max_bytes,
+        events=result.stackstate_events,
         service_checks=lambda: [
             service_check("can_connect", True, "", check_tags(instance)),
             service_check("can_execute", result.complete, _problems(result), check_tags(instance)),

@@ -144,7 +144,7 @@ def relation(source: str, target: str, type_name: str, data: Any = None) -> dict
     }
 
 
-def events(resource: Resource, item: dict, now: float) -> Iterator[dict]:
+def stackstate_events(resource: Resource, item: dict, now: float) -> Iterator[dict]:
     """The V1 events the mapping declares for one item (`emit`)."""
     for emit in resource.emits:
         for element in _elements(emit, item):

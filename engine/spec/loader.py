@@ -183,7 +183,7 @@ class Resource:
     console: ParsedResult | None
     data: ParsedResult | None
     relations: tuple[Relation, ...]
-    events: tuple[EventRule, ...]
+    event_rules: tuple[EventRule, ...]
     file: str
     joins: tuple[Join, ...] = ()
     emits: tuple[Emit, ...] = ()
@@ -418,7 +418,7 @@ class _FileLoader:
                 )
                 for i, r in enumerate(spec.get("relations", []))
             ),
-            events=tuple(
+            event_rules=tuple(
                 EventRule(
                     source=e["source"],
                     api_version=e.get("api_version"),

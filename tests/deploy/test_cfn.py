@@ -114,7 +114,7 @@ def test_bucket_firehose_and_rules(tpl: dict[str, Any]) -> None:
 
 def test_event_patterns_cover_every_event_rule_of_the_mappings() -> None:
     patterns = event_patterns(load_mappings())
-    declared = {(e.detail_type, e.source) for r in load_mappings().resources for e in r.events}
+    declared = {(e.detail_type, e.source) for r in load_mappings().resources for e in r.event_rules}
     covered = set()
     for p in patterns:
         for detail_type in p["detail-type"]:

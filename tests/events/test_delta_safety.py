@@ -21,7 +21,17 @@ from engine.events import delta as delta_module
 from engine.events.delta import CONFIRM_TRIES, UNCONFIRMED_KEY, apply_events
 from engine.scan.collect import Collector, UnitResult
 from engine.spec.loader import load_mappings
-from tests.events.test_events import BUCKET, REGION, aws, cloudtrail, delta, events, firehose, put, remaining
+from tests.events.test_events import (
+    BUCKET,
+    REGION,
+    aws,
+    cloudtrail,
+    delta,
+    firehose,
+    put,
+    remaining,
+    run_events,
+)
 from tests.support import ACCOUNT, ListSink, live_aws
 
 __all__ = ["aws"]  # the fixture, imported for pytest
@@ -66,7 +76,7 @@ def unconfirmed(aws: dict) -> list[dict]:
 def test_a_refused_delete_changes_nothing_and_is_counted(aws):
     put(aws, "00-a", firehose(delete_queue(aws["kept"], errorCode="AWS.SimpleQueueService.NonEmptyQueue")))
 
-    result = events(aws)
+    result = run_events(aws)
 
     assert result.exit_code == 0, result.output
     assert "changes=0" in result.stdout and "failed_calls=1" in result.stdout
@@ -77,7 +87,7 @@ def test_an_envelope_of_another_account_changes_nothing_here(aws):
     foreign = {**delete_queue(aws["gone"]), "account": "999999999999"}
     put(aws, "00-a", firehose(foreign))
 
-    result = events(aws)
+    result = run_events(aws)
 
     assert "changes=0" in result.stdout and "foreign=1" in result.stdout, result.output
     assert delta(aws)["delete_ids"] == []
@@ -89,7 +99,7 @@ def test_an_envelope_of_another_account_changes_nothing_here(aws):
 def test_a_delete_of_a_queue_that_still_exists_is_refreshed_and_retried_a_bounded_number_of_runs(aws):
     put(aws, "00-a", firehose(delete_queue(aws["kept"])))  # nobody deleted it: a forged or refused delete
 
-    first = events(aws)
+    first = run_events(aws)
 
     assert first.exit_code == 0 and "unconfirmed_deletes=1" in first.stdout, first.output
     topology = delta(aws)
@@ -98,16 +108,16 @@ def test_a_delete_of_a_queue_that_still_exists_is_refreshed_and_retried_a_bounde
     ]
     assert [e["tries"] for e in unconfirmed(aws)] == [1]
     for _ in range(CONFIRM_TRIES - 1):  # asked again each run, with no object left
-        assert "unconfirmed_deletes=1" in events(aws).stdout
+        assert "unconfirmed_deletes=1" in run_events(aws).stdout
     assert unconfirmed(aws) == []  # given up: the next full scan settles it
 
 
 def test_a_delete_aws_confirms_on_a_later_run_is_sent_then(aws):
     put(aws, "00-a", firehose(delete_queue(aws["kept"])))
-    events(aws)  # not gone yet (eventual consistency)
+    run_events(aws)  # not gone yet (eventual consistency)
     client("sqs", REGION, aws["env"]["AWS_ENDPOINT_URL"]).delete_queue(QueueUrl=aws["kept"])
 
-    second = events(aws)
+    second = run_events(aws)
 
     assert "unconfirmed_deletes" not in second.stdout, second.output
     assert last_delta(aws)["delete_ids"] == [f"{QUEUES}:kept"] and unconfirmed(aws) == []
@@ -133,11 +143,11 @@ def test_an_object_kept_for_a_failed_refresh_keeps_every_newer_one(aws, monkeypa
 
     with monkeypatch.context() as patch:
         patch.setattr(Collector, "run", ec2_fails)
-        first = events(aws)
+        first = run_events(aws)
 
     assert first.exit_code == 1 and "kept_objects=2" in first.stdout, first.output
     assert remaining(aws) == {older, newer}
-    again = events(aws)  # both read together: the newer CreateQueue wins
+    again = run_events(aws)  # both read together: the newer CreateQueue wins
 
     assert again.exit_code == 0, again.output
     assert remaining(aws) == set()
@@ -163,7 +173,7 @@ def test_an_object_written_in_the_second_the_scan_started_is_read(aws):
     key = put(aws, "00-a", firehose(delete_queue(aws["gone"])))
     record_scan(aws, listed_time(aws, key) + timedelta(milliseconds=900), delivered=True)
 
-    result = events(aws)
+    result = run_events(aws)
 
     assert "stale_objects=0" in result.stdout, result.output
     assert delta(aws)["delete_ids"] == [f"{QUEUES}:gone"]
@@ -173,7 +183,7 @@ def test_objects_before_a_scan_that_was_not_delivered_are_read(aws):
     key = put(aws, "00-a", firehose(delete_queue(aws["gone"])))
     record_scan(aws, listed_time(aws, key) + timedelta(hours=1), delivered=False)
 
-    result = events(aws)
+    result = run_events(aws)
 
     assert "stale_objects=0" in result.stdout, result.output
     assert delta(aws)["delete_ids"] == [f"{QUEUES}:gone"]
@@ -181,11 +191,11 @@ def test_objects_before_a_scan_that_was_not_delivered_are_read(aws):
 
 def test_objects_well_before_a_delivered_scan_are_dropped_unread_but_a_corrupt_one_stays(aws):
     bad = put(aws, "00-bad", gzip.compress(b"{"))
-    events(aws)  # recorded as corrupt
+    run_events(aws)  # recorded as corrupt
     good = put(aws, "01-good", firehose(delete_queue(aws["gone"])))
     record_scan(aws, listed_time(aws, good) + timedelta(hours=1), delivered=True)
 
-    result = events(aws)
+    result = run_events(aws)
 
     assert "stale_objects=1" in result.stdout and "corrupt_objects=1" in result.stdout, result.output
     assert remaining(aws) == {bad}
@@ -198,7 +208,7 @@ def test_deeply_nested_json_is_a_corrupt_object_and_the_others_apply(aws):
     bad = put(aws, "00-bad", gzip.compress(b'{"detail": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"))
     put(aws, "01-good", firehose(delete_queue(aws["gone"])))
 
-    result = events(aws)
+    result = run_events(aws)
 
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert result.exit_code == 1 and "corrupt_objects=1" in result.stdout, result.output
@@ -210,7 +220,7 @@ def test_an_envelope_field_of_an_unexpected_type_is_a_corrupt_object(aws):
     bad = put(aws, "00-bad", firehose(tag))  # contains() of a number: JMESPathTypeError
     put(aws, "01-good", firehose(delete_queue(aws["gone"])))
 
-    result = events(aws)
+    result = run_events(aws)
 
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert "corrupt_objects=1" in result.stdout, result.output

@@ -800,8 +800,8 @@ def test_every_rule_has_a_sample(shipped: Mappings) -> None:
     """Each rule alone, in the engine's matcher, fires on at least one sample."""
     missing = []
     for resource in shipped.resources:
-        for index, rule in enumerate(resource.events):
-            alone = Mappings((replace(resource, events=(rule,)),))
+        for index, rule in enumerate(resource.event_rules):
+            alone = Mappings((replace(resource, event_rules=(rule,)),))
             if not any(fired(alone, s) for s in SAMPLES):
                 missing.append(f"{resource.key}.events[{index}]")
     assert missing == []
@@ -810,10 +810,10 @@ def test_every_rule_has_a_sample(shipped: Mappings) -> None:
 def test_every_root_component_type_can_be_refreshed_and_has_rules(shipped: Mappings) -> None:
     roots = [r for r in shipped.resources if r.parent is None]
     assert {r.key for r in roots if not r.emits_component} == set(RELATION_ONLY)
-    assert [r.key for r in roots if r.emits_component and (r.get is None or not r.events)] == []
-    assert [r.key for r in roots if not r.emits_component and (r.get or r.events)] == []
+    assert [r.key for r in roots if r.emits_component and (r.get is None or not r.event_rules)] == []
+    assert [r.key for r in roots if not r.emits_component and (r.get or r.event_rules)] == []
     # `get` has no parent context: an event on a child type re-collects its root.
-    assert [r.key for r in shipped.resources if r.parent and (r.get or r.events)] == []
+    assert [r.key for r in shipped.resources if r.parent and (r.get or r.event_rules)] == []
 
 
 def test_a_refresh_rule_on_a_type_without_get_is_refused(tmp_path) -> None:
@@ -828,7 +828,7 @@ def test_a_delete_rule_on_a_type_without_get_loads_unconfirmed(tmp_path) -> None
     rule = "events: [{source: sqs.amazonaws.com, names: [DeleteQueue], ids: x, action: delete}]\n"
     write(tmp_path, "sqs.yaml", add_to_queue(rule))
     [queue] = load_mappings(tmp_path).resources
-    assert queue.get is None and queue.events[0].delete
+    assert queue.get is None and queue.event_rules[0].delete
 
 
 def test_every_cloudtrail_rule_names_operations_of_its_own_service(shipped: Mappings) -> None:
@@ -838,7 +838,7 @@ def test_every_cloudtrail_rule_names_operations_of_its_own_service(shipped: Mapp
     wrong = []
     for resource in shipped.resources:
         model = session.get_service_model(resource.service)
-        for index, rule in enumerate(resource.events):
+        for index, rule in enumerate(resource.event_rules):
             where = f"{resource.key}.events[{index}]"
             if rule.detail_type != CLOUDTRAIL:
                 wrong += [f"{where}.source"] if rule.source != f"aws.{model.endpoint_prefix}" else []
@@ -852,7 +852,7 @@ def test_every_cloudtrail_rule_names_operations_of_its_own_service(shipped: Mapp
 
 def test_a_source_two_services_share_is_told_apart_by_api_version(shipped: Mappings) -> None:
     """Classic and v2 load balancers both log as elasticloadbalancing, with some of the same names."""
-    rules = [rule for r in shipped.resources if r.service in ("elb", "elbv2") for rule in r.events]
+    rules = [rule for r in shipped.resources if r.service in ("elb", "elbv2") for rule in r.event_rules]
     assert rules and all(rule.api_version for rule in rules)
 
 

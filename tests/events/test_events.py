@@ -82,7 +82,8 @@ def put(aws: dict, name: str, body: bytes) -> str:
     return key
 
 
-def events(aws: dict, *extra: str) -> Result:
+def run_events(aws: dict, *extra: str) -> Result:
+    """The `events` command (the EventBridge input) against the test estate."""
     args = ["events", "-c", str(aws["conf"]), "--state", str(aws["tmp"] / "s.sqlite"), *extra]
     if "--receiver" not in extra:
         args += ["--out", str(aws["tmp"] / "out")]
@@ -121,7 +122,7 @@ def test_events_become_one_delta_and_their_objects_are_deleted_after_delivery(aw
         ),
     )  # fmt: skip
 
-    result = events(aws)
+    result = run_events(aws)
 
     assert result.exit_code == 0, result.output
     assert "envelopes=6 unknown=1 changes=4" in result.stdout
@@ -137,8 +138,8 @@ def test_a_corrupt_object_is_left_in_place_recorded_and_not_read_again(aws):
     bad = put(aws, "00-bad", gzip.compress(b'{"detail-type": "AWS API Call via CloudTrail", "detail": {'))
     good = put(aws, "01-good", firehose(state_change(aws["running"], "running")))
 
-    first = events(aws)
-    second = events(aws)
+    first = run_events(aws)
+    second = run_events(aws)
 
     assert first.exit_code == 1 and "corrupt_objects=1" in first.stdout, first.output
     assert remaining(aws) == {bad} and good not in remaining(aws)
@@ -152,7 +153,7 @@ def test_an_unversioned_bucket_is_refused_and_nothing_is_read_or_deleted(aws):
     aws["s3"].put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Suspended"})
     key = put(aws, "00-a", firehose(state_change(aws["running"], "running")))
 
-    result = events(aws)
+    result = run_events(aws)
 
     assert result.exit_code == 2
     assert f"bucket {BUCKET} is not versioned (Suspended): enable versioning" in result.stdout
@@ -162,7 +163,7 @@ def test_an_unversioned_bucket_is_refused_and_nothing_is_read_or_deleted(aws):
 def test_a_receiver_that_is_down_spools_the_delta_durably_before_objects_go(aws):
     key = put(aws, "00-a", firehose(state_change(aws["running"], "running")))
 
-    result = events(aws, "--receiver", "http://127.0.0.1:9")
+    result = run_events(aws, "--receiver", "http://127.0.0.1:9")
 
     assert result.exit_code == 1 and "spooled=1" in result.stdout, result.output
     assert remaining(aws) == set()  # the delta is in the spool: the object's content is not lost
@@ -333,7 +334,7 @@ def test_a_crash_between_delivery_and_delete_is_redone_idempotently(aws, monkeyp
                    "--out", str(aws["tmp"] / "first")], env=aws["env"],
         )  # fmt: skip
     assert died.exit_code != 0 and remaining(aws) == {key}
-    again = events(aws)
+    again = run_events(aws)
 
     assert again.exit_code == 0 and remaining(aws) == set()
     first = json.loads(next((aws["tmp"] / "first").rglob("events-*.json")).read_text())["topologies"][0]

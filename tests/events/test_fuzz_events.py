@@ -17,11 +17,11 @@ ACCOUNT = "123456789012"
 MAPPINGS = load_mappings()
 RULES = Rules(MAPPINGS)
 CLOUDTRAIL_RULES = sorted(
-    {(rule.source, name) for r in MAPPINGS.resources for rule in r.events if rule.detail_type == CLOUDTRAIL
-     for name in rule.names}
+    {(rule.source, name) for r in MAPPINGS.resources for rule in r.event_rules
+     if rule.detail_type == CLOUDTRAIL for name in rule.names}
 )  # fmt: skip
 OTHER_RULES = sorted(
-    {(rule.detail_type, rule.source) for r in MAPPINGS.resources for rule in r.events
+    {(rule.detail_type, rule.source) for r in MAPPINGS.resources for rule in r.event_rules
      if rule.detail_type != CLOUDTRAIL}
 )  # fmt: skip
 OBJECTS = st.dictionaries(st.text(max_size=12), JSON, max_size=4)

@@ -107,7 +107,12 @@ def test_delivery_streams_many_payloads_with_snapshot_flags_on_the_ends():
     assert sections == sorted(sections)  # every component before any relation
     held = _scan(False, collide=False)
     expected = build_payloads(
-        ACCOUNT, held.components, held.relations, snapshot=True, max_bytes=2_000, events=held.events
+        ACCOUNT,
+        held.components,
+        held.relations,
+        snapshot=True,
+        max_bytes=2_000,
+        events=held.stackstate_events,
     )
     assert [p["topologies"] for p in payloads] == [p["topologies"] for p in expected]
 
