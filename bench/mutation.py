@@ -4,12 +4,12 @@
     .venv/bin/python -m bench.mutation engine/events/eventbridge.py engine/events/delta.py \
         --tests tests/events/test_events.py --tests tests/events/test_event_rules.py --children 2
 
-The repository's tracked and unignored files are copied to a scratch directory (the work tree is left
-alone), a `[tool.mutmut]` section naming the modules and tests is added to the copy's pyproject.toml, and
-`mutmut run` mutates only those modules and runs only those tests. Prints the mutants, killed, survived,
-timeouts, the score (killed and timed out over those with tests) and the seconds per mutant, then each
-survivor's diff. The run-cycle modules: delta, events, cloudtrail, bucket, flowlogs, flowlog_records, sink,
-spool (in sink/state), state.
+The repository's tracked and unignored files are copied to a scratch directory (the work tree is left alone),
+a `[tool.mutmut]` section naming the modules and tests is added to the copy's pyproject.toml, and `mutmut run`
+mutates only those modules and runs only those tests. Prints the mutants, killed, survived, timeouts, the
+score (killed and timed out over those with tests) and the seconds per mutant, then each survivor's diff. The
+run-cycle modules: engine/events/ (delta, eventbridge, cloudtrail), engine/aws/log_bucket.py,
+engine/flowlogs/ (connections, records), engine/delivery/ (sinks, http, spool), engine/core/state.py.
 """
 
 from __future__ import annotations

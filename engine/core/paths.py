@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent.parent  # engine/ is a namespace package: importlib.resources needs
-_SOURCE_TREE = _PACKAGE.parent  # a single folder, so the data is found beside this file
+_SOURCE_TREE = _PACKAGE.parent  # a single folder, so the data is found beside engine/'s own files
 
 
 def data_dir(name: str) -> Path:

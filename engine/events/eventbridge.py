@@ -1,4 +1,4 @@
-"""Events: EventBridge objects in the log bucket in, the changes they name out.
+"""The EventBridge input: EventBridge objects in the log bucket in, the changes they name out.
 
 In: an account's log bucket (versioned), its configured regions, the mappings' `events:` rules. Out: the
 objects to process (gzip or plain text holding concatenated JSON envelopes, as Firehose writes them) and,

@@ -1,4 +1,4 @@
-"""Shape: pure functions from a collected item to StackState component and relation records.
+"""Components: pure functions from a collected item to StackState component and relation records.
 
 In: a `Resource` spec and one item (raw AWS data plus the `_` context keys).
 Out: `{"externalId", "type": {"name"}, "data"}` and relation records `{"externalId", "sourceId",
