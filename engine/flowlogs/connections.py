@@ -3,7 +3,7 @@
 In: `Config`, one `Instance`, `Mappings` (their `interfaces:` say how to list network interfaces), a sink,
 the `State`. Out: `AccountFlows`. Steps: refuse an unversioned bucket; list
 `AWSLogs/{account}/vpcflowlogs/{region}/` (or its Hive-compatible form) of each configured region; read
-each object into per-flow sums (`flowlog_records`); map each flow's interface to its VPC and addresses (one
+each object into per-flow sums (`records`); map each flow's interface to its VPC and addresses (one
 interface listing per region with objects); keep private traffic between two addresses of a VPC, never
 through a NAT gateway or an application load balancer; fold both directions and both interfaces of an
 address pair into one connection; send one delta of `vpc.request` components, `flowlog` relations and the

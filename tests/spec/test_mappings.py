@@ -205,12 +205,12 @@ def test_every_expression_of_the_shipped_mappings_is_compiled(shipped: Mappings)
         "ec2.instance.details[0].batch.match",
         "ec2.instance.get.items",
         "ec2.instance.relations[1].target",
-        "ec2.instance.events[4].ids",
+        "ec2.instance.event_rules[4].ids",
         "s3.bucket.details[0].call.args[0][1]",
         "s3.bucket.relations[0].each",
         "s3.bucket.relations[0].data",
         "s3.bucket.region",
-        "sqs.queue.events[2].delete_id",
+        "sqs.queue.event_rules[2].delete_id",
         "lambda.function.get.call.args[0][1]",
     ):
         assert where in seen
