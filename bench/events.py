@@ -21,13 +21,13 @@ import time
 
 from demo.seed import AMI_ID, client
 from demo.server import reset, start
-from engine.config import Config, Instance
-from engine.delta import apply_events
-from engine.events import Rules, envelopes, latest
-from engine.fetch import Fetcher
-from engine.mappings import load_mappings
-from engine.sink import FileSink
-from engine.state import State
+from engine.aws.fetch import Fetcher
+from engine.core.config import Config, Instance
+from engine.core.state import State
+from engine.delivery.sinks import FileSink
+from engine.events.delta import apply_events
+from engine.events.eventbridge import Rules, envelopes, latest
+from engine.spec.loader import load_mappings
 
 ACCOUNT = "123456789012"
 REGION = "eu-west-1"

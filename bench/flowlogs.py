@@ -26,9 +26,9 @@ import zlib
 from collections import Counter
 from pathlib import Path
 
-from engine.config import Instance
-from engine.flowlog_records import FlowSums, unpacked
-from engine.flowlogs import Interface, _connections, _output, _private
+from engine.core.config import Instance
+from engine.flowlogs.connections import Interface, _connections, _output, _private
+from engine.flowlogs.records import FlowSums, unpacked
 
 ACCOUNT = "123456789012"
 VPC = "vpc-0bench"

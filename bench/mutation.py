@@ -1,15 +1,15 @@
 """Mutation score of engine modules against a test selection, with mutmut.
 
-    .venv/bin/python -m bench.mutation engine/cloudtrail.py --tests tests/test_cloudtrail.py
-    .venv/bin/python -m bench.mutation engine/events.py engine/delta.py --tests tests/test_events.py \
-        --tests tests/test_event_rules.py --children 2
+    .venv/bin/python -m bench.mutation engine/events/cloudtrail.py --tests tests/events/test_cloudtrail.py
+    .venv/bin/python -m bench.mutation engine/events/eventbridge.py engine/events/delta.py \
+        --tests tests/events/test_events.py --tests tests/events/test_event_rules.py --children 2
 
-The repository's tracked and unignored files are copied to a scratch directory (the work tree is left
-alone), a `[tool.mutmut]` section naming the modules and tests is added to the copy's pyproject.toml, and
-`mutmut run` mutates only those modules and runs only those tests. Prints the mutants, killed, survived,
-timeouts, the score (killed and timed out over those with tests) and the seconds per mutant, then each
-survivor's diff. The run-cycle modules: delta, events, cloudtrail, bucket, flowlogs, flowlog_records, sink,
-spool (in sink/state), state.
+The repository's tracked and unignored files are copied to a scratch directory (the work tree is left alone),
+a `[tool.mutmut]` section naming the modules and tests is added to the copy's pyproject.toml, and `mutmut run`
+mutates only those modules and runs only those tests. Prints the mutants, killed, survived, timeouts, the
+score (killed and timed out over those with tests) and the seconds per mutant, then each survivor's diff. The
+run-cycle modules: engine/events/ (delta, eventbridge, cloudtrail), engine/aws/log_bucket.py,
+engine/flowlogs/ (connections, records), engine/delivery/ (sinks, http, spool), engine/core/state.py.
 """
 
 from __future__ import annotations
@@ -114,7 +114,9 @@ def report(target: Path, seconds: float) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("modules", nargs="+", help="engine modules to mutate, e.g. engine/cloudtrail.py")
+    parser.add_argument(
+        "modules", nargs="+", help="engine modules to mutate, e.g. engine/events/cloudtrail.py"
+    )
     parser.add_argument("--tests", action="append", required=True, help="a test file or node id to run")
     parser.add_argument("--children", type=int, default=2, help="mutants run in parallel (default 2)")
     parser.add_argument("--keep", type=Path, help="run here and keep it (default: a scratch dir)")

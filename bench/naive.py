@@ -4,8 +4,8 @@ What a straightforward script does: for each account, assume the role; for each 
 one task on a pool of N threads; in each task, list (paginators), then make every per-item call of every
 item one after another (attributes, tags, subscriptions per topic...), then list each child type per parent.
 No region-wide joins, no fan-out of one task's items, no shaping, no payloads. The call parameters come from
-the same mappings (the per-item plan, `engine.plan.per_item`), read with plain JMESPath; nothing else of the
-engine runs, so its floor is what the API calls of the naive plan cost at that concurrency.
+the same mappings (the per-item plan, `engine.scan.plan.per_item`), read with plain JMESPath; nothing else of
+the engine runs, so its floor is what the API calls of the naive plan cost at that concurrency.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any
 
 import boto3
 
-from engine.functions import search
-from engine.mappings import Call, Mappings, Resource
-from engine.plan import plan
+from engine.scan.plan import plan
+from engine.spec.dialect import search
+from engine.spec.loader import Call, Mappings, Resource
 
 GLOBAL = "global"
 

@@ -5,8 +5,8 @@ every mapped service (``demo.bulk.seed_bulk``; accounts are reached by AssumeRol
 alternates, ``--rounds`` times, one engine scan and one naive scan, each in a fresh process (so the peak RSS
 is that of a scanner alone). Both use ``--workers`` threads over all accounts:
 
-- engine: ``engine.scan.scan`` with payloads written to files (region-wide joins, per-item calls fanned out
-  over the shared pool, accounts side by side);
+- engine: ``engine.scan.full_scan.scan`` with payloads written to files (region-wide joins, per-item calls
+  fanned out over the shared pool, accounts side by side);
 - floor: ``bench.naive`` (the per-item plan: tags, attributes and subscriptions per item, one (region, type)
   task per thread, items one after another; no shaping, no payloads).
 
@@ -30,8 +30,8 @@ import time
 from collections import Counter
 from typing import Any
 
-from engine.config import Config, Instance
-from engine.mappings import load_mappings
+from engine.core.config import Config, Instance
+from engine.spec.loader import load_mappings
 
 ACCOUNTS = ("123456789012", "210987654321", "111122223333", "444455556666", "777788889999")
 REGIONS = ("eu-west-1", "us-east-1")
@@ -54,9 +54,9 @@ def config_for(accounts: int) -> Config:
 
 def _engine(accounts: int, workers: int, out: Any) -> None:
     """In a fresh process: one engine scan; sends its figures back."""
-    from engine.phase import Limits
-    from engine.scan import scan
-    from engine.sink import FileSink
+    from engine.core.phase import Limits
+    from engine.delivery.sinks import FileSink
+    from engine.scan.full_scan import scan
 
     mappings = load_mappings()
     with tempfile.TemporaryDirectory() as folder:
@@ -82,7 +82,7 @@ def _engine(accounts: int, workers: int, out: Any) -> None:
 def _naive(accounts: int, workers: int, endpoint: str, out: Any) -> None:
     """In a fresh process: one naive scan of the per-item plan; sends its figures back."""
     from bench.naive import scan_naive
-    from engine.plan import per_item
+    from engine.scan.plan import per_item
 
     mappings = per_item(load_mappings())
     started = time.perf_counter()

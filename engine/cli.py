@@ -22,10 +22,9 @@ from typing import Any
 
 import click
 
-from engine.auth import known_regions
-from engine.cfn import render as render_template
-from engine.config import Config, api_filter, load_config
-from engine.errors import (
+from engine.aws.sessions import known_regions
+from engine.core.config import Config, api_filter, load_config
+from engine.core.errors import (
     EXIT_BAD_INPUT,
     EXIT_INCOMPLETE,
     EXIT_LOCKED,
@@ -35,18 +34,20 @@ from engine.errors import (
     Locked,
     StateError,
 )
-from engine.last_snapshot import from_payloads, from_state
-from engine.mappings import MAPPINGS, Mappings, load_mappings
-from engine.phase import Limits
-from engine.plan import plan
-from engine.policy import agent_policy, role_policy
+from engine.core.phase import Limits
+from engine.core.state import State
+from engine.delivery.http import HttpSink, shown_url
+from engine.delivery.spool import SpoolingSink
+from engine.deploy.policy import agent_policy, role_policy
+from engine.deploy.template import render as render_template
 from engine.run import EVENTS, FLOWLOGS, RUN, SCAN, Phases, RunSettings, run_cycle, stopping_on
-from engine.sink import HttpSink, SpoolingSink, shown_url
-from engine.state import State
-from engine.view_page import write_page
-from engine.views import as_json as views_as_json
-from engine.views import as_text as views_as_text
-from engine.views import views_for
+from engine.scan.last_snapshot import from_payloads, from_state
+from engine.scan.plan import plan
+from engine.spec.loader import MAPPINGS, Mappings, load_mappings
+from engine.view.page import write_page
+from engine.view.stql import as_json as views_as_json
+from engine.view.stql import as_text as views_as_text
+from engine.view.stql import views_for
 
 config_option = click.option(
     "-c",
@@ -164,7 +165,7 @@ def flowlogs_command(**options: Any) -> None:
 @click.option("--per-item", is_flag=True, help="The naive plan: per-item calls instead of region-wide joins.")
 def plan_command(config_path: str, mappings_dir: str, per_item: bool) -> None:
     """Print the call plan of a full scan, without calling AWS: per unit, its calls and their pacing."""
-    from engine.plan import format_plan, per_item_plan
+    from engine.scan.plan import format_plan, per_item_plan
 
     with _bad_input():
         config = load_config(config_path)
@@ -190,8 +191,9 @@ def _session(options: dict[str, Any], phases: Phases) -> None:
         try:
             code = _work(options, phases, stop)
         except StateError as exc:  # the state failed mid-run (locked past its timeout, disk full)
-            click.echo(f"error: {exc}; the run stopped (what was not delivered stays in the bucket)",
-                       err=True)  # fmt: skip
+            click.echo(
+                f"error: {exc}; the run stopped (what was not delivered stays in the bucket)", err=True
+            )
             sys.exit(EXIT_INCOMPLETE)
         if received:
             name = signal.Signals(received[0]).name

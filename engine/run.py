@@ -1,14 +1,14 @@
 """The run cycle: which phases run, in what order, and what a run leaves behind.
 
 In: `RunSettings` (the loaded config and mappings, the `Phases`, where payloads go, `Limits`), the locked
-`State`, a stop event. Out: the exit code (`engine.errors.EXIT_*`), the worst of the accounts'. Steps: the
-spool is re-sent first; a full scan of the accounts that are due (`Phases.scan`), then event deltas, then
-flow logs, each account on its own (a failure or a stop is that account's incomplete run); each account's
-run is recorded in the state; each phase writes its metrics file beside the state (`{state}.prom`,
-`{state}.events.prom`, `{state}.flowlogs.prom`) and prints its `key=value` lines through `echo`; with
-`--out`, `manifest.json` is written last. Undelivered payloads (spooled, rejected, still in the spool) make
-the run incomplete. A due account that would scan nothing raises `ConfigError` before any phase; a state
-that fails mid-run raises `StateError`.
+`State`, a stop event. Out: the exit code (`engine.core.errors.EXIT_*`), the worst of the accounts'. Steps:
+the spool is re-sent first; a full scan of the accounts that are due (`Phases.scan`), then event deltas, then
+flow logs, each account on its own (a failure or a stop is that account's incomplete run); each account's run
+is recorded in the state; each phase writes its metrics file beside the state (`{state}.prom`,
+`{state}.events.prom`, `{state}.flowlogs.prom`) and prints its `key=value` lines through `echo`; with `--out`,
+`manifest.json` is written last. Undelivered payloads (spooled, rejected, still in the spool) make the run
+incomplete. A due account that would scan nothing raises `ConfigError` before any phase; a state that fails
+mid-run raises `StateError`.
 """
 
 from __future__ import annotations
@@ -25,19 +25,21 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from engine.config import Config, Instance
-from engine.delta import apply_events
-from engine.errors import EXIT_INCOMPLETE, EXIT_OK, ConfigError, Interrupted
-from engine.fetch import Fetcher
-from engine.flowlogs import apply_flowlogs
-from engine.mappings import Mappings
-from engine.phase import LIMITS, Failed, Limits, PhaseResult
-from engine.plan import plan
-from engine.progress import LiveProgress, UnitLog, write_metrics, write_phase_metrics
-from engine.proxy import resolve_proxies
-from engine.scan import PATIENCE, AccountScan, scan
-from engine.sink import DELIVERED, REJECTED, FileSink, HttpSink, Sink, SpoolingSink, shown_url
-from engine.state import State
+from engine.aws.fetch import Fetcher
+from engine.core.config import Config, Instance
+from engine.core.errors import EXIT_INCOMPLETE, EXIT_OK, ConfigError, Interrupted
+from engine.core.phase import LIMITS, Failed, Limits, PhaseResult
+from engine.core.proxy import resolve_proxies
+from engine.core.state import State
+from engine.delivery.http import HttpSink, shown_url
+from engine.delivery.sinks import FileSink, Sink
+from engine.delivery.spool import DELIVERED, REJECTED, SpoolingSink
+from engine.events.delta import apply_events
+from engine.flowlogs.connections import apply_flowlogs
+from engine.scan.full_scan import PATIENCE, AccountScan, scan
+from engine.scan.plan import plan
+from engine.scan.progress import LiveProgress, UnitLog, write_metrics, write_phase_metrics
+from engine.spec.loader import Mappings
 
 log = logging.getLogger("aws_topology")
 

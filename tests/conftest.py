@@ -5,130 +5,32 @@ Cassettes live in `cassettes/<test module>/<test>.yaml`. They are replayed offli
 server is then started on the fixed port below (queue URLs carry the port), reset, seeded with a
 fixed random seed and the demo estate, whose ids are saved beside the cassettes.
 Requests are matched on service, region, operation and normalised parameters; signatures, dates,
-tokens and credentials are scrubbed before anything is written.
+tokens and credentials are scrubbed before anything is written (tests/support.py).
 
-The live mapping tests (tests/test_mapping_*.py) share small helpers from here instead: `moto_server`
-starts a fresh in-process moto server, `scan_live` scans it with fake credentials (`live_aws`),
-`with_params` makes moto page, and `components_of_type` / `ids_of_type` pick components by type.
+Helpers that are not fixtures (make_config, ListSink, moto_server, scan_live, ...) are in tests/support.py.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import socket
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from engine import functions
-from engine.config import Config, Instance
-from engine.mappings import Call, Mappings, load_mappings
-from engine.phase import Limits
-from engine.scan import AccountScan, scan
-
-ROOT = Path(__file__).resolve().parent.parent
-CASSETTES = ROOT / "cassettes"
-RECORD_PORT = 5123
-RECORD_ENDPOINT = f"http://127.0.0.1:{RECORD_PORT}"
-ACCOUNT = "123456789012"
-ROLE = f"arn:aws:iam::{ACCOUNT}:role/StackStateAwsIntegrationRole"
-FAR_FUTURE = "2099-01-01T00:00:00Z"
-
-_DROP_REQUEST_HEADERS = {
-    "authorization",
-    "x-amz-date",
-    "x-amz-security-token",
-    "amz-sdk-invocation-id",
-    "amz-sdk-request",
-    "user-agent",
-    "x-amz-content-sha256",
-    "expect",
-}
-_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
-_SECRET_XML = re.compile(r"<(SecretAccessKey|SessionToken|AccessKeyId)>[^<]*</\1>")
-_EXPIRATION = re.compile(r"<Expiration>[^<]*</Expiration>")
-
-
-def _header(request: Any, name: str) -> str:
-    for key, value in request.headers.items():
-        if key.lower() == name.lower():
-            return value.decode() if isinstance(value, bytes) else str(value)
-    return ""
-
-
-def scrub_request(request: Any) -> Any:
-    """Keep only the SigV4 scope (region/service) of Authorization; drop what differs per run."""
-    scope = _scope(request)
-    for key in [k for k in request.headers if k.lower() in _DROP_REQUEST_HEADERS]:
-        del request.headers[key]
-    if scope:
-        request.headers["X-Scope"] = scope
-    return request
-
-
-def scrub_response(response: dict) -> dict:
-    """Remove credentials from STS answers (and push their expiry out), and per-run headers."""
-    body = response.get("body", {}).get("string")
-    if isinstance(body, bytes) and b"<Credentials>" in body:
-        text = _SECRET_XML.sub(lambda m: f"<{m.group(1)}>REDACTED</{m.group(1)}>", body.decode())
-        response["body"]["string"] = _EXPIRATION.sub(f"<Expiration>{FAR_FUTURE}</Expiration>", text).encode()
-    for name in ("Date", "date", "x-amzn-requestid", "x-amz-request-id", "Server", "server"):
-        response.get("headers", {}).pop(name, None)
-    return response
-
-
-def _scope(request: Any) -> str:
-    """`region/service` from the SigV4 credential scope, or the X-Scope a recorded request kept."""
-    found = _SCOPE.search(_header(request, "Authorization"))
-    return f"{found.group(1)}/{found.group(2)}" if found else _header(request, "X-Scope")
-
-
-def _body(request: Any) -> Any:
-    body = request.body
-    if hasattr(body, "getvalue"):
-        body = body.getvalue()
-    if isinstance(body, bytes):
-        body = body.decode("utf-8", "replace")
-    if not body:
-        return None
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        pairs = parse_qsl(body, keep_blank_values=True)
-        return sorted(p for p in pairs if p[0] not in ("ClientToken",)) if pairs else body
-    if isinstance(parsed, dict):
-        parsed.pop("ClientToken", None)
-        parsed.pop("clientToken", None)
-    return json.dumps(parsed, sort_keys=True)
-
-
-def aws_operation(r1: Any, r2: Any) -> None:
-    """Same service and region (SigV4 scope) and same X-Amz-Target."""
-    assert _scope(r1) == _scope(r2), f"scope {_scope(r1)} != {_scope(r2)}"
-    assert _header(r1, "X-Amz-Target") == _header(r2, "X-Amz-Target")
-
-
-def _query(request: Any) -> list[tuple[str, str]]:
-    return sorted(parse_qsl(urlsplit(request.uri).query, keep_blank_values=True))
-
-
-def full_query(r1: Any, r2: Any) -> None:
-    """Same query, keys without a value included: S3's `?location`, `?tagging` and `?notification`
-    differ only there (vcrpy's own `query` matcher reads all three as an empty query)."""
-    assert _query(r1) == _query(r2), f"query {_query(r1)} != {_query(r2)}"
-
-
-def normalised_body(r1: Any, r2: Any) -> None:
-    """Same parameters: form pairs or JSON compared parsed, idempotency tokens ignored."""
-    assert _body(r1) == _body(r2)
+from engine.spec import dialect as functions
+from tests.support import (
+    CASSETTES,
+    RECORD_ENDPOINT,
+    RECORD_PORT,
+    aws_operation,
+    full_query,
+    normalised_body,
+    recording,
+    scrub_request,
+    scrub_response,
+)
 
 
 def pytest_recording_configure(config: Any, vcr: Any) -> None:
@@ -151,10 +53,6 @@ def vcr_config() -> dict:
 @pytest.fixture(scope="module")
 def vcr_cassette_dir(request: pytest.FixtureRequest) -> str:
     return str(CASSETTES / request.module.__name__.split(".")[-1])
-
-
-def recording(config: pytest.Config) -> bool:
-    return config.getoption("--record-mode") not in (None, "none")
 
 
 @pytest.fixture(scope="session")
@@ -188,149 +86,6 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
     return RECORD_ENDPOINT
 
-
-def make_config(regions: tuple[str, ...] = ("global", "eu-west-1", "us-east-1"), **instance: Any) -> Config:
-    return Config(
-        access_key_id=None,
-        secret_access_key=None,
-        external_id="test-external-id",
-        instances=(Instance(role_arn=ROLE, regions=regions, **instance),),
-    )
-
-
-class ListSink:
-    """Collects payloads in memory."""
-
-    def __init__(self) -> None:
-        self.payloads: list[tuple[str, dict]] = []
-
-    def send(self, payload: dict, name: str) -> None:
-        self.payloads.append((name, payload))
-
-    def topologies(self) -> list[dict]:
-        return [t for _, p in self.payloads for t in p["topologies"]]
-
-    def components(self) -> dict[str, dict]:
-        return {c["externalId"]: c for t in self.topologies() for c in t["components"]}
-
-    def relations(self) -> set[tuple[str, str, str]]:
-        return {
-            (r["sourceId"], r["type"]["name"], r["targetId"])
-            for t in self.topologies()
-            for r in t["relations"]
-        }
-
-
-def components_of_type(sink: ListSink, type_name: str) -> dict[str, dict]:
-    """The components the sink got whose type is `type_name`, by external id."""
-    return {k: c for k, c in sink.components().items() if c["type"]["name"] == type_name}
-
-
-def ids_of_type(sink: ListSink, type_name: str) -> set[str]:
-    """The external ids of the components the sink got whose type is `type_name`."""
-    return set(components_of_type(sink, type_name))
-
-
-@contextmanager
-def serve(handler: type[BaseHTTPRequestHandler], **attributes: Any) -> Iterator[str]:
-    """A ThreadingHTTPServer on 127.0.0.1 with `handler` (class attributes from `attributes`); yields its
-    base URL; shut down and joined after the block."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), type(handler.__name__, (handler,), attributes))
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
-@contextmanager
-def moto_server() -> Iterator[str]:
-    """A fresh in-process moto server on a free port: started, reset, its endpoint yielded, stopped."""
-    from demo.server import reset, start
-
-    server, endpoint = start(0)
-    try:
-        reset(endpoint)
-        yield endpoint
-    finally:
-        server.stop()
-
-
-def moto_env(endpoint: str) -> dict[str, str]:
-    """The environment of a CLI run against the moto server at `endpoint`: its fake credentials, no config
-    or credentials files."""
-    return {
-        "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-    }  # fmt: skip
-
-
-@contextmanager
-def live_aws(endpoint: str) -> Iterator[pytest.MonkeyPatch]:
-    """Fake base credentials (moto's `testing`), no session token, profile or config files, and
-    `endpoint` as AWS_ENDPOINT_URL while the block runs; the environment is restored after it.
-    Yields the MonkeyPatch, so that patches of moto made on it are undone with the environment."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
-        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        patch.delenv("AWS_SESSION_TOKEN", raising=False)
-        patch.delenv("AWS_PROFILE", raising=False)
-        patch.setenv("AWS_ENDPOINT_URL", endpoint)
-        patch.setenv("AWS_CONFIG_FILE", "/dev/null")
-        patch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        yield patch
-
-
-def scan_live(
-    endpoint: str, mappings: Mappings | None = None, **config: Any
-) -> tuple[ListSink, list[AccountScan]]:
-    """Scan the moto server at `endpoint` on one worker, within `live_aws`, with `make_config(**config)`
-    and `mappings` (all of mappings/ when None); return the sink that collected it and the results."""
-    sink = ListSink()
-    with live_aws(endpoint):
-        results, _ = scan(
-            make_config(**config),
-            load_mappings() if mappings is None else mappings,
-            sink,
-            limits=Limits(workers=1),
-            endpoint_url=endpoint,
-        )
-    return sink, results
-
-
-def with_params(mappings: Mappings, key: str, operation: str, **params: object) -> Mappings:
-    """The mappings with extra parameters on the calls of `operation` of the resource `key`, its
-    listing or its details (to make moto page: moto answers everything at once unless asked)."""
-
-    def patched(call: Call) -> Call:
-        return replace(call, params={**call.params, **params}) if call.operation == operation else call
-
-    resources = []
-    for resource in mappings.resources:
-        if resource.key == key:
-            listing = replace(resource.listing, call=patched(resource.listing.call))
-            details = tuple(replace(d, call=patched(d.call)) for d in resource.details)
-            resource = replace(resource, listing=listing, details=details)
-        resources.append(resource)
-    return replace(mappings, resources=tuple(resources))
-
-
-class FakeClock:
-    """`time.monotonic` and `time.sleep` that record the sleeps instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.slept: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
 
 
 @pytest.fixture(autouse=True)

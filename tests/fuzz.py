@@ -1,4 +1,4 @@
-"""Shared pieces of the property-based tests (tests/test_fuzz_*.py): hypothesis settings and strategies, and
+"""Shared pieces of the property-based tests (tests/*/test_fuzz_*.py): hypothesis settings and strategies, and
 a memory bound.
 
 The property of every reader of untrusted input: any input gives a result, a counted skip, or the reader's

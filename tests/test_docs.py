@@ -22,10 +22,6 @@ MAX_PROSE_LINE = 120  # prose is wrapped (the code's line length is 110)
 FIRST_BLOCK_BY = 10  # the two commands' code block closes within the README's first lines
 TWO_COMMANDS = ["./run.sh", "./run.sh test"]
 
-# Pages linked before they land, written on another branch: a link to one is accepted while it is missing.
-# Remove a name once its page exists (test_pending_pages_are_missing says when).
-PENDING = {"docs/architecture.md"}
-
 FENCE = re.compile(r"^\s*(```|~~~)")
 CODE_SPAN = re.compile(r"`[^`]*`")
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
@@ -91,9 +87,7 @@ def links(text: str) -> list[str]:
     return [target for _, line in prose_lines(text) for target in LINK.findall(CODE_SPAN.sub("", line))]
 
 
-def broken_links(
-    page: Path, text: str, root: Path = ROOT, pending: frozenset[str] = frozenset()
-) -> list[str]:
+def broken_links(page: Path, text: str, root: Path = ROOT) -> list[str]:
     """Relative links of `page` whose file is missing or whose `#anchor` is no heading of it."""
     broken = []
     for target in links(text):
@@ -103,8 +97,7 @@ def broken_links(
         file = (page.parent / path).resolve() if path else page
         name = file.relative_to(root).as_posix()
         if path and not file.is_file():
-            if name not in pending:
-                broken.append(f"{target}: no file {name}")
+            broken.append(f"{target}: no file {name}")
             continue
         if anchor and anchor not in anchors(file.read_text(encoding="utf-8") if path else text):
             broken.append(f"{target}: no heading #{anchor} in {name}")
@@ -157,12 +150,7 @@ def test_readme_is_short_and_wrapped() -> None:
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_relative_links_resolve(page: Path) -> None:
-    assert broken_links(page, page.read_text(encoding="utf-8"), pending=frozenset(PENDING)) == []
-
-
-def test_pending_pages_are_missing() -> None:
-    landed = [name for name in PENDING if (ROOT / name).exists()]
-    assert landed == [], "these pages exist now: remove them from PENDING so their links are checked"
+    assert broken_links(page, page.read_text(encoding="utf-8")) == []
 
 
 def test_readme_command_table_is_the_cli() -> None:
@@ -197,9 +185,9 @@ def test_link_check_fails(tmp_path: Path) -> None:
     text = (
         "[ok](b.md#known-gaps) [ok](b.md#known-gaps-1) ![img](b.md) [web](https://example.com/x.md)\n"
         "`[code](nowhere.md)`\n```\n[code](nowhere.md)\n```\n"
-        "[gone](c.md) [bad](b.md#not-a-heading) [self](#b) [up](../README.md) [later](later.md)\n"
+        "[gone](c.md) [bad](b.md#not-a-heading) [self](#b) [up](../README.md)\n"
     )
-    assert broken_links(page, text, root=tmp_path, pending=frozenset({"docs/later.md"})) == [
+    assert broken_links(page, text, root=tmp_path) == [
         "c.md: no file docs/c.md",
         "b.md#not-a-heading: no heading #not-a-heading in docs/b.md",
         "#b: no heading #b in docs/a.md",

@@ -1,0 +1,503 @@
+"""State between runs, in one SQLite file: run history, the delivery spool and key/value cursors.
+
+The database is created on first use, runs in WAL mode and carries its schema version in
+`PRAGMA user_version`. Every write is one transaction, so a crash leaves either the whole row or none of it.
+Times are stored as ISO 8601 UTC text (lexical order = time order) and returned as aware datetimes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from engine.core.errors import Locked, StateError
+
+RUN_KINDS = ("scan", "events", "flowlogs")
+
+# MIGRATIONS[n] takes the schema from version n to n + 1; never edit a released entry, append a new one.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE runs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            account TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('scan', 'events', 'flowlogs')),
+            started_at TEXT NOT NULL,
+            finished_at TEXT NOT NULL,
+            complete INTEGER NOT NULL CHECK (complete IN (0, 1)),
+            summary TEXT NOT NULL
+        )""",
+        "CREATE INDEX runs_by_account_kind ON runs (account, kind, started_at)",
+        """CREATE TABLE spool (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL,
+            body TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )""",
+        "CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ),
+    (
+        # spool entries: pending (re-sent) or rejected (kept to be listed); size, account, snapshot key
+        "ALTER TABLE spool ADD COLUMN status TEXT NOT NULL DEFAULT 'pending'"
+        " CHECK (status IN ('pending', 'rejected'))",
+        "ALTER TABLE spool ADD COLUMN reason TEXT",
+        "ALTER TABLE spool ADD COLUMN http_status INTEGER",
+        "ALTER TABLE spool ADD COLUMN size INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE spool ADD COLUMN account TEXT",
+        "ALTER TABLE spool ADD COLUMN snapshot TEXT",
+        # entries spooled before: every scan payload belonged to a snapshot
+        "UPDATE spool SET size = length(CAST(body AS BLOB)),"
+        " account = json_extract(body, '$.topologies[0].instance.url'),"
+        " snapshot = CASE WHEN name LIKE 'scan-%'"
+        " OR json_extract(body, '$.topologies[0].start_snapshot') = 1"
+        " THEN 'before-v2:' || COALESCE(json_extract(body, '$.topologies[0].instance.url'), '') END",
+        "CREATE INDEX spool_by_account ON spool (account, status, id)",
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+Timestamp = datetime | float | int
+
+
+def _to_text(value: Timestamp) -> str:
+    """ISO 8601 UTC with microseconds; epoch seconds are accepted, naive datetimes are not."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()}: give a timezone-aware one")
+        moment = value.astimezone(UTC)
+    else:
+        moment = datetime.fromtimestamp(value, UTC)
+    return moment.isoformat(timespec="microseconds")
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=repr)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default)
+
+
+def _sqlite_problem(exc: BaseException) -> str:
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return f"not a usable SQLite database ({text}); move it away to start with a fresh state"
+    if "locked" in text or "busy" in text:
+        return f"{text}: another process holds a write transaction on it; nothing is lost, try again"
+    if "readonly" in text or "read-only" in text:
+        return f"cannot be written ({text}); check its permissions"
+    return f"{type(exc).__name__}: {text}"
+
+
+class State:
+    """SQLite-backed run history, spool and cursors; usable as a context manager.
+
+    `read_only` opens an existing state for reading only (no lock, no migration, no write), so `status`
+    and `spool list` work while a run holds the lock.
+    """
+
+    def __init__(self, path: Path | str, *, read_only: bool = False, timeout: float = 30.0) -> None:
+        self.path = path if str(path) == ":memory:" else Path(path)
+        self.read_only = read_only
+        self.timeout = timeout  # how long a statement waits for another process's write transaction
+        self._conn: sqlite3.Connection | None = None
+        self._lock = threading.RLock()
+        self._lock_fd: int | None = None
+
+    def __repr__(self) -> str:
+        return f"State({str(self.path)!r})"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection and release the run lock; the next call re-opens the connection."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # closing the descriptor releases the flock
+                self._lock_fd = None
+
+    def check(self) -> Self:
+        """Open (creating if needed) and prove the file readable and writable; raise `StateError` if not.
+
+        Called before the first AWS call, so an unusable state costs no scan and loses no payload.
+        """
+        if isinstance(self.path, Path):
+            for parent in self.path.parents:
+                if parent.exists() and not parent.is_dir():
+                    raise StateError(path=str(self.path), problem=f"{parent} is a file, not a directory")
+            if self.path.is_dir():
+                raise StateError(path=str(self.path), problem="is a directory, not a file")
+        try:
+            with self._transaction() as conn:
+                conn.execute("PRAGMA quick_check").fetchall()
+                conn.execute("INSERT OR REPLACE INTO kv (key, value) VALUES ('state.checked', '1')")
+        except (sqlite3.Error, OSError) as exc:
+            self.close()
+            raise StateError(path=str(self.path), problem=_sqlite_problem(exc)) from None
+        except StateError:
+            self.close()
+            raise
+        return self
+
+    def lock(self) -> Self:
+        """Take the run lock (`{path}.lock`, an flock); raise `Locked` naming the holder when taken."""
+        if not isinstance(self.path, Path) or self._lock_fd is not None:
+            return self
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            problem = f"cannot create {lock_path}: {exc.strerror}"
+            raise StateError(path=str(self.path), problem=problem) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown process"
+            os.close(fd)
+            raise Locked(path=str(self.path), holder=holder) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} since {_to_text(datetime.now(UTC))}".encode(), 0)
+        self._lock_fd = fd
+        return self
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is not None:
+            return self._conn
+        if self.read_only:
+            self._conn = self._connect_read_only()
+            return self._conn
+        if isinstance(self.path, Path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        if isinstance(self.path, Path) and not self.path.is_file():
+            raise StateError(path=str(self.path), problem="does not exist (no run has used it yet)")
+        try:
+            uri = f"{Path(self.path).resolve().as_uri()}?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, timeout=self.timeout, check_same_thread=False)
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise StateError(path=str(self.path), problem=_sqlite_problem(exc)) from None
+        if version != SCHEMA_VERSION:
+            conn.close()
+            problem = f"schema version {version}, not {SCHEMA_VERSION}: a run of this version upgrades it"
+            raise StateError(path=str(self.path), problem=problem)
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StateError(
+                    path=str(self.path),
+                    problem=f"schema version {version} is newer than this program's ({SCHEMA_VERSION})",
+                )
+            for statements in MIGRATIONS[version:]:
+                for statement in statements:
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; a database error (e.g. locked by another process past `timeout`) is a
+        `StateError`, and the transaction is rolled back."""
+        with self._lock, self._errors():
+            conn = self._connect()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with self._lock, self._errors():
+            return self._connect().execute(sql, params).fetchall()
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StateError(path=str(self.path), problem=_sqlite_problem(exc)) from None
+
+    # runs
+
+    def record_run(
+        self,
+        account: str,
+        kind: str,
+        started_at: Timestamp,
+        finished_at: Timestamp,
+        complete: bool,
+        summary: dict,
+    ) -> None:
+        """Append one finished run; times are aware datetimes or epoch seconds."""
+        if kind not in RUN_KINDS:
+            raise ValueError(f"run kind {kind!r} is not one of {', '.join(RUN_KINDS)}")
+        started, finished = _to_text(started_at), _to_text(finished_at)
+        row = (account, kind, started, finished, int(bool(complete)), _dumps(summary))
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO runs (account, kind, started_at, finished_at, complete, summary)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                row,
+            )
+
+    def accounts(self) -> list[str]:
+        """Every account that has a recorded run."""
+        return [row[0] for row in self._query("SELECT DISTINCT account FROM runs ORDER BY account")]
+
+    def last_run(
+        self, account: str, kind: str, complete_only: bool = False, closed_only: bool = False
+    ) -> dict | None:
+        """The run of `account`/`kind` that started last, or None; optionally only complete ones, or only
+        complete ones and scans that closed their snapshot (`summary.snapshot_closed`)."""
+        rows = self._query(
+            "SELECT account, kind, started_at, finished_at, complete, summary FROM runs"
+            " WHERE account = ? AND kind = ? AND (complete = 1 OR ? = 0)"
+            " AND (complete = 1 OR ? = 0 OR json_extract(summary, '$.snapshot_closed') = 1)"
+            " ORDER BY started_at DESC, id DESC LIMIT 1",
+            (account, kind, int(complete_only), int(closed_only)),
+        )
+        if not rows:
+            return None
+        account, kind, started_at, finished_at, complete, summary = rows[0]
+        return {
+            "account": account,
+            "kind": kind,
+            "started_at": datetime.fromisoformat(started_at),
+            "finished_at": datetime.fromisoformat(finished_at),
+            "complete": bool(complete),
+            "summary": json.loads(summary),
+        }
+
+    # spool
+    #
+    # Undelivered payloads, oldest first. `pending` entries wait to be re-sent (by `SpoolingSink`); `rejected`
+    # ones were refused for good by the receiver and are never re-sent, only kept to be listed and dropped.
+    # What an `aws-topology spool` command needs:
+    #   list      spool_entries(status=None) -> [{id, name, created, size, status, reason, http_status,
+    #             account, snapshot}], spool_totals() -> {pending, rejected, bytes}, spool_payload(id)
+    #   re-send   SpoolingSink(HttpSink(...), state).flush_spool() -> number delivered
+    #   drop one  spool_delete(id) -> bool        drop rejected  spool_drop_rejected() -> int
+    #   re-queue  spool_requeue(id=None) -> int   (rejected -> pending, e.g. after fixing a wrong API key)
+    # `reason`/`http_status` of a pending entry say why it is still pending (its latest failure).
+
+    _SPOOL_STATUSES = ("pending", "rejected")
+    _SPOOL_COLUMNS = "id, name, created_at, size, status, reason, http_status, account, snapshot"
+
+    @staticmethod
+    def _spool_account(payload: dict) -> str | None:
+        """`topologies[0].instance.url`: the account a payload is about, None when it has no topology."""
+        topologies = payload.get("topologies") if isinstance(payload, dict) else None
+        if not topologies or not isinstance(topologies[0], dict):
+            return None
+        url = (topologies[0].get("instance") or {}).get("url")
+        return url if isinstance(url, str) else None
+
+    @classmethod
+    def _spool_entry(cls, row: tuple) -> dict:
+        spool_id, name, created_at, size, status, reason, http_status, account, snapshot = row
+        return {
+            "id": spool_id,
+            "name": name,
+            "created": datetime.fromisoformat(created_at),
+            "size": size,
+            "status": status,
+            "reason": reason,
+            "http_status": http_status,
+            "account": account,
+            "snapshot": snapshot,
+        }
+
+    def spool_put(
+        self,
+        name: str,
+        payload: dict,
+        *,
+        status: str = "pending",
+        reason: str | None = None,
+        http_status: int | None = None,
+        snapshot: str | None = None,
+    ) -> int:
+        """Store an undelivered payload; returns its spool id.
+
+        `status` is `pending` (to be re-sent) or `rejected` (refused for good); `reason` and `http_status` say
+        why it was not delivered; `snapshot` is the key of the snapshot the payload belongs to, None for a
+        delta.
+        """
+        if status not in self._SPOOL_STATUSES:
+            raise ValueError(f"spool status {status!r} is not one of {', '.join(self._SPOOL_STATUSES)}")
+        body = _dumps(payload)
+        row = (
+            name, body, _to_text(datetime.now(UTC)), status, reason, http_status,
+            len(body.encode()), self._spool_account(payload), snapshot,
+        )  # fmt: skip
+        with self._transaction() as conn:
+            cursor = conn.execute(
+                "INSERT INTO spool (name, body, created_at, status, reason, http_status, size, account,"
+                " snapshot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+            return int(cursor.lastrowid or 0)
+
+    def spool_items(self) -> list[tuple[int, str, dict]]:
+        """Every pending payload as (id, name, payload), oldest first (rejected ones are not re-sent)."""
+        rows = self._query("SELECT id, name, body FROM spool WHERE status = 'pending' ORDER BY id")
+        return [(spool_id, name, json.loads(body)) for spool_id, name, body in rows]
+
+    def spool_entries(self, status: str | None = None) -> list[dict]:
+        """The spool without payloads, oldest first; only entries of `status` (pending/rejected) when given.
+
+        Each entry: id, name, created (aware datetime), size (bytes of the stored JSON), status, reason and
+        http_status (why it was rejected, or None), account (`topologies[0].instance.url`), snapshot (key
+        of the snapshot it belongs to, None for a delta payload).
+        """
+        if status is not None and status not in self._SPOOL_STATUSES:
+            raise ValueError(f"spool status {status!r} is not one of {', '.join(self._SPOOL_STATUSES)}")
+        rows = self._query(
+            f"SELECT {self._SPOOL_COLUMNS} FROM spool WHERE (? IS NULL OR status = ?) ORDER BY id",
+            (status, status),
+        )
+        return [self._spool_entry(row) for row in rows]
+
+    def spool_payload(self, spool_id: int) -> dict | None:
+        """The payload stored under `spool_id`, or None when there is no such entry."""
+        rows = self._query("SELECT body FROM spool WHERE id = ?", (spool_id,))
+        return json.loads(rows[0][0]) if rows else None
+
+    def spool_count(self, status: str = "pending") -> int:
+        """How many payloads wait in the spool (or how many were rejected, with status='rejected')."""
+        return int(self._query("SELECT COUNT(*) FROM spool WHERE status = ?", (status,))[0][0])
+
+    def spool_totals(self) -> dict:
+        """{pending: n, rejected: n, bytes: size of every stored payload}."""
+        rows = self._query("SELECT status, COUNT(*), COALESCE(SUM(size), 0) FROM spool GROUP BY status")
+        totals = {"pending": 0, "rejected": 0, "bytes": 0}
+        for status, count, size in rows:
+            totals[status] = int(count)
+            totals["bytes"] += int(size)
+        return totals
+
+    def spool_delete(self, spool_id: int) -> bool:
+        """Remove one entry (delivered, or dropped by an operator); False when there was no such entry."""
+        with self._transaction() as conn:
+            return conn.execute("DELETE FROM spool WHERE id = ?", (spool_id,)).rowcount > 0
+
+    def spool_note(self, spool_id: int, reason: str, http_status: int | None = None) -> None:
+        """Record why a pending entry is still pending (its latest failed re-send)."""
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE spool SET reason = ?, http_status = ? WHERE id = ? AND status = 'pending'",
+                (reason, http_status, spool_id),
+            )
+
+    def spool_reject(self, spool_id: int, reason: str, http_status: int | None) -> None:
+        """Mark a pending entry rejected for good: it stays listed but is never re-sent."""
+        with self._transaction() as conn:
+            conn.execute(
+                "UPDATE spool SET status = 'rejected', reason = ?, http_status = ? WHERE id = ?",
+                (reason, http_status, spool_id),
+            )
+
+    def spool_requeue(self, spool_id: int | None = None) -> int:
+        """Make a rejected entry (or, without an id, every one) pending again, e.g. after fixing the API
+        key that made the receiver answer 401/403; returns how many. They are re-sent in their old place.
+        """
+        with self._transaction() as conn:
+            return conn.execute(
+                "UPDATE spool SET status = 'pending' WHERE status = 'rejected' AND (? IS NULL OR id = ?)",
+                (spool_id, spool_id),
+            ).rowcount
+
+    def spool_drop_rejected(self) -> int:
+        """Delete every rejected entry; returns how many."""
+        with self._transaction() as conn:
+            return conn.execute("DELETE FROM spool WHERE status = 'rejected'").rowcount
+
+    def spool_supersede(self, account: str) -> list[dict]:
+        """Delete the pending snapshot payloads of `account` (a newer snapshot replaces them); deltas stay.
+
+        Returns the deleted entries (as `spool_entries` shows them), oldest first.
+        """
+        where = "WHERE account = ? AND status = 'pending' AND snapshot IS NOT NULL"
+        with self._transaction() as conn:
+            rows = conn.execute(f"SELECT {self._SPOOL_COLUMNS} FROM spool {where} ORDER BY id", (account,))
+            dropped = [self._spool_entry(row) for row in rows.fetchall()]
+            conn.execute(f"DELETE FROM spool {where}", (account,))
+        return dropped
+
+    def spool_trim(self, max_entries: int, max_bytes: int) -> list[dict]:
+        """Delete the oldest entries (any status) until at most `max_entries` totalling at most `max_bytes`
+        remain; returns the deleted entries, oldest first. The caller reports them: nothing goes silently.
+        """
+        with self._transaction() as conn:
+            count, total = conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM spool").fetchone()
+            if count <= max_entries and total <= max_bytes:
+                return []
+            dropped = []
+            for row in conn.execute(f"SELECT {self._SPOOL_COLUMNS} FROM spool ORDER BY id").fetchall():
+                if count <= max_entries and total <= max_bytes:
+                    break
+                entry = self._spool_entry(row)
+                dropped.append(entry)
+                count -= 1
+                total -= entry["size"]
+            conn.executemany("DELETE FROM spool WHERE id = ?", [(entry["id"],) for entry in dropped])
+        return dropped
+
+    # cursors
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The JSON value stored under `key`, or `default`."""
+        rows = self._query("SELECT value FROM kv WHERE key = ?", (key,))
+        return json.loads(rows[0][0]) if rows else default
+
+    def set(self, key: str, value: Any) -> None:
+        """Store a JSON-serialisable value under `key`, replacing any previous one."""
+        text = _dumps(value)
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO kv (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, text),
+            )

@@ -1,0 +1,1 @@
+"""What a monitored account deploys: the IAM policies and the CloudFormation template."""

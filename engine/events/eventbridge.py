@@ -1,0 +1,186 @@
+"""The EventBridge input: EventBridge objects in the log bucket in, the changes they name out.
+
+In: an account's log bucket (versioned), its configured regions, the mappings' `events:` rules. Out: the
+objects to process (gzip or plain text holding concatenated JSON envelopes, as Firehose writes them) and,
+per envelope, `Change`s: (resource type, region, id, refresh or delete, event time). Changes are
+de-duplicated per resource, the latest event (by event time) wins. A failed call (`errorCode`) and an
+envelope of another account change nothing (`skip_reason`). An object is inflated to at most `MAX_TEXT`
+bytes. Reading never deletes anything: the caller deletes an object only after what it produced was
+delivered or spooled.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from engine.aws.sessions import GLOBAL_REGION, partition
+from engine.spec.components import as_list
+from engine.spec.dialect import search
+from engine.spec.loader import CLOUDTRAIL, EventRule, Mappings, Resource
+
+PREFIX = "AWSLogs/{account}/EventBridge/{region}/"
+GLOBAL = "global"
+MAX_TEXT = 64 << 20  # bytes an object may inflate to; past it the object is corrupt (a decompression bomb)
+
+
+class CorruptObject(ValueError):
+    """An object that is not gzip/UTF-8 text of JSON envelopes; it is left in place and recorded."""
+
+
+@dataclass(frozen=True)
+class Change:
+    resource: Resource
+    region: str  # a configured region, or "global"
+    id: str
+    delete: bool
+    delete_id: str | None = None  # the external id to delete
+    at: str = ""  # the event time (ISO 8601, UTC); "" when the envelope has none: oldest
+
+
+def prefixes(account: str, regions: tuple[str, ...]) -> list[str]:
+    """The bucket prefixes to read: one per configured region; `global` reads us-east-1's, never twice."""
+    names = [GLOBAL_REGION if r == GLOBAL else r for r in regions]
+    return [PREFIX.format(account=account, region=r) for r in dict.fromkeys(names)]
+
+
+def envelopes(body: bytes, limit: int | None = None) -> list[dict]:
+    """The JSON objects of one Firehose object: gzip or plain, UTF-8, concatenated without separators;
+    `CorruptObject` past `limit` bytes of text (default `MAX_TEXT`)."""
+    limit = MAX_TEXT if limit is None else limit
+    if body[:2] == b"\x1f\x8b":
+        body = _gunzip(body, limit)
+    elif len(body) > limit:
+        raise CorruptObject(f"larger than {limit} bytes")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CorruptObject(f"not UTF-8 (bad byte at offset {exc.start})") from None
+    decoder = json.JSONDecoder()
+    found, pos = [], 0
+    while True:
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+        if pos == len(text):
+            return found
+        try:
+            value, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as exc:
+            raise CorruptObject(f"bad JSON at character {exc.pos}: {exc.msg}") from None
+        except RecursionError:
+            raise CorruptObject(f"JSON nested too deeply at character {pos}") from None
+        if isinstance(value, dict):
+            found.append(value)
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    """Every gzip member of `body`, inflated in steps; `CorruptObject` past `limit` bytes of output."""
+    out, data = bytearray(), body
+    while data:
+        inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        try:
+            while data and not inflater.eof:
+                out += inflater.decompress(data, limit + 1 - len(out))
+                if len(out) > limit:
+                    raise CorruptObject(f"inflates to more than {limit} bytes")
+                data = inflater.unconsumed_tail
+        except zlib.error as exc:
+            raise CorruptObject(f"bad gzip data: {exc}") from None
+        if not inflater.eof:
+            raise CorruptObject("bad gzip data: truncated")
+        data = inflater.unused_data
+    return bytes(out)
+
+
+def skip_reason(envelope: dict, account: str) -> str | None:
+    """Why an envelope changes nothing: `failed_calls` (a call AWS refused) or `foreign` (another account)."""
+    detail = envelope.get("detail")
+    detail = detail if isinstance(detail, dict) else {}
+    if detail.get("errorCode") or detail.get("errorMessage"):
+        return "failed_calls"
+    owner = envelope.get("account") or detail.get("recipientAccountId")
+    if owner is not None and str(owner) != account:
+        return "foreign"
+    return None
+
+
+class Rules:
+    """The `events:` rules of every mapping, indexed by what an envelope names."""
+
+    def __init__(self, mappings: Mappings) -> None:
+        self._index: dict[tuple[str, str, str], list[tuple[Resource, EventRule]]] = {}
+        for resource in mappings.resources:
+            for rule in resource.event_rules:
+                names = rule.names if rule.detail_type == CLOUDTRAIL else {""}
+                for name in names:
+                    key = (rule.detail_type, rule.source, name)
+                    self._index.setdefault(key, []).append((resource, rule))
+
+    def changes(self, envelope: dict, account: str, regions: tuple[str, ...]) -> Iterator[Change]:
+        """The changes one envelope asks for, in configured regions only; nothing for unknown events."""
+        detail = envelope.get("detail")
+        if not isinstance(detail, dict):
+            return
+        detail_type = str(envelope.get("detail-type", ""))
+        if detail_type == CLOUDTRAIL:
+            key = (detail_type, str(detail.get("eventSource", "")), str(detail.get("eventName", "")))
+            region = detail.get("awsRegion") or envelope.get("region")
+        else:
+            key = (detail_type, str(envelope.get("source", "")), "")
+            region = envelope.get("region")
+        at = _time(envelope.get("time") or detail.get("eventTime"))
+        for resource, rule in self._index.get(key, []):
+            if rule.api_version and rule.api_version != detail.get("apiVersion"):
+                continue
+            where = _unit_region(resource, str(region or ""), regions)
+            if where is None:
+                continue
+            for found in as_list(search(rule.ids, detail)):
+                if not isinstance(found, str) or not found:
+                    continue
+                delete_id = _delete_id(rule, found, account, region)
+                yield Change(resource, where, found, rule.delete, delete_id, at)
+
+
+def _unit_region(resource: Resource, region: str, regions: tuple[str, ...]) -> str | None:
+    """Where the change is applied: its region when configured; `global` types only with `global`."""
+    if resource.scope == GLOBAL:
+        return GLOBAL if GLOBAL in regions else None
+    if resource.scope == "account":
+        return "account" if any(r != GLOBAL for r in regions) else None
+    return region if region in regions else None
+
+
+def _delete_id(rule: EventRule, found: str, account: str, region: Any) -> str | None:
+    if not rule.delete:
+        return None
+    if rule.delete_id is None:
+        return found
+    region = str(region or GLOBAL_REGION)
+    context = {"_id": found, "_account": account, "_region": region, "_partition": partition(region)}
+    value = search(rule.delete_id, context)
+    return value if isinstance(value, str) and value else None
+
+
+def _time(value: Any) -> str:
+    """An event time as sortable UTC ISO 8601; "" when it is missing or not a time."""
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return ""
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
+
+
+def latest(changes: list[Change]) -> list[Change]:
+    """One change per resource: the latest event wins (a create then a delete is a delete); events of the
+    same time keep the order given (the objects' order, then the order within an object)."""
+    last: dict[tuple[str, str, str], Change] = {}
+    for change in sorted(changes, key=lambda c: c.at):
+        key = (change.resource.key, change.region, change.id)
+        last.pop(key, None)
+        last[key] = change
+    return list(last.values())

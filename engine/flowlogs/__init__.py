@@ -1,0 +1,1 @@
+"""VPC flow logs: reading flow-log records and turning them into connection relations."""

@@ -1,0 +1,1 @@
+"""The full scan: the call plan, collecting each unit, scanning accounts, progress, and the last snapshot."""

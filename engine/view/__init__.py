@@ -1,0 +1,1 @@
+"""Looking at the topology: the StackPack's views as STQL queries, and the offline topology page."""

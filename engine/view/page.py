@@ -1,0 +1,128 @@
+"""The topology page: one self-contained HTML file (graph library, app and data inlined; no network).
+
+In: a `Snapshot` and the `View`s of its accounts. Out: HTML text. The graph library is cytoscape from the npm
+registry, installed by `npm ci` in `web/` (pinned in `web/package-lock.json`); its dist file is inlined here,
+so a missing `web/node_modules` is a clear error, not a blank page. A wheel built after `npm ci` ships it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+from engine.core.errors import BadInput
+from engine.core.paths import data_dir
+from engine.scan.last_snapshot import Snapshot
+from engine.view.stql import View, console_action
+
+WEB = data_dir("web")  # package data of a wheel (engine/_web), else the source tree's web/
+LIBRARY = WEB / "node_modules" / "cytoscape" / "dist" / "cytoscape.min.js"
+# Top to bottom, as StackState stacks its layers; layers the mappings declare beyond these come after.
+LAYER_ORDER = (
+    "Business Services", "Applications", "Serverless", "Containers", "Load Balancers", "Messaging",
+    "Databases", "Storage", "Machines", "Networking",
+)  # fmt: skip
+NO_LAYER = "(no layer)"
+
+
+class LibraryMissing(BadInput):
+    fmt = "the page's graph library is not built: {path} is missing; run `npm ci` in {web} (./run.sh does it)"
+
+
+def library() -> str:
+    if not LIBRARY.is_file():
+        raise LibraryMissing(path=str(LIBRARY), web=str(WEB))
+    return LIBRARY.read_text(encoding="utf-8")
+
+
+def _script_safe(code: str) -> str:
+    """Script text that cannot end its <script> element early."""
+    return re.sub(r"</(script)", r"<\\/\1", code, flags=re.IGNORECASE).replace("<!--", "<\\!--")
+
+
+def _layers(components: list[dict]) -> list[str]:
+    present = {c["data"].get("layer") or NO_LAYER for c in components}
+    known = [layer for layer in LAYER_ORDER if layer in present]
+    return known + sorted(present - set(known))
+
+
+def page_data(snapshot: Snapshot, views: list[View], generated: datetime | None = None) -> dict:
+    """What the page's script reads: nodes, relations by node index, views with their member indices."""
+    components = snapshot.components
+    layers = _layers(components)
+    layer_index = {layer: i for i, layer in enumerate(layers)}
+    index = {c["externalId"]: i for i, c in enumerate(components)}
+    nodes = []
+    for c in components:
+        data = c.get("data", {})
+        console = data.get("ConsoleUrl")
+        nodes.append({
+            "id": c["externalId"], "type": c["type"]["name"],
+            "name": str(data.get("Name") or c["externalId"]),
+            "layer": layer_index[data.get("layer") or NO_LAYER],
+            "account": data.get("Location", {}).get("AwsAccount", ""),
+            "region": data.get("Location", {}).get("AwsRegion", ""),
+            "console": console, "action": console_action(console), "data": data,
+        })  # fmt: skip
+    relations = [
+        {"s": index.get(r["sourceId"], r["sourceId"]), "t": index.get(r["targetId"], r["targetId"]),
+         "type": r["type"]["name"]}
+        for r in snapshot.relations
+    ]  # fmt: skip
+    taken = {
+        account: f"{datetime.fromtimestamp(at, UTC):%Y-%m-%d %H:%M UTC}"
+        for account, at in snapshot.taken_at.items()
+    }
+    return {
+        "generated": f"{generated or datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ}",
+        "source": snapshot.source,
+        "taken": taken,
+        "notes": snapshot.notes,
+        "layers": layers,
+        "nodes": nodes,
+        "relations": relations,
+        "views": [
+            {
+                "name": v.name,
+                "title": v.title,
+                "account": v.account,
+                "query": v.query,
+                "description": v.description,
+                "nodes": [i for i, c in enumerate(components) if v.matches(c)],
+            }
+            for v in views
+        ],
+    }
+
+
+def render(snapshot: Snapshot, views: list[View]) -> str:
+    """The HTML page of `snapshot` with one tab per view."""
+    template = (WEB / "topology.html").read_text(encoding="utf-8")
+    app = (WEB / "topology.js").read_text(encoding="utf-8")
+    # `<` escaped: the JSON cannot close its script element, and stays JSON.
+    data = json.dumps(page_data(snapshot, views), separators=(",", ":"), ensure_ascii=False)
+    parts = {
+        "/*@@DATA@@*/": data.replace("<", "\\u003c"),
+        "/*@@LIBRARY@@*/": _script_safe(library()),
+        "/*@@APP@@*/": _script_safe(app),
+    }
+    for marker, text in parts.items():
+        if template.count(marker) != 1:
+            raise ValueError(f"{WEB / 'topology.html'}: marker {marker} must appear exactly once")
+        before, after = template.split(marker)
+        template = before + text + after
+    return template
+
+
+def write_page(snapshot: Snapshot, views: list[View], out: str | Path) -> str:
+    """Write the page to `out`; return one summary line (counts per view)."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(snapshot, views), encoding="utf-8")
+    counts = "; ".join(f"{v.name}: {sum(1 for c in snapshot.components if v.matches(c))}" for v in views)
+    return (
+        f"wrote {path}: {len(snapshot.components)} components, {len(snapshot.relations)} relations "
+        f"from {snapshot.source}; {counts}"
+    )

@@ -1,0 +1,1 @@
+"""The command line: exit codes, one-line errors, signals and bad state."""

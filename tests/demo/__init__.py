@@ -1,0 +1,1 @@
+"""The demo estate and its flow logs (demo/)."""

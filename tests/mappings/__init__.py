@@ -1,0 +1,1 @@
+"""mappings/*.yaml against a live in-process moto server, one file per service."""
