@@ -27,7 +27,7 @@ from engine.core.state import State
 from engine.delivery.sinks import FileSink
 from engine.events.delta import apply_events
 from engine.events.eventbridge import Rules, envelopes, latest
-from engine.spec.loader import load_mappings
+from engine.language.loader import load_mappings
 
 ACCOUNT = "123456789012"
 REGION = "eu-west-1"

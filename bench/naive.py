@@ -15,9 +15,9 @@ from typing import Any
 
 import boto3
 
+from engine.language.dialect import search
+from engine.language.loader import Call, Mappings, Resource
 from engine.scan.plan import plan
-from engine.spec.dialect import search
-from engine.spec.loader import Call, Mappings, Resource
 
 GLOBAL = "global"
 

@@ -31,7 +31,7 @@ from collections import Counter
 from typing import Any
 
 from engine.core.config import Config, Instance
-from engine.spec.loader import load_mappings
+from engine.language.loader import load_mappings
 
 ACCOUNTS = ("123456789012", "210987654321", "111122223333", "444455556666", "777788889999")
 REGIONS = ("eu-west-1", "us-east-1")

@@ -40,10 +40,10 @@ from engine.delivery.http import HttpSink, shown_url
 from engine.delivery.spool import SpoolingSink
 from engine.deploy.policy import agent_policy, role_policy
 from engine.deploy.template import render as render_template
+from engine.language.loader import MAPPINGS, Mappings, load_mappings
 from engine.run import EVENTS, FLOWLOGS, RUN, SCAN, Phases, RunSettings, run_cycle, stopping_on
 from engine.scan.last_snapshot import from_payloads, from_state
 from engine.scan.plan import plan
-from engine.spec.loader import MAPPINGS, Mappings, load_mappings
 from engine.view.page import write_page
 from engine.view.stql import as_json as views_as_json
 from engine.view.stql import as_text as views_as_text

@@ -36,10 +36,11 @@ from engine.delivery.sinks import FileSink, Sink
 from engine.delivery.spool import DELIVERED, REJECTED, SpoolingSink
 from engine.events.delta import apply_events
 from engine.flowlogs.connections import apply_flowlogs
+from engine.language.loader import Mappings
+from engine.metrics import write_metrics, write_phase_metrics
 from engine.scan.full_scan import PATIENCE, AccountScan, scan
 from engine.scan.plan import plan
-from engine.scan.progress import LiveProgress, UnitLog, write_metrics, write_phase_metrics
-from engine.spec.loader import Mappings
+from engine.scan.progress import LiveProgress, UnitLog
 
 log = logging.getLogger("aws_topology")
 

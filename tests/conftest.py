@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from engine.spec import dialect as functions
+from engine.language import dialect as functions
 from tests.support import (
     CASSETTES,
     RECORD_ENDPOINT,

@@ -23,8 +23,8 @@ import pytest
 
 from engine.core.config import Config, Instance
 from engine.core.phase import Limits
+from engine.language.loader import Call, Mappings, load_mappings
 from engine.scan.full_scan import AccountScan, scan
-from engine.spec.loader import Call, Mappings, load_mappings
 
 ROOT = Path(__file__).resolve().parent.parent
 CASSETTES = ROOT / "cassettes"

@@ -16,7 +16,7 @@ ENGINE = Path(__file__).resolve().parent.parent / "engine"
 # other; `run` and `cli` are the top-level modules engine/run.py and engine/cli.py.
 RANKS = {
     "core": 0,
-    "spec": 1,
+    "language": 1,
     "aws": 2,
     "deploy": 2,
     "delivery": 3,
@@ -24,8 +24,9 @@ RANKS = {
     "events": 5,
     "flowlogs": 5,
     "view": 5,
-    "run": 6,
-    "cli": 7,
+    "metrics": 6,
+    "run": 7,
+    "cli": 8,
 }
 
 
@@ -103,7 +104,7 @@ MODULES = sorted(ENGINE.rglob("*.py"))
 
 def test_every_engine_package_has_a_layer() -> None:
     packages = {p.parent.name for p in ENGINE.glob("*/__init__.py")}
-    assert packages == {name for name in RANKS if name not in ("run", "cli")}, packages
+    assert packages == {name for name in RANKS if not (ENGINE / f"{name}.py").is_file()}, packages
     assert len(MODULES) > 30
 
 

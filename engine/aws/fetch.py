@@ -27,8 +27,8 @@ from botocore.retries.standard import RetryContext, ThrottlingErrorDetector
 
 from engine.aws.sessions import Account, not_aws
 from engine.core.errors import AccessDenied, CallFailed, CredentialsRejected, Interrupted, Throttled
-from engine.spec.dialect import search
-from engine.spec.loader import Call, Rate
+from engine.language.dialect import search
+from engine.language.loader import Call, Rate
 
 DENIED = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthorizationError"})
 # 403s that are about the credentials, not about a permission of the role.

@@ -20,7 +20,7 @@ from engine.aws.fetch import Fetcher
 from engine.aws.sessions import GLOBAL_REGION, Account
 from engine.core.errors import CallFailed
 from engine.core.state import State
-from engine.spec.loader import Call
+from engine.language.loader import Call
 
 log = logging.getLogger("aws_topology")
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from engine.core.botocore_data import service_model
 from engine.core.stackpack import ROLE_NAME
-from engine.spec.loader import Call, Mappings
+from engine.language.loader import Call, Mappings
 
 LOG_BUCKET_PATTERN = "stackstate-logs-*"
 VERSION = "2012-10-17"

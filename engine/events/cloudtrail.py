@@ -28,7 +28,7 @@ from typing import Any
 from engine.aws.fetch import TokenBucket
 from engine.aws.sessions import Account
 from engine.core.state import State
-from engine.spec.loader import CLOUDTRAIL, Rate
+from engine.language.loader import CLOUDTRAIL, Rate
 
 log = logging.getLogger("aws_topology")
 

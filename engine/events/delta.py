@@ -59,10 +59,10 @@ from engine.events.eventbridge import (
     prefixes,
     skip_reason,
 )
+from engine.language.components import labels_for
+from engine.language.loader import Mappings
 from engine.scan.collect import Collector, UnitResult
 from engine.scan.plan import Unit
-from engine.spec.components import labels_for
-from engine.spec.loader import Mappings
 
 log = logging.getLogger("aws_topology")
 

@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from engine.aws.sessions import GLOBAL_REGION, partition
-from engine.spec.components import as_list
-from engine.spec.dialect import search
-from engine.spec.loader import CLOUDTRAIL, EventRule, Mappings, Resource
+from engine.language.components import as_list
+from engine.language.dialect import search
+from engine.language.loader import CLOUDTRAIL, EventRule, Mappings, Resource
 
 PREFIX = "AWSLogs/{account}/EventBridge/{region}/"
 GLOBAL = "global"

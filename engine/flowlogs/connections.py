@@ -63,10 +63,10 @@ from engine.core.state import State
 from engine.delivery.payload import build_payloads
 from engine.delivery.sinks import Sink
 from engine.flowlogs.records import MAX_UNPACKED, Flow, FlowSums, UnsupportedObject, unpacked
+from engine.language.components import context, labels_for, relation, with_vars
+from engine.language.dialect import search
+from engine.language.loader import Interfaces, Mappings
 from engine.scan.last_snapshot import unit_results
-from engine.spec.components import context, labels_for, relation, with_vars
-from engine.spec.dialect import search
-from engine.spec.loader import Interfaces, Mappings
 
 log = logging.getLogger("aws_topology")
 

@@ -28,8 +28,7 @@ from engine.aws.fetch import Fetcher
 from engine.aws.sessions import Account, partition
 from engine.core.errors import AccessDenied, CallFailed, Interrupted, Throttled
 from engine.core.scheduler import Scheduler, Serial, Task
-from engine.scan.plan import Unit
-from engine.spec.components import (
+from engine.language.components import (
     Labels,
     ShapeError,
     as_list,
@@ -40,8 +39,9 @@ from engine.spec.components import (
     stackstate_events,
     with_vars,
 )
-from engine.spec.dialect import search
-from engine.spec.loader import Call, Detail, Join, Mappings
+from engine.language.dialect import search
+from engine.language.loader import Call, Detail, Join, Mappings
+from engine.scan.plan import Unit
 
 log = logging.getLogger("aws_topology")
 

@@ -45,11 +45,11 @@ from engine.core.state import State
 from engine.delivery.payload import SEPARATORS, build_payloads, iter_payloads, service_check
 from engine.delivery.sinks import Sink
 from engine.delivery.spool import DELIVERED, REJECTED
+from engine.language.components import labels_for
+from engine.language.loader import Mappings
 from engine.scan.collect import Collector, UnitResult
 from engine.scan.plan import Unit, plan
 from engine.scan.progress import Progress
-from engine.spec.components import labels_for
-from engine.spec.loader import Mappings
 
 log = logging.getLogger("aws_topology")
 

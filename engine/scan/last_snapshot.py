@@ -22,8 +22,8 @@ from pathlib import Path
 from engine.core.config import Config, Instance
 from engine.core.errors import BadInput
 from engine.core.state import State
+from engine.language.loader import Mappings
 from engine.scan.plan import Unit, plan
-from engine.spec.loader import Mappings
 
 
 class SnapshotError(BadInput):

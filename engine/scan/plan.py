@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 from engine.aws.sessions import GLOBAL_REGION
 from engine.core.config import Instance, api_filter
-from engine.spec.loader import Call, Mappings, Resource
+from engine.language.loader import Call, Mappings, Resource
 
 GLOBAL = "global"
 ACCOUNT_WIDE = "account"

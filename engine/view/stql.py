@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from engine.core.config import Instance
 from engine.core.errors import BadInput
 from engine.core.stackpack import STACKPACK_LABEL, integration_url
-from engine.spec.loader import Mappings, Resource
+from engine.language.loader import Mappings, Resource
 
 INFRASTRUCTURE_LAYERS = ("Networking", "Storage", "Machines")
 # (boto3 service, a word of the type name or None for every type of the service): "S3 buckets, lambdas

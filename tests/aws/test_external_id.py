@@ -21,8 +21,8 @@ from engine.aws.sessions import CHECK_SESSION_NAME, NO_EXTERNAL_ID, SESSION_NAME
 from engine.core.config import load_config
 from engine.core.errors import ConfigError, CredentialsError
 from engine.core.phase import Limits
+from engine.language.loader import load_mappings
 from engine.scan.full_scan import scan
-from engine.spec.loader import load_mappings
 from tests.support import ROLE, ListSink, make_config
 
 EXTERNAL_ID = "test-external-id"

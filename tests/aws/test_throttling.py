@@ -16,10 +16,10 @@ from botocore.stub import Stubber
 
 from engine.aws.fetch import BACK_OFF, Fetcher, is_throttling
 from engine.aws.sessions import Account, client_config
+from engine.language.components import Labels
+from engine.language.loader import load_mappings
 from engine.scan.collect import Collector
 from engine.scan.plan import plan
-from engine.spec.components import Labels
-from engine.spec.loader import load_mappings
 from tests.support import ACCOUNT, ROLE, FakeClock, make_config
 
 REGION = "eu-west-1"

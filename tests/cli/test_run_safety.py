@@ -506,7 +506,7 @@ def test_a_scan_closes_every_spill_file(endpoint, tmp_path, monkeypatch):
 def test_a_client_at_the_address_of_a_collected_one_is_hooked_too(monkeypatch):
     """`id()` of a garbage-collected client is reused: the Fetcher must mark clients, not addresses."""
     from engine.aws import fetch
-    from engine.spec.loader import Call
+    from engine.language.loader import Call
 
     class Client:
         def __init__(self) -> None:

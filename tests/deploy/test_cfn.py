@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from engine import cli
 from engine.deploy.policy import role_policy
 from engine.deploy.template import event_patterns, render, template
-from engine.spec.loader import CLOUDTRAIL, load_mappings
+from engine.language.loader import CLOUDTRAIL, load_mappings
 from tests.support import ACCOUNT, live_aws, moto_server
 
 ROOT = Path(__file__).resolve().parents[2]

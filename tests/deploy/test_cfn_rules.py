@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from engine.deploy.template import template
-from engine.spec.loader import load_mappings
+from engine.language.loader import load_mappings
 from tests.support import ACCOUNT
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from engine.deploy.policy import role_policy
-from engine.spec.loader import MAPPINGS, load_mappings
-from tests.spec.test_mappings import QUEUE
+from engine.language.loader import MAPPINGS, load_mappings
+from tests.language.test_mappings import QUEUE
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT_FILES = ("pyproject.toml", "README.md", "engine", "mappings", "schemas", "demo", "web")
@@ -82,7 +82,9 @@ def run(venv_dir: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[st
 
 
 def test_wheel_ships_the_mappings_and_schemas(installed: Path, tmp_path: Path) -> None:
-    code = "import engine.core.paths as d, engine.spec.loader as m; print(d.MAPPINGS, d.SCHEMAS, m.__file__)"
+    code = (
+        "import engine.core.paths as d, engine.language.loader as m; print(d.MAPPINGS, d.SCHEMAS, m.__file__)"
+    )
     out = subprocess.run(
         [str(installed / "bin" / "python"), "-c", code], cwd=tmp_path, capture_output=True, text=True,
         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, check=True,

@@ -21,7 +21,7 @@ from engine.deploy.policy import (
     policy_actions,
     role_policy,
 )
-from engine.spec.loader import MAPPINGS, Call, load_mappings
+from engine.language.loader import MAPPINGS, Call, load_mappings
 
 MINI_MAPPING = """\
 version: 1

@@ -16,7 +16,7 @@ from engine.aws.fetch import Fetcher
 from engine.core.config import Config, Instance
 from engine.core.state import State
 from engine.events.delta import AccountDelta, apply_events
-from engine.spec.loader import load_mappings
+from engine.language.loader import load_mappings
 from tests.events.test_events import BUCKET, PREFIX, REGION, _stubbed_account, firehose, state_change
 from tests.support import ACCOUNT, ListSink
 

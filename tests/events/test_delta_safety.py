@@ -19,8 +19,8 @@ from engine.core.errors import AccessDenied, DeliveryError, Throttled
 from engine.core.state import State
 from engine.events import delta as delta_module
 from engine.events.delta import CONFIRM_TRIES, UNCONFIRMED_KEY, apply_events
+from engine.language.loader import load_mappings
 from engine.scan.collect import Collector, UnitResult
-from engine.spec.loader import load_mappings
 from tests.events.test_events import (
     BUCKET,
     REGION,

@@ -24,9 +24,9 @@ import botocore.session
 import pytest
 
 from engine.events.eventbridge import Change, Rules, latest, prefixes, skip_reason
-from engine.spec.dialect import search
-from engine.spec.loader import CLOUDTRAIL, Mappings, load_mappings
-from tests.spec.test_mappings import add_to_queue, problems, write
+from engine.language.dialect import search
+from engine.language.loader import CLOUDTRAIL, Mappings, load_mappings
+from tests.language.test_mappings import add_to_queue, problems, write
 
 ACCOUNT = "123456789012"
 REGION = "eu-west-1"

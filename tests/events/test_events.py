@@ -14,7 +14,7 @@ from demo.seed import client
 from engine.aws.log_bucket import LogBucket
 from engine.cli import main
 from engine.events.eventbridge import CorruptObject, Rules, envelopes, latest
-from engine.spec.loader import load_mappings
+from engine.language.loader import load_mappings
 from tests.support import ACCOUNT, moto_env
 
 pytestmark = pytest.mark.live

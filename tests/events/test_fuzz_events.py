@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from engine.events.eventbridge import Change, CorruptObject, Rules, envelopes
-from engine.spec.loader import CLOUDTRAIL, load_mappings
+from engine.language.loader import CLOUDTRAIL, load_mappings
 from tests.fuzz import FUZZ, JSON, bounded
 
 ACCOUNT = "123456789012"

@@ -29,7 +29,7 @@ from engine.core.state import State
 from engine.delivery.payload import validate_payload
 from engine.flowlogs import connections as flowlogs
 from engine.flowlogs.connections import AccountFlows, apply_flowlogs
-from engine.spec.loader import load_mappings
+from engine.language.loader import load_mappings
 from tests.flowlogs.test_flowlog_records import bomb as gzip_bomb
 from tests.support import ACCOUNT, ListSink, live_aws, moto_env
 

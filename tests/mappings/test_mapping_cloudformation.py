@@ -15,8 +15,8 @@ from moto.cloudformation.responses import CloudFormationResponse
 from moto.core.responses import ActionResult
 
 from demo.seed import client
-from engine.spec.components import relations
-from engine.spec.loader import load_mappings
+from engine.language.components import relations
+from engine.language.loader import load_mappings
 from tests.support import ACCOUNT, ListSink, moto_server, scan_live
 
 pytestmark = pytest.mark.live

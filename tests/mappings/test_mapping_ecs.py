@@ -18,9 +18,9 @@ from moto.ecs.exceptions import InvalidParameterException
 from moto.ecs.models import EC2ContainerServiceBackend, ecs_backends
 
 from demo.seed import AMI_ID, client
-from engine.spec.components import with_vars
-from engine.spec.dialect import search
-from engine.spec.loader import load_mappings
+from engine.language.components import with_vars
+from engine.language.dialect import search
+from engine.language.loader import load_mappings
 from tests.support import ACCOUNT, ListSink, components_of_type, ids_of_type, moto_server, scan_live
 
 pytestmark = pytest.mark.live

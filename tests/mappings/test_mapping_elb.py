@@ -13,10 +13,10 @@ from demo.seed import AMI_ID, client
 from engine.aws.fetch import Fetcher
 from engine.aws.sessions import Account, client_config
 from engine.events.eventbridge import Rules
+from engine.language.components import Labels
+from engine.language.loader import CLOUDTRAIL, load_mappings
 from engine.scan.collect import Collector
 from engine.scan.plan import Unit
-from engine.spec.components import Labels
-from engine.spec.loader import CLOUDTRAIL, load_mappings
 from tests.support import (
     ACCOUNT,
     ROLE,

@@ -14,8 +14,8 @@ from moto.elbv2.exceptions import ValidationError
 from moto.elbv2.models import ELBv2Backend
 
 from demo.seed import AMI_ID, client
-from engine.spec.dialect import search
-from engine.spec.loader import load_mappings
+from engine.language.dialect import search
+from engine.language.loader import load_mappings
 from tests.support import (
     ACCOUNT,
     ListSink,

@@ -8,7 +8,7 @@ import pytest
 from moto.redshift import models as redshift_models
 
 from demo.seed import client
-from engine.spec.loader import load_mappings
+from engine.language.loader import load_mappings
 from tests.support import ACCOUNT, ListSink, ids_of_type, moto_server, scan_live, with_params
 
 pytestmark = pytest.mark.live

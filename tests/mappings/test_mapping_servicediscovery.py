@@ -13,7 +13,7 @@ import pytest
 from moto.servicediscovery.responses import ServiceDiscoveryResponse
 
 from demo.seed import client
-from engine.spec.loader import load_mappings
+from engine.language.loader import load_mappings
 from tests.support import ACCOUNT, ListSink, moto_server, scan_live, with_params
 
 pytestmark = pytest.mark.live

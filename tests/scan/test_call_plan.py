@@ -10,11 +10,12 @@ from click.testing import CliRunner
 
 from engine.aws.fetch import Fetcher
 from engine.cli import main
+from engine.language.loader import load_mappings
+from engine.metrics import metrics_text
 from engine.scan.collect import UnitResult
 from engine.scan.full_scan import AccountScan
 from engine.scan.plan import call_plan, per_item, plan
-from engine.scan.progress import LiveProgress, metrics_text
-from engine.spec.loader import load_mappings
+from engine.scan.progress import LiveProgress
 from tests.support import ACCOUNT, ROLE, make_config
 
 CONF = f"""

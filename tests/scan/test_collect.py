@@ -12,10 +12,10 @@ from botocore.stub import Stubber
 from engine.aws.fetch import Fetcher
 from engine.aws.sessions import Account, client_config
 from engine.core.phase import Limits
+from engine.language.components import Labels
+from engine.language.loader import load_mappings
 from engine.scan.collect import Collector, UnitResult
 from engine.scan.plan import plan
-from engine.spec.components import Labels
-from engine.spec.loader import load_mappings
 from tests.support import ACCOUNT, ROLE, make_config
 
 REGION = "eu-west-1"

@@ -14,8 +14,8 @@ import pytest
 from engine.aws import fetch
 from engine.core.errors import AccessDenied
 from engine.core.phase import Limits
+from engine.language.loader import Call, Resource, load_mappings
 from engine.scan.full_scan import scan
-from engine.spec.loader import Call, Resource, load_mappings
 from tests.support import CASSETTES, ROLE, ListSink, make_config
 
 CASSETTE = str(

@@ -14,8 +14,8 @@ from engine.aws import fetch
 from engine.aws.fetch import TokenBucket
 from engine.core.config import Config, Instance
 from engine.core.phase import Limits
+from engine.language.loader import Rate, load_mappings
 from engine.scan.full_scan import scan
-from engine.spec.loader import Rate, load_mappings
 from tests.scan.test_collect import REGION, account_in, run
 from tests.support import ACCOUNT, ROLE, FakeClock, ListSink, make_config
 

@@ -18,8 +18,8 @@ from engine.aws.sessions import NO_EXTERNAL_ID, assume
 from engine.cli import main
 from engine.core.config import Config
 from engine.core.phase import Limits
+from engine.language.loader import load_mappings
 from engine.scan.full_scan import scan
-from engine.spec.loader import load_mappings
 from tests.support import ACCOUNT, ROLE, ListSink, make_config
 
 pytestmark = pytest.mark.live

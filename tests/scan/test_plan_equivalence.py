@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 
 from engine.core.phase import Limits
+from engine.language.loader import load_mappings
 from engine.scan.full_scan import scan
 from engine.scan.plan import per_item
-from engine.spec.loader import load_mappings
 from tests.support import ListSink, make_config
 
 pytestmark = pytest.mark.vcr

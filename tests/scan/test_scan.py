@@ -14,10 +14,10 @@ import pytest
 
 from engine.core.phase import Limits
 from engine.delivery.payload import validate_payload
+from engine.language.loader import load_mappings
 from engine.scan.full_scan import scan
-from engine.spec.loader import load_mappings
-from tests.spec.test_mappings import STACKPACK_TYPES
-from tests.spec.test_relations_resolve import unresolved
+from tests.language.test_mappings import STACKPACK_TYPES
+from tests.language.test_relations_resolve import unresolved
 from tests.support import ACCOUNT, CASSETTES, ListSink, make_config
 
 pytestmark = pytest.mark.vcr

@@ -13,10 +13,10 @@ import pytest
 
 from engine.core.config import Instance
 from engine.delivery.payload import build_payloads, iter_payloads, validate_payload
+from engine.language.loader import load_mappings
 from engine.scan.collect import UnitResult
 from engine.scan.full_scan import AccountScan, Spill, deliver_account
 from engine.scan.plan import Unit
-from engine.spec.loader import load_mappings
 
 ACCOUNT = "123456789012"
 INSTANCE = Instance(role_arn=f"arn:aws:iam::{ACCOUNT}:role/Integration", regions=("eu-west-1",))

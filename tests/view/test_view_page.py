@@ -21,8 +21,8 @@ from click.testing import CliRunner
 
 from engine.cli import main
 from engine.core.config import Instance
+from engine.language.loader import load_mappings
 from engine.scan.last_snapshot import Snapshot
-from engine.spec.loader import load_mappings
 from engine.view.page import render
 from engine.view.stql import views_for
 from tests.support import ACCOUNT, ROLE

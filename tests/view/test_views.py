@@ -18,8 +18,8 @@ from click.testing import CliRunner
 
 from engine.cli import main
 from engine.core.config import Instance, load_config
+from engine.language.loader import MAPPINGS, load_mappings
 from engine.scan.last_snapshot import Snapshot, SnapshotError, from_payloads, from_state
-from engine.spec.loader import MAPPINGS, load_mappings
 from engine.view.page import page_data
 from engine.view.stql import CONSOLES, ViewError, console_action, views_for
 from tests.support import ACCOUNT, ROLE

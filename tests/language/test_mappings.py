@@ -15,8 +15,8 @@ import pytest
 from jmespath.parser import ParsedResult
 
 from engine.core.errors import BadInput, MappingErrors
-from engine.spec.dialect import KNOWN
-from engine.spec.loader import Mappings, Resource, load_mappings
+from engine.language.dialect import KNOWN
+from engine.language.loader import Mappings, Resource, load_mappings
 
 # The component types of the StackPack table (stackstate-aws-topology-behaviour.md §2.4), row 19 per LB type.
 STACKPACK_TYPES = {

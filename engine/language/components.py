@@ -17,8 +17,8 @@ from typing import Any
 
 from engine.core.config import Instance
 from engine.core.stackpack import ENVIRONMENT_TAG, IDENTIFIER_TAG, STACKPACK_LABEL, integration_tags
-from engine.spec.dialect import search, tag_dict
-from engine.spec.loader import Emit, Relation, Resource, Vars
+from engine.language.dialect import search, tag_dict
+from engine.language.loader import Emit, Relation, Resource, Vars
 
 
 class ShapeError(ValueError):

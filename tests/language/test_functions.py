@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from jmespath.exceptions import JMESPathTypeError
 
-from engine.spec import dialect as functions
-from engine.spec.dialect import KNOWN, ExpressionError, compile_expression, search
+from engine.language import dialect as functions
+from engine.language.dialect import KNOWN, ExpressionError, compile_expression, search
 
 
 def run(expression: str, data: Any = None) -> Any:

@@ -1,19 +1,19 @@
 """The catalogue of component types, generated from the mappings (`docs/types.md`).
 
-In: the loaded `Mappings`. Out: one markdown table row per component type: type, layer, where it is
-declared, the API calls that collect it, its relations and its event rules. `python -m engine.spec.catalogue`
-writes it to stdout; tests/test_mapping_language.py fails while the committed file is stale.
+In: the loaded `Mappings`. Out: one markdown table row per component type: type, layer, where it is declared,
+the API calls that collect it, its relations and its event rules. `python -m engine.language.catalogue` writes
+it to stdout; tests/language/test_mapping_language.py fails while the committed file is stale.
 """
 
 from __future__ import annotations
 
-from engine.spec.loader import Mappings, Resource, load_mappings
+from engine.language.loader import Mappings, Resource, load_mappings
 
 HEADER = """# Component types
 
-Generated from `mappings/*.yaml` by `python -m engine.spec.catalogue > docs/types.md`; do not edit by hand.
-Calls: `list` (how items are enumerated; *derived* when read from the parent item), `details`, `get` (by id,
-for event deltas). Relations: `type → target type` (`←` for `direction: in`; *outside* when the other end
+Generated from `mappings/*.yaml` by `python -m engine.language.catalogue > docs/types.md`; do not edit by
+hand. Calls: `list` (how items are enumerated; *derived* when read from the parent item), `details`, `get` (by
+id, for event deltas). Relations: `type → target type` (`←` for `direction: in`; *outside* when the other end
 is not a component type). Events: the CloudTrail event names (or EventBridge detail-types) that refresh the
 type, and those that delete it (*delete*).
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from engine.spec.components import Labels, ShapeError, component, context, relations, with_vars
-from engine.spec.dialect import search
-from engine.spec.loader import Mappings, Resource, load_mappings
+from engine.language.components import Labels, ShapeError, component, context, relations, with_vars
+from engine.language.dialect import search
+from engine.language.loader import Mappings, Resource, load_mappings
 
 ACCOUNT = "123456789012"
 REGION = "eu-west-1"

@@ -14,11 +14,11 @@ from jmespath import functions as builtin
 
 from engine.core.errors import MappingErrors
 from engine.core.paths import MAPPINGS, SCHEMAS
+from engine.language import loader
+from engine.language.catalogue import catalogue
+from engine.language.components import with_vars
+from engine.language.dialect import OPTIONS, compile_expression
 from engine.scan.collect import ancestry
-from engine.spec import loader
-from engine.spec.catalogue import catalogue
-from engine.spec.components import with_vars
-from engine.spec.dialect import OPTIONS, compile_expression
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "mappings.md"
@@ -213,7 +213,7 @@ def test_every_function_is_documented_with_its_signature_and_every_documented_on
 def test_the_catalogue_of_types_is_current():
     current = catalogue(loader.load_mappings())
     assert (ROOT / "docs" / "types.md").read_text() == current, (
-        "run: python -m engine.spec.catalogue > docs/types.md"
+        "run: python -m engine.language.catalogue > docs/types.md"
     )
     rows = [line for line in current.splitlines() if line.startswith("| `aws.")]
     types = {t for r in loader.load_mappings().resources if r.emits_component for t in r.types}

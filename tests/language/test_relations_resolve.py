@@ -17,9 +17,9 @@ import cfnlint
 import pytest
 
 from demo.seed import seed_estate
-from engine.spec.components import relations
-from engine.spec.loader import Mappings, load_mappings
-from tests.spec.test_mappings import DIMENSIONS, QUEUE, problems, write
+from engine.language.components import relations
+from engine.language.loader import Mappings, load_mappings
+from tests.language.test_mappings import DIMENSIONS, QUEUE, problems, write
 from tests.support import ListSink, moto_server, scan_live
 
 CFN_SPEC = Path(cfnlint.__file__).parent / "data" / "schemas" / "providers" / "us-east-1.json"

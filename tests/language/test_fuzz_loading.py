@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from engine.core.config import Config, load_config
 from engine.core.errors import ConfigError, MappingErrors
 from engine.core.paths import MAPPINGS
-from engine.spec.loader import Mappings, load_mappings
+from engine.language.loader import Mappings, load_mappings
 from tests.fuzz import FUZZ, JSON, bounded
 
 SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYEXAMPLEKEY"

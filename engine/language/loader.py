@@ -25,7 +25,7 @@ from engine.core import botocore_data
 from engine.core.config import StrictLoader
 from engine.core.errors import MappingErrors
 from engine.core.paths import MAPPINGS, SCHEMAS
-from engine.spec.dialect import ExpressionError, compile_expression
+from engine.language.dialect import ExpressionError, compile_expression
 
 
 @dataclass(frozen=True)
