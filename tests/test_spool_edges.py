@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import DeliveryError
-from engine.sink import DAMAGED_KEY, HttpSink, SpoolingSink, halves, is_rejection
+from engine.sink import DAMAGED_KEY, HttpSink, SpoolingSink, halves, is_rejection, shown_url
 from engine.state import State
 
 A = "111111111111"
@@ -107,6 +107,19 @@ def test_only_4xx_other_than_408_and_429_is_a_rejection(status: object, rejectio
 
 
 # HttpSink: masked key, repr, why no attempt is made
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://user:pw@sts.example.com:8443/r?x=1", "https://sts.example.com:8443/r?x=1"),
+        ("https://user:p@ss@sts.example.com/r", "https://sts.example.com/r"),  # "@" in the password
+        ("HTTPS://sts.example.com/r?", "HTTPS://sts.example.com/r?"),  # no userinfo: as given
+        ("https://sts.example.com/a@b", "https://sts.example.com/a@b"),
+    ],
+)
+def test_shown_url_drops_only_the_userinfo(url: str, shown: str) -> None:
+    assert shown_url(url) == shown
 
 
 def test_a_key_in_a_urllib3_log_line_is_masked_and_the_line_is_still_logged(
