@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import DeliveryError
-from engine.sink import DAMAGED_KEY, HttpSink, SpoolingSink, _Redact, halves, is_rejection, shown_url
-from engine.state import State
+from engine.core.errors import DeliveryError
+from engine.core.state import State
+from engine.delivery.http import HttpSink, _Redact, shown_url
+from engine.delivery.sinks import is_rejection
+from engine.delivery.spool import DAMAGED_KEY, SpoolingSink, halves
 
 A = "111111111111"
 B = "222222222222"
@@ -311,7 +313,7 @@ def test_a_new_snapshot_supersedes_the_spooled_one_and_says_which(
     sink.send(*scan(A, 2))
     sink.send(body(A, "delta"), f"events-{A}-0001")
 
-    with caplog.at_level(logging.WARNING, logger="engine.sink"):
+    with caplog.at_level(logging.WARNING, logger="engine.delivery.spool"):
         sink.send(*scan(A, 1, start=True))
         sink.send(body(A, "again", start=True), f"rescan-{A}-0001")
 
@@ -334,7 +336,7 @@ def test_a_snapshot_trimmed_from_the_spool_is_damaged_rejected_and_logged(
     sink.send(*scan(A, 1, start=True))
     (oldest,) = state.spool_entries()
 
-    with caplog.at_level(logging.ERROR, logger="engine.sink"):
+    with caplog.at_level(logging.ERROR, logger="engine.delivery.spool"):
         sink.send(*scan(A, 2))
 
     assert messages(caplog, "spool.overflow") == [
@@ -356,7 +358,7 @@ def test_a_transient_failure_is_spooled_with_why_and_logged(
     inner.answer = lambda payload, name: refused(503, "down")
     sink = SpoolingSink(inner, state)
 
-    with caplog.at_level(logging.WARNING, logger="engine.sink"):
+    with caplog.at_level(logging.WARNING, logger="engine.delivery.spool"):
         assert sink.send(*scan(A, 1, start=True)) == "spooled"
         assert sink.send(*scan(A, 2)) == "spooled"
 
@@ -380,7 +382,7 @@ def test_each_rejection_is_recorded_counted_and_logged(
     inner.answer = lambda payload, name: refused(400 if name.startswith("scan") else 403, f"no {name}")
     sink = SpoolingSink(inner, state)
 
-    with caplog.at_level(logging.ERROR, logger="engine.sink"):
+    with caplog.at_level(logging.ERROR, logger="engine.delivery.spool"):
         assert sink.send(*scan(A, 1, start=True)) == "rejected"
         assert sink.send(body(A, "delta"), "events-1") == "rejected"
 
@@ -410,7 +412,7 @@ def test_a_damaged_snapshot_is_sent_on_but_its_last_payload_does_not_close_it(
 
     sink.send(*scan(A, 1, start=True))
     sink.send(*scan(A, 2))
-    with caplog.at_level(logging.WARNING, logger="engine.sink"):
+    with caplog.at_level(logging.WARNING, logger="engine.delivery.spool"):
         assert sink.send(last, last_name) == "delivered"
 
     assert messages(caplog, "sink.snapshot_left_open") == [
@@ -435,7 +437,7 @@ def test_a_payload_too_large_is_halved_under_its_own_name_and_each_split_logged(
     payload, name = scan(A, 1, start=True, stop=True)
     payload["topologies"][0]["components"] = [{"externalId": c} for c in ("c0", "c1", "c2")]
 
-    with caplog.at_level(logging.WARNING, logger="engine.sink"):
+    with caplog.at_level(logging.WARNING, logger="engine.delivery.spool"):
         assert sink.send(payload, name) == "delivered"
 
     assert inner.calls == [name] * 5
@@ -502,7 +504,7 @@ def test_flush_stops_at_a_transient_failure_notes_it_and_queues_new_payloads_unt
     inner.answer = lambda payload, name: refused(503, "down") if name == "p2" else None
     sink = SpoolingSink(inner, state)
 
-    with caplog.at_level(logging.WARNING, logger="engine.sink"):
+    with caplog.at_level(logging.WARNING, logger="engine.delivery.spool"):
         assert sink.flush_spool() == 1
 
     why = "delivery to fake failed: down"
@@ -529,7 +531,7 @@ def test_a_rejection_during_flush_marks_the_entry_in_place(
     inner.answer = lambda payload, name: None if name == "p2" else refused(404 if name == "p1" else 410, name)
     sink = SpoolingSink(inner, state)
 
-    with caplog.at_level(logging.ERROR, logger="engine.sink"):
+    with caplog.at_level(logging.ERROR, logger="engine.delivery.spool"):
         assert sink.flush_spool() == 1
 
     why = {name: f"delivery to fake failed: {name}" for name in ("p1", "p3")}
