@@ -3,6 +3,7 @@ version-exact deletes, refused deletes, and the corrupt-object record."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import boto3
@@ -188,19 +189,25 @@ class RefusingDeletes(Fetcher):
 
 
 def test_a_refused_delete_call_names_every_key_with_the_code_and_does_not_raise(
-    endpoint, s3, state, monkeypatch
+    endpoint, s3, state, monkeypatch, caplog
 ):
     monkeypatch.setattr(bucket_module, "DELETE_BATCH", 2)
     for n in range(3):
         s3.put_object(Bucket=NAME, Key=f"k{n}", Body=b"x")
     bucket = log_bucket(endpoint, state, fetcher=RefusingDeletes())
-    done = bucket.delete(bucket.objects(["k"]))
+    with caplog.at_level(logging.WARNING, logger="aws_topology"):
+        done = bucket.delete(bucket.objects(["k"]))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"event=bucket.delete_failed bucket={NAME} keys={n} problem='role arn:aws:iam::{ACCOUNT}:role/r "
+        f"needs s3:DeleteObject ({ACCOUNT}/us-east-1: AccessDenied)'"
+        for n in (2, 1)
+    ]
     assert done.deleted == []
     assert done.failed == {"k0": "AccessDenied", "k1": "AccessDenied", "k2": "AccessDenied"}
     assert len(bucket.objects(["k"])) == 3
 
 
-def test_keys_s3_reports_as_not_deleted_are_named_with_their_code(endpoint, s3, state, monkeypatch):
+def test_keys_s3_reports_as_not_deleted_are_named_with_their_code(endpoint, s3, state, monkeypatch, caplog):
     s3.put_object(Bucket=NAME, Key="a", Body=b"x")
     s3.put_object(Bucket=NAME, Key="b", Body=b"x")
     bucket = log_bucket(endpoint, state)
@@ -215,21 +222,44 @@ def test_keys_s3_reports_as_not_deleted_are_named_with_their_code(endpoint, s3, 
         return answer
 
     monkeypatch.setattr(bucket, "_call", partly)
-    done = bucket.delete(bucket.objects([""]))
+    with caplog.at_level(logging.WARNING, logger="aws_topology"):
+        done = bucket.delete(bucket.objects([""]))
     assert done.deleted == ["a"]
     assert done.failed == {"b": "AccessDenied"}
+    assert [r.getMessage() for r in caplog.records] == ["event=bucket.not_deleted key=b code=AccessDenied"]
+
+
+def test_an_answer_without_any_deleted_key_deletes_nothing(endpoint, s3, state, monkeypatch):
+    s3.put_object(Bucket=NAME, Key="a", Body=b"x")
+    bucket = log_bucket(endpoint, state)
+    call = bucket._call
+
+    def none_deleted(c, **params):  # S3 leaves `Deleted` out when it deleted nothing
+        answer = call(c, **params)
+        if c.operation == "DeleteObjects":
+            answer.pop("Deleted", None)
+            answer["Errors"] = [{"Key": "a", "Code": "InternalError"}]
+        return answer
+
+    monkeypatch.setattr(bucket, "_call", none_deleted)
+    done = bucket.delete(bucket.objects([""]))
+    assert (done.deleted, done.failed) == ([], {"a": "InternalError"})
 
 
 # --- corrupt objects ----------------------------------------------------------------------------
 
 
-def test_a_corrupt_object_is_skipped_while_unchanged_and_read_again_once_rewritten(endpoint, state):
+def test_a_corrupt_object_is_skipped_while_unchanged_and_read_again_once_rewritten(endpoint, state, caplog):
     bucket = log_bucket(endpoint, state)
     known = bucket.known_corrupt()
     assert known == {}
     obj = {"Key": "k", "ETag": '"1"'}
     assert bucket.corrupt_problem(obj, known) is None
-    bucket.record_corrupt(known, obj, "not gzip")
+    with caplog.at_level(logging.WARNING, logger="aws_topology"):
+        bucket.record_corrupt(known, obj, "not gzip")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"event=bucket.corrupt bucket={NAME} key=k problem='not gzip'"
+    ]
     bucket.save_corrupt(known)
     known = log_bucket(endpoint, state).known_corrupt()
     assert (
