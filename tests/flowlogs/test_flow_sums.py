@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -441,6 +442,10 @@ def test_stopping_early_removes_every_unpacked_object(tmp_path: Path) -> None:
     reading = unpacked(objects, objects.chunks, tmp_path, ahead=2)
     name, [path] = next(reading)  # type: ignore[misc]
     assert (name, path.read_bytes()) == ("a", b"h\n1\n")
+    deadline = time.monotonic() + 30
+    while not ((tmp_path / "object-1").is_dir() and (tmp_path / "object-2").is_dir()):  # the two ahead begun
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     reading.close()
     assert list(tmp_path.iterdir()) == []
     assert objects.pulled == 3
