@@ -157,6 +157,28 @@ def test_a_private_flow_needs_both_addresses_private(tmp_path: Path) -> None:
     assert dict(sums.skipped) == {"public": 3}
 
 
+def test_no_known_interface_or_no_private_address_keeps_nothing(tmp_path: Path) -> None:
+    for sums, reason in (
+        (FlowSums(interfaces=set()), "unknown_interface"),
+        (FlowSums(private=lambda _: False), "public"),
+    ):
+        sums.merge(read(mixed(tmp_path / "a")))
+        assert (sums.flows(), dict(sums.skipped)) == ({}, {reason: 9})
+
+
+def test_an_object_left_out_whole_by_the_filters_adds_no_flows_and_no_error(tmp_path: Path) -> None:
+    unknown = text(
+        tmp_path / "a", line("eni-x", "10.0.0.1", "10.0.0.2"), line("eni-x", "10.0.0.1", "8.8.8.8")
+    )
+    public = text(tmp_path / "b", line("eni-a", "10.0.0.1", "8.8.8.8"))
+    sums = FlowSums(interfaces={"eni-a"}, private=PRIVATE)
+    sums.merge(read(unknown))  # nothing left for the private filter: no columns to look at
+    assert (sums.flows(), dict(sums.skipped)) == ({}, {"unknown_interface": 2})
+    sums = FlowSums(interfaces={"eni-a"}, private=PRIVATE)
+    sums.merge(read(public))
+    assert (sums.flows(), dict(sums.skipped)) == ({}, {"public": 1})
+
+
 # --- Merge and compaction ----------------------------------------------------------------------------------
 
 
@@ -232,6 +254,11 @@ def test_a_non_number_reads_the_object_again_counting_each_bad_line_once(tmp_pat
     ]), sums)  # fmt: skip
     assert (sums.records, sums.skipped_status, sums.bad_lines) == (2 + 4, 2, 1 + 2)
     assert sums.flows() == {("eni-a", "10.0.0.1", "10.0.0.2", 6): Flow(200, 2, 3, 100, 160, 40000, 443)}
+
+
+def test_an_object_of_nodata_records_only_is_all_skipped_status(tmp_path: Path) -> None:
+    sums = read(text(tmp_path / "a", *[line("eni-a", "-", "-", status=s) for s in ("NODATA", "SKIPDATA")]))
+    assert (sums.records, sums.skipped_status, sums.bad_lines, sums.flows()) == (2, 2, 0, {})
 
 
 def test_an_object_of_non_numbers_only_is_all_bad_lines(tmp_path: Path) -> None:
@@ -334,6 +361,17 @@ def test_a_long_header_is_cut_in_the_message_and_a_binary_one_refused(tmp_path: 
         read(tmp_path / "b")
 
 
+def test_a_header_is_read_up_to_64_kib(tmp_path: Path) -> None:
+    path = tmp_path / "a"
+    path.write_text(
+        "x" * (64 * 1024 - 1) + " interface-id srcaddr dstaddr srcport dstport protocol start end\n1\n"
+    )
+    with pytest.raises(
+        UnsupportedObject, match=r"^the header has no interface-id, srcaddr, dstaddr, srcport, "
+    ):
+        read(path)
+
+
 def test_the_header_is_the_first_line_only(tmp_path: Path) -> None:
     path = tmp_path / "a"
     path.write_bytes(b"interface-id srcaddr dstaddr srcport\ndstport protocol start end\n")
@@ -355,6 +393,15 @@ def test_parquet_columns_are_found_by_name_in_any_order_and_type(tmp_path: Path)
     sums = read(path, parquet=True)
     assert sums.flows() == {("eni-a", "10.0.0.1", "10.0.0.2", 6): Flow(None, 3, 2, 90, 170, 40000, 443)}
     assert (sums.records, sums.skipped_status, sums.bad_lines) == (3, 1, 0)
+
+
+def test_parquet_text_columns_stay_text_when_they_look_like_numbers(tmp_path: Path) -> None:
+    columns = {name.replace("-", "_"): ["1", "2"] for name in records.REQUIRED}
+    sums = read(parquet(tmp_path / "a.parquet", **columns), parquet=True)
+    assert sums.flows() == {
+        ("1", "1", "1", 1): Flow(None, None, 1, 1, 1, 1, 1),
+        ("2", "2", "2", 2): Flow(None, None, 1, 2, 2, 2, 2),
+    }
 
 
 def test_parquet_strings_that_are_not_numbers_are_bad_lines(tmp_path: Path) -> None:
@@ -449,3 +496,13 @@ def test_stopping_early_removes_every_unpacked_object(tmp_path: Path) -> None:
     reading.close()
     assert list(tmp_path.iterdir()) == []
     assert objects.pulled == 3
+
+
+def test_objects_that_cannot_be_unpacked_each_come_with_their_failure(tmp_path: Path) -> None:
+    objects = Objects(a=b"h\n1\n", b=b"h\n1\n", c=b"h\n1\n")
+    outcomes = list(unpacked(objects, objects.chunks, tmp_path / "missing"))  # no directory to unpack them in
+    assert [(n, type(o)) for n, o in outcomes] == [(n, FileNotFoundError) for n in "abc"]
+    reading = unpacked(objects, objects.chunks, tmp_path / "missing")
+    assert next(reading)[0] == "a"
+    reading.close()  # the objects ahead have nothing to remove either
+    assert list(tmp_path.iterdir()) == []
