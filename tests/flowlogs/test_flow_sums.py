@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from engine.flowlogs import records
-from engine.flowlogs.records import Flow, FlowSums, UnsupportedObject, unpacked
+from engine.flowlogs.records import Flow, FlowSums, UnsupportedObject, unpack, unpacked
 
 V2 = (
     "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action "
@@ -506,3 +506,13 @@ def test_objects_that_cannot_be_unpacked_each_come_with_their_failure(tmp_path: 
     assert next(reading)[0] == "a"
     reading.close()  # the objects ahead have nothing to remove either
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_line_of_exactly_the_longest_length_is_kept(tmp_path: Path) -> None:
+    body = b"h\n" + b"x" * 64 + b"\n" + b"y" * 64
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    [path] = unpack([body], tmp_path / "a", max_line=64)
+    assert path.read_bytes() == body
+    with pytest.raises(UnsupportedObject, match=r"^a line longer than 64 bytes$"):
+        unpack([body + b"y"], tmp_path / "b", max_line=64)
