@@ -516,3 +516,12 @@ def test_a_line_of_exactly_the_longest_length_is_kept(tmp_path: Path) -> None:
     assert path.read_bytes() == body
     with pytest.raises(UnsupportedObject, match=r"^a line longer than 64 bytes$"):
         unpack([body + b"y"], tmp_path / "b", max_line=64)
+
+
+def test_text_is_cut_at_line_ends_into_segments_each_with_the_header(tmp_path: Path) -> None:
+    header, lines = b"h1 h2\n", [b"%d 1234567890\n" % n for n in range(100)]
+    paths = unpack([gzip.compress(header + b"".join(lines))], tmp_path, segment=200)
+    contents = [path.read_bytes() for path in paths]
+    assert len(contents) > 5 and all(c.startswith(header) and c.endswith(b"\n") for c in contents)
+    assert b"".join(c.removeprefix(header) for c in contents) == b"".join(lines)
+    assert max(map(len, contents)) <= 200
