@@ -18,9 +18,9 @@ from engine.flowlogs import records
 from engine.flowlogs.records import Flow, FlowSums, UnsupportedObject, unpack, unpacked
 
 V2 = (
-    "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action "
+    "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action"
+    " log-status"
 )
-V2 += "log-status"
 
 
 def text(path: Path, *lines: str, header: str = V2) -> Path:
@@ -101,7 +101,7 @@ def mixed(path: Path) -> Path:
     ])  # fmt: skip
 
 
-KEPT = {("eni-a", "10.0.0.1", "10.0.0.2", 6): Flow(200, 2, 2, 100, 160, 40000, 443)}
+KEPT = Flow(200, 2, 2, 100, 160, 40000, 443)  # of ("eni-a", "10.0.0.1", "10.0.0.2", 6) in `mixed`
 
 
 @pytest.mark.parametrize("merged", [True, False], ids=["merge", "flows"])
@@ -125,7 +125,7 @@ def test_filters_keep_known_private_flows_and_count_what_they_leave_out_in_recor
         read(mixed(tmp_path / "a"), sums)
     kept = sums.flows()
     assert len(kept) == flows
-    assert kept[("eni-a", "10.0.0.1", "10.0.0.2", 6)] == KEPT[("eni-a", "10.0.0.1", "10.0.0.2", 6)]
+    assert kept[("eni-a", "10.0.0.1", "10.0.0.2", 6)] == KEPT
     assert dict(sums.skipped) == skipped
     assert (sums.records, sums.skipped_status, sums.bad_lines) == (9, 0, 0)
     if private is not None:
@@ -241,7 +241,7 @@ def test_a_non_number_reads_the_object_again_counting_each_bad_line_once(tmp_pat
             tmp_path / "first",
             line("eni-a", "10.0.0.1", "10.0.0.2"),
             line("eni-a", "-", "-", status="NODATA"),
-            "x",
+            "x",  # too few fields
         )
     )
     assert (sums.records, sums.skipped_status, sums.bad_lines) == (2, 1, 1)
@@ -279,8 +279,7 @@ def test_a_parquet_retry_drops_what_the_strict_read_had_added(tmp_path: Path) ->
     path = parquet(  # the first record has no address (NODATA), the last a byte count that is not a number
         tmp_path / "a.parquet", interface_id=column("eni-a"), srcaddr=no_address, dstaddr=column("10.0.0.2"),
         srcport=column("1"), dstport=column("2"), protocol=column("6"), start=column("100"),
-        end=column("160"),
-        bytes=column("1", last="x"), log_status=column("OK", first="NODATA"),
+        end=column("160"), bytes=column("1", last="x"), log_status=column("OK", first="NODATA"),
     )  # fmt: skip
     sums = read(
         text(tmp_path / "b", line("eni-b", "10.0.0.1", "10.0.0.2"), line("eni-b", "10.0.0.1", "10.0.0.3"))
