@@ -524,3 +524,15 @@ def test_text_is_cut_at_line_ends_into_segments_each_with_the_header(tmp_path: P
     assert len(contents) > 5 and all(c.startswith(header) and c.endswith(b"\n") for c in contents)
     assert b"".join(c.removeprefix(header) for c in contents) == b"".join(lines)
     assert max(map(len, contents)) <= 200
+
+
+def test_text_fields_stay_text_and_numbers_numbers_whatever_they_look_like(tmp_path: Path) -> None:
+    header = "interface-id srcaddr dstaddr srcport dstport protocol start end"
+    sums = read(text(tmp_path / "a", "1 2 3 4 5 6 100 160", "1 2 3 4 5 6 99 161", header=header))
+    assert sums.flows() == {("1", "2", "3", 6): Flow(None, None, 2, 99, 161, 4, 5)}
+
+
+def test_an_empty_field_is_no_value_like_a_dash(tmp_path: Path) -> None:
+    sums = read(text(tmp_path / "a", line("eni-a", "10.0.0.1", "10.0.0.2", size="")))
+    assert (sums.records, sums.bad_lines) == (1, 0)
+    assert sums.flows() == {("eni-a", "10.0.0.1", "10.0.0.2", 6): Flow(None, 1, 1, 100, 160, 40000, 443)}
