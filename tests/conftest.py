@@ -87,7 +87,6 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> str:
     return RECORD_ENDPOINT
 
 
-
 @pytest.fixture(autouse=True)
 def dns_table(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
     """Tests never ask the machine's DNS (`resolve()` in mappings): names resolve through this table,

@@ -128,7 +128,9 @@ class FlowSums:
             self._skip("unknown_interface", table, known)
             table = table.filter(known)
         if self.private is not None:
-            addresses = pc.unique(pa.chunked_array([*table["srcaddr"].chunks, *table["dstaddr"].chunks]))
+            addresses = pc.unique(
+                pa.chunked_array([*table["srcaddr"].chunks, *table["dstaddr"].chunks], pa.string())
+            )
             inside = pa.array([a for a in addresses.to_pylist() if self.private(a)], pa.string())
             both = pc.and_(pc.is_in(table["srcaddr"], inside), pc.is_in(table["dstaddr"], inside))
             self._skip("public", table, both)
