@@ -45,7 +45,10 @@ from tests.support import ACCOUNT, ROLE, ListSink, make_config
 REGION = "eu-west-1"
 BUCKET = f"stackstate-logs-{ACCOUNT}"
 VPC = "vpc-1"
-HEADER = "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action log-status"
+HEADER = (
+    "version account-id interface-id srcaddr dstaddr srcport dstport protocol packets bytes start end action "
+    "log-status"
+)
 NOW = 1_800_000_000.0
 TAGS = ["integration-type:aws-v2", f"integration-url:{ACCOUNT}", "team:core"]
 
@@ -198,7 +201,8 @@ def key(name: str, region: str = REGION) -> str:
 
 
 def hive_key(name: str, region: str = REGION) -> str:
-    return f"AWSLogs/aws-account-id={ACCOUNT}/aws-service=vpcflowlogs/aws-region={region}/year=2026/{name}.log.gz"
+    prefix = flowlogs.PREFIXES[1].format(account=ACCOUNT, region=region)
+    return f"{prefix}year=2026/{name}.log.gz"
 
 
 def instance(**options: Any) -> Instance:
@@ -326,9 +330,8 @@ def test_the_region_of_a_key_in_either_prefix_form() -> None:
 
 
 def test_private_addresses() -> None:
-    assert [flowlogs._private(a) for a in ("10.1.2.3", "192.168.0.1", "fd00::1", "52.94.1.1", "2a05::1", "-")] == [
-        True, True, True, False, False, False,
-    ]  # fmt: skip
+    addresses = ("10.1.2.3", "192.168.0.1", "fd00::1", "52.94.1.1", "2a05::1", "-")
+    assert [flowlogs._private(a) for a in addresses] == [True, True, True, False, False, False]
 
 
 def test_the_prefixes_and_bounds() -> None:
@@ -426,8 +429,8 @@ def test_a_connection_gives_two_placeholders_a_flowlog_relation_and_four_gauges(
     local, remote = f"local/{VPC}/10.0.0.1/10.0.0.9", f"remote/{VPC}/10.0.0.1/10.0.0.9"
     inst = instance()
     components, relations, metrics = flowlogs._output(connection, REGION, ACCOUNT, inst, (set(), {}))
-    common = {"Location": {"AwsAccount": ACCOUNT, "AwsRegion": REGION}, "labels": ["stackpack:aws-v2", "team:core"],
-              "tags": TAGS}  # fmt: skip
+    common = {"Location": {"AwsAccount": ACCOUNT, "AwsRegion": REGION},
+              "labels": ["stackpack:aws-v2", "team:core"], "tags": TAGS}  # fmt: skip
     app_urns = [f"urn:vpcip:{VPC}/10.0.0.1", "urn:host:/52.1.1.1"]
     assert components == [
         {"externalId": local, "type": {"name": "vpc.request"},
@@ -468,9 +471,11 @@ def test_owned_ends_are_related_directly() -> None:
     known = ({"i-app"}, {f"urn:vpcip:{VPC}/10.0.0.9": "arn:db"})
     _, relations, _ = flowlogs._output(connection, REGION, ACCOUNT, instance(), known)
     assert relations[1] == {
-        "externalId": "i-app-flowlog-arn:db", "sourceId": "i-app", "targetId": "arn:db", "type": {"name": "flowlog"},
-        "data": {"traffic_type": "6", "family": "v4", "local_address": "10.0.0.1", "remote_address": "10.0.0.9",
-                 "bytes_sent": 300, "bytes_received": 900, "start": 1000, "end": 1120,
+        "externalId": "i-app-flowlog-arn:db", "sourceId": "i-app", "targetId": "arn:db",
+        "type": {"name": "flowlog"},
+        "data": {"traffic_type": "6", "family": "v4", "local_address": "10.0.0.1",
+                 "remote_address": "10.0.0.9", "bytes_sent": 300, "bytes_received": 900, "start": 1000,
+                 "end": 1120,
                  "connection": f"{VPC}/10.0.0.1/10.0.0.9"},
     }  # fmt: skip
     assert len(relations) == 2
@@ -573,7 +578,8 @@ def test_the_window_leaves_known_corrupt_objects_out_then_takes_the_oldest(
          f"unreadable: GetObject in {ACCOUNT}/us-east-1 failed: InvalidObjectState: it failed", None),
         (Throttled(operation="GetObject", account=ACCOUNT, region="us-east-1", code="SlowDown"), None,
          f"GetObject throttled in {ACCOUNT}/us-east-1 after retries (SlowDown)"),
-        (failed("GetObject", "NoSuchKey"), None, f"GetObject in {ACCOUNT}/us-east-1 failed: NoSuchKey: it failed"),
+        (failed("GetObject", "NoSuchKey"), None,
+         f"GetObject in {ACCOUNT}/us-east-1 failed: NoSuchKey: it failed"),
         (EndpointConnectionError(endpoint_url="http://s3"), None,
          'Could not connect to the endpoint URL: "http://s3"'),
         (OSError(errno.ENOSPC, "full"), None, "[Errno 28] full"),
@@ -691,7 +697,8 @@ def test_interfaces_are_read_as_the_mapping_declares() -> None:
         eni("eni-app", "10.0.0.1", "10.0.0.200", Attachment={"InstanceId": "i-app"}, Description="app",
             InterfaceType="interface", Association={"PublicIp": "52.1.1.1"},
             Ipv6Addresses=[{"Ipv6Address": "fd00::1"}]),
-        eni("eni-fn", "10.0.0.80", Description="AWS Lambda VPC ENI-orders-5e3c4f0e-1111-2222-3333-444455556666"),
+        eni("eni-fn", "10.0.0.80",
+            Description="AWS Lambda VPC ENI-orders-5e3c4f0e-1111-2222-3333-444455556666"),
         eni("eni-nat", "10.0.0.60", InterfaceType="nat_gateway"),
         eni("eni-alb", "10.0.0.70", Description="ELB app/web/50dc6c495c0c9188"),
         {"VpcId": VPC, "PrivateIpAddresses": [{"PrivateIpAddress": "10.0.0.99"}]},
@@ -699,8 +706,9 @@ def test_interfaces_are_read_as_the_mapping_declares() -> None:
     found = flowlogs._interfaces(ACCOUNT_, REGION, mappings().interfaces, aws)  # type: ignore[arg-type]
     assert list(found) == ["eni-app", "eni-fn", "eni-nat", "eni-alb"]
     assert found["eni-app"] == Interface(
-        "eni-app", VPC, frozenset({"10.0.0.1", "10.0.0.200", "fd00::1"}), {"10.0.0.1": "52.1.1.1"}, "i-app", False,
-        {"id": "eni-app", "description": "app", "type": "interface", "owner": "i-app", "private_ip": "10.0.0.1"},
+        "eni-app", VPC, frozenset({"10.0.0.1", "10.0.0.200", "fd00::1"}), {"10.0.0.1": "52.1.1.1"}, "i-app",
+        False, {"id": "eni-app", "description": "app", "type": "interface", "owner": "i-app",
+                "private_ip": "10.0.0.1"},
     )  # fmt: skip
     assert found["eni-fn"].owner == f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:orders"
     assert found["eni-fn"].public == {} and not found["eni-fn"].excluded
@@ -713,8 +721,10 @@ def test_an_interface_specs_optional_fields_may_be_absent() -> None:
 
     spec = replace(mappings().interfaces[0], public_ips=None, owner=None, exclude=None, describe=None)
     aws = FakeAws()
-    aws.interfaces[REGION] = [eni("eni-app", "10.0.0.1", Attachment={"InstanceId": "i-app"},
-                                  Association={"PublicIp": "52.1.1.1"}, InterfaceType="nat_gateway")]  # fmt: skip
+    aws.interfaces[REGION] = [
+        eni("eni-app", "10.0.0.1", Attachment={"InstanceId": "i-app"}, Association={"PublicIp": "52.1.1.1"},
+            InterfaceType="nat_gateway"),
+    ]  # fmt: skip
     assert flowlogs._interfaces(ACCOUNT_, REGION, (spec,), aws) == {  # type: ignore[arg-type]
         "eni-app": Interface("eni-app", VPC, frozenset({"10.0.0.1"}), {}, None, False, {"id": "eni-app"})
     }
@@ -881,8 +891,8 @@ def test_no_object_is_read_or_deleted_without_the_interfaces(aws: FakeAws, state
     )
     result = run(aws, state)
     assert result.error == (
-        f"cannot list network interfaces: DescribeNetworkInterfaces in {ACCOUNT}/{REGION} failed: Throttling: "
-        "it failed; no object was read or deleted"
+        f"cannot list network interfaces: DescribeNetworkInterfaces in {ACCOUNT}/{REGION} failed: "
+        "Throttling: it failed; no object was read or deleted"
     )
     assert "GetObject" not in aws.operations() and len(aws.objects) == 1
 
