@@ -357,12 +357,13 @@ def test_flows_become_connections_keyed_by_vpc_and_ordered_addresses(tmp_path: P
         line("eni-db", "10.0.0.9", "10.0.0.1", 5432, 40000, 900, 1000, 1100),
         line("eni-other", "10.0.0.2", "10.0.0.1", 40000, 22, 5),
         line("eni-gone", "10.0.0.1", "10.0.0.9", 40000, 5432, 7),
+        line("eni-gone", "10.0.0.9", "10.0.0.1", 5432, 40000, 7),
         line("eni-app", "10.0.0.7", "10.0.0.8", 40000, 5432, 7),
         line("eni-app", "10.0.0.7", "10.0.0.8", 40000, 5433, 7),
     )
-    skipped: Counter = Counter()
+    skipped = Counter(unknown_interface=10)  # added to
     found = flowlogs._connections(sums, {i.id: i for i in (app, db, other)}, skipped)
-    assert skipped == {"unknown_interface": 1, "not_its_address": 2}
+    assert skipped == {"unknown_interface": 12, "not_its_address": 2}
     assert [c.id for c in found] == [f"{VPC}/10.0.0.1/10.0.0.9", "vpc-2/10.0.0.1/10.0.0.2"]
     first, second = found
     assert first.sent == {("10.0.0.1", "10.0.0.9"): 300, ("10.0.0.9", "10.0.0.1"): 900}
@@ -393,9 +394,9 @@ def test_traffic_through_a_nat_gateway_or_load_balancer_is_left_out(tmp_path: Pa
         line("eni-nat", "10.0.0.60", "10.0.0.1", 443, 40000, 5),
         line("eni-app", "10.0.0.1", "10.0.0.2", 40000, 22, 5),
     )
-    skipped: Counter = Counter()
+    skipped = Counter(nat_or_load_balancer=10)
     [kept] = flowlogs._connections(sums, {"eni-app": app, "eni-nat": nat}, skipped)
-    assert kept.id == f"{VPC}/10.0.0.1/10.0.0.2" and skipped == {"nat_or_load_balancer": 3}
+    assert kept.id == f"{VPC}/10.0.0.1/10.0.0.2" and skipped == {"nat_or_load_balancer": 13}
 
 
 # --- owners and output --------------------------------------------------------------------------------
@@ -498,12 +499,13 @@ def test_a_zero_span_several_protocols_and_ipv6() -> None:
 
 
 def test_a_negative_span_gives_no_rate() -> None:
-    connection = Connection(VPC, "10.0.0.1", "10.0.0.2", sent={("10.0.0.1", "10.0.0.2"): 5}, start=10, end=9)
+    sent = {("10.0.0.1", "10.0.0.2"): 5, ("10.0.0.2", "10.0.0.1"): 3}
+    connection = Connection(VPC, "10.0.0.1", "10.0.0.2", sent=sent, start=10, end=9)
     _, _, metrics = flowlogs._output(connection, REGION, ACCOUNT, instance(), (set(), {}))
-    assert [m[2] for m in metrics] == [5, 0, 0, 0]
+    assert [m[2] for m in metrics] == [5, 0, 3, 0]
     connection.end = 11
     _, _, metrics = flowlogs._output(connection, REGION, ACCOUNT, instance(), (set(), {}))
-    assert [m[2] for m in metrics] == [5, 5.0, 0, 0]
+    assert [m[2] for m in metrics] == [5, 5.0, 3, 3.0]
 
 
 # --- the recent record --------------------------------------------------------------------------------
@@ -784,6 +786,7 @@ def test_a_run_reads_new_objects_sends_one_delta_then_deletes_them(aws: FakeAws,
         line("eni-app", "10.0.0.1", "52.94.1.1", 40001, 443, 7),
         line("eni-nat", "10.0.0.60", "10.0.0.2", 443, 41000, 7),
         line("eni-gone", "10.0.0.5", "10.0.0.2", 41000, 22, 7),
+        line("eni-gone", "10.0.0.5", "52.94.1.2", 41000, 443, 7),
         f"2 {ACCOUNT} eni-app - - - - - - - 1000 1060 - NODATA",
         "2 too few",
     ))  # fmt: skip
@@ -794,10 +797,10 @@ def test_a_run_reads_new_objects_sends_one_delta_then_deletes_them(aws: FakeAws,
     sink = ListSink()
     result = run(aws, state, sink)
     assert result.summary() == {
-        "status": "complete", "bucket": BUCKET, "objects": 2, "records": 7, "connections": 2,
+        "status": "complete", "bucket": BUCKET, "objects": 2, "records": 8, "connections": 2,
         "direct_relations": 2, "resent_connections": 0, "payloads": 1, "deleted_objects": 2,
         "corrupt_objects": 0, "waiting_objects": 0, "skipped_bad_line": 1, "skipped_nat_or_load_balancer": 1,
-        "skipped_no_data": 1, "skipped_public": 1, "skipped_unknown_interface": 1,
+        "skipped_no_data": 1, "skipped_public": 1, "skipped_unknown_interface": 2,
     }  # fmt: skip
     assert result.deleted == [first, second] and list(aws.objects) == [east]
     assert result.seconds == 0.0 and result.error is None
@@ -1003,3 +1006,44 @@ def test_after_a_snapshot_recent_connections_are_sent_again(aws: FakeAws, state:
     both = run(aws, state, sink, after_snapshot=True)
     assert (both.objects, both.connections, both.resent) == (1, 2, 0)
     assert len(sink.components()) == 4 == len(list(sink.topologies()[0]["components"]))
+
+
+def test_a_slot_without_connections_and_an_equal_time_the_later_slot_wins(clock: Clock, state: State) -> None:
+    first = {"at": NOW, "components": ["first"], "relations": []}
+    second = {"at": NOW, "components": ["second"], "relations": []}
+    state.set(f"flowlogs.recent.{ACCOUNT}.0", {"minute": 1})
+    state.set(f"flowlogs.recent.{ACCOUNT}.3", {"minute": 1, "connections": {"c": first}})
+    state.set(f"flowlogs.recent.{ACCOUNT}.4", {"minute": 2, "connections": {"c": second}})
+    assert flowlogs._recent(state, ACCOUNT) == {"c": second}
+    minute = int(NOW // 60)
+    state.set(f"flowlogs.recent.{ACCOUNT}.{minute % 61}", {"minute": minute})
+    flowlogs._remember(state, ACCOUNT, {"d": first})
+    assert state.get(f"flowlogs.recent.{ACCOUNT}.{minute % 61}") == {
+        "minute": minute,
+        "connections": {"d": first},
+    }
+
+
+def test_parquet_objects_are_read_as_parquet(aws: FakeAws, state: State, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({
+        "interface_id": ["eni-app"], "srcaddr": ["10.0.0.1"], "dstaddr": ["10.0.0.2"], "srcport": [40000],
+        "dstport": [22], "protocol": [6], "packets": [1], "bytes": [77], "start": [1000], "end": [1060],
+    })  # fmt: skip
+    out = pa.BufferOutputStream()
+    pq.write_table(table, out)
+    parquet = aws.put(hive_key("p").removesuffix(".log.gz") + ".parquet", out.getvalue().to_pybytes())
+    lines = body(line("eni-app", "10.0.0.1", "10.0.0.9", 40000, 5432, 5))
+    text = aws.put(hive_key("t").removesuffix(".gz") + ".parquet.log", lines)  # a name is not enough
+    sink = ListSink()
+    result = run(aws, state, sink)
+    assert (result.connections, result.corrupt, result.deleted) == (2, {}, [parquet, text])
+    web = next(
+        r
+        for t in sink.topologies()
+        for r in t["relations"]
+        if r["sourceId"] == f"local/{VPC}/10.0.0.1/10.0.0.2"
+    )
+    assert web["data"]["bytes_sent"] == 77
