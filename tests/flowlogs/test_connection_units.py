@@ -352,18 +352,18 @@ def test_flows_become_connections_keyed_by_vpc_and_ordered_addresses(tmp_path: P
     other = iface("eni-other", "10.0.0.1", vpc="vpc-2")
     sums = sums_of(
         tmp_path,
+        line("eni-app", "10.0.0.7", "10.0.0.8", 40000, 5432, 7),
         line("eni-app", "10.0.0.1", "10.0.0.9", 40000, 5432, 300, 1000, 1060),
         line("eni-db", "10.0.0.1", "10.0.0.9", 40000, 5432, 310, 1010, 1070),
         line("eni-db", "10.0.0.9", "10.0.0.1", 5432, 40000, 900, 1000, 1100),
         line("eni-other", "10.0.0.2", "10.0.0.1", 40000, 22, 5),
         line("eni-gone", "10.0.0.1", "10.0.0.9", 40000, 5432, 7),
         line("eni-gone", "10.0.0.9", "10.0.0.1", 5432, 40000, 7),
-        line("eni-app", "10.0.0.7", "10.0.0.8", 40000, 5432, 7),
         line("eni-app", "10.0.0.7", "10.0.0.8", 40000, 5433, 7),
     )
-    skipped = Counter(unknown_interface=10)  # added to
+    skipped = Counter(unknown_interface=10, not_its_address=10)  # added to
     found = flowlogs._connections(sums, {i.id: i for i in (app, db, other)}, skipped)
-    assert skipped == {"unknown_interface": 12, "not_its_address": 2}
+    assert skipped == {"unknown_interface": 12, "not_its_address": 12}
     assert [c.id for c in found] == [f"{VPC}/10.0.0.1/10.0.0.9", "vpc-2/10.0.0.1/10.0.0.2"]
     first, second = found
     assert first.sent == {("10.0.0.1", "10.0.0.9"): 300, ("10.0.0.9", "10.0.0.1"): 900}
@@ -533,9 +533,10 @@ def test_a_run_remembers_its_connections_in_this_minutes_slot(clock: Clock, stat
     slot = f"flowlogs.recent.{ACCOUNT}.{minute % 61}"
     flowlogs._remember(state, ACCOUNT, {"a": {"at": 1}})
     assert state.get(slot) == {"minute": minute, "connections": {"a": {"at": 1}}}
-    clock.now += 59 - NOW % 60
-    flowlogs._remember(state, ACCOUNT, {"a": {"at": 2}, "b": {"at": 2}})
-    assert state.get(slot) == {"minute": minute, "connections": {"a": {"at": 2}, "b": {"at": 2}}}
+    clock.now += 59 - NOW % 60  # the same minute: added to what this minute's runs wrote
+    flowlogs._remember(state, ACCOUNT, {"b": {"at": 2}})
+    flowlogs._remember(state, ACCOUNT, {"a": {"at": 3}})
+    assert state.get(slot) == {"minute": minute, "connections": {"a": {"at": 3}, "b": {"at": 2}}}
     clock.now += 61 * 60  # the same slot, an hour later: what it held is gone
     flowlogs._remember(state, ACCOUNT, {"c": {"at": 3}})
     assert state.get(slot) == {"minute": minute + 61, "connections": {"c": {"at": 3}}}
@@ -650,7 +651,8 @@ def test_a_delta_carries_the_recent_connections_first_and_is_remembered(clock: C
     [topology] = payload["topologies"]
     assert [c["externalId"] for c in topology["components"]] == ["c0", "c1"]
     assert [r["externalId"] for r in topology["relations"]] == ["r0"]
-    assert not topology["start_snapshot"] and payload["metrics"] == metric
+    assert (topology["start_snapshot"], topology["stop_snapshot"]) == (False, False)
+    assert topology["instance"] == {"type": "aws-v2", "url": ACCOUNT} and payload["metrics"] == metric
     assert (result.payloads, result.resent) == (1, 1)
     assert flowlogs._recent(state, ACCOUNT) == seen
     assert state.get(f"flowlogs.recent.{ACCOUNT}.{int(NOW // 60) % 61}")["connections"] == seen
@@ -755,6 +757,7 @@ def aws(monkeypatch: pytest.MonkeyPatch, clock: Clock) -> FakeAws:
     assumed: list[dict] = []
 
     def assume(config: Any, inst: Instance, **options: Any) -> Account:
+        assert (config.external_id, inst.account_id) == ("test-external-id", ACCOUNT)
         assumed.append(options)
         return ACCOUNT_
 
@@ -796,6 +799,7 @@ def test_a_run_reads_new_objects_sends_one_delta_then_deletes_them(aws: FakeAws,
     east = aws.put(key("c", "us-east-1"), body(line("eni-east", "10.9.0.1", "10.9.0.2", 1, 2, 3)))
     sink = ListSink()
     result = run(aws, state, sink)
+    assert result.account == ACCOUNT
     assert result.summary() == {
         "status": "complete", "bucket": BUCKET, "objects": 2, "records": 8, "connections": 2,
         "direct_relations": 2, "resent_connections": 0, "payloads": 1, "deleted_objects": 2,
@@ -833,12 +837,24 @@ def test_a_run_reads_new_objects_sends_one_delta_then_deletes_them(aws: FakeAws,
 def test_each_region_with_objects_is_read_with_its_own_interfaces(aws: FakeAws, state: State) -> None:
     aws.put(key("a", "us-east-1"), body(line("eni-east", "10.9.0.1", "10.9.0.2", 40000, 22, 3),
                                         line("eni-app", "10.0.0.1", "10.0.0.2", 40000, 22, 3)))  # fmt: skip
-    result = run(aws, state, regions=("global", REGION, "us-east-1"))
-    assert (result.connections, result.skipped) == (1, Counter(unknown_interface=1))
+    sink = ListSink()
+    result = run(aws, state, sink, regions=("global", REGION, "us-east-1"))
+    assert (result.connections, result.records, result.skipped) == (1, 2, Counter(unknown_interface=1))
     assert [c[0] for c in aws.calls if c[1] == "ec2"] == ["us-east-1"]
     assert [c[3]["Prefix"] for c in aws.calls if c[2] == "ListObjectsV2"] == [
         p.format(account=ACCOUNT, region=r) for r in (REGION, "us-east-1") for p in flowlogs.PREFIXES
     ]
+    [local, _] = sink.topologies()[0]["components"]
+    assert local["data"]["Location"] == {"AwsAccount": ACCOUNT, "AwsRegion": "us-east-1"}
+    for region in (REGION, "us-east-1"):
+        aws.put(key("b", region), body(
+            line("eni-east", "10.9.0.1", "10.9.0.2", 40000, 22, 3),
+            line("eni-app", "10.0.0.1", "10.0.0.2", 1, 2, 3),
+            "2 too few", f"2 {ACCOUNT} eni-app - - - - - - - 1000 1060 - NODATA",
+        ))  # fmt: skip
+    both = run(aws, state, regions=("global", REGION, "us-east-1"))
+    assert (both.connections, both.records) == (2, 6)
+    assert both.skipped == Counter(no_data=2, bad_line=2, unknown_interface=2)
 
 
 def test_without_the_bucket_flow_logs_are_not_set_up(aws: FakeAws, state: State) -> None:
@@ -933,8 +949,9 @@ def test_objects_s3_keeps_are_named_then_deleted_again_never_read_twice(aws: Fak
     delete = next(c[3] for c in aws.calls if c[2] == "DeleteObjects")
     assert delete["Delete"]["Objects"] == [{"Key": kept, "VersionId": "v1"}]
     aws.kept = set()
+    new = aws.put(key("new"), body(line("eni-app", "10.0.0.1", "10.0.0.2", 40000, 22, 3)))
     last = run(aws, state)
-    assert (last.complete, last.deleted, last.objects, aws.objects) == (True, [kept], 0, {})
+    assert (last.complete, last.deleted, last.objects, aws.objects) == (True, [kept, new], 1, {})
     assert state.get(f"flowlogs.undeleted.{ACCOUNT}") == {}
 
 
@@ -998,6 +1015,7 @@ def test_after_a_snapshot_recent_connections_are_sent_again(aws: FakeAws, state:
     again = run(aws, state, sink, after_snapshot=True)
     assert (again.objects, again.resent, again.payloads) == (0, 1, 1)
     assert set(sink.components()) == {f"local/{web}", f"remote/{web}"}
+    assert sink.topologies()[0]["instance"]["url"] == ACCOUNT
     assert ("i-app", "flowlog", "i-worker") not in sink.relations()  # no last scan: no direct relation
     aws.put(key("b"), body(line("eni-app", "10.0.0.1", "10.0.0.2", 40000, 22, 3),
                            line("eni-app", "10.0.0.1", "10.0.0.9", 40000, 5432, 3)))  # fmt: skip
@@ -1032,8 +1050,9 @@ def test_parquet_objects_are_read_as_parquet(aws: FakeAws, state: State, tmp_pat
         "interface_id": ["eni-app"], "srcaddr": ["10.0.0.1"], "dstaddr": ["10.0.0.2"], "srcport": [40000],
         "dstport": [22], "protocol": [6], "packets": [1], "bytes": [77], "start": [1000], "end": [1060],
     })  # fmt: skip
+    table = table.append_column("padding", pa.array([b"x" * (2 << 20)]))  # no line end: text would be refused
     out = pa.BufferOutputStream()
-    pq.write_table(table, out)
+    pq.write_table(table, out, compression="NONE", use_dictionary=False)
     parquet = aws.put(hive_key("p").removesuffix(".log.gz") + ".parquet", out.getvalue().to_pybytes())
     lines = body(line("eni-app", "10.0.0.1", "10.0.0.9", 40000, 5432, 5))
     text = aws.put(hive_key("t").removesuffix(".gz") + ".parquet.log", lines)  # a name is not enough
@@ -1047,3 +1066,11 @@ def test_parquet_objects_are_read_as_parquet(aws: FakeAws, state: State, tmp_pat
         if r["sourceId"] == f"local/{VPC}/10.0.0.1/10.0.0.2"
     )
     assert web["data"]["bytes_sent"] == 77
+
+
+def test_every_problem_of_a_kind_is_named(aws: FakeAws, state: State) -> None:
+    slow = [aws.put(key(n), body(line("eni-app", "10.0.0.1", "10.0.0.2", 40000, 22, 3))) for n in "ba"]
+    for name in slow:
+        aws.faults[("GetObject", name)] = failed("GetObject", "SlowDown")
+    problem = f"GetObject in {ACCOUNT}/us-east-1 failed: SlowDown: it failed"
+    assert run(aws, state).error == f"left for the next run: {slow[1]} ({problem}), {slow[0]} ({problem})"
