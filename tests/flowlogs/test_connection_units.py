@@ -703,9 +703,9 @@ def test_interfaces_are_read_as_the_mapping_declares() -> None:
             Ipv6Addresses=[{"Ipv6Address": "fd00::1"}]),
         eni("eni-fn", "10.0.0.80",
             Description="AWS Lambda VPC ENI-orders-5e3c4f0e-1111-2222-3333-444455556666"),
+        {"VpcId": VPC, "PrivateIpAddresses": [{"PrivateIpAddress": "10.0.0.99"}]},  # no id: left out
         eni("eni-nat", "10.0.0.60", InterfaceType="nat_gateway"),
         eni("eni-alb", "10.0.0.70", Description="ELB app/web/50dc6c495c0c9188"),
-        {"VpcId": VPC, "PrivateIpAddresses": [{"PrivateIpAddress": "10.0.0.99"}]},
     ]  # fmt: skip
     found = flowlogs._interfaces(ACCOUNT_, REGION, mappings().interfaces, aws)  # type: ignore[arg-type]
     assert list(found) == ["eni-app", "eni-fn", "eni-nat", "eni-alb"]
@@ -718,6 +718,10 @@ def test_interfaces_are_read_as_the_mapping_declares() -> None:
     assert found["eni-fn"].public == {} and not found["eni-fn"].excluded
     assert found["eni-nat"].excluded and found["eni-alb"].excluded
     assert aws.calls == [(REGION, "ec2", "DescribeNetworkInterfaces", {"MaxResults": 1000})]
+    china = "cn-north-1"
+    aws.interfaces[china] = aws.interfaces[REGION][1:2]
+    found = flowlogs._interfaces(ACCOUNT_, china, mappings().interfaces, aws)  # type: ignore[arg-type]
+    assert found["eni-fn"].owner == f"arn:aws-cn:lambda:{china}:{ACCOUNT}:function:orders"
 
 
 def test_an_interface_specs_optional_fields_may_be_absent() -> None:
