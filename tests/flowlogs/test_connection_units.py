@@ -935,27 +935,27 @@ def test_nothing_is_deleted_when_the_delta_is_not_delivered(aws: FakeAws, state:
 
 
 def test_objects_s3_keeps_are_named_then_deleted_again_never_read_twice(aws: FakeAws, state: State) -> None:
-    kept = aws.put(key("kept"), body(line("eni-app", "10.0.0.1", "10.0.0.2", 40000, 22, 3)))
-    aws.kept = {kept}
+    kept, held = (aws.put(key(n), body(line("eni-app", "10.0.0.1", "10.0.0.2", 40000, 22, 3))) for n in "ab")
+    aws.kept = {kept, held}
     result = run(aws, state)
-    assert (result.connections, result.deleted, result.not_deleted) == (1, [], {kept: "AccessDenied"})
-    assert result.error == f"not deleted: {kept} (AccessDenied)" and not result.complete
-    assert state.get(f"flowlogs.undeleted.{ACCOUNT}") == {kept: {"etag": '"e1"', "version": "v1"}}
+    assert (result.connections, result.deleted) == (1, [])
+    assert result.not_deleted == {kept: "AccessDenied", held: "AccessDenied"} and not result.complete
+    assert result.error == f"not deleted: {kept} (AccessDenied), {held} (AccessDenied)"
+    record = {kept: {"etag": '"e1"', "version": "v1"}, held: {"etag": '"e2"', "version": "v2"}}
+    assert state.get(f"flowlogs.undeleted.{ACCOUNT}") == record
     aws.calls.clear()
-    again = run(aws, state)  # still kept: deleted again, not read
-    assert (again.objects, again.records, again.payloads, again.not_deleted) == (
-        0,
-        0,
-        0,
-        {kept: "AccessDenied"},
-    )
+    aws.kept = {held}
+    again = run(aws, state)  # deleted again, not read; the one S3 still keeps stays recorded
+    assert (again.objects, again.records, again.payloads) == (0, 0, 0)
+    assert (again.deleted, again.not_deleted) == ([kept], {held: "AccessDenied"})
+    assert state.get(f"flowlogs.undeleted.{ACCOUNT}") == {held: record[held]}
     assert "GetObject" not in aws.operations()
     delete = next(c[3] for c in aws.calls if c[2] == "DeleteObjects")
-    assert delete["Delete"]["Objects"] == [{"Key": kept, "VersionId": "v1"}]
+    assert delete["Delete"]["Objects"] == [{"Key": kept, "VersionId": "v1"}, {"Key": held, "VersionId": "v2"}]
     aws.kept = set()
     new = aws.put(key("new"), body(line("eni-app", "10.0.0.1", "10.0.0.2", 40000, 22, 3)))
     last = run(aws, state)
-    assert (last.complete, last.deleted, last.objects, aws.objects) == (True, [kept, new], 1, {})
+    assert (last.complete, last.deleted, last.objects, aws.objects) == (True, [held, new], 1, {})
     assert state.get(f"flowlogs.undeleted.{ACCOUNT}") == {}
 
 
