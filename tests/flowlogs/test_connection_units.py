@@ -670,11 +670,7 @@ def test_a_large_delta_is_split_and_nothing_remembered_without_connections(
     assert [n for n, _ in sink.payloads][:2] == [f"flowlogs-{ACCOUNT}-0001", f"flowlogs-{ACCOUNT}-0002"]
     assert result.payloads == len(sink.payloads) > 1 and result.resent == 0
     assert "metrics" not in sink.payloads[0][1] or sink.payloads[0][1]["metrics"] == []
-    assert not any(k.startswith("flowlogs.recent") for k in state_keys(state))
-
-
-def state_keys(state: State) -> list[str]:
-    return [k for (k,) in state._query("SELECT key FROM kv")]
+    assert state.get(f"flowlogs.recent.{ACCOUNT}.{int(NOW // 60) % 61}") is None
 
 
 def test_an_undelivered_delta_is_an_error_and_not_remembered(clock: Clock, state: State) -> None:
@@ -689,7 +685,7 @@ def test_an_undelivered_delta_is_an_error_and_not_remembered(clock: Clock, state
         result.error == "flow-log delta not delivered, no object deleted: delivery to receiver failed: down"
     )
     assert (result.payloads, result.resent) == (0, 0)
-    assert not any(k.startswith("flowlogs.recent") for k in state_keys(state))
+    assert state.get(f"flowlogs.recent.{ACCOUNT}.{int(NOW // 60) % 61}") is None
 
 
 # --- network interfaces from the mapping --------------------------------------------------------------
@@ -931,7 +927,7 @@ def test_nothing_is_deleted_when_the_delta_is_not_delivered(aws: FakeAws, state:
         result.error == "flow-log delta not delivered, no object deleted: delivery to receiver failed: down"
     )
     assert result.deleted == [] and list(aws.objects) == [traffic] and "DeleteObjects" not in aws.operations()
-    assert flowlogs._recent(state, ACCOUNT) == {}
+    assert state.get(f"flowlogs.recent.{ACCOUNT}.{int(NOW // 60) % 61}") is None
 
 
 def test_objects_s3_keeps_are_named_then_deleted_again_never_read_twice(aws: FakeAws, state: State) -> None:
