@@ -33,6 +33,7 @@ from engine.core.errors import (
     Unreachable,
 )
 from engine.core.phase import Limits
+from engine.core.stackpack import check_tags
 from engine.core.state import State
 from engine.events import delta as delta_module
 from engine.events.cloudtrail import Cursor, Lookup
@@ -86,6 +87,8 @@ class FakeAws:
         self.versioning: str | None = "Enabled"
         self.objects: dict[str, dict] = {}
         self.tables: set[str] = set()
+        self.streams: set[str] = set()  # tables with a stream
+        self.instances: dict[str, str] = {}  # EC2 instance id -> its state
         self.errors: dict[Any, Exception] = {}
         self.undeletable: dict[str, str] = {}  # key -> the S3 error code DeleteObjects gives it
         self.calls: list[tuple[str, str, str, dict]] = []  # (region, service, operation, params)
@@ -139,9 +142,21 @@ class FakeAws:
     def DescribeTable(self, TableName: str) -> dict:
         if TableName not in self.tables:
             raise failed("DescribeTable", "ResourceNotFoundException", f"Table {TableName} not found")
-        return {
-            "Table": {"TableName": TableName, "TableArn": f"{TABLES}/{TableName}", "TableStatus": "ACTIVE"}
-        }
+        found = {"TableName": TableName, "TableArn": f"{TABLES}/{TableName}", "TableStatus": "ACTIVE"}
+        if TableName in self.streams:
+            label = "2026-12-01T00:00:00.000"
+            found |= {"StreamSpecification": {"StreamEnabled": True, "StreamViewType": "KEYS_ONLY"},
+                      "LatestStreamArn": f"{TABLES}/{TableName}/stream/{label}",
+                      "LatestStreamLabel": label}  # fmt: skip
+        return {"Table": found}
+
+    def DescribeInstances(self, InstanceIds: list[str]) -> dict:
+        found = [{"InstanceId": i, "InstanceType": "t3.micro", "State": {"Name": self.instances[i]}}
+                 for i in InstanceIds if i in self.instances]  # fmt: skip
+        return {"Reservations": [{"Instances": found}] if found else []}
+
+    def DescribeInstanceTypes(self, InstanceTypes: list[str]) -> dict:
+        return {"InstanceTypes": [{"InstanceType": t, "Hypervisor": "nitro"} for t in InstanceTypes]}
 
     def ListTagsOfResource(self, ResourceArn: str) -> dict:
         return {"Tags": []}
@@ -328,7 +343,9 @@ def test_changes_count_every_envelope_and_why_it_changes_nothing(mappings: Mappi
     found = [
         envelope("CreateTable", "t1"),
         envelope("DeleteTable", "t2", errorCode="ResourceInUseException"),
+        envelope("DeleteTable", "t2", errorMessage="in use"),
         {**envelope("DeleteTable", "t3"), "account": "999999999999"},
+        envelope("DeleteTable", "t3", recipientAccountId="999999999999"),
         envelope("DescribeTable", "t1"),  # no rule
         envelope("DeleteTable", "t4", at="2026-12-01T12:05:00+00:00"),
         envelope("DescribeLimits", "t1"),
@@ -340,7 +357,7 @@ def test_changes_count_every_envelope_and_why_it_changes_nothing(mappings: Mappi
         Change(table(mappings), REGION, "t1", False, None, "2026-12-01T12:00:00+00:00"),
         Change(table(mappings), REGION, "t4", True, f"{TABLES}/t4", "2026-12-01T12:05:00+00:00"),
     ]
-    assert (result.envelopes, result.unknown, result.failed_calls, result.foreign) == (16, 12, 11, 11)
+    assert (result.envelopes, result.unknown, result.failed_calls, result.foreign) == (18, 12, 12, 12)
     assert result.bad_events == 0
 
 
@@ -364,13 +381,14 @@ def test_a_lenient_read_skips_it_counts_it_and_says_why(
     result = AccountDelta(ACCOUNT, BUCKET, bad_events=1)
     with caplog.at_level(logging.WARNING, "aws_topology"):
         changes = _changes(
-            [bad_event(), envelope("CreateTable", "t1")], rules, INSTANCE, result, strict=False
+            [bad_event(), envelope("CreateTable", "t1"), bad_event()], rules, INSTANCE, result, strict=False
         )
 
     assert [c.id for c in changes] == ["t1"]
-    assert (result.envelopes, result.bad_events, result.unknown) == (2, 2, 0)
-    [line] = [r.getMessage() for r in caplog.records if "events.bad_event" in r.getMessage()]
-    assert line.startswith("event=events.bad_event problem='JMESPathTypeError: In function contains()")
+    assert (result.envelopes, result.bad_events, result.unknown) == (3, 3, 0)
+    lines = [r.getMessage() for r in caplog.records if "events.bad_event" in r.getMessage()]
+    assert len(lines) == 2 and lines[0] == lines[1]
+    assert lines[0].startswith("event=events.bad_event problem='JMESPathTypeError: In function contains()")
 
 
 # --- _confirm, _failed, _retry_key -----------------------------------------------------------------------
@@ -653,7 +671,7 @@ def topology(sink: ListSink) -> dict:
 def test_a_run_sends_one_delta_then_deletes_what_it_read(
     fake: FakeAws, state: State, mappings: Mappings
 ) -> None:
-    fake.tables = {"t1", "t2"}
+    fake.tables, fake.streams = {"t1", "t2"}, {"t2"}
     first = fake.put("a", firehose(envelope("CreateTable", "t1"), envelope("DeleteTable", "t3"),
                                    envelope("CreateRole", "x")))  # fmt: skip
     second = fake.put("b", firehose(envelope("UpdateTable", "t2")), T0 + timedelta(minutes=1))
@@ -663,17 +681,20 @@ def test_a_run_sends_one_delta_then_deletes_what_it_read(
 
     assert result.summary() == {
         "status": "complete", "source": "'bucket'", "objects": 2, "envelopes": 4, "unknown": 1, "changes": 3,
-        "components": 2, "deletes": 1, "payloads": 1, "deleted_objects": 2, "stale_objects": 0,
+        "components": 3, "deletes": 1, "payloads": 1, "deleted_objects": 2, "stale_objects": 0,
         "kept_objects": 0, "corrupt_objects": 0,
     }  # fmt: skip
     assert result.deleted == [first, second] and fake.objects == {}
     assert [name for name, _ in sink.payloads] == [f"events-{ACCOUNT}-0001"]
     delta = topology(sink)
     assert (delta["start_snapshot"], delta["stop_snapshot"]) == (False, False)
-    assert sorted(sink.components()) == [f"{TABLES}/t1", f"{TABLES}/t2"]
+    stream = f"{TABLES}/t2/stream/2026-12-01T00:00:00.000"
+    assert sorted(sink.components()) == [f"{TABLES}/t1", f"{TABLES}/t2", stream]
+    assert sink.relations() == {(f"{TABLES}/t2", "uses-service", stream)}
     assert delta["delete_ids"] == [f"{TABLES}/t3"]
     [check] = sink.payloads[0][1]["service_checks"]
     assert (check["check"], check["status"], check["message"]) == ("aws_topology.can_update", 0, "")
+    assert check["tags"] == sorted(check_tags(INSTANCE))
     assert {p["TableName"] for p in fake.operations("DescribeTable")} == {"t1", "t2", "t3"}
     assert state.get(UNCONFIRMED_KEY.format(account=ACCOUNT)) == []
     assert 0 <= result.seconds < 60 and result.error is None and result.code == 0
@@ -756,6 +777,7 @@ def test_corrupt_objects_make_the_check_warn_and_the_others_apply(
     assert result.corrupt == {
         bad: "bad JSON at character 1: Expecting property name enclosed in double quotes"
     }
+    assert list(state.get(f"events.corrupt.{ACCOUNT}")) == [bad]
     assert result.deleted == [good] and set(fake.objects) == {bad}
     [check] = sink.payloads[0][1]["service_checks"]
     assert check["status"] == 1 and check["message"] == f"corrupt object {bad}: {result.corrupt[bad]}"
@@ -961,8 +983,10 @@ def test_without_the_bucket_cloudtrail_is_read_and_its_cursors_move_once_deliver
     fake.errors["GetBucketVersioning"] = failed("GetBucketVersioning", "NoSuchBucket")
     fake.tables = {"t1"}
     lookups = FakeLookups({
-        "us-east-1": Lookup([envelope("CreateTable", "t1", awsRegion="us-east-1")], cursor(1)),
-        REGION: Lookup([envelope("DeleteTable", "t2"), bad_event()], cursor(2), truncated=True),
+        "us-east-1": Lookup(
+            [envelope("CreateTable", "t1", awsRegion="us-east-1")], cursor(1), truncated=True
+        ),
+        REGION: Lookup([envelope("DeleteTable", "t2"), bad_event()], cursor(2)),  # truncated stays
     })  # fmt: skip
     monkeypatch.setattr(delta_module, "lookup_envelopes", lookups)
     sink = ListSink()
@@ -1038,3 +1062,19 @@ def test_an_interrupted_lookup_stops_the_run(
     monkeypatch.setattr(delta_module, "lookup_envelopes", FakeLookups({REGION: Interrupted(operation="x")}))
     with pytest.raises(Interrupted):
         run(fake, state, mappings)
+
+
+def test_the_v1_events_of_refreshed_items_travel_in_the_delta(
+    fake: FakeAws, state: State, mappings: Mappings
+) -> None:
+    fake.instances = {"i-1": "stopped"}
+    change = {"detail-type": "EC2 Instance State-change Notification", "source": "aws.ec2", "region": REGION,
+              "detail": {"instance-id": "i-1", "state": "stopped"}}  # fmt: skip
+    fake.put("1", firehose(change))
+    sink = ListSink()
+
+    result = run(fake, state, mappings, sink)
+
+    assert result.components == 1 and sorted(sink.components()) == ["i-1"]
+    [[event]] = sink.payloads[0][1]["events"].values()  # events by type
+    assert (event["event_type"], event["host"], event["msg_text"]) == ("ec2_state", "i-1", "stopped")
