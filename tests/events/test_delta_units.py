@@ -12,7 +12,7 @@ import gzip
 import io
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -181,6 +181,11 @@ def envelope(name: str, table: Any, at: str = "2026-12-01T12:00:00Z", **detail: 
     }  # fmt: skip
 
 
+def state_change(instance: str, state: str, at: str = "2026-12-01T12:00:00Z") -> dict:
+    return {"detail-type": "EC2 Instance State-change Notification", "source": "aws.ec2", "region": REGION,
+            "time": at, "detail": {"instance-id": instance, "state": state}}  # fmt: skip
+
+
 def firehose(*events: dict) -> bytes:
     return gzip.compress("".join(json.dumps(e) for e in events).encode())
 
@@ -341,7 +346,7 @@ def test_nothing_is_stale_without_a_scan_or_while_the_spool_holds_a_payload(stat
 def test_changes_count_every_envelope_and_why_it_changes_nothing(mappings: Mappings, rules: Rules) -> None:
     result = AccountDelta(ACCOUNT, BUCKET, envelopes=10, unknown=10, failed_calls=10, foreign=10)
     found = [
-        envelope("CreateTable", "t1"),
+        {**envelope("CreateTable", "t1"), "account": ACCOUNT},
         envelope("DeleteTable", "t2", errorCode="ResourceInUseException"),
         envelope("DeleteTable", "t2", errorMessage="in use"),
         {**envelope("DeleteTable", "t3"), "account": "999999999999"},
@@ -688,6 +693,7 @@ def test_a_run_sends_one_delta_then_deletes_what_it_read(
     assert [name for name, _ in sink.payloads] == [f"events-{ACCOUNT}-0001"]
     delta = topology(sink)
     assert (delta["start_snapshot"], delta["stop_snapshot"]) == (False, False)
+    assert delta["instance"]["url"] == ACCOUNT and result.account == ACCOUNT
     stream = f"{TABLES}/t2/stream/2026-12-01T00:00:00.000"
     assert sorted(sink.components()) == [f"{TABLES}/t1", f"{TABLES}/t2", stream]
     assert sink.relations() == {(f"{TABLES}/t2", "uses-service", stream)}
@@ -850,13 +856,17 @@ def test_without_a_get_a_delete_goes_as_is_and_nothing_is_described(
     no_get = replace(mappings, resources=tuple(replace(r, get=None) if r.key == "dynamodb.table" else r
                                                 for r in mappings.resources))  # fmt: skip
     fake.tables = {"t1"}
-    fake.put("1", firehose(envelope("DeleteTable", "t1")))
+    fake.instances = {"i-1": "running"}
+    fake.put(
+        "1", firehose(envelope("DeleteTable", "t1"), state_change("i-1", "running", "2026-12-01T12:01:00Z"))
+    )
     sink = ListSink()
 
     result = run(fake, state, no_get, sink)
 
-    assert (result.deletes, result.unconfirmed_deletes, result.components) == (1, 0, 0)
+    assert (result.deletes, result.unconfirmed_deletes, result.components) == (1, 0, 1)
     assert topology(sink)["delete_ids"] == [f"{TABLES}/t1"] and fake.operations("DescribeTable") == []
+    assert sorted(sink.components()) == ["i-1"]  # the types after it are still refreshed
 
 
 def test_units_are_one_per_type_and_region_with_each_id_once(
@@ -956,13 +966,14 @@ def test_assume_gets_the_run_limits_endpoint_and_session(
 
 
 class FakeLookups:
-    """`lookup_envelopes` as `_from_cloudtrail` calls it: one `Lookup` per region, or an error."""
+    """`lookup_envelopes`: one `Lookup` per region, or an error; it reads with the run's account and state."""
 
-    def __init__(self, found: dict[str, Lookup | Exception]) -> None:
-        self.found = found
+    def __init__(self, found: dict[str, Lookup | Exception], account: Account, state: State) -> None:
+        self.found, self.account, self.state = found, account, state
         self.asked: list[tuple[str, datetime]] = []
 
     def __call__(self, account: Account, region: str, state: State, *, since: datetime) -> Lookup:
+        assert account is self.account and state is self.state
         self.asked.append((region, since))
         answer = self.found[region]
         if isinstance(answer, Exception):
@@ -970,25 +981,38 @@ class FakeLookups:
         return answer
 
 
+@pytest.fixture
+def cloudtrail(
+    monkeypatch: pytest.MonkeyPatch, account: Account, state: State
+) -> Callable[[dict], FakeLookups]:
+    """Installs a `FakeLookups` answering per region as given."""
+
+    def install(found: dict) -> FakeLookups:
+        lookups = FakeLookups(found, account, state)
+        monkeypatch.setattr(delta_module, "lookup_envelopes", lookups)
+        return lookups
+
+    return install
+
+
 def cursor(minute: int) -> Cursor:
     return Cursor(T0 + timedelta(minutes=minute), {f"id{minute}": T0 + timedelta(minutes=minute)})
 
 
 def test_without_the_bucket_cloudtrail_is_read_and_its_cursors_move_once_delivered(
-    fake: FakeAws, state: State, mappings: Mappings, monkeypatch: pytest.MonkeyPatch,
+    fake: FakeAws, state: State, mappings: Mappings, cloudtrail: Callable[[dict], FakeLookups],
     caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
     scanned(state, T0 - timedelta(hours=2))
     scanned(state, T0 - timedelta(hours=1), complete=False)
     fake.errors["GetBucketVersioning"] = failed("GetBucketVersioning", "NoSuchBucket")
     fake.tables = {"t1"}
-    lookups = FakeLookups({
+    lookups = cloudtrail({
         "us-east-1": Lookup(
             [envelope("CreateTable", "t1", awsRegion="us-east-1")], cursor(1), truncated=True
         ),
         REGION: Lookup([envelope("DeleteTable", "t2"), bad_event()], cursor(2)),  # truncated stays
     })  # fmt: skip
-    monkeypatch.setattr(delta_module, "lookup_envelopes", lookups)
     sink = ListSink()
     with caplog.at_level(logging.WARNING, "aws_topology"):
         result = run(fake, state, mappings, sink, regions=("global", "us-east-1", REGION))
@@ -1005,30 +1029,29 @@ def test_without_the_bucket_cloudtrail_is_read_and_its_cursors_move_once_deliver
 
 
 def test_a_cloudtrail_delta_not_delivered_moves_no_cursor_and_keeps_the_lookups(
-    fake: FakeAws, state: State, mappings: Mappings, monkeypatch: pytest.MonkeyPatch
+    fake: FakeAws, state: State, mappings: Mappings, cloudtrail: Callable[[dict], FakeLookups]
 ) -> None:
     class Down:
         def send(self, payload: dict, name: str) -> None:
             raise DeliveryError(target="receiver", problem="503")
 
     fake.errors["GetBucketVersioning"] = denied("s3:GetBucketVersioning")
-    lookups = FakeLookups({REGION: Lookup([envelope("CreateTable", "t1")], cursor(1)),
+    lookups = cloudtrail({REGION: Lookup([envelope("CreateTable", "t1")], cursor(1)),
                            "us-east-1": Lookup([], cursor(2))})  # fmt: skip
-    monkeypatch.setattr(delta_module, "lookup_envelopes", lookups)
 
     result = run(fake, state, mappings, Down(), regions=(REGION, "us-east-1"))
 
+    assert [region for region, _ in lookups.asked] == [REGION, "us-east-1"]
     assert result.kept == [f"cloudtrail:{REGION}"]
     assert state.get(f"cloudtrail.cursor.{ACCOUNT}.{REGION}") is None
     assert state.get(f"cloudtrail.cursor.{ACCOUNT}.us-east-1") is None
 
 
 def test_without_a_complete_scan_cloudtrail_is_read_from_now(
-    fake: FakeAws, state: State, mappings: Mappings, monkeypatch: pytest.MonkeyPatch
+    fake: FakeAws, state: State, mappings: Mappings, cloudtrail: Callable[[dict], FakeLookups]
 ) -> None:
     fake.errors["GetBucketVersioning"] = failed("GetBucketVersioning", "NoSuchBucket")
-    lookups = FakeLookups({REGION: Lookup([], None)})
-    monkeypatch.setattr(delta_module, "lookup_envelopes", lookups)
+    lookups = cloudtrail({REGION: Lookup([], None)})
     before = datetime.now(UTC)
 
     result = run(fake, state, mappings)
@@ -1039,27 +1062,26 @@ def test_without_a_complete_scan_cloudtrail_is_read_from_now(
 
 
 def test_a_region_cloudtrail_cannot_be_read_in_is_the_run_error_and_nothing_is_sent(
-    fake: FakeAws, state: State, mappings: Mappings, monkeypatch: pytest.MonkeyPatch
+    fake: FakeAws, state: State, mappings: Mappings, cloudtrail: Callable[[dict], FakeLookups]
 ) -> None:
     fake.errors["ListObjectsV2"] = denied("s3:ListBucket")
     error = ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "LookupEvents")
-    lookups = FakeLookups({REGION: Lookup([envelope("CreateTable", "t1")], cursor(1)), "us-east-1": error})
-    monkeypatch.setattr(delta_module, "lookup_envelopes", lookups)
+    lookups = cloudtrail({REGION: Lookup([envelope("CreateTable", "t1")], cursor(1)), "us-east-1": error})
     sink = ListSink()
 
     result = run(fake, state, mappings, sink, regions=(REGION, "us-east-1"))
 
     assert result.source == f"cloudtrail (bucket {BUCKET}: {denied('s3:ListBucket')})"
     assert result.error == "cannot read events from CloudTrail in us-east-1 either: AccessDeniedException"
-    assert sink.payloads == [] and result.payloads == 0
+    assert sink.payloads == [] and result.payloads == 0 and len(lookups.asked) == 2
     assert state.get(f"cloudtrail.cursor.{ACCOUNT}.{REGION}") is None
 
 
 def test_an_interrupted_lookup_stops_the_run(
-    fake: FakeAws, state: State, mappings: Mappings, monkeypatch
+    fake: FakeAws, state: State, mappings: Mappings, cloudtrail: Callable[[dict], FakeLookups]
 ) -> None:
     fake.errors["GetBucketVersioning"] = failed("GetBucketVersioning", "NoSuchBucket")
-    monkeypatch.setattr(delta_module, "lookup_envelopes", FakeLookups({REGION: Interrupted(operation="x")}))
+    cloudtrail({REGION: Interrupted(operation="x")})
     with pytest.raises(Interrupted):
         run(fake, state, mappings)
 
@@ -1068,9 +1090,7 @@ def test_the_v1_events_of_refreshed_items_travel_in_the_delta(
     fake: FakeAws, state: State, mappings: Mappings
 ) -> None:
     fake.instances = {"i-1": "stopped"}
-    change = {"detail-type": "EC2 Instance State-change Notification", "source": "aws.ec2", "region": REGION,
-              "detail": {"instance-id": "i-1", "state": "stopped"}}  # fmt: skip
-    fake.put("1", firehose(change))
+    fake.put("1", firehose(state_change("i-1", "stopped")))
     sink = ListSink()
 
     result = run(fake, state, mappings, sink)
