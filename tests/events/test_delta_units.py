@@ -58,9 +58,9 @@ from engine.events.delta import (
     split_stale,
 )
 from engine.events.eventbridge import Change, Rules
+from engine.language.loader import CLOUDTRAIL, Mappings, load_mappings
 from engine.scan.collect import Collector, UnitResult
 from engine.scan.plan import Unit
-from engine.spec.loader import CLOUDTRAIL, Mappings, load_mappings
 from tests.support import ACCOUNT, ROLE, ListSink, make_config
 
 REGION = "eu-west-1"
