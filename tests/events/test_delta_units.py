@@ -68,7 +68,6 @@ BUCKET = f"stackstate-logs-{ACCOUNT}"
 PREFIX = f"AWSLogs/{ACCOUNT}/EventBridge/{REGION}/"
 TABLES = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table"
 T0 = datetime(2026, 12, 1, 12, tzinfo=UTC)
-UNIT = f"{ACCOUNT}/{REGION}/dynamodb.table"
 
 
 # --- the fake and the fixtures -----------------------------------------------------------------------------
@@ -76,11 +75,13 @@ UNIT = f"{ACCOUNT}/{REGION}/dynamodb.table"
 
 class FakeAws:
     """The `Fetcher` contract, `call(account, region, service, call, params) -> dict` or a typed error (the
-    responses without ResponseMetadata, pages merged), over one versioned bucket and DynamoDB tables.
+    responses without ResponseMetadata, pages merged), over one versioned bucket, DynamoDB tables and EC2
+    instances.
 
     S3 answers as S3 does: `Contents` only when something is listed, sorted by key; GetObject gives a
     stream and the version read; DeleteObjects removes the version named (a delete marker without one) and
-    reports `Deleted` and `Errors`. DescribeTable of a missing table fails with ResourceNotFoundException.
+    reports `Deleted` and `Errors`. DescribeTable of a missing table fails with ResourceNotFoundException;
+    DescribeInstances leaves out the ids it does not know.
     `errors` maps an operation, or (operation, key or table name), to the error it raises."""
 
     def __init__(self) -> None:
