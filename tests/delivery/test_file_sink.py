@@ -16,14 +16,14 @@ from engine.delivery.sinks import FileSink
 
 
 def test_a_payload_is_one_sorted_pretty_utf8_file_named_after_it(tmp_path: Path, caplog) -> None:
-    sink = FileSink(tmp_path / "out")
-    assert repr(sink) == f"FileSink({str(tmp_path / 'out')!r})"
+    sink = FileSink(tmp_path / "out" / "run-1")  # created, parents too
+    assert repr(sink) == f"FileSink({str(tmp_path / 'out' / 'run-1')!r})"
     with caplog.at_level(logging.DEBUG, logger="engine.delivery.sinks"):
         sink.send({"b": "é", "a": [1]}, "scan-1-0001")
-    target = tmp_path / "out" / "scan-1-0001.json"
+    target = tmp_path / "out" / "run-1" / "scan-1-0001.json"
     assert target.read_bytes() == '{\n  "a": [\n    1\n  ],\n  "b": "é"\n}\n'.encode()
     assert json.loads(target.read_text(encoding="utf-8")) == {"a": [1], "b": "é"}
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["scan-1-0001.json"]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["scan-1-0001.json"]
     assert [r.getMessage() for r in caplog.records] == [f"event=sink.written path={target}"]
 
 
@@ -57,3 +57,9 @@ def test_a_write_that_fails_is_a_delivery_error_and_leaves_no_partial_file(
     assert failed.value.target == str(tmp_path / "scan-1-0001.json")
     assert failed.value.problem == "scan-1-0001: [Errno 28] No space left on device"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failure_without_an_http_status_is_not_a_rejection() -> None:
+    from engine.delivery.sinks import is_rejection
+
+    assert is_rejection(DeliveryError(target="files", problem="disk full")) is False
