@@ -22,7 +22,7 @@ import pytest
 from engine.core.errors import DeliveryError
 from engine.core.state import State
 from engine.delivery.http import HttpSink
-from engine.delivery.sinks import FileSink
+from engine.delivery.sinks import FileSink, is_rejection
 from engine.delivery.spool import SpoolingSink
 from tests.support import serve
 
@@ -350,17 +350,25 @@ def test_repr_hides_api_key() -> None:
     assert API_KEY not in repr(HttpSink("https://sts.example.com/receiver/stsAgent", API_KEY))
 
 
-def test_file_sink_writes_pretty_sorted_utf8_json(tmp_path: Path) -> None:
+def test_file_sink_writes_pretty_sorted_utf8_json(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     directory = tmp_path / "out" / "nested"
     payload = {"b": 1, "a": {"name": "café"}}
 
-    FileSink(directory).send(payload, "scan-123456789012-0001")
+    sink = FileSink(directory)
+    assert repr(sink) == f"FileSink({str(directory)!r})"
+    with caplog.at_level(logging.DEBUG, logger="engine.delivery.sinks"):
+        sink.send(payload, "scan-123456789012-0001")
 
-    text = (directory / "scan-123456789012-0001.json").read_text(encoding="utf-8")
+    target = directory / "scan-123456789012-0001.json"
+    text = target.read_text(encoding="utf-8")
     assert json.loads(text) == payload
     assert text == json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     assert "café" in text
+    assert target.read_bytes() == '{\n  "a": {\n    "name": "café"\n  },\n  "b": 1\n}\n'.encode()
     assert os.listdir(directory) == ["scan-123456789012-0001.json"]
+    assert [r.getMessage() for r in caplog.records if r.name == "engine.delivery.sinks"] == [
+        f"event=sink.written path={target}"
+    ]
 
 
 def test_file_sink_failed_write_keeps_previous_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -371,16 +379,37 @@ def test_file_sink_failed_write_keeps_previous_file(tmp_path: Path, monkeypatch:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(DeliveryError, match="No space left"):
+    with pytest.raises(DeliveryError, match="No space left") as failed:
         sink.send({"version": 2}, "scan")
+    assert failed.value.target == str(tmp_path / "scan.json")
+    assert failed.value.problem == "scan: [Errno 28] No space left on device"
 
     assert json.loads((tmp_path / "scan.json").read_text(encoding="utf-8")) == {"version": 1}
     assert os.listdir(tmp_path) == ["scan.json"]
 
 
-def test_file_sink_refuses_path_like_names(tmp_path: Path) -> None:
-    with pytest.raises(ValueError):
-        FileSink(tmp_path).send({}, "../escape")
+@pytest.mark.parametrize("name", ["../escape", "a/b", ".hidden", ""])
+def test_file_sink_refuses_path_like_names(tmp_path: Path, name: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        FileSink(tmp_path).send({}, name)
+    assert str(refused.value) == f"payload name {name!r} is not a plain file name"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_file_sink_writes_beside_its_target_then_renames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    renamed: list[tuple[str, str]] = []
+    replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: renamed.append((src, dst)) or replace(src, dst))
+    FileSink(tmp_path).send({"k": 1}, "events-1-0001")
+    [(src, dst)] = renamed
+    assert Path(src).parent == tmp_path and Path(dst) == tmp_path / "events-1-0001.json"
+    assert Path(src).name.startswith(".events-1-0001.") and src.endswith(".tmp")
+
+
+def test_a_failure_without_an_http_status_is_not_a_rejection() -> None:
+    assert is_rejection(DeliveryError(target="files", problem="disk full")) is False
 
 
 class FakeSink:
