@@ -21,7 +21,7 @@ from typing import Any, Self
 
 from engine.core.errors import Locked, StateError
 
-RUN_KINDS = ("scan", "events", "flowlogs")
+RUN_KINDS = ("scan", "events", "flowlogs", "traces")
 
 # MIGRATIONS[n] takes the schema from version n to n + 1; never edit a released entry, append a new one.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -60,6 +60,39 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         " OR json_extract(body, '$.topologies[0].start_snapshot') = 1"
         " THEN 'before-v2:' || COALESCE(json_extract(body, '$.topologies[0].instance.url'), '') END",
         "CREATE INDEX spool_by_account ON spool (account, status, id)",
+    ),
+    (
+        # runs.kind may be 'traces': SQLite cannot alter a CHECK, so the table is rebuilt (ids and index kept)
+        """CREATE TABLE runs_new (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            account TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('scan', 'events', 'flowlogs', 'traces')),
+            started_at TEXT NOT NULL,
+            finished_at TEXT NOT NULL,
+            complete INTEGER NOT NULL CHECK (complete IN (0, 1)),
+            summary TEXT NOT NULL
+        )""",
+        "INSERT INTO runs_new (id, account, kind, started_at, finished_at, complete, summary)"
+        " SELECT id, account, kind, started_at, finished_at, complete, summary FROM runs ORDER BY id",
+        "DROP TABLE runs",
+        "ALTER TABLE runs_new RENAME TO runs",
+        "CREATE INDEX runs_by_account_kind ON runs (account, kind, started_at)",
+        # one row per accepted OTLP request: its call records (a JSON list) and the spans it stands for
+        """CREATE TABLE trace_calls (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            received_at TEXT NOT NULL,
+            spans INTEGER NOT NULL,
+            body TEXT NOT NULL
+        )""",
+        """CREATE TABLE trace_relations (
+            account TEXT NOT NULL,
+            source TEXT NOT NULL,
+            target TEXT NOT NULL,
+            type TEXT NOT NULL,
+            first_seen REAL NOT NULL,
+            last_seen REAL NOT NULL,
+            PRIMARY KEY (account, source, target, type)
+        )""",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -501,3 +534,63 @@ class State:
                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, text),
             )
+
+    # traces
+    #
+    # `traces serve` (and the log bucket's OTLP objects) append one `trace_calls` row per accepted request;
+    # the `traces` phase consumes them. Counters in kv, in spans: `traces.received` (every span of every
+    # request, a retried one again), `traces.dropped` ({reason: spans}), `traces.applied` (by the phase).
+    # received = pending spans + applied + every dropped span.
+
+    def traces_append(
+        self, calls: list[dict], spans: int, dropped: dict[str, int], max_pending_spans: int
+    ) -> bool:
+        """Append one request's call records and count its `spans` (all it held) and `dropped` spans, in one
+        transaction. The row stands for `spans - sum(dropped)` spans. When the pending spans would exceed
+        `max_pending_spans`, write no row, count those as dropped `over_limit` and return False."""
+        kept = spans - sum(dropped.values())
+        body = json.dumps(calls, separators=(",", ":"))
+        with self._transaction() as conn:
+            pending = conn.execute("SELECT COALESCE(SUM(spans), 0) FROM trace_calls").fetchone()[0]
+            accepted = pending + kept <= max_pending_spans
+            drops = dict(dropped)
+            if accepted:
+                conn.execute(
+                    "INSERT INTO trace_calls (received_at, spans, body) VALUES (?, ?, ?)",
+                    (_to_text(datetime.now(UTC)), kept, body),
+                )
+            else:
+                drops["over_limit"] = drops.get("over_limit", 0) + kept
+            conn.execute(
+                "INSERT INTO kv (key, value) VALUES ('traces.received', ?) ON CONFLICT (key)"
+                " DO UPDATE SET value = CAST(value AS INTEGER) + CAST(excluded.value AS INTEGER)",
+                (str(spans),),
+            )
+            drops = {reason: n for reason, n in drops.items() if n}
+            if drops:
+                row = conn.execute("SELECT value FROM kv WHERE key = 'traces.dropped'").fetchone()
+                total = json.loads(row[0]) if row else {}
+                for reason, n in drops.items():
+                    total[reason] = total.get(reason, 0) + n
+                conn.execute(
+                    "INSERT INTO kv (key, value) VALUES ('traces.dropped', ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (_dumps(total),),
+                )
+        return accepted
+
+    def traces_counts(self) -> dict:
+        """{received, pending_rows, pending_spans, dropped: {reason: n}, applied}, spans except the rows."""
+        rows, spans, received, dropped, applied = self._query(  # one statement: one consistent read
+            "SELECT COUNT(*), COALESCE(SUM(spans), 0),"
+            " (SELECT value FROM kv WHERE key = 'traces.received'),"
+            " (SELECT value FROM kv WHERE key = 'traces.dropped'),"
+            " (SELECT value FROM kv WHERE key = 'traces.applied') FROM trace_calls"
+        )[0]
+        return {
+            "received": int(json.loads(received or "0")),
+            "pending_rows": rows,
+            "pending_spans": spans,
+            "dropped": json.loads(dropped or "{}"),
+            "applied": int(json.loads(applied or "0")),
+        }
