@@ -174,6 +174,7 @@ def _convert(item: object) -> None:
 def response(dropped: dict[str, int], kind: str) -> bytes:
     """The `ExportTraceServiceResponse` of an accepted request, encoded like the request."""
     answer = ExportTraceServiceResponse()
+    dropped = {reason: n for reason, n in dropped.items() if n}
     rejected = sum(dropped.values())
     if rejected:
         answer.partial_success.rejected_spans = rejected

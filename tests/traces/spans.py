@@ -1,8 +1,8 @@
 """OTLP requests built with the OpenTelemetry Python SDK, as the tests and the benchmark post them.
 
 `Recorder` holds a TracerProvider with one resource and an in-memory exporter; spans are started with
-explicit times and parents. `otlp(spans)` is the SDK exporter's own protobuf encoding; `otlp_json` turns it into
-OTLP/JSON (lowerCamelCase, hex ids, integer enums).
+explicit times and parents. `otlp(spans)` is the SDK exporter's own protobuf encoding; `otlp_json` turns it
+into OTLP/JSON (lowerCamelCase, hex ids, integer enums).
 """
 
 from __future__ import annotations
