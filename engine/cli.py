@@ -347,6 +347,31 @@ def spool_drop(state_path: str, spool_id: int | None, rejected: bool) -> None:
     sys.exit(EXIT_OK if dropped else EXIT_INCOMPLETE)
 
 
+@main.group("traces")
+def traces_group() -> None:
+    """OpenTelemetry traces: what a Lambda calls becomes a relation (docs/traces.md)."""
+
+
+@traces_group.command("serve")
+@click.option("--listen", default="127.0.0.1:8126", show_default=True, help="HOST:PORT to listen on.")
+@state_option
+@click.option(
+    "--max-pending-spans", default=1_000_000, show_default=True, type=click.IntRange(1),
+    help="Spans waiting for the traces phase beyond which a request is refused (503, Retry-After).",
+)  # fmt: skip
+def traces_serve(listen: str, state_path: str, max_pending_spans: int) -> None:
+    """Receive OTLP/HTTP traces (POST /v1/traces, /open-telemetry) and append their AWS SDK calls to the
+    state; never calls AWS, never takes the run lock. SIGTERM stops it cleanly."""
+    from engine.traces.receiver import serve
+
+    def log(line: str) -> None:
+        click.echo(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} {line}", err=True)
+
+    with _bad_input():
+        serve(listen, state_path, max_pending_spans, click.echo, log)
+    sys.exit(EXIT_OK)
+
+
 @main.command("views")
 @config_option
 @mappings_option

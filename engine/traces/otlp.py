@@ -40,7 +40,6 @@ NOISE = frozenset(
 URLS = frozenset({"url.full", "http.url", "messaging.url", "aws.sqs.queue.url"})
 # attributes that name the function a span runs in (on the entry span or the resource)
 FUNCTION_KEYS = ("faas.id", "cloud.resource_id", "aws.lambda.invoked_arn")
-_READ = (*KEPT, *FUNCTION_KEYS)
 _RESOURCE = frozenset({"faas.id", "cloud.resource_id", "faas.name", "cloud.region", "cloud.account.id"})
 _IDS = ("traceId", "spanId", "parentSpanId")
 
@@ -188,34 +187,57 @@ def response(dropped: dict[str, int], kind: str) -> bytes:
 
 # reduction
 
+_SCALARS = frozenset({"string_value", "int_value", "bool_value", "double_value"})
+# what the first look at every span reads: whether it is a call, the function and account it names
+_MARKERS = frozenset({*FUNCTION_KEYS, "cloud.account.id", "rpc.system", "aws.service.identifier"})
+_READ = (*KEPT, *FUNCTION_KEYS)  # every key either list names starts with one of these
+_WEB = ("https://", "http://")
+
 
 def _value(value: Any) -> Any:
     """A scalar or a list of scalars; None for anything else (bytes, maps, empty, arrays of those)."""
     which = value.WhichOneof("value")
-    if which == "string_value":
-        return value.string_value
-    if which == "int_value":
-        return value.int_value
-    if which == "bool_value":
-        return value.bool_value
-    if which == "double_value":
-        return value.double_value
+    if which in _SCALARS:
+        return getattr(value, which)
     if which == "array_value":
         items = [_value(item) for item in value.array_value.values]
         return items if all(i is not None and not isinstance(i, list) for i in items) else None
     return None
 
 
-def _attributes(pairs: Any, prefixes: tuple[str, ...]) -> dict[str, Any]:
-    """The attributes whose key starts with one of `prefixes`, as Python values."""
+def _attributes(pairs: Any, keys: frozenset[str]) -> dict[str, Any]:
+    """The attributes named in `keys`, as Python values."""
     found = {}
     for pair in pairs:
         key = pair.key
-        if key.startswith(prefixes):
+        if key in keys:
             value = _value(pair.value)
             if value is not None:
                 found[key] = value
     return found
+
+
+def _kept(values: dict[str, Any]) -> dict[str, Any]:
+    """The attributes a call record keeps (KEPT prefixes minus NOISE, read by `reduce`), as Python values:
+    URLs without query or fragment, strings cut at MAX_STRING."""
+    kept = {}
+    for key, value in values.items():
+        if key in NOISE or not key.startswith(KEPT):
+            continue
+        if value.WhichOneof("value") == "string_value":
+            text = value.string_value
+            if key in URLS or text.startswith(_WEB):
+                text = text.split("?", 1)[0].split("#", 1)[0]
+            kept[key] = text if len(text) <= MAX_STRING else text[:MAX_STRING]
+        else:
+            plain = _value(value)
+            if plain is not None:
+                kept[key] = (
+                    [v[:MAX_STRING] if v.__class__ is str else v for v in plain]
+                    if plain.__class__ is list
+                    else plain
+                )
+    return kept
 
 
 def _partition(region: str) -> str:
@@ -255,58 +277,41 @@ def _resource_function(resource: dict[str, Any], account: str | None) -> str | N
     return f"arn:{_partition(region)}:lambda:{region}:{account}:function:{name}"
 
 
-def _clean(key: str, value: Any) -> Any:
-    if isinstance(value, str):
-        if key in URLS or value.startswith(("https://", "http://")):
-            value = value.split("?", 1)[0].split("#", 1)[0]
-        return value[:MAX_STRING]
-    if isinstance(value, list):
-        return [v[:MAX_STRING] if isinstance(v, str) else v for v in value]
-    return value
-
-
-def _is_call(attributes: dict[str, Any], scope_name: str) -> bool:
-    return (
-        attributes.get("rpc.system") == "aws-api"
-        or "aws.service.identifier" in attributes
-        or "aws-sdk" in scope_name
-    )
-
-
 def reduce(request: ExportTraceServiceRequest) -> Decoded:
     """The call records of one request: AWS SDK call spans (not SERVER) with the function they ran in."""
     decoded = Decoded()
     # every span of the request: id -> (parent id, the function it names); then the calls, walking up
     spans: dict[bytes, tuple[bytes, str | None]] = {}
-    calls: list[tuple[Any, dict[str, Any], bytes, str | None]] = []
+    calls: list[tuple[Any, dict[str, Any], str | None]] = []
     for resource_spans in request.resource_spans:
-        resource = _attributes(resource_spans.resource.attributes, tuple(_RESOURCE))
+        resource = _attributes(resource_spans.resource.attributes, _RESOURCE)
         account: str | None = None
-        pending: list[tuple[Any, dict[str, Any], bytes]] = []
+        pending = []
         for scope_spans in resource_spans.scope_spans:
-            scope_name = scope_spans.scope.name
+            sdk_scope = "aws-sdk" in scope_spans.scope.name
             for span in scope_spans.spans:
                 decoded.spans += 1
-                attributes = _attributes(span.attributes, _READ)
-                if account is None and "cloud.account.id" in attributes:
-                    account = str(attributes["cloud.account.id"])
-                parent = span.parent_span_id
-                spans[span.span_id] = (parent, _own_function(attributes))
-                if span.kind != SERVER and _is_call(attributes, scope_name):
-                    pending.append((span, attributes, parent))
+                values = {pair.key: pair.value for pair in span.attributes if pair.key.startswith(_READ)}
+                marks = {k: v for k in _MARKERS.intersection(values) if (v := _value(values[k])) is not None}
+                if marks:
+                    if account is None and "cloud.account.id" in marks:
+                        account = str(marks["cloud.account.id"])
+                    spans[span.span_id] = (span.parent_span_id, _own_function(marks))
+                    call = marks.get("rpc.system") == "aws-api" or "aws.service.identifier" in marks
+                else:
+                    spans[span.span_id] = (span.parent_span_id, None)
+                    call = False
+                if (call or sdk_scope) and span.kind != SERVER:
+                    pending.append((span, values))
         fallback = _resource_function(resource, account)
-        calls += [(span, attributes, parent, fallback) for span, attributes, parent in pending]
+        calls += [(span, values, fallback) for span, values in pending]
     records: dict[tuple, dict] = {}
-    for span, attributes, parent, fallback in calls:
-        function = _walk(spans, parent) or fallback
+    for span, values, fallback in calls:
+        function = _walk(spans, span.parent_span_id) or fallback
         if function is None:
             decoded.dropped["no_function"] = decoded.dropped.get("no_function", 0) + 1
             continue
-        kept = {
-            key: _clean(key, value)
-            for key, value in attributes.items()
-            if key not in NOISE and key.startswith(KEPT)
-        }
+        kept = _kept(values)
         name, kind, last = span.name[:MAX_STRING], span.kind, span.end_time_unix_nano
         identity = (function, name, kind, _frozen(kept))
         record = records.get(identity)
@@ -337,4 +342,7 @@ def _walk(spans: dict[bytes, tuple[bytes, str | None]], parent: bytes) -> str | 
 
 
 def _frozen(attributes: dict[str, Any]) -> tuple:
-    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in attributes.items()))
+    items = sorted(attributes.items())
+    if any(value.__class__ is list for _, value in items):
+        return tuple((key, tuple(value) if value.__class__ is list else value) for key, value in items)
+    return tuple(items)
