@@ -138,7 +138,7 @@ def conventions_2022() -> Recorder:
             {"rpc.system": "aws-api", "rpc.service": "SQS", "rpc.method": "SendMessage", "aws.region": REGION,
              "messaging.system": "aws.sqs", "messaging.destination": "orders", "messaging.url": QUEUE,
              "aws.request.id": f"R{n}", "messaging.message_id": f"m-{n}"},
-            parent=entry, end=START + (9 - n) * 1_000_000_000,
+            parent=entry, end=START + (7, 9, 8)[n] * 1_000_000_000,
         )  # fmt: skip
     recorder.span(
         "DynamoDB.PutItem", SDK_SCOPE, CLIENT,
@@ -284,12 +284,14 @@ def test_the_function_of_a_root_call_comes_from_the_resource_in_every_partition(
 
 def test_a_call_without_a_function_is_dropped_and_counted_and_server_or_other_spans_are_no_calls() -> None:
     recorder = Recorder({"faas.name": "orders"})  # no region, no account: no function
-    recorder.span("SQS.SendMessage", SDK_SCOPE, CLIENT, {"rpc.system": "aws-api"})
-    recorder.span("SQS.SendMessage", SDK_SCOPE, CLIENT, {"aws.service.identifier": "sqs"})
+    recorder.span("SQS.SendMessage", "custom", CLIENT, {"rpc.system": "aws-api"})
+    recorder.span("SQS.SendMessage", "custom", CLIENT, {"aws.service.identifier": "sqs"})
+    recorder.span("S3.ListBuckets", SDK_SCOPE, CLIENT, {})
     recorder.span("served", SDK_SCOPE, SERVER, {"rpc.system": "aws-api"})  # SERVER: no call
     recorder.span("GET", HTTP_SCOPE, CLIENT, {"http.url": "https://example.com/"})  # no AWS SDK call
+    recorder.span("Get", "custom", CLIENT, {"rpc.system": "grpc"})  # no AWS SDK call
     result = decoded(recorder, "json")
-    assert (result.calls, result.spans, result.dropped) == ([], 4, {"no_function": 2})
+    assert (result.calls, result.spans, result.dropped) == ([], 6, {"no_function": 3})
 
 
 def test_the_entry_span_nearest_up_the_parents_names_the_function() -> None:

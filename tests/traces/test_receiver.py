@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -247,6 +248,25 @@ def test_sigterm_stops_it_cleanly_with_one_line_of_counts(tmp_path: Path) -> Non
     assert State(state, read_only=True).traces_counts()["pending_rows"] == 1
 
 
+def test_sigterm_finishes_the_request_under_way_before_it_exits(tmp_path: Path) -> None:
+    state, port = tmp_path / "state.sqlite", free_port()
+    process = start(state, port)
+    body = otlp(stackstate_layer().spans())
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+        head = "POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+        client.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body[:10])
+        time.sleep(0.5)  # the handler is reading the body
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)  # the main thread is draining
+        client.sendall(body[10:])
+        answer = client.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 0
+    assert err.endswith(" traces serve stopped requests=1 received=4 dropped=0 refused=0 errors=0\n")
+    assert rows(state) == [expected(stackstate_layer())]
+
+
 def test_a_port_in_use_is_one_clear_error_and_exit_2(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -313,13 +333,14 @@ def test_traces_append_counts_every_span_once_and_refuses_past_the_bound(tmp_pat
         assert state.traces_append([call], 10, {"no_function": 3}, max_pending_spans=10) is True
         assert state.traces_append([call], 5, {}, max_pending_spans=10) is False  # 7 + 5 > 10
         assert state.traces_append([], 3, {"no_function": 1}, max_pending_spans=10) is True  # 7 + 2
+        assert state.traces_append([], 1, {}, max_pending_spans=10) is True  # 9 + 1: the bound itself
         assert state.traces_counts() == {
-            "received": 18, "pending_rows": 2, "pending_spans": 9,
+            "received": 19, "pending_rows": 3, "pending_spans": 10,
             "dropped": {"no_function": 4, "over_limit": 5}, "applied": 0,
         }  # fmt: skip
         with sqlite3.connect(state.path) as conn:
             assert conn.execute("SELECT spans, body FROM trace_calls").fetchall() == [
-                (7, json.dumps([call], separators=(",", ":"))), (2, "[]")
+                (7, json.dumps([call], separators=(",", ":"))), (2, "[]"), (1, "[]")
             ]  # fmt: skip
 
 
