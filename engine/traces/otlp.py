@@ -2,7 +2,10 @@
 
 A call record is one AWS SDK call made by a Lambda function (docs/traces.md has the contract):
 `{"function", "name", "kind", "attributes", "count", "last"}`. Identical records of one request collapse.
-Parsing is the OpenTelemetry protobuf package's; nothing here reads protobuf by hand.
+Parsing is the OpenTelemetry protobuf package's; nothing here reads protobuf by hand. For speed, a body is
+parsed with `Encoded`: the same OTLP schema, built from the package's own descriptors, in which the attribute
+lists of spans and resources stay encoded `KeyValue` bytes, so that each distinct attribute of a request is
+decoded once (`KeyValue.FromString`) however many spans repeat it.
 """
 
 from __future__ import annotations
@@ -13,12 +16,17 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from google.protobuf import json_format
-from google.protobuf.message import DecodeError
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+from google.protobuf.message import DecodeError, Message
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+from opentelemetry.proto.resource.v1 import resource_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
 
 from engine.core.errors import BadInput
 
@@ -116,15 +124,34 @@ def inflate(body: bytes) -> bytes:
     return out
 
 
-def parse(body: bytes, kind: str) -> ExportTraceServiceRequest:
-    """An `ExportTraceServiceRequest` from OTLP protobuf or OTLP JSON (hex ids, per the OTLP spec)."""
-    request = ExportTraceServiceRequest()
+def _encoded_schema() -> type[Message]:
+    """`ExportTraceServiceRequest` with `Span.attributes` and `Resource.attributes` as repeated bytes (the
+    wire format of a repeated message field), in a descriptor pool of its own."""
+    pool = descriptor_pool.DescriptorPool()
+    for module in (common_pb2, resource_pb2, trace_pb2, trace_service_pb2):
+        file = descriptor_pb2.FileDescriptorProto()
+        module.DESCRIPTOR.CopyToProto(file)
+        for message in file.message_type:
+            for item in message.field:
+                if message.name in ("Span", "Resource") and item.name == "attributes":
+                    item.type = descriptor_pb2.FieldDescriptorProto.TYPE_BYTES
+                    item.ClearField("type_name")
+        pool.Add(file)
+    name = ExportTraceServiceRequest.DESCRIPTOR.full_name
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(name))
+
+
+Encoded = _encoded_schema()
+
+
+def parse(body: bytes, kind: str) -> Any:
+    """The request as `Encoded`, from OTLP protobuf, or from OTLP JSON (hex ids, per the OTLP spec) through
+    `ExportTraceServiceRequest`."""
     if kind == "protobuf":
         try:
-            request.ParseFromString(body)
+            return Encoded.FromString(body)
         except DecodeError as exc:
             raise BadOtlp(problem=f"protobuf does not decode ({exc})") from None
-        return request
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -132,11 +159,12 @@ def parse(body: bytes, kind: str) -> ExportTraceServiceRequest:
     if not isinstance(document, dict):
         raise BadOtlp(problem="the JSON body is not an object")
     _ids_to_base64(document)
+    request = ExportTraceServiceRequest()
     try:
         json_format.ParseDict(document, request, ignore_unknown_fields=True)
     except (json_format.ParseError, TypeError, ValueError) as exc:
         raise BadOtlp(problem=f"JSON is not OTLP ({str(exc)[:160]})") from None
-    return request
+    return Encoded.FromString(request.SerializeToString())
 
 
 def _ids_to_base64(document: dict) -> None:
@@ -188,10 +216,10 @@ def response(dropped: dict[str, int], kind: str) -> bytes:
 # reduction
 
 _SCALARS = frozenset({"string_value", "int_value", "bool_value", "double_value"})
-# what the first look at every span reads: whether it is a call, the function and account it names
+# what is read of every span: whether it is a call, the function and the account it names
 _MARKERS = frozenset({*FUNCTION_KEYS, "cloud.account.id", "rpc.system", "aws.service.identifier"})
-_READ = (*KEPT, *FUNCTION_KEYS)  # every key either list names starts with one of these
 _WEB = ("https://", "http://")
+Attribute = tuple[str, Any, Any]  # key, Python value (None: not a scalar or list of them), kept value or None
 
 
 def _value(value: Any) -> Any:
@@ -205,39 +233,26 @@ def _value(value: Any) -> Any:
     return None
 
 
-def _attributes(pairs: Any, keys: frozenset[str]) -> dict[str, Any]:
-    """The attributes named in `keys`, as Python values."""
-    found = {}
-    for pair in pairs:
-        key = pair.key
-        if key in keys:
-            value = _value(pair.value)
-            if value is not None:
-                found[key] = value
-    return found
-
-
-def _kept(values: dict[str, Any]) -> dict[str, Any]:
-    """The attributes a call record keeps (KEPT prefixes minus NOISE, read by `reduce`), as Python values:
-    URLs without query or fragment, strings cut at MAX_STRING."""
-    kept = {}
-    for key, value in values.items():
-        if key in NOISE or not key.startswith(KEPT):
-            continue
-        if value.WhichOneof("value") == "string_value":
-            text = value.string_value
-            if key in URLS or text.startswith(_WEB):
-                text = text.split("?", 1)[0].split("#", 1)[0]
-            kept[key] = text if len(text) <= MAX_STRING else text[:MAX_STRING]
+def _attribute(encoded: bytes, seen: dict[bytes, Attribute]) -> Attribute:
+    """One encoded `KeyValue` decoded, with what a call record keeps of it (hashable), memoised in `seen`:
+    KEPT prefixes minus NOISE, URLs without query or fragment, strings cut at MAX_STRING."""
+    try:
+        pair = KeyValue.FromString(encoded)
+    except DecodeError as exc:
+        raise BadOtlp(problem=f"protobuf does not decode ({exc})") from None
+    key, value = pair.key, _value(pair.value)
+    kept = None
+    if value is not None and key.startswith(KEPT) and key not in NOISE:
+        if value.__class__ is list:
+            kept = tuple(v[:MAX_STRING] if v.__class__ is str else v for v in value)
+        elif value.__class__ is str:
+            if key in URLS or value.startswith(_WEB):
+                value = value.split("?", 1)[0].split("#", 1)[0]
+            kept = value[:MAX_STRING]
         else:
-            plain = _value(value)
-            if plain is not None:
-                kept[key] = (
-                    [v[:MAX_STRING] if v.__class__ is str else v for v in plain]
-                    if plain.__class__ is list
-                    else plain
-                )
-    return kept
+            kept = value
+    seen[encoded] = attribute = (key, value, kept)
+    return attribute
 
 
 def _partition(region: str) -> str:
@@ -277,47 +292,56 @@ def _resource_function(resource: dict[str, Any], account: str | None) -> str | N
     return f"arn:{_partition(region)}:lambda:{region}:{account}:function:{name}"
 
 
-def reduce(request: ExportTraceServiceRequest) -> Decoded:
-    """The call records of one request: AWS SDK call spans (not SERVER) with the function they ran in."""
+def reduce(request: Any) -> Decoded:
+    """The call records of one `Encoded` request: AWS SDK call spans (not SERVER) with their function."""
     decoded = Decoded()
+    seen: dict[bytes, Attribute] = {}
     # every span of the request: id -> (parent id, the function it names); then the calls, walking up
     spans: dict[bytes, tuple[bytes, str | None]] = {}
-    calls: list[tuple[Any, dict[str, Any], str | None]] = []
+    calls: list[tuple[Any, list[Attribute], str | None]] = []
     for resource_spans in request.resource_spans:
-        resource = _attributes(resource_spans.resource.attributes, _RESOURCE)
+        resource = {
+            key: value
+            for encoded in resource_spans.resource.attributes
+            for key, value, _ in [seen.get(encoded) or _attribute(encoded, seen)]
+            if key in _RESOURCE and value is not None
+        }
         account: str | None = None
         pending = []
         for scope_spans in resource_spans.scope_spans:
             sdk_scope = "aws-sdk" in scope_spans.scope.name
             for span in scope_spans.spans:
                 decoded.spans += 1
-                values = {pair.key: pair.value for pair in span.attributes if pair.key.startswith(_READ)}
-                marks = {k: v for k in _MARKERS.intersection(values) if (v := _value(values[k])) is not None}
+                attributes = [seen.get(encoded) or _attribute(encoded, seen) for encoded in span.attributes]
+                marks = {key: value for key, value, _ in attributes if key in _MARKERS and value is not None}
                 if marks:
                     if account is None and "cloud.account.id" in marks:
                         account = str(marks["cloud.account.id"])
                     spans[span.span_id] = (span.parent_span_id, _own_function(marks))
-                    call = marks.get("rpc.system") == "aws-api" or "aws.service.identifier" in marks
+                    call = (
+                        sdk_scope or marks.get("rpc.system") == "aws-api" or "aws.service.identifier" in marks
+                    )
                 else:
                     spans[span.span_id] = (span.parent_span_id, None)
-                    call = False
-                if (call or sdk_scope) and span.kind != SERVER:
-                    pending.append((span, values))
+                    call = sdk_scope
+                if call and span.kind != SERVER:
+                    pending.append((span, attributes))
         fallback = _resource_function(resource, account)
-        calls += [(span, values, fallback) for span, values in pending]
+        calls += [(span, attributes, fallback) for span, attributes in pending]
     records: dict[tuple, dict] = {}
-    for span, values, fallback in calls:
+    for span, attributes, fallback in calls:
         function = _walk(spans, span.parent_span_id) or fallback
         if function is None:
             decoded.dropped["no_function"] = decoded.dropped.get("no_function", 0) + 1
             continue
-        kept = _kept(values)
+        kept = tuple(sorted({key: value for key, _, value in attributes if value is not None}.items()))
         name, kind, last = span.name[:MAX_STRING], span.kind, span.end_time_unix_nano
-        identity = (function, name, kind, _frozen(kept))
+        identity = (function, name, kind, kept)
         record = records.get(identity)
         if record is None:
             records[identity] = {
-                "function": function, "name": name, "kind": kind, "attributes": kept,
+                "function": function, "name": name, "kind": kind,
+                "attributes": {key: list(v) if v.__class__ is tuple else v for key, v in kept},
                 "count": 1, "last": last,
             }  # fmt: skip
         else:
@@ -339,10 +363,3 @@ def _walk(spans: dict[bytes, tuple[bytes, str | None]], parent: bytes) -> str | 
         if function:
             return function
     return None
-
-
-def _frozen(attributes: dict[str, Any]) -> tuple:
-    items = sorted(attributes.items())
-    if any(value.__class__ is list for _, value in items):
-        return tuple((key, tuple(value) if value.__class__ is list else value) for key, value in items)
-    return tuple(items)
