@@ -148,6 +148,7 @@ class State:
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.RLock()
         self._lock_fd: int | None = None
+        self._pending: tuple[int, int] | None = None  # (last trace_calls id, pending spans at most)
 
     def __repr__(self) -> str:
         return f"State({str(self.path)!r})"
@@ -551,14 +552,16 @@ class State:
         kept = spans - sum(dropped.values())
         body = json.dumps(calls, separators=(",", ":"))
         with self._transaction() as conn:
-            pending = conn.execute("SELECT COALESCE(SUM(spans), 0) FROM trace_calls").fetchone()[0]
-            accepted = pending + kept <= max_pending_spans
+            pending = self._pending_spans(conn, exact=False)
+            if pending + kept > max_pending_spans:
+                pending = self._pending_spans(conn, exact=True)
+            accepted, row_id = pending + kept <= max_pending_spans, 0
             drops = dict(dropped)
             if accepted:
-                conn.execute(
+                row_id = conn.execute(
                     "INSERT INTO trace_calls (received_at, spans, body) VALUES (?, ?, ?)",
                     (_to_text(datetime.now(UTC)), kept, body),
-                )
+                ).lastrowid
             else:
                 drops["over_limit"] = drops.get("over_limit", 0) + kept
             conn.execute(
@@ -577,7 +580,24 @@ class State:
                     " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                     (_dumps(total),),
                 )
+        if accepted:  # only once committed: a rolled-back id may be given again
+            self._pending = (row_id, pending + kept)
         return accepted
+
+    def _pending_spans(self, conn: sqlite3.Connection, exact: bool) -> int:
+        """The spans of the pending rows; not `exact`: an upper bound that reads only the rows added since
+        the last count (ids only grow; the phase only deletes), so an append does not scan the table."""
+        if exact or self._pending is None:
+            query = "SELECT COALESCE(MAX(id), 0), COALESCE(SUM(spans), 0) FROM trace_calls"
+            last, total = conn.execute(query).fetchone()
+        else:
+            last, total = self._pending
+            added, newer = conn.execute(
+                "SELECT MAX(id), COALESCE(SUM(spans), 0) FROM trace_calls WHERE id > ?", (last,)
+            ).fetchone()
+            last, total = added or last, total + newer
+        self._pending = (last, total)
+        return total
 
     def traces_counts(self) -> dict:
         """{received, pending_rows, pending_spans, dropped: {reason: n}, applied}, spans except the rows."""

@@ -344,6 +344,20 @@ def test_traces_append_counts_every_span_once_and_refuses_past_the_bound(tmp_pat
             ]  # fmt: skip
 
 
+def test_the_bound_counts_rows_another_writer_added_and_frees_what_the_phase_deleted(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    with State(path) as receiver, State(path) as other:
+        assert receiver.traces_append([], 4, {}, max_pending_spans=10) is True
+        assert other.traces_append([], 4, {}, max_pending_spans=10) is True  # 8 pending
+        assert receiver.traces_append([], 3, {}, max_pending_spans=10) is False  # 11 > 10
+        assert receiver.traces_append([], 2, {}, max_pending_spans=10) is True  # 10
+        with sqlite3.connect(path) as conn:  # the phase consumes every row
+            conn.execute("DELETE FROM trace_calls")
+        assert receiver.traces_append([], 10, {}, max_pending_spans=10) is True
+        assert other.traces_append([], 1, {}, max_pending_spans=10) is False
+        assert receiver.traces_counts()["pending_spans"] == 10
+
+
 def test_a_receiver_and_a_reader_of_the_state_share_it_in_threads(tmp_path: Path) -> None:
     with State(tmp_path / "state.sqlite") as state:
         threads = [
