@@ -205,9 +205,10 @@ def serve(
     say: Callable[[str], None],
     log: Callable[[str], None],
     ready: Callable[[Receiver], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> None:
-    """Run the receiver until SIGTERM/SIGINT: `say` the listening line, `log` a summary a minute at most
-    (when something changed) and one at the end; then stop accepting, drain, close."""
+    """Run the receiver until SIGTERM/SIGINT (or `stop`): `say` the listening line, `log` a summary a
+    minute at most (when something changed) and one at the end; then stop accepting, drain, close."""
     host, port = parse_listen(listen)
     state = State(state_path).check()
     try:
@@ -215,7 +216,7 @@ def serve(
     except ListenError:
         state.close()
         raise
-    stop = threading.Event()
+    stop = stop or threading.Event()
     previous = _on_signals(stop)
     worker = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
     worker.start()

@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 
 from engine.core.state import SCHEMA_VERSION, State
 from engine.traces.otlp import decode
-from engine.traces.receiver import Receiver
+from engine.traces.receiver import Receiver, serve
 from tests.traces.spans import ACCOUNT, CLIENT, FUNCTION, REGION, SDK_SCOPE, Recorder, otlp, otlp_json
 from tests.traces.test_otlp import SIGNED, current_conventions, stackstate_layer
 
@@ -192,6 +192,39 @@ def test_the_receiver_writes_while_a_run_holds_the_state_s_lock(receiver: Receiv
     with State(receiver.state.path).lock():
         assert OTLPSpanExporter(endpoint=url(receiver)).export(stackstate_layer().spans()).name == "SUCCESS"
     assert len(rows(receiver.state.path)) == 1
+
+
+def test_serve_logs_a_summary_when_something_changed_at_most_once_a_period(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("engine.traces.receiver.LOG_EVERY", 0.2)
+    said, logged, servers, stop = [], [], [], threading.Event()
+    thread = threading.Thread(
+        target=serve, args=("127.0.0.1:0", str(tmp_path / "s.sqlite"), 100, said.append, logged.append),
+        kwargs={"ready": servers.append, "stop": stop},
+    )  # fmt: skip
+    thread.start()
+    try:
+        assert wait(lambda: servers)
+        time.sleep(0.5)  # nothing happened: nothing logged
+        assert logged == []
+        post(servers[0], otlp(stackstate_layer().spans()), {"Content-Type": "application/x-protobuf"})
+        assert wait(lambda: logged)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    port = servers[0].server_address[1]
+    assert said == [f"traces serve listening=http://127.0.0.1:{port} state={tmp_path / 's.sqlite'}"]
+    summary = "requests=1 received=4 dropped=0 refused=0 errors=0"
+    assert logged == [f"traces serve {summary}", f"traces serve stopped {summary}"]
+
+
+def wait(condition, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return bool(condition())
 
 
 # the process
