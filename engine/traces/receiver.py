@@ -73,8 +73,14 @@ class Receiver(ThreadingHTTPServer):
             self.stopping = True
             return self.busy.wait_for(lambda: self.under_way == 0, timeout)
 
+    def count(self, **counts: int) -> None:
+        """Add to this process's counters (handler threads run side by side)."""
+        with self.busy:
+            self.counts.update(counts)
+
     def summary(self) -> str:
-        counts = self.counts
+        with self.busy:
+            counts = self.counts.copy()
         dropped = {
             k.removeprefix("dropped."): v for k, v in sorted(counts.items()) if k.startswith("dropped.")
         }
@@ -117,8 +123,7 @@ class Handler(BaseHTTPRequestHandler):
             self.server.leave()
 
     def _export(self) -> None:
-        counts = self.server.counts
-        counts["requests"] += 1
+        self.server.count(requests=1)
         try:
             kind = media(self.headers.get("Content-Type"))
         except UnsupportedType as exc:
@@ -147,17 +152,18 @@ class Handler(BaseHTTPRequestHandler):
             accepted = self.server.state.traces_append(
                 decoded.calls, decoded.spans, decoded.dropped, self.server.max_pending_spans
             )
-        except StateError as exc:
-            counts["errors"] += 1
-            self._refuse(HTTPStatus.SERVICE_UNAVAILABLE, f"the state cannot take it now: {exc}", retry=True)
+        except StateError:  # busy past its timeout, or failing: counted, and the client retries
+            self.server.count(errors=1)
+            self._refuse(HTTPStatus.SERVICE_UNAVAILABLE, "the state cannot take it now", retry=True)
             return
-        counts["received"] += decoded.spans
         dropped = dict(decoded.dropped)
         if not accepted:
-            counts["refused"] += 1
             dropped["over_limit"] = decoded.spans - sum(decoded.dropped.values())
-        for reason, n in dropped.items():
-            counts[f"dropped.{reason}"] += n
+        self.server.count(
+            received=decoded.spans,
+            refused=int(not accepted),
+            **{f"dropped.{reason}": n for reason, n in dropped.items()},
+        )
         if not accepted:
             self._refuse(
                 HTTPStatus.SERVICE_UNAVAILABLE,
