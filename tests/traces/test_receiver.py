@@ -25,6 +25,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from opentelemetry.sdk.trace.export import SpanExportResult
 
+from engine.core.errors import StateError
 from engine.core.state import SCHEMA_VERSION, State
 from engine.traces.otlp import decode
 from engine.traces.receiver import Receiver, serve
@@ -186,6 +187,19 @@ def test_over_the_bound_is_503_with_retry_after_counted_over_limit_and_nothing_w
     assert receiver.summary() == (
         "requests=2 received=120 dropped=60 dropped.over_limit=60 refused=1 errors=0"
     )
+
+
+def test_a_state_that_cannot_take_the_row_is_503_with_retry_after_and_counted(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def busy(*_: object) -> bool:
+        raise StateError(path=str(receiver.state.path), problem="database is locked")
+
+    monkeypatch.setattr(receiver.state, "traces_append", busy)
+    status, headers, answer = post(receiver, otlp(stackstate_layer().spans()), {
+        "Content-Type": "application/x-protobuf"})  # fmt: skip
+    assert (status, headers["Retry-After"], answer) == (503, "30", b"the state cannot take it now\n")
+    assert receiver.summary() == "requests=1 received=0 dropped=0 refused=0 errors=1"
 
 
 def test_the_receiver_writes_while_a_run_holds_the_state_s_lock(receiver: Receiver) -> None:
