@@ -21,7 +21,7 @@ from typing import Any, Self
 
 from engine.core.errors import Locked, StateError
 
-RUN_KINDS = ("scan", "events", "flowlogs")
+RUN_KINDS = ("scan", "events", "flowlogs", "traces")
 
 # MIGRATIONS[n] takes the schema from version n to n + 1; never edit a released entry, append a new one.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -61,10 +61,31 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         " THEN 'before-v2:' || COALESCE(json_extract(body, '$.topologies[0].instance.url'), '') END",
         "CREATE INDEX spool_by_account ON spool (account, status, id)",
     ),
+    (  # PROVISIONAL (ingest branch owns it)
+        """CREATE TABLE runs_new (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            account TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('scan', 'events', 'flowlogs', 'traces')),
+            started_at TEXT NOT NULL,
+            finished_at TEXT NOT NULL,
+            complete INTEGER NOT NULL CHECK (complete IN (0, 1)),
+            summary TEXT NOT NULL
+        )""",
+        "INSERT INTO runs_new SELECT * FROM runs",
+        "DROP TABLE runs",
+        "ALTER TABLE runs_new RENAME TO runs",
+        "CREATE INDEX runs_by_account_kind ON runs (account, kind, started_at)",
+        """CREATE TABLE trace_calls (id INTEGER PRIMARY KEY AUTOINCREMENT, received_at TEXT NOT NULL,
+            spans INTEGER NOT NULL, body TEXT NOT NULL)""",
+        """CREATE TABLE trace_relations (account TEXT NOT NULL, source TEXT NOT NULL, target TEXT NOT NULL,
+            type TEXT NOT NULL, first_seen REAL NOT NULL, last_seen REAL NOT NULL,
+            PRIMARY KEY (account, source, target, type))""",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
 Timestamp = datetime | float | int
+RelationKey = tuple[str, str, str]  # (source, target, type)
 
 
 def _to_text(value: Timestamp) -> str:
@@ -501,3 +522,41 @@ class State:
                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, text),
             )
+
+    # traced calls and the relations they give (engine.traces)
+
+    def traces_pending(self, max_rows: int) -> list[tuple[int, int, list[dict]]]:
+        """The oldest `max_rows` rows of received calls: (row id, spans, call records)."""
+        rows = self._query("SELECT id, spans, body FROM trace_calls ORDER BY id LIMIT ?", (max_rows,))
+        return [(row_id, spans, json.loads(body)) for row_id, spans, body in rows]
+
+    def trace_relations(self, account: str) -> dict[RelationKey, tuple[float, float]]:
+        """The account's trace relations: (source, target, type) -> (first seen, last seen), epoch seconds."""
+        rows = self._query(
+            "SELECT source, target, type, first_seen, last_seen FROM trace_relations WHERE account = ?",
+            (account,),
+        )
+        return {(source, target, kind): (first, last) for source, target, kind, first, last in rows}
+
+    def trace_relations_save(self, account: str, live: dict[RelationKey, tuple[float, float]]) -> None:
+        """Replace the account's trace relations by `live` (as `trace_relations` gives them), at once."""
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM trace_relations WHERE account = ?", (account,))
+            conn.executemany(
+                "INSERT INTO trace_relations (account, source, target, type, first_seen, last_seen)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(account, *key, first, last) for key, (first, last) in live.items()],
+            )
+
+    def traces_consume(self, row_ids: list[int], applied: int, dropped: dict[str, int]) -> None:
+        """Delete the rows of received calls that were applied and count their spans (`traces.applied`, and
+        `traces.dropped` by reason), in one transaction."""
+        with self._transaction() as conn:
+            conn.executemany("DELETE FROM trace_calls WHERE id = ?", [(row_id,) for row_id in row_ids])
+            counts = {"traces.applied": applied} | {f"traces.dropped.{k}": n for k, n in dropped.items() if n}
+            for key, n in counts.items():
+                conn.execute(
+                    "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key)"
+                    " DO UPDATE SET value = CAST(value AS INTEGER) + excluded.value",
+                    (key, str(n)),
+                )
