@@ -24,6 +24,7 @@ RANKS = {
     "events": 5,
     "flowlogs": 5,
     "view": 5,
+    "traces": 5,
     "metrics": 6,
     "run": 7,
     "cli": 8,

@@ -525,6 +525,15 @@ class State:
 
     # traced calls and the relations they give (engine.traces)
 
+    def traces_append(self, calls: list[dict], spans: int, dropped: dict, max_pending_spans: int) -> bool:
+        """PROVISIONAL (the ingest branch owns it)."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO trace_calls (received_at, spans, body) VALUES (?, ?, ?)",
+                (_to_text(datetime.now(UTC)), spans, _dumps(calls)),
+            )
+        return True
+
     def traces_pending(self, max_rows: int) -> list[tuple[int, int, list[dict]]]:
         """The oldest `max_rows` rows of received calls: (row id, spans, call records)."""
         rows = self._query("SELECT id, spans, body FROM trace_calls ORDER BY id LIMIT ?", (max_rows,))
