@@ -125,7 +125,7 @@ def test_a_relation_not_seen_for_the_ttl_is_left_out_which_deletes_it(state: Sta
     receive(state, sqs_call(at=time.time() - 3000), s3_call())
     run_traces(state, ListSink(), ttl=3600)
     first, last = state.trace_relations(ACCOUNT)[(CALLER, QUEUE, "uses-service")]
-    assert first == last == pytest.approx(time.time() - 3000, abs=5)
+    assert first == last == pytest.approx(time.time() - 3000, rel=0, abs=5)
     sink = ListSink()
     code, lines = run_traces(state, sink, ttl=600)  # now the queue's call is too old
     assert code == EXIT_OK
@@ -206,4 +206,18 @@ def test_a_call_time_in_the_future_counts_as_now(state: State, run_traces) -> No
     receive(state, sqs_call(at=time.time() + 10 * 86400))
     run_traces(state, ListSink())
     _, last = state.trace_relations(ACCOUNT)[(CALLER, QUEUE, "uses-service")]
-    assert last == pytest.approx(time.time(), abs=5)
+    assert last == pytest.approx(time.time(), rel=0, abs=5)
+
+
+def test_an_older_call_never_moves_a_relation_back_in_time(state: State, run_traces) -> None:
+    now = time.time()
+    receive(state, sqs_call(at=now - 100), sqs_call(at=now - 10), sqs_call(at=now - 200))
+    run_traces(state, ListSink())
+    key = (CALLER, QUEUE, "uses-service")
+    assert state.trace_relations(ACCOUNT)[key] == pytest.approx((now - 10, now - 10), rel=0, abs=1)
+    receive(state, sqs_call(at=now - 500))  # a late export of an earlier call
+    run_traces(state, ListSink())
+    assert state.trace_relations(ACCOUNT)[key] == pytest.approx((now - 500, now - 10), rel=0, abs=1)
+    receive(state, sqs_call(at=now))
+    run_traces(state, ListSink())
+    assert state.trace_relations(ACCOUNT)[key] == pytest.approx((now - 500, now), rel=0, abs=1)
