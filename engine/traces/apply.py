@@ -20,6 +20,7 @@ from typing import Any
 from engine.core.config import Instance
 from engine.core.errors import DeliveryError
 from engine.core.phase import PhaseResult
+from engine.core.stackpack import TRACE_SOURCE
 from engine.core.state import RelationKey, State
 from engine.delivery.payload import build_payloads
 from engine.delivery.sinks import Sink
@@ -29,7 +30,7 @@ from engine.language.loader import Mappings
 from engine.traces.relations import RELATION_TYPE, TraceRules
 
 MAX_ROWS = 10_000  # rows of received calls applied per run; the rest wait for the next
-RELATION_DATA = {"Source": "OpenTelemetry traces"}  # marks a relation seen only in traces
+RELATION_DATA = {"Source": TRACE_SOURCE}  # marks a relation seen only in traces
 
 
 def instance_url(account: str) -> str:
