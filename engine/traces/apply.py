@@ -57,15 +57,28 @@ class Pending:
 def read_pending(state: State, mappings: Mappings, accounts: set[str], max_rows: int = MAX_ROWS) -> Pending:
     """Map the oldest rows of received calls to relations of the configured `accounts`."""
     rules, pending = TraceRules(mappings), Pending()
+    targets: dict[Any, list[str]] = {}  # the same (function, span name, attributes): the same targets
     for row_id, spans, calls in state.traces_pending(max_rows):
         pending.rows.append(row_id)
         pending.spans += spans
         for call in calls if isinstance(calls, list) else []:
-            _reduce(rules, call, accounts, pending)
+            _reduce(rules, call, accounts, pending, targets)
     return pending
 
 
-def _reduce(rules: TraceRules, call: Any, accounts: set[str], pending: Pending) -> None:
+def _key(call: dict) -> Any:
+    attributes = call.get("attributes")
+    if not isinstance(attributes, dict):
+        return None
+    items = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in attributes.items()))
+    try:
+        hash(items)
+    except TypeError:  # a nested object: not cached
+        return None
+    return (call.get("function"), call.get("name"), items)
+
+
+def _reduce(rules: TraceRules, call: Any, accounts: set[str], pending: Pending, cache: dict) -> None:
     count = call.get("count", 1) if isinstance(call, dict) else 1
     count = count if isinstance(count, int) and count > 0 else 1
     caller = parse_arn(call.get("function")) if isinstance(call, dict) else None
@@ -75,7 +88,12 @@ def _reduce(rules: TraceRules, call: Any, accounts: set[str], pending: Pending) 
     if caller["account"] not in accounts:
         pending.dropped["unknown_account"] += count
         return
-    targets = rules.targets(call)
+    key = _key(call)
+    targets = cache.get(key) if key is not None else None
+    if targets is None:
+        targets = rules.targets(call)
+        if key is not None:
+            cache[key] = targets
     if not targets:
         pending.dropped["names_nothing_known"] += count
         return
