@@ -8,6 +8,7 @@ The commands that run phases (scan, events, flowlogs, run) load and lock here, t
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -35,13 +36,13 @@ from engine.core.errors import (
     StateError,
 )
 from engine.core.phase import Limits
-from engine.core.state import State
+from engine.core.state import RUN_KINDS, State
 from engine.delivery.http import HttpSink, shown_url
 from engine.delivery.spool import SpoolingSink
 from engine.deploy.policy import agent_policy, role_policy
 from engine.deploy.template import render as render_template
 from engine.language.loader import MAPPINGS, Mappings, load_mappings
-from engine.run import EVENTS, FLOWLOGS, RUN, SCAN, Phases, RunSettings, run_cycle, stopping_on
+from engine.run import EVENTS, FLOWLOGS, RUN, SCAN, TRACES, Phases, RunSettings, run_cycle, stopping_on
 from engine.scan.last_snapshot import from_payloads, from_state
 from engine.scan.plan import plan
 from engine.view.page import write_page
@@ -112,11 +113,11 @@ def cfn_command(mappings_dir: str, out: str | None) -> None:
         click.echo(text, nl=False)
 
 
-def _run_options(command: Any) -> Any:
+def _run_options(command: Any, config: Any = config_option) -> Any:
     """The options shared by scan, events and run."""
     for option in reversed(
         [
-            config_option,
+            config,
             mappings_option,
             click.option("--out", type=click.Path(file_okay=False), help="Write payloads as files here."),
             click.option("--receiver", help="StackState receiver base URL; the API key is STS_API_KEY."),
@@ -184,6 +185,23 @@ def run_command(**options: Any) -> None:
     _session(options, RUN)
 
 
+@main.group("traces", invoke_without_command=True)
+@functools.partial(
+    _run_options,
+    config=click.option(
+        "-c", "--config", "config_path", type=click.Path(dir_okay=False), help="aws_topology conf.yaml"
+    ),
+)
+@click.pass_context
+def traces_group(ctx: click.Context, **options: Any) -> None:
+    """OpenTelemetry traces. Alone: turn the traced calls received so far into each account's trace
+    relations (the traces phase of `run`); `traces serve`: receive them."""
+    if ctx.invoked_subcommand is None:
+        if options["config_path"] is None:
+            raise click.UsageError("Missing option '-c' / '--config'.")
+        _session(options, TRACES)
+
+
 def _session(options: dict[str, Any], phases: Phases) -> None:
     """Load, check and lock; run the phases; exit with the worst code."""
     stop = threading.Event()
@@ -245,17 +263,19 @@ state_option = click.option(
     "--state", "state_path", default=".state/aws-topology.sqlite", show_default=True, help="SQLite state."
 )
 def status_command(state_path: str) -> None:
-    """Per account: the last full scan and delta run, permission gaps, corrupt objects; then the spool.
+    """Per account: the last run of each phase, permission gaps, corrupt objects; then the spool and the
+    traced spans.
 
     Reads the state without its lock, so it answers while a run is under way."""
     with _bad_input(), State(state_path, read_only=True) as state:
         now = datetime.now(UTC)
         for account in state.accounts():
             click.echo(f"account {account}:")
-            for kind in ("scan", "events", "flowlogs"):
+            for kind in RUN_KINDS:
                 run = state.last_run(account, kind)
                 if run is None:
-                    click.echo(f"  {kind:<8} never")
+                    if kind != "traces":  # a phase only those who send traces use
+                        click.echo(f"  {kind:<8} never")
                     continue
                 done = state.last_run(account, kind, complete_only=True)
                 age = (now - run["started_at"]).total_seconds()

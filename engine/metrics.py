@@ -65,13 +65,20 @@ PHASE_METRICS = {  # metric suffix -> key of the phase's run summary
     "corrupt_objects": "corrupt_objects",
     "duration_seconds": "seconds",
 }
+TRACE_METRICS = {  # the traces phase reads no objects: its relations instead
+    "complete": "complete",
+    "relations": "relations",
+    "new_relations": "new",
+    "expired_relations": "expired",
+    "duration_seconds": "seconds",
+}
 
 
 def phase_metrics_text(kind: str, rows: list[dict], now: float | None = None) -> str:
-    """One phase's (`events`, `flowlogs`) per-account metrics; `rows` are its run summaries plus `account`,
-    `complete` and `seconds`. A failed run lacks the counts: its lines say 0."""
+    """One phase's (`events`, `flowlogs`, `traces`) per-account metrics; `rows` are its run summaries plus
+    `account`, `complete` and `seconds`. A failed run lacks the counts: its lines say 0."""
     text = []
-    for suffix, key in PHASE_METRICS.items():
+    for suffix, key in (TRACE_METRICS if kind == "traces" else PHASE_METRICS).items():
         name = f"aws_topology_{kind}_{suffix}"
         text.append(f"# TYPE {name} gauge")
         text += [f'{name}{{account="{row["account"]}"}} {float(row.get(key) or 0):g}' for row in rows]

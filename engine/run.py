@@ -41,6 +41,7 @@ from engine.metrics import write_metrics, write_phase_metrics
 from engine.scan.full_scan import PATIENCE, AccountScan, scan
 from engine.scan.plan import plan
 from engine.scan.progress import LiveProgress, UnitLog
+from engine.traces.apply import apply_traces, read_pending
 
 log = logging.getLogger("aws_topology")
 
@@ -61,17 +62,19 @@ def due(config: Config, state: State) -> list[Instance]:
 
 @dataclass(frozen=True)
 class Phases:
-    """What a command runs: a full scan of the accounts `scan` gives, then event deltas, then flow logs."""
+    """What a command runs: a full scan of the accounts `scan` gives, then event deltas, flow logs, traces."""
 
     scan: Callable[[Config, State], list[Instance]]
     events: bool = False
     flowlogs: bool = False
+    traces: bool = False
 
 
 SCAN = Phases(lambda config, state: list(config.instances))
 EVENTS = Phases(lambda config, state: [], events=True)
 FLOWLOGS = Phases(lambda config, state: [], flowlogs=True)
-RUN = Phases(due, events=True, flowlogs=True)  # what cron calls every minute
+TRACES = Phases(lambda config, state: [], traces=True)
+RUN = Phases(due, events=True, flowlogs=True, traces=True)  # what cron calls every minute
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,8 @@ def run_cycle(settings: RunSettings, state: State, stop: threading.Event, echo: 
         codes += run.deltas()
     if phases.flowlogs and not stop.is_set():
         codes += run.flows({a.account for a in results if a.closes_snapshot})
+    if phases.traces and not stop.is_set():
+        codes += run.traces()
     if isinstance(sink, FileSink):
         _write_manifest(sink.directory, run_id, results, interrupted=stop.is_set())
     undelivered = {k: n for k in ("spooled", "rejected", "overflowed") if (n := getattr(sink, k, 0))}
@@ -171,6 +176,19 @@ class _Run:
                 after_snapshot=i.account_id in snapshots,
             ),
         )  # fmt: skip
+
+    def traces(self) -> list[int]:
+        """Turn the received traced calls into each account's trace relations; the calls are deleted only
+        when every account's relations were delivered (or spooled)."""
+        s = self.settings
+        pending = read_pending(self.state, s.mappings, {i.account_id for i in s.config.instances})
+        ttl, max_bytes = s.config.trace_relation_ttl, s.limits.max_bytes
+        codes = self._phase(
+            "traces", lambda i: apply_traces(i, pending, self.sink, self.state, ttl=ttl, max_bytes=max_bytes)
+        )
+        if len(codes) == len(s.config.instances) and all(code == EXIT_OK for code in codes):
+            pending.consume(self.state)
+        return codes
 
     def _phase(self, kind: str, one: Callable[[Instance], PhaseResult]) -> list[int]:
         """Run `one` per account, each on its own: a stop or a failure is recorded as that account's

@@ -23,6 +23,8 @@
   }
   const typeColor = (type) => `hsl(${hashHue(type)}, 55%, 52%)`;
   const relColor = (type) => REL_COLORS[type] || `hsl(${hashHue(type)}, 45%, 45%)`;
+  const TRACED = ' (traces)'; // a relation seen only in OpenTelemetry traces: its legend entry and dashed style
+  const TRACED_COLOR = '#c2255c';
 
   // Relations per node (indices into rels); an end outside the snapshot is its external id (a string).
   const outgoing = nodes.map(() => []), incoming = nodes.map(() => []);
@@ -72,6 +74,7 @@
         'min-zoomed-font-size': 9, 'text-rotation': 'autorotate', color: '#4a5868',
         'text-background-color': '#fafbfc', 'text-background-opacity': 0.8,
       } },
+      { selector: 'edge.traced', style: { 'line-style': 'dashed', width: 2 } },
       { selector: '.dim', style: { opacity: 0.12 } },
       { selector: 'edge.dim', style: { opacity: 0.04 } },
       { selector: 'node.match', style: { 'border-width': 4, 'border-color': '#1f6feb', opacity: 1 } },
@@ -121,7 +124,8 @@
     const elements = layout(members);
     rels.forEach((r, k) => {
       if (typeof r.s === 'number' && typeof r.t === 'number' && inView.has(r.s) && inView.has(r.t) && r.s !== r.t) {
-        elements.push({ group: 'edges', data: { id: `e${k}`, source: `n${r.s}`, target: `n${r.t}`, type: r.type, color: relColor(r.type) } });
+        const type = r.traced ? r.type + TRACED : r.type;
+        elements.push({ group: 'edges', classes: r.traced ? 'traced' : '', data: { id: `e${k}`, source: `n${r.s}`, target: `n${r.t}`, type, color: r.traced ? TRACED_COLOR : relColor(r.type) } });
       }
     });
     const t1 = performance.now();
@@ -142,7 +146,8 @@
 
   function legend() {
     const types = new Set(cy.edges().map((e) => e.data('type')));
-    $('legend').innerHTML = [...types].sort().map((t) => `<span><i style="background:${relColor(t)}"></i>${esc(t)}</span>`).join('')
+    const color = (t) => (t.endsWith(TRACED) ? TRACED_COLOR : relColor(t));
+    $('legend').innerHTML = [...types].sort().map((t) => `<span><i style="background:${color(t)}"></i>${esc(t)}</span>`).join('')
       || '<span>no relations in this view</span>';
   }
 

@@ -24,6 +24,7 @@ from engine.core.paths import SCHEMAS
 
 SCHEMA_PATH = SCHEMAS / "config.schema.json"
 DEFAULT_FULL_RUN_INTERVAL = 3600
+DEFAULT_TRACE_RELATION_TTL = 2 * 86400  # a function called daily keeps its traced relations
 DEFAULT_COLLECTION_INTERVAL = 60
 # A proxy URL may carry user:password.
 _SECRET_KEYS = ("aws_access_key_id", "aws_secret_access_key", "external_id", "proxy")
@@ -82,6 +83,7 @@ class Config:
     secret_access_key: str | None = field(default=None, repr=False)
     external_id: str = field(repr=False)
     full_run_interval: int = DEFAULT_FULL_RUN_INTERVAL
+    trace_relation_ttl: int = DEFAULT_TRACE_RELATION_TTL
     instances: tuple[Instance, ...]
     path: str = ""
     allow_role_without_external_id: bool = False  # skip the confused-deputy check (engine.aws.sessions)
@@ -115,6 +117,7 @@ def load_config(path: str | Path) -> Config:
         secret_access_key=secret_key,
         external_id=init["external_id"],
         full_run_interval=int(init.get("full_run_interval", DEFAULT_FULL_RUN_INTERVAL)),
+        trace_relation_ttl=int(init.get("trace_relation_ttl", DEFAULT_TRACE_RELATION_TTL)),
         instances=instances,
         path=file,
         allow_role_without_external_id=bool(init.get("allow_role_without_external_id", False)),

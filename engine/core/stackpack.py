@@ -11,6 +11,7 @@ INTEGRATION_TYPE_TAG = f"integration-type:{INSTANCE_TYPE}"
 IDENTIFIER_TAG = "stackstate-identifier"  # an AWS tag that adds an identifier to its component
 ENVIRONMENT_TAG = "stackstate-environment"  # an AWS tag that sets its component's environment
 ROLE_NAME = "StackStateAwsIntegrationRole"  # the role the StackPack's template creates in each account
+TRACE_SOURCE = "OpenTelemetry traces"  # `data.Source` of a relation seen only in traces (engine.traces)
 
 
 def integration_url(account: str) -> str:

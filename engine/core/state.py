@@ -98,6 +98,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 Timestamp = datetime | float | int
+RelationKey = tuple[str, str, str]  # (source, target, type)
 
 
 def _to_text(value: Timestamp) -> str:
@@ -614,3 +615,48 @@ class State:
             "dropped": json.loads(dropped or "{}"),
             "applied": int(json.loads(applied or "0")),
         }
+
+    def traces_pending(self, max_rows: int) -> list[tuple[int, int, list[dict]]]:
+        """The oldest `max_rows` rows of received calls: (row id, spans, call records)."""
+        rows = self._query("SELECT id, spans, body FROM trace_calls ORDER BY id LIMIT ?", (max_rows,))
+        return [(row_id, spans, json.loads(body)) for row_id, spans, body in rows]
+
+    def traces_consume(self, row_ids: list[int], applied: int, dropped: dict[str, int]) -> None:
+        """Delete the rows the traces phase applied and count their spans: `applied`, and `dropped` by
+        reason (added to `traces.dropped`), in one transaction."""
+        with self._transaction() as conn:
+            conn.executemany("DELETE FROM trace_calls WHERE id = ?", [(row_id,) for row_id in row_ids])
+            conn.execute(
+                "INSERT INTO kv (key, value) VALUES ('traces.applied', ?) ON CONFLICT (key)"
+                " DO UPDATE SET value = CAST(value AS INTEGER) + CAST(excluded.value AS INTEGER)",
+                (str(applied),),
+            )
+            if any(dropped.values()):
+                row = conn.execute("SELECT value FROM kv WHERE key = 'traces.dropped'").fetchone()
+                total = json.loads(row[0]) if row else {}
+                for reason, n in dropped.items():
+                    if n:
+                        total[reason] = total.get(reason, 0) + n
+                conn.execute(
+                    "INSERT INTO kv (key, value) VALUES ('traces.dropped', ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (_dumps(total),),
+                )
+
+    def trace_relations(self, account: str) -> dict[RelationKey, tuple[float, float]]:
+        """The account's trace relations: (source, target, type) -> (first seen, last seen), epoch seconds."""
+        rows = self._query(
+            "SELECT source, target, type, first_seen, last_seen FROM trace_relations WHERE account = ?",
+            (account,),
+        )
+        return {(source, target, kind): (first, last) for source, target, kind, first, last in rows}
+
+    def trace_relations_save(self, account: str, live: dict[RelationKey, tuple[float, float]]) -> None:
+        """Replace the account's trace relations by `live` (as `trace_relations` gives them), at once."""
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM trace_relations WHERE account = ?", (account,))
+            conn.executemany(
+                "INSERT INTO trace_relations (account, source, target, type, first_seen, last_seen)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(account, *key, first, last) for key, (first, last) in live.items()],
+            )

@@ -145,7 +145,7 @@ CLOUDTRAIL = "AWS API Call via CloudTrail"
 # The keys the engine puts into items: a `vars` name may not be one of them.
 CONTEXT_KEYS = frozenset(
     {"_account", "_region", "_partition", "_external_id", "_parent", "_root", "_ancestors", "_id"}
-    | {"_item", "_table", "_console", "_value"}
+    | {"_item", "_table", "_console", "_value", "_api", "_operation", "_caller"}
 )
 Vars = tuple[tuple[str, ParsedResult], ...]  # (name, expression), in declaration order
 
@@ -159,6 +159,18 @@ class EventRule:
     delete: bool
     delete_id: ParsedResult | None
     detail_type: str = CLOUDTRAIL
+
+
+@dataclass(frozen=True)
+class TraceRule:
+    """How a traced call names a resource of this type: the called `services` (as the engine normalises them),
+    optionally only some `operations`, and `id`: the called resource's external id (or ids) over the call."""
+
+    services: frozenset[str]
+    operations: frozenset[str]
+    id: ParsedResult
+    vars: Vars = ()
+    each: ParsedResult | None = None  # then `id` is evaluated per element, as `_value`
 
 
 @dataclass(frozen=True)
@@ -195,6 +207,7 @@ class Resource:
     emits: tuple[Emit, ...] = ()
     cloudformation: CloudFormation | None = None
     vars: Vars = ()  # named sub-expressions, set on each item in order
+    trace_rules: tuple[TraceRule, ...] = ()
 
     @property
     def key(self) -> str:
@@ -441,6 +454,16 @@ class _FileLoader:
             ),
             file=self.path.name,
             vars=self.vars(f"{key}.vars", spec.get("vars", {})),
+            trace_rules=tuple(
+                TraceRule(
+                    services=frozenset(t["services"]),
+                    operations=frozenset(t.get("operations", ())),
+                    id=expr(f"traces[{i}].id", t["id"]),
+                    vars=self.vars(f"{key}.traces[{i}].vars", t.get("vars", {})),
+                    each=expr(f"traces[{i}].each", t["each"]) if "each" in t else None,
+                )
+                for i, t in enumerate(spec.get("traces", []))
+            ),
             joins=tuple(self.join(f"{key}.joins[{i}]", j) for i, j in enumerate(spec.get("joins", []))),
             emits=tuple(
                 Emit(

@@ -21,7 +21,9 @@ from pathlib import Path
 
 from engine.core.config import Config, Instance
 from engine.core.errors import BadInput
+from engine.core.stackpack import TRACE_SOURCE
 from engine.core.state import State
+from engine.language.components import relation
 from engine.language.loader import Mappings
 from engine.scan.plan import Unit, plan
 
@@ -71,7 +73,8 @@ def unit_results(state: State, instance: Instance, mappings: Mappings) -> Iterat
 
 
 def from_state(path: str | Path, config: Config, mappings: Mappings) -> Snapshot:
-    """Each planned unit's last complete result from the state; a unit never completed is noted."""
+    """Each planned unit's last complete result from the state, and the account's trace relations; a unit
+    never completed is noted."""
     path = Path(path)
     if not path.is_file():
         raise SnapshotError(
@@ -91,6 +94,8 @@ def from_state(path: str | Path, config: Config, mappings: Mappings) -> Snapshot
                 snapshot.notes.append(f"account {instance.account_id}: no full scan result in the state")
                 continue
             snapshot.taken_at[instance.account_id] = oldest
+            traced = sorted(state.trace_relations(instance.account_id))
+            snapshot.add([], [relation(s, t, kind, {"Source": TRACE_SOURCE}) for s, t, kind in traced])
             if never:
                 snapshot.notes.append(
                     f"account {instance.account_id}: {len(never)} unit(s) never completed: {', '.join(never)}"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from engine.core.errors import BadInput
 from engine.core.paths import data_dir
+from engine.core.stackpack import TRACE_SOURCE
 from engine.scan.last_snapshot import Snapshot
 from engine.view.stql import View, console_action
 
@@ -48,8 +49,15 @@ def _layers(components: list[dict]) -> list[str]:
     return known + sorted(present - set(known))
 
 
+def _traced(relation: dict) -> bool:
+    """A relation seen only in OpenTelemetry traces (drawn dashed, in a colour of its own)."""
+    data = relation.get("data")
+    return isinstance(data, dict) and data.get("Source") == TRACE_SOURCE
+
+
 def page_data(snapshot: Snapshot, views: list[View], generated: datetime | None = None) -> dict:
-    """What the page's script reads: nodes, relations by node index, views with their member indices."""
+    """What the page's script reads: nodes, relations by node index (`traced` when seen only in traces),
+    views with their member indices."""
     components = snapshot.components
     layers = _layers(components)
     layer_index = {layer: i for i, layer in enumerate(layers)}
@@ -68,7 +76,7 @@ def page_data(snapshot: Snapshot, views: list[View], generated: datetime | None 
         })  # fmt: skip
     relations = [
         {"s": index.get(r["sourceId"], r["sourceId"]), "t": index.get(r["targetId"], r["targetId"]),
-         "type": r["type"]["name"]}
+         "type": r["type"]["name"], **({"traced": 1} if _traced(r) else {})}
         for r in snapshot.relations
     ]  # fmt: skip
     taken = {

@@ -276,7 +276,7 @@ BROKEN: list[tuple[str, str, str]] = [
         add_to_queue("lisst: {operation: ListQueues}\n"),
         "sqs.yaml: resources.queue: unknown key(s) 'lisst'; expected one of: cloudformation, component, "
         "console, cw_dimensions, data, details, domain, emit, events, external_id, filter, get, id, joins, "
-        "layer, list, name, parent, region, relations, scope, tags, type, types, urns, vars",
+        "layer, list, name, parent, region, relations, scope, tags, traces, type, types, urns, vars",
     ),
     (
         "missing_id",

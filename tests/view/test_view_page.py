@@ -21,6 +21,8 @@ from click.testing import CliRunner
 
 from engine.cli import main
 from engine.core.config import Instance
+from engine.core.stackpack import TRACE_SOURCE
+from engine.language.components import relation
 from engine.language.loader import load_mappings
 from engine.scan.last_snapshot import Snapshot
 from engine.view.page import render
@@ -244,3 +246,24 @@ def test_page_stays_usable_at_5000_components(browser, tmp_path: Path):
     assert errors == []
     # Generous bounds for a loaded 2-core CI machine; the figures themselves are in the artifact.
     assert load_seconds < 30 and switch_seconds < 10 and search_seconds < 10 and zoom_seconds < 10, timings
+
+
+def test_a_relation_seen_only_in_traces_is_drawn_dashed_with_its_own_legend(browser, tmp_path: Path):
+    snapshot = _estate_of(40)
+    source, target = snapshot.components[0]["externalId"], snapshot.components[1]["externalId"]
+    snapshot.relations.append(relation(source, target, "uses-service", {"Source": TRACE_SOURCE}))
+    html = tmp_path / "traced.html"
+    views = views_for(Instance(role_arn=ROLE, regions=("eu-west-1",)), load_mappings())
+    html.write_text(render(snapshot, views))
+    errors: list[str] = []
+    page = _open(browser, html, errors)
+    traced = page.evaluate(
+        "() => topologyPage.cy.edges('.traced').map(e => [e.data('type'), e.style('line-style'),"
+        " topologyPage.data.nodes[e.source().data('idx')].id,"
+        " topologyPage.data.nodes[e.target().data('idx')].id])"
+    )
+    assert traced == [["uses-service (traces)", "dashed", source, target]]
+    plain = "() => topologyPage.cy.edges('[type = \"uses-service\"]').filter('.traced').length"
+    assert page.evaluate(plain) == 0
+    assert "uses-service (traces)" in page.inner_text("#legend")
+    assert errors == []

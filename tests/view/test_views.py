@@ -18,6 +18,8 @@ from click.testing import CliRunner
 
 from engine.cli import main
 from engine.core.config import Instance, load_config
+from engine.core.state import State
+from engine.language.components import relation
 from engine.language.loader import MAPPINGS, load_mappings
 from engine.scan.last_snapshot import Snapshot, SnapshotError, from_payloads, from_state
 from engine.view.page import page_data
@@ -290,3 +292,24 @@ def test_view_command_reads_payload_files_with_from(estate, tmp_path):
     assert f"{len(_payload_components(estate.out))} components" in result.output and out.is_file()
     missing = CliRunner().invoke(main, ["view", "-c", str(estate.config), "--from", str(tmp_path)])
     assert missing.exit_code == 2 and "no run folder with a manifest.json" in missing.output
+
+
+def test_the_state_snapshot_adds_the_accounts_trace_relations_marked_as_traced(estate, mappings, tmp_path):
+    config = load_config(estate.config)
+    state_path = tmp_path / "state.sqlite"
+    shutil.copyfile(estate.state, state_path)
+    function = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{estate.seeded['functions'][0]}"
+    bucket = f"arn:aws:s3:::{estate.seeded['buckets'][0]}"
+    with State(state_path) as state:
+        state.trace_relations_save(ACCOUNT, {(function, bucket, "uses-service"): (1.0, 2.0)})
+        state.trace_relations_save("999999999999", {(function, bucket, "other-account"): (1.0, 2.0)})
+    snapshot = from_state(state_path, config, mappings)
+    plain = from_state(estate.state, config, mappings)
+    scanned = {r["externalId"] for r in plain.relations}
+    added = [r for r in snapshot.relations if r["externalId"] not in scanned]
+    assert added == [relation(function, bucket, "uses-service", {"Source": "OpenTelemetry traces"})]
+    data = page_data(snapshot, views_for(config.instances[0], mappings))
+    index = {c["externalId"]: i for i, c in enumerate(snapshot.components)}
+    assert [r for r in data["relations"] if r.get("traced")] == [
+        {"s": index[function], "t": index[bucket], "type": "uses-service", "traced": 1}
+    ]
