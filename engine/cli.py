@@ -194,8 +194,9 @@ def run_command(**options: Any) -> None:
 )
 @click.pass_context
 def traces_group(ctx: click.Context, **options: Any) -> None:
-    """OpenTelemetry traces. Alone: turn the traced calls received so far into each account's trace
-    relations (the traces phase of `run`); `traces serve`: receive them."""
+    """OpenTelemetry traces: what a Lambda calls becomes a relation (docs/traces.md). Alone: turn the
+    calls received so far into each account's trace relations (the traces phase of `run`); `traces serve`:
+    receive them."""
     if ctx.invoked_subcommand is None:
         if options["config_path"] is None:
             raise click.UsageError("Missing option '-c' / '--config'.")
@@ -365,11 +366,6 @@ def spool_drop(state_path: str, spool_id: int | None, rejected: bool) -> None:
         dropped = state.spool_drop_rejected() if rejected else int(state.spool_delete(spool_id or 0))
     click.echo(f"dropped={dropped}")
     sys.exit(EXIT_OK if dropped else EXIT_INCOMPLETE)
-
-
-@main.group("traces")
-def traces_group() -> None:
-    """OpenTelemetry traces: what a Lambda calls becomes a relation (docs/traces.md)."""
 
 
 @traces_group.command("serve")

@@ -126,11 +126,14 @@ def _until_option(words: list[str]) -> list[str]:
 
 
 def cli_commands(group: click.Group) -> set[str]:
-    """Every command of the CLI; a group counts as its sub-commands (`spool list`, ...)."""
+    """Every command of the CLI; a group counts as its sub-commands (`spool list`, ...), and as a command
+    too when it runs without one (`traces`)."""
     names = set()
     for name, command in group.commands.items():
         if isinstance(command, click.Group):
             names |= {f"{name} {sub}" for sub in cli_commands(command)}
+            if command.invoke_without_command:
+                names.add(name)
         else:
             names.add(name)
     return names
@@ -157,7 +160,7 @@ def test_readme_command_table_is_the_cli() -> None:
     table, commands = table_commands(README.read_text(encoding="utf-8")), cli_commands(cli.main)
     assert sorted(commands - table) == [], "CLI commands missing from the README's table"
     assert sorted(table - commands) == [], "README commands the CLI does not have"
-    assert {"scan", "run", "spool list", "spool resend", "spool requeue", "spool drop"} <= commands
+    assert {"scan", "run", "spool list", "spool resend", "spool requeue", "spool drop", "traces"} <= commands
 
 
 def test_two_commands_check_fails() -> None:

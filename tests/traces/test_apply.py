@@ -195,7 +195,8 @@ def test_calls_that_name_nothing_known_are_counted_not_kept(state: State, run_tr
         sqs_call(),
     )
     run_traces(state, ListSink())
-    assert state.get("traces.dropped") == {"names_nothing_known": 4, "unknown_account": 1, "not_a_function": 1}
+    dropped = {"names_nothing_known": 4, "unknown_account": 1, "not_a_function": 1}
+    assert state.get("traces.dropped") == dropped
     assert state.get("traces.applied") == 2
     assert list(state.trace_relations(ACCOUNT)) == [(CALLER, QUEUE, "uses-service")]
 
