@@ -176,3 +176,60 @@ def test_function_under_the_layer_exports_its_entry_span_and_its_two_aws_calls(o
     assert s3_attributes["aws.request.bucket"] == "orders-archive"
     copied = {k for k in s3_attributes if k.startswith("aws.request.")}
     assert copied == {"aws.request.bucket", "aws.request.id"}  # no other input of the call
+
+
+HOOKS = """
+const { requestAttributes, functionAttributes } = require(process.argv[1]);
+const span = () => ({ attributes: {}, setAttribute(k, v) { this.attributes[k] = v; } });
+const calls = JSON.parse(process.argv[2]).map(([serviceName, commandName, commandInput]) => {
+  const s = span();
+  requestAttributes(s, { request: { serviceName, commandName, commandInput } });
+  return s.attributes;
+});
+const entries = process.argv.slice(3).map((invokedFunctionArn) => {
+  const s = span();
+  functionAttributes(s, { event: {}, context: { invokedFunctionArn } });
+  return s.attributes;
+});
+process.stdout.write(JSON.stringify({ calls, entries }));
+"""
+
+
+def test_hooks_copy_the_target_naming_inputs_only_and_the_invoked_arn() -> None:
+    """The StackState layer's attributes for every service it names, from the wrapper's hooks themselves."""
+    assert (LAYER / "node_modules").is_dir(), "run `npm ci` in deploy/otel-layer/ (./run.sh test does)"
+    topic = f"arn:aws:sns:{REGION}:{ACCOUNT}:orders"
+    machine = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:ship"
+    stream = f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/clicks"
+    queue = f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/orders"
+    calls = [
+        ["S3", "PutObject", {"Bucket": "archive", "Key": "k", "Body": SECRET}],
+        ["SNS", "Publish", {"TopicArn": topic, "Message": SECRET}],
+        ["Lambda", "Invoke", {"FunctionName": "billing", "Payload": SECRET}],
+        ["SFN", "StartExecution", {"stateMachineArn": machine, "input": SECRET}],
+        ["SQS", "SendMessage", {"QueueUrl": queue, "MessageBody": SECRET}],
+        ["DynamoDB", "PutItem", {"TableName": "orders", "Item": {"card": {"S": SECRET}}}],
+        ["Kinesis", "PutRecord", {"StreamName": "clicks", "StreamARN": stream, "Data": SECRET}],
+        ["S3", "PutObject", {"Bucket": {"not": "a string"}}],
+    ]
+    arns = [ARN, ARN + ":live"]
+    done = subprocess.run(
+        ["node", "-e", HOOKS, str(LAYER / "wrapper.js"), json.dumps(calls), *arns],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={"PATH": os.environ["PATH"], "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:9/v1/traces"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = json.loads(done.stdout)
+    assert found["calls"] == [
+        {"aws.request.bucket": "archive"},
+        {"aws.request.topic.arn": topic},
+        {"aws.request.function.name": "billing"},
+        {"aws.request.state.machine.arn": machine},
+        {"aws.request.queue.url": queue},
+        {"aws.request.table.name": "orders"},
+        {"aws.request.stream.name": "clicks", "aws.request.stream.arn": stream},
+        {},
+    ]
+    assert found["entries"] == [
+        {"faas.id": arn, "cloud.resource_id": arn, "cloud.account.id": ACCOUNT} for arn in arns
+    ]
