@@ -28,6 +28,18 @@ bootstrap_web() {
   (cd web && npm ci --no-audit --no-fund --loglevel=error)
 }
 
+# The NodeJS OpenTelemetry layer's packages and the AWS SDK of its end-to-end test (deploy/otel-layer/node_modules,
+# pinned by its package-lock.json): tests/traces/test_layer.py builds the layer and runs a function under it.
+bootstrap_layer() {
+  local dir=deploy/otel-layer installed=deploy/otel-layer/node_modules/.package-lock.json
+  [ -f "$installed" ] && [ ! "$dir/package-lock.json" -nt "$installed" ] && return 0
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "run.sh: npm not found: the OpenTelemetry layer needs \`npm ci\` in $dir (Node 20+)" >&2
+    return 1
+  fi
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+}
+
 # The topology page tests drive Debian's chromium (Playwright's own browser download is not used): installed
 # with apt-get where it is missing and apt-get can run (root, or sudo without a password).
 bootstrap_browser() {
@@ -93,6 +105,7 @@ case "${1:-}" in
     shift
     bootstrap test
     bootstrap_web || echo "run.sh: the topology page tests will fail without web/node_modules" >&2
+    bootstrap_layer || echo "run.sh: the layer test will fail without deploy/otel-layer/node_modules" >&2
     bootstrap_browser || echo "run.sh: the topology page tests need chromium (apt-get install chromium)" >&2
     "$VENV/bin/ruff" check engine demo tests bench
     exec "$VENV/bin/pytest" "$@"

@@ -9,9 +9,11 @@ region's key, and its policy (VPC flow-log delivery, TLS only). In every region:
 main region's also the bucket's, granting flow-log delivery), the EventBridge rules for the event sources the
 mappings' `events:` declare, a Firehose stream writing them gzip-compressed to
 `AWSLogs/{account}/EventBridge/{region}/` of the bucket with the bucket's default key (AWS wants an S3
-destination's key in the bucket's region), and the two service roles. A template rule refuses
-IncludeOpenTelemetryTracing enabled/true until tracing exists. tests/deploy/test_cfn_rules.py holds the AWS
-rules.
+destination's key in the bucket's region), and the two service roles. With IncludeOpenTelemetryTracing
+enabled/true, in every region: the NodeJS OpenTelemetry Lambda layer (`stackstate-otel-nodejs`, the zip that
+deploy/otel-layer/build.sh makes, uploaded by the user to OpenTelemetryLayerBucket/OpenTelemetryLayerKey in
+that region; a template rule asks for both) and its ARN as an output. tests/deploy/test_cfn_rules.py holds
+the AWS rules.
 """
 
 from __future__ import annotations
@@ -37,7 +39,10 @@ LOG_DELIVERY = "delivery.logs.amazonaws.com"
 LOG_SOURCES = "arn:${AWS::Partition}:logs:*:${AWS::AccountId}:*"
 MAIN = "IsMainRegion"
 TRACING = "IncludeOpenTelemetryTracing"
-TRACING_OFF = ["disabled", "false"]
+TRACING_ON = ["enabled", "true"]
+TRACED = "IncludeOpenTelemetryLayer"  # the condition: tracing on
+LAYER_BUCKET, LAYER_KEY = "OpenTelemetryLayerBucket", "OpenTelemetryLayerKey"
+LAYER_RUNTIMES = ["nodejs18.x", "nodejs20.x", "nodejs22.x"]
 FLOW_LOG_COMMAND = (
     "aws ec2 create-flow-logs --region VPC_REGION --resource-type VPC --resource-ids VPC_IDS"
     " --traffic-type ALL --max-aggregation-interval 60"
@@ -259,6 +264,18 @@ def template(mappings: Mappings) -> dict[str, Any]:
                 ],
             },
         }
+    resources["StsOpenTelemetryLayer"] = {
+        "Type": "AWS::Lambda::LayerVersion",
+        "Condition": TRACED,
+        "Properties": {
+            "LayerName": "stackstate-otel-nodejs",
+            "Description": "aws-topology's OpenTelemetry traces of NodeJS functions (AWS_LAMBDA_EXEC_WRAPPER="
+            "/opt/otel-handler, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=http://HOST:8126/v1/traces)",
+            "CompatibleRuntimes": LAYER_RUNTIMES,
+            "CompatibleArchitectures": ["x86_64", "arm64"],
+            "Content": {"S3Bucket": {"Ref": LAYER_BUCKET}, "S3Key": {"Ref": LAYER_KEY}},
+        },
+    }
     return {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Description": "StackState AWS topology (aws-topology): integration role, log bucket, event delivery",
@@ -283,24 +300,47 @@ def template(mappings: Mappings) -> dict[str, Any]:
             },
             TRACING: {
                 "Type": "String",
-                "Description": "The StackPack's tracing switch (enabled or true, disabled or false); "
-                "tracing is not available yet, so only disabled or false deploy",
+                "Description": "The StackPack's tracing switch (enabled or true, disabled or false): enabled "
+                "publishes the NodeJS OpenTelemetry Lambda layer in this region",
                 "AllowedValues": ["disabled", "false", "enabled", "true"],
                 "Default": "disabled",
             },
+            LAYER_BUCKET: {
+                "Type": "String",
+                "Description": "With tracing: the S3 bucket, in this stack's region, holding the layer zip "
+                "(deploy/otel-layer/build.sh)",
+                "Default": "",
+            },
+            LAYER_KEY: {
+                "Type": "String",
+                "Description": "With tracing: the layer zip's object key in OpenTelemetryLayerBucket",
+                "Default": "",
+            },
         },
         "Rules": {
-            "TracingNotYetAvailable": {
+            "OpenTelemetryLayerLocation": {
+                "RuleCondition": {"Fn::Contains": [TRACING_ON, {"Ref": TRACING}]},
                 "Assertions": [
                     {
-                        "Assert": {"Fn::Contains": [TRACING_OFF, {"Ref": TRACING}]},
-                        "AssertDescription": "IncludeOpenTelemetryTracing: aws-topology does not collect "
-                        "OpenTelemetry traces yet; deploy with disabled (or false)",
+                        "Assert": _is_set(name),
+                        "AssertDescription": f"IncludeOpenTelemetryTracing is on: set {name} to the "
+                        "layer zip's location in this region (docs/traces-layer.md)",
                     }
-                ]
+                    for name in (LAYER_BUCKET, LAYER_KEY)
+                ],
             }
         },
-        "Conditions": {MAIN: {"Fn::Equals": [{"Ref": "AWS::Region"}, {"Ref": "MainRegion"}]}},
+        "Conditions": {
+            MAIN: {"Fn::Equals": [{"Ref": "AWS::Region"}, {"Ref": "MainRegion"}]},
+            # Tracing on, and (what the rule already enforces then) the layer's location set: said here too,
+            # so that the layer's Content never reads the parameters' empty defaults.
+            TRACED: {
+                "Fn::And": [
+                    {"Fn::Or": [{"Fn::Equals": [{"Ref": TRACING}, on]} for on in TRACING_ON]},
+                    *(_is_set(name) for name in (LAYER_BUCKET, LAYER_KEY)),
+                ]
+            },
+        },
         "Resources": resources,
         "Outputs": {
             "LogsBucketArn": {
@@ -318,6 +358,12 @@ def template(mappings: Mappings) -> dict[str, Any]:
                 "Condition": MAIN,
                 "Description": "Sends VPC flow logs to the log bucket (fill in the VPC ids and region)",
                 "Value": _sub(FLOW_LOG_COMMAND),
+            },
+            "OpenTelemetryLayerArn": {
+                "Condition": TRACED,
+                "Description": "The NodeJS OpenTelemetry layer version a function adds to opt in to tracing",
+                "Value": {"Ref": "StsOpenTelemetryLayer"},
+                "Export": {"Name": _sub("${AWS::StackName}-OpenTelemetryLayerArn")},
             },
         },
     }
@@ -403,6 +449,11 @@ def _service_role(service: str, condition: dict | None, statements: list[dict[st
             ],
         },
     }
+
+
+def _is_set(parameter: str) -> dict[str, Any]:
+    """The parameter is not empty (its default)."""
+    return {"Fn::Not": [{"Fn::Equals": [{"Ref": parameter}, ""]}]}
 
 
 def _sub(text: str) -> dict[str, str]:

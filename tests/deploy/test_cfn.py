@@ -2,7 +2,8 @@
 
 moto 5.2.5's CloudFormation has no AWS::KinesisFirehose::DeliveryStream nor AWS::S3::BucketPolicy, ignores
 an S3 bucket's VersioningConfiguration, LifecycleConfiguration and PublicAccessBlockConfiguration, and
-evaluates an output's export even when the output's condition is false (CloudFormation does not).
+evaluates an output's export even when the output's condition is false (CloudFormation does not), and has no
+Ref for AWS::Lambda::LayerVersion (CloudFormation's is the layer version's ARN).
 The deploy test adds them to the in-process server, passing the template's properties to moto's own Firehose
 and S3 backends as CloudFormation defines them, so what the test reads back is what the template declared.
 The rules AWS enforces on the template, per region, are in tests/deploy/test_cfn_rules.py.
@@ -10,8 +11,10 @@ The rules AWS enforces on the template, per region, are in tests/deploy/test_cfn
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -67,17 +70,24 @@ def test_cfn_lint_finds_no_error_and_no_warning_in_any_region_the_docs_name() ->
 def test_parameters_conditions_and_outputs(tpl: dict[str, Any]) -> None:
     assert list(tpl["Parameters"]) == [
         "MainRegion", "StsAccountId", "ExternalId", "IncludeOpenTelemetryTracing",
+        "OpenTelemetryLayerBucket", "OpenTelemetryLayerKey",
     ]  # fmt: skip
     assert tpl["Parameters"]["ExternalId"]["NoEcho"] is True
+    assert tpl["Parameters"]["OpenTelemetryLayerBucket"]["Default"] == ""  # only needed with tracing
     main = {"Fn::Equals": [{"Ref": "AWS::Region"}, {"Ref": "MainRegion"}]}
-    assert tpl["Conditions"] == {"IsMainRegion": main}
+    assert list(tpl["Conditions"]) == ["IsMainRegion", "IncludeOpenTelemetryLayer"]
+    assert tpl["Conditions"]["IsMainRegion"] == main
     main_only = {k for k, r in tpl["Resources"].items() if r.get("Condition") == "IsMainRegion"}
     assert main_only == {"StsIntegrationRole", "StsLogsBucket", "StsLogsBucketPolicy"}
-    every_region = set(tpl["Resources"]) - main_only
+    traced = {k for k, r in tpl["Resources"].items() if r.get("Condition") == "IncludeOpenTelemetryLayer"}
+    assert traced == {"StsOpenTelemetryLayer"}
+    every_region = set(tpl["Resources"]) - main_only - traced
     assert {"StsKmsKey", "StsEventBridgeRule", "StsFirehoseDeliveryStream", "StsFirehoseRole",
             "StsEventBridgeRole"} <= every_region  # fmt: skip
     assert tpl["Outputs"]["LogsBucketArn"]["Value"] == {"Fn::GetAtt": ["StsLogsBucket", "Arn"]}
     assert "Export" in tpl["Outputs"]["LogsBucketArn"]
+    assert tpl["Outputs"]["OpenTelemetryLayerArn"]["Value"] == {"Ref": "StsOpenTelemetryLayer"}
+    assert tpl["Outputs"]["OpenTelemetryLayerArn"]["Condition"] == "IncludeOpenTelemetryLayer"
 
 
 def test_role_trusts_the_agent_account_with_the_external_id_only(tpl: dict[str, Any]) -> None:
@@ -128,6 +138,7 @@ def test_event_patterns_cover_every_event_rule_of_the_mappings() -> None:
 
 def _teach_moto(patch: pytest.MonkeyPatch) -> None:
     """A Firehose delivery-stream type and the S3 bucket properties moto's CloudFormation ignores."""
+    from moto.awslambda.models import LayerVersion
     from moto.cloudformation import parsing
     from moto.core.common_models import CloudFormationModel
     from moto.firehose.models import firehose_backends
@@ -214,12 +225,15 @@ def _teach_moto(patch: pytest.MonkeyPatch) -> None:
         return made
 
     patch.setattr(FakeBucket, "create_from_cloudformation_json", classmethod(bucket))
+    # Ref of a layer version is its ARN (moto answers the object's repr)
+    patch.setattr(LayerVersion, "physical_resource_id", property(lambda self: self.arn), raising=False)
 
 
-def _deploy(endpoint: str, region: str) -> dict[str, Any]:
+def _deploy(endpoint: str, region: str, **parameters: str) -> dict[str, Any]:
     """The stack as a StackSet makes it in `region` of the account (main region eu-west-1)."""
     cfn = boto3.client("cloudformation", region_name=region, endpoint_url=endpoint)
-    params = {"MainRegion": "eu-west-1", "StsAccountId": AGENT_ACCOUNT, "ExternalId": "uniquesecret!1"}
+    params = {"MainRegion": "eu-west-1", "StsAccountId": AGENT_ACCOUNT, "ExternalId": "uniquesecret!1",
+              **parameters}  # fmt: skip
     cfn.create_stack(
         StackName="stackstate-resources", TemplateBody=TEMPLATE.read_text(),
         Capabilities=["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM"],
@@ -270,6 +284,39 @@ def test_template_deploys_into_moto() -> None:
         assert len(rules) == len(event_patterns(load_mappings()))
         targets = events.list_targets_by_rule(Rule=rules[0]["Name"])["Targets"]
         assert targets[0]["Arn"].endswith(f":deliverystream/{stream}")
+        layers = boto3.client("lambda", region_name="eu-west-1", endpoint_url=endpoint).list_layers()
+        assert layers["Layers"] == []
+        assert "OpenTelemetryLayerArn" not in outputs  # tracing is off by default
+
+
+@pytest.mark.live
+def test_template_with_tracing_publishes_the_layer_from_the_regions_bucket() -> None:
+    """IncludeOpenTelemetryTracing enabled: the layer version is made from the zip in this region's bucket,
+    and its ARN is the stack's output. (moto names a layer after its stack, not after LayerName.)"""
+    with moto_server() as endpoint, live_aws(endpoint) as patch:
+        _teach_moto(patch)
+        s3 = boto3.client("s3", region_name="us-east-1", endpoint_url=endpoint)
+        s3.create_bucket(Bucket="layers-us-east-1")
+        layer_zip = _zip({"otel-handler": "#!/bin/sh\n"})
+        s3.put_object(Bucket="layers-us-east-1", Key="otel-layer.zip", Body=layer_zip)
+        location = {"OpenTelemetryLayerBucket": "layers-us-east-1", "OpenTelemetryLayerKey": "otel-layer.zip"}
+        stack = _deploy(endpoint, "us-east-1", IncludeOpenTelemetryTracing="enabled", **location)
+        outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+        arn = outputs["OpenTelemetryLayerArn"]
+        assert re.fullmatch(rf"arn:aws:lambda:us-east-1:{ACCOUNT}:layer:[^:]+:1", arn)
+        awslambda = boto3.client("lambda", region_name="us-east-1", endpoint_url=endpoint)
+        version = awslambda.get_layer_version(LayerName=arn.split(":")[6], VersionNumber=1)
+        assert version["LayerVersionArn"] == arn
+        assert version["CompatibleRuntimes"] == ["nodejs18.x", "nodejs20.x", "nodejs22.x"]
+        assert version["Content"]["CodeSize"] == len(layer_zip)
+
+
+def _zip(files: dict[str, str]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(zipfile.ZipInfo(name, (2026, 12, 7, 0, 0, 0)), text)
+    return buffer.getvalue()
 
 
 @pytest.mark.live

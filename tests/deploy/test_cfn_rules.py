@@ -41,8 +41,12 @@ ARNS = {
     "AWS::S3::Bucket": "arn:{partition}:s3:::{name}",
     "AWS::KinesisFirehose::DeliveryStream": "arn:{partition}:firehose:{region}:{account}:deliverystream/{name}",  # noqa: E501
     "AWS::Events::Rule": "arn:{partition}:events:{region}:{account}:rule/{name}",
+    "AWS::Lambda::LayerVersion": "arn:{partition}:lambda:{region}:{account}:layer:{name}:1",
 }
-NAME_PROPERTY = {"AWS::IAM::Role": "RoleName", "AWS::S3::Bucket": "BucketName"}
+NAME_PROPERTY = {
+    "AWS::IAM::Role": "RoleName", "AWS::S3::Bucket": "BucketName", "AWS::Lambda::LayerVersion": "LayerName",
+}  # fmt: skip
+REF_IS_ARN = {"AWS::Lambda::LayerVersion"}  # CloudFormation reference: Ref of a layer version is its ARN
 
 
 class Stack:
@@ -89,12 +93,16 @@ class Stack:
         if name in self.params:
             return self.params[name]
         resource = self.kept[name]  # KeyError: this region's stack has no such resource
+        return self.arn(name) if resource["Type"] in REF_IS_ARN else self.physical_name(name)
+
+    def physical_name(self, name: str) -> Any:
+        resource = self.kept[name]
         return self.resolve(resource["Properties"].get(NAME_PROPERTY.get(resource["Type"], ""), name))
 
     def arn(self, name: str) -> str:
         pattern = ARNS[self.kept[name]["Type"]]
         return pattern.format(
-            partition=self.partition, region=self.region, account=ACCOUNT, name=self.ref(name)
+            partition=self.partition, region=self.region, account=ACCOUNT, name=self.physical_name(name)
         )
 
     def sub(self, text: str) -> str:
@@ -121,6 +129,8 @@ FUNCTIONS = {
     "Fn::Equals": lambda s, arg: s.resolve(arg[0]) == s.resolve(arg[1]),
     "Fn::Contains": lambda s, arg: s.resolve(arg[1]) in s.resolve(arg[0]),
     "Fn::Not": lambda s, arg: not s.resolve(arg[0]),
+    "Fn::And": lambda s, arg: all(s.resolve(a) for a in arg),
+    "Fn::Or": lambda s, arg: any(s.resolve(a) for a in arg),
     "Fn::If": lambda s, arg: s.resolve(arg[1] if s.conditions[arg[0]] else arg[2]),
 }
 
@@ -397,18 +407,40 @@ def test_nothing_is_public(stack: Stack, main_stack: Stack) -> None:
                    for s in denied), resource  # fmt: skip
 
 
-def test_tracing_accepts_the_stackpack_values_and_refuses_to_pretend(tpl: dict[str, Any]) -> None:
+def test_tracing_publishes_the_layer_when_on_and_asks_for_its_location(tpl: dict[str, Any]) -> None:
     # CloudFormation User Guide, "Template Rules": an assertion that fails stops the create or update before
     # any resource is made, showing its AssertDescription. The StackPack's page says both enabled and true.
+    # CloudFormation reference, AWS::Lambda::LayerVersion: Content names the zip's S3 bucket and key (the
+    # bucket in the layer's region), Ref returns the layer version's ARN.
     assert set(tpl["Parameters"]["IncludeOpenTelemetryTracing"]["AllowedValues"]) == {
         "enabled", "true", "disabled", "false",
     }  # fmt: skip
+    location = {"OpenTelemetryLayerBucket": "layers-here", "OpenTelemetryLayerKey": "otel-layer.zip"}
     for off in ("disabled", "false"):
-        assert Stack(tpl, MAIN, IncludeOpenTelemetryTracing=off).rule_failures() == []
-    assert Stack(tpl, MAIN).rule_failures() == []  # the default
+        for given in ({}, location):
+            stack = Stack(tpl, MAIN, IncludeOpenTelemetryTracing=off, **given)
+            assert stack.rule_failures() == []
+            assert stack.of_type("AWS::Lambda::LayerVersion") == {}
+            assert "OpenTelemetryLayerArn" not in stack.outputs
+    default = Stack(tpl, MAIN)  # the default: off
+    assert default.rule_failures() == [] and default.of_type("AWS::Lambda::LayerVersion") == {}
     for on in ("enabled", "true"):
-        (message,) = Stack(tpl, OTHER, IncludeOpenTelemetryTracing=on).rule_failures()
-        assert "IncludeOpenTelemetryTracing" in message and "disabled" in message
+        for region in (MAIN, OTHER):
+            bucket_missing, key_missing = Stack(tpl, region, IncludeOpenTelemetryTracing=on).rule_failures()
+            assert "IncludeOpenTelemetryTracing" in bucket_missing
+            assert "OpenTelemetryLayerBucket" in bucket_missing
+            assert "OpenTelemetryLayerKey" in key_missing
+            given_bucket = {"OpenTelemetryLayerBucket": "layers-here"}
+            (only_key,) = Stack(tpl, region, IncludeOpenTelemetryTracing=on, **given_bucket).rule_failures()
+            assert "OpenTelemetryLayerKey" in only_key
+            stack = Stack(tpl, region, IncludeOpenTelemetryTracing=on, **location)
+            assert stack.rule_failures() == []
+            layer = stack.one("AWS::Lambda::LayerVersion")
+            assert layer["Content"] == {"S3Bucket": "layers-here", "S3Key": "otel-layer.zip"}
+            assert layer["CompatibleRuntimes"] == ["nodejs18.x", "nodejs20.x", "nodejs22.x"]
+            assert stack.outputs["OpenTelemetryLayerArn"] == (
+                f"arn:aws:lambda:{region}:{ACCOUNT}:layer:stackstate-otel-nodejs:1"
+            )
 
 
 def test_flow_log_command_is_a_valid_create_flow_logs_call_to_the_default_prefix(main_stack: Stack) -> None:
@@ -429,12 +461,21 @@ def test_flow_log_command_is_a_valid_create_flow_logs_call_to_the_default_prefix
     }
 
 
-def test_security_scan_finds_nothing_unexplained(tmp_path: Path) -> None:
+TRACING = {
+    "IncludeOpenTelemetryTracing": "enabled",
+    "OpenTelemetryLayerBucket": "layers-here",
+    "OpenTelemetryLayerKey": "otel-layer.zip",
+}
+
+
+@pytest.mark.parametrize("tracing", [{}, TRACING], ids=["tracing-off", "tracing-on"])
+def test_security_scan_finds_nothing_unexplained(tmp_path: Path, tracing: dict[str, str]) -> None:
     # cfripper's CloudFormation security rules (IAM wildcards and escalation, cross-account trust, public S3
     # and KMS policies, encryption, ...), offline, with the parameters resolved: every finding is a skip the
     # template declares with its reason (Metadata.cfripper.skip), and every declared skip is still found.
     parameters = tmp_path / "parameters.json"
-    parameters.write_text(json.dumps({"MainRegion": MAIN, "StsAccountId": AGENT_ACCOUNT, "ExternalId": "x"}))
+    given = {"MainRegion": MAIN, "StsAccountId": AGENT_ACCOUNT, "ExternalId": "x", **tracing}
+    parameters.write_text(json.dumps(given))
     cfripper = Path(sys.executable).with_name("cfripper")
     result = subprocess.run(
         [str(cfripper), str(TEMPLATE), "--format", "json", "--resolve", "--resolve-parameters",
