@@ -129,16 +129,8 @@ class Handler(BaseHTTPRequestHandler):
         except UnsupportedType as exc:
             self._refuse(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, str(exc))
             return
-        length = self.headers.get("Content-Length")
-        if length is None or not length.strip().isdigit():
-            self._refuse(HTTPStatus.LENGTH_REQUIRED, "a Content-Length is required")
-            return
-        if int(length) > MAX_BODY:
-            self._refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body exceeds {MAX_BODY // 2**20} MB")
-            return
-        body = self.rfile.read(int(length))
-        if len(body) < int(length):
-            self.close_connection = True
+        body = self._body()
+        if body is None:
             return
         try:
             decoded = decode(body, self.headers.get("Content-Type"), self.headers.get("Content-Encoding"))
@@ -174,6 +166,50 @@ class Handler(BaseHTTPRequestHandler):
             return
         content_type = "application/json" if kind == "json" else "application/x-protobuf"
         self._answer(HTTPStatus.OK, response(decoded.dropped, kind), content_type)
+
+    def _body(self) -> bytes | None:
+        """The request body, by its Content-Length or chunked (the NodeJS OTLP exporter streams its
+        bodies); None once the request was answered (no length, over MAX_BODY, cut short)."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._chunked()
+        length = self.headers.get("Content-Length")
+        if length is None or not length.strip().isdigit():
+            self._refuse(HTTPStatus.LENGTH_REQUIRED, "a Content-Length or a chunked body is required")
+            return None
+        if int(length) > MAX_BODY:
+            self._refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body exceeds {MAX_BODY // 2**20} MB")
+            return None
+        body = self.rfile.read(int(length))
+        if len(body) < int(length):
+            self.close_connection = True
+            return None
+        return body
+
+    def _chunked(self) -> bytes | None:
+        """A chunked body (RFC 9112 7.1), at most MAX_BODY bytes; trailers are read and ignored."""
+        parts, total = [], 0
+        while True:
+            line = self.rfile.readline(1024)
+            size = line.split(b";", 1)[0].strip()
+            if not line.endswith(b"\n") or not size or any(c not in b"0123456789abcdefABCDEF" for c in size):
+                self._refuse(HTTPStatus.BAD_REQUEST, "a malformed chunked body")
+                return None
+            total += int(size, 16)
+            if total > MAX_BODY:
+                self._refuse(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body exceeds {MAX_BODY // 2**20} MB")
+                return None
+            if int(size, 16) == 0:
+                break
+            chunk = self.rfile.read(int(size, 16))
+            if len(chunk) < int(size, 16) or self.rfile.readline(3) not in (b"\r\n", b"\n"):
+                self.close_connection = True
+                return None
+            parts.append(chunk)
+        while (trailer := self.rfile.readline(8192)) not in (b"\r\n", b"\n", b""):
+            if not trailer.endswith(b"\n"):
+                self.close_connection = True
+                return None
+        return b"".join(parts)
 
     def _refuse(self, status: HTTPStatus, reason: str, retry: bool = False, keep: bool = False) -> None:
         """An error answer with a short reason; the connection is closed unless the body was read."""

@@ -170,6 +170,50 @@ def test_other_paths_methods_and_a_missing_length(receiver: Receiver) -> None:
     assert conn.getresponse().status == 411
 
 
+def chunked(receiver: Receiver, raw: bytes) -> tuple[int, bytes]:
+    """POST `raw` as the chunked body (chunk framing included) of one request."""
+    with socket.create_connection(("127.0.0.1", receiver.server_address[1]), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n" + raw
+        )
+        answer = http.client.HTTPResponse(sock)
+        answer.begin()
+        return answer.status, answer.read()
+
+
+def frame(body: bytes, size: int) -> bytes:
+    pieces = [body[i : i + size] for i in range(0, len(body), size)]
+    return b"".join(b"%x;ext=1\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\nX-Trailer: 1\r\n\r\n"
+
+
+def test_a_chunked_body_as_the_nodejs_exporter_streams_it_is_read_whole(receiver: Receiver) -> None:
+    recorder = stackstate_layer()
+    status, answer = chunked(receiver, frame(otlp(recorder.spans()), 7))
+    assert status == 200
+    ExportTraceServiceResponse.FromString(answer)
+    assert rows(receiver.state.path) == [expected(recorder)]
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "reason"),
+    [
+        (b"zz\r\nabc\r\n0\r\n\r\n", 400, b"a malformed chunked body"),
+        (b"\r\n", 400, b"a malformed chunked body"),
+        (b"%x\r\n" % 1001 + b"x" * 1001 + b"\r\n0\r\n\r\n", 413, b"the body exceeds"),
+        (b"600\r\n" + b"x" * 600 + b"\r\n600\r\n" + b"x" * 600 + b"\r\n0\r\n\r\n", 413, b"the body exceeds"),
+    ],
+    ids=["not-hex", "no-size", "one-chunk-too-large", "chunks-add-up-too-large"],
+)
+def test_a_malformed_or_too_large_chunked_body_is_refused(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch, raw: bytes, status: int, reason: bytes
+) -> None:
+    monkeypatch.setattr("engine.traces.receiver.MAX_BODY", 1000)
+    got, answer = chunked(receiver, raw)
+    assert (got, answer[: len(reason)]) == (status, reason)
+    assert rows(receiver.state.path) == []
+
+
 def test_over_the_bound_is_503_with_retry_after_counted_over_limit_and_nothing_written(
     receiver: Receiver,
 ) -> None:
