@@ -1,9 +1,9 @@
 """The NodeJS OpenTelemetry layer (deploy/otel-layer/) end to end: built into its zip by build.sh, extracted
 as Lambda extracts a layer into /opt, and a NodeJS function (tests/traces/lambda/index.js, AWS SDK v3) run
 under its exec wrapper the way the Lambda runtime runs it (tests/traces/lambda/runtime.js), calling SQS and S3
-on the moto server. Its spans are POSTed as OTLP/HTTP protobuf to `capture()`, a stand-in for
-`aws-topology traces serve`: swapping it for the receiver (and asserting on `run`'s relations) leaves `invoke`
-as it is.
+on the moto server. Its spans are POSTed as OTLP/HTTP protobuf to `capture()` (to read the spans themselves),
+then to the real `aws-topology traces serve`, after which `aws-topology run` must send exactly the function's
+two relations.
 
 Needs Node (the Lambda runtimes' 18+) and `npm ci` in deploy/otel-layer/ (run.sh test does it; the AWS SDK of
 the function comes from its devDependencies, as the runtime's own SDK would).
@@ -11,6 +11,7 @@ the function comes from its devDependencies, as the runtime's own SDK would).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -29,7 +30,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from tests.support import ACCOUNT, live_aws, moto_server, serve
+from tests.support import ACCOUNT, live_aws, moto_env, moto_server, serve
+from tests.traces.test_receiver import CLI, free_port, start
 
 ROOT = Path(__file__).resolve().parents[2]
 LAYER = ROOT / "deploy" / "otel-layer"
@@ -233,3 +235,68 @@ def test_hooks_copy_the_target_naming_inputs_only_and_the_invoked_arn() -> None:
     assert found["entries"] == [
         {"faas.id": arn, "cloud.resource_id": arn, "cloud.account.id": ACCOUNT} for arn in arns
     ]
+
+
+def test_through_traces_serve_run_relates_the_function_to_exactly_what_it_called(
+    opt: Path, tmp_path: Path
+) -> None:
+    """The whole path: the function under the layer exports to `aws-topology traces serve` (the StackState
+    layer's /open-telemetry path), and `aws-topology run` then sends exactly its two relations, to the
+    external ids its own scan gives the queue and the bucket."""
+    state, port, out = tmp_path / "state.sqlite", free_port(), tmp_path / "out"
+    config = tmp_path / "conf.yaml"
+    config.write_text(
+        "init_config: {external_id: test-external-id}\n"
+        f"instances:\n  - role_arn: arn:aws:iam::{ACCOUNT}:role/StackStateAwsIntegrationRole\n"
+        f"    regions: [{REGION}]\n    apis_to_run: [sqs, s3, lambda]\n"
+    )
+    with moto_server() as endpoint, live_aws(endpoint):
+        queue_url = boto3.client("sqs", region_name=REGION).create_queue(QueueName="orders")["QueueUrl"]
+        s3 = boto3.client("s3", region_name=REGION)
+        s3.create_bucket(Bucket="orders-archive")
+        logs = f"stackstate-logs-{ACCOUNT}"  # the events phase of `run` reads it (empty)
+        s3.create_bucket(Bucket=logs)
+        s3.put_bucket_versioning(Bucket=logs, VersioningConfiguration={"Status": "Enabled"})
+        role = boto3.client("iam", region_name=REGION).create_role(
+            RoleName="orders", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []})
+        )["Role"]["Arn"]
+        code = io.BytesIO()
+        with zipfile.ZipFile(code, "w") as archive:
+            archive.write(FUNCTION / "index.js", "index.js")
+        boto3.client("lambda", region_name=REGION).create_function(
+            FunctionName=NAME, Runtime="nodejs20.x", Role=role, Handler="index.handler",
+            Code={"ZipFile": code.getvalue()}, Layers=[], Environment={"Variables": {
+                "AWS_LAMBDA_EXEC_WRAPPER": "/opt/otel-handler",
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{port}/open-telemetry"}},
+        )  # fmt: skip
+        receiver = start(state, port)
+        try:
+            event = {"queueUrl": queue_url, "bucket": "orders-archive", "secret": SECRET}
+            assert invoke(opt, endpoint, f"http://127.0.0.1:{port}/open-telemetry", event) == {"sent": 2}
+        finally:
+            receiver.terminate()
+            _, said = receiver.communicate(timeout=30)
+        assert receiver.returncode == 0, said
+        env = {**os.environ, **moto_env(endpoint)}
+        ran = subprocess.run(
+            [*CLI, "run", "-c", str(config), "--out", str(out), "--state", str(state), "--no-table"],
+            env=env, capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert f"traces account={ACCOUNT} status=complete calls=2 relations=2 new=2" in ran.stdout
+    (run_dir,) = out.glob("run-*")
+    (traced,) = [json.loads(p.read_text()) for p in run_dir.glob("traces-*.json")]
+    (topology,) = traced["topologies"]
+    assert topology["instance"] == {"type": "aws-v2", "url": f"{ACCOUNT}/traces"}
+    queue, bucket = f"arn:aws:sqs:{REGION}:{ACCOUNT}:orders", "arn:aws:s3:::orders-archive"
+    assert sorted((r["sourceId"], r["type"]["name"], r["targetId"]) for r in topology["relations"]) == [
+        (ARN, "uses-service", bucket), (ARN, "uses-service", queue)
+    ]  # fmt: skip
+    scanned = {
+        c["externalId"]
+        for p in run_dir.glob("scan-*.json")
+        for t in json.loads(p.read_text())["topologies"]
+        for c in t["components"]
+    }
+    assert {ARN, queue, bucket} <= scanned  # the scan's own external ids: the relations join its components
+    assert SECRET not in state.read_bytes().decode("latin-1")
