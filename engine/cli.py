@@ -304,7 +304,13 @@ def status_command(state_path: str) -> None:
                 for key, corrupt in sorted(state.get(f"{kind}.corrupt.{account}", {}).items()):
                     click.echo(f"  corrupt object (left in the bucket): {key}: {corrupt['problem']}")
         totals = state.spool_totals()
+        traces = state.traces_counts()
     click.echo(f"spool: pending={totals['pending']} rejected={totals['rejected']} bytes={totals['bytes']}")
+    if traces["received"] or traces["applied"] or traces["dropped"]:
+        counts = {k: traces[k] for k in ("received", "applied")} | {"pending": traces["pending_spans"]}
+        counts["dropped"] = sum(traces["dropped"].values())
+        counts |= {f"dropped.{k}": n for k, n in sorted(traces["dropped"].items())}
+        click.echo("traces: " + " ".join(f"{k}={n}" for k, n in counts.items()) + " (spans)")
 
 
 def _age(seconds: float) -> str:

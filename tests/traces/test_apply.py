@@ -9,15 +9,18 @@ import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 import engine.run as run_module
+from engine.cli import main
 from engine.core.config import Instance
 from engine.core.errors import EXIT_INCOMPLETE, EXIT_OK, DeliveryError
 from engine.core.state import State
 from engine.delivery.payload import validate_payload
 from engine.language.loader import load_mappings
 from engine.run import TRACES, RunSettings, run_cycle
-from tests.support import ACCOUNT, ListSink, make_config
+from engine.traces.apply import apply_traces, read_pending
+from tests.support import ACCOUNT, ROLE, ListSink, make_config
 
 OTHER = "210987654321"
 CALLER = f"arn:aws:lambda:eu-west-1:{ACCOUNT}:function:orders"
@@ -220,3 +223,24 @@ def test_an_older_call_never_moves_a_relation_back_in_time(state: State, run_tra
     receive(state, sqs_call(at=now))
     run_traces(state, ListSink())
     assert state.trace_relations(ACCOUNT)[key] == pytest.approx((now - 500, now), rel=0, abs=1)
+
+
+def test_status_shows_the_traces_run_and_the_span_counters(state: State, run_traces) -> None:
+    unknown = {**s3_call(), "name": "EC2.DescribeInstances", "attributes": {"rpc.service": "EC2"}, "count": 4}
+    assert state.traces_append([sqs_call(), unknown], 9, {"no_function": 3}, 1_000_000)
+    receive(state, s3_call())  # 1 span, waiting for the next run
+    pending = read_pending(state, MAPPINGS, {ACCOUNT}, max_rows=1)
+    result = apply_traces(Instance(role_arn=ROLE, regions=("eu-west-1",)), pending, ListSink(), state,
+                          ttl=3600, max_bytes=1_000_000)  # fmt: skip
+    state.record_run(ACCOUNT, "traces", result.started_at, result.started_at + 1, True, result.summary())
+    pending.consume(state)
+    status = CliRunner().invoke(main, ["status", "--state", str(state.path)])
+    assert status.exception is None, status.output
+    lines = status.output.splitlines()
+    assert lines[0] == f"account {ACCOUNT}:"
+    (traces,) = [line for line in lines if line.startswith("  traces")]
+    assert traces == "  traces   complete   0s ago, took 1.0s; calls=1 expired=0 new=1 payloads=1 relations=1"
+    assert lines[-1] == (
+        "traces: received=10 applied=2 pending=1 dropped=7"
+        " dropped.names_nothing_known=4 dropped.no_function=3 (spans)"
+    )
