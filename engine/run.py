@@ -42,6 +42,7 @@ from engine.scan.full_scan import PATIENCE, AccountScan, scan
 from engine.scan.plan import plan
 from engine.scan.progress import LiveProgress, UnitLog
 from engine.traces.apply import apply_traces, read_pending
+from engine.traces.objects import read_objects
 
 log = logging.getLogger("aws_topology")
 
@@ -178,14 +179,22 @@ class _Run:
         )  # fmt: skip
 
     def traces(self) -> list[int]:
-        """Turn the received traced calls into each account's trace relations; the calls are deleted only
-        when every account's relations were delivered (or spooled)."""
-        s = self.settings
+        """Turn the received traced calls (and each account's trace objects, where it reads them) into each
+        account's trace relations; the received calls are deleted only when every account's relations were
+        delivered (or spooled)."""
+        s, fetcher = self.settings, Fetcher(self.stop)
         pending = read_pending(self.state, s.mappings, {i.account_id for i in s.config.instances})
-        ttl, max_bytes = s.config.trace_relation_ttl, s.limits.max_bytes
-        codes = self._phase(
-            "traces", lambda i: apply_traces(i, pending, self.sink, self.state, ttl=ttl, max_bytes=max_bytes)
-        )
+
+        def one(instance: Instance) -> PhaseResult:
+            objects = None
+            if instance.trace_objects:
+                objects = read_objects(s.config, instance, self.state, fetcher, workers=s.limits.workers)
+            return apply_traces(
+                instance, pending, self.sink, self.state, ttl=s.config.trace_relation_ttl,
+                max_bytes=s.limits.max_bytes, objects=objects,
+            )  # fmt: skip
+
+        codes = self._phase("traces", one)
         if len(codes) == len(s.config.instances) and all(code == EXIT_OK for code in codes):
             pending.consume(self.state)
         return codes

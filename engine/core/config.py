@@ -52,6 +52,7 @@ class Instance:
     apis_to_run: tuple[str, ...] | None = None
     log_bucket_name: str = ""  # empty: stackstate-logs-{account_id}
     flowlog_bucket_name: str = ""  # empty: stackstate-logs-{account_id}
+    trace_objects: bool = False  # read a Collector's OTLP objects from the log bucket (engine.traces.objects)
     tags: tuple[str, ...] = ()
     identifier: str | None = None
     environment: str | None = None
@@ -308,6 +309,7 @@ def _instance(raw: Mapping[str, Any]) -> Instance:
         apis_to_run=None if apis is None else tuple(apis),
         log_bucket_name=raw.get("log_bucket_name", ""),
         flowlog_bucket_name=raw.get("flowlog_bucket_name", ""),
+        trace_objects=bool(raw.get("trace_objects", False)),
         tags=tuple(raw.get("tags", ())),
         identifier=raw.get("stackstate-identifier"),
         environment=raw.get("stackstate-environment"),

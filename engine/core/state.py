@@ -621,16 +621,20 @@ class State:
         rows = self._query("SELECT id, spans, body FROM trace_calls ORDER BY id LIMIT ?", (max_rows,))
         return [(row_id, spans, json.loads(body)) for row_id, spans, body in rows]
 
-    def traces_consume(self, row_ids: list[int], applied: int, dropped: dict[str, int]) -> None:
+    def traces_consume(
+        self, row_ids: list[int], applied: int, dropped: dict[str, int], received: int = 0
+    ) -> None:
         """Delete the rows the traces phase applied and count their spans: `applied`, and `dropped` by
-        reason (added to `traces.dropped`), in one transaction."""
+        reason (added to `traces.dropped`), in one transaction; `received`: spans that came another way
+        than the receiver (the log bucket's trace objects)."""
         with self._transaction() as conn:
             conn.executemany("DELETE FROM trace_calls WHERE id = ?", [(row_id,) for row_id in row_ids])
-            conn.execute(
-                "INSERT INTO kv (key, value) VALUES ('traces.applied', ?) ON CONFLICT (key)"
-                " DO UPDATE SET value = CAST(value AS INTEGER) + CAST(excluded.value AS INTEGER)",
-                (str(applied),),
-            )
+            for key, n in (("traces.applied", applied), ("traces.received", received)):
+                conn.execute(
+                    "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key)"
+                    " DO UPDATE SET value = CAST(value AS INTEGER) + CAST(excluded.value AS INTEGER)",
+                    (key, str(n)),
+                )
             if any(dropped.values()):
                 row = conn.execute("SELECT value FROM kv WHERE key = 'traces.dropped'").fetchone()
                 total = json.loads(row[0]) if row else {}

@@ -27,6 +27,7 @@ from engine.delivery.sinks import Sink
 from engine.language.components import relation
 from engine.language.dialect import parse_arn
 from engine.language.loader import Mappings
+from engine.traces.objects import TraceObjects
 from engine.traces.relations import RELATION_TYPE, TraceRules
 
 MAX_ROWS = 10_000  # rows of received calls applied per run; the rest wait for the next
@@ -38,32 +39,51 @@ def instance_url(account: str) -> str:
     return f"{account}/traces"
 
 
-@dataclass
-class Pending:
-    """The received calls of one run, reduced to relations per account, and what was counted."""
+class Calls:
+    """Call records reduced to relation sightings per account (the latest call time of each relation), and
+    the spans applied and dropped. Identical calls (function, span name, attributes) are mapped once."""
 
-    rows: list[int] = field(default_factory=list)
-    seen: dict[str, dict[RelationKey, float]] = field(default_factory=lambda: defaultdict(dict))
-    spans: int = 0
-    applied: int = 0
-    dropped: Counter[str] = field(default_factory=Counter)
+    def __init__(self, rules: TraceRules, accounts: set[str], targets: dict | None = None) -> None:
+        self.rules, self.accounts = rules, accounts
+        self.targets: dict[Any, list[str]] = {} if targets is None else targets
+        self.seen: dict[str, dict[RelationKey, float]] = defaultdict(dict)
+        self.applied = 0
+        self.dropped: Counter[str] = Counter()
 
-    def consume(self, state: State) -> None:
-        """Delete the applied rows and count their spans."""
-        if self.rows:
-            state.traces_consume(self.rows, self.applied, dict(self.dropped))
+    def like(self, accounts: set[str]) -> Calls:
+        """An empty reducer with the same rules and mapped calls."""
+        return Calls(self.rules, accounts, self.targets)
 
+    def add(self, call: Any) -> None:
+        count = call.get("count", 1) if isinstance(call, dict) else 1
+        count = count if isinstance(count, int) and count > 0 else 1
+        caller = parse_arn(call.get("function")) if isinstance(call, dict) else None
+        if caller is None or caller["service"] != "lambda":
+            self.dropped["not_a_function"] += count
+            return
+        if caller["account"] not in self.accounts:
+            self.dropped["unknown_account"] += count
+            return
+        targets = self._targets(call)
+        if not targets:
+            self.dropped["names_nothing_known"] += count
+            return
+        self.applied += count
+        last = call.get("last")
+        seen_at = min(last / 1e9, time.time()) if isinstance(last, int | float) and last > 0 else time.time()
+        relations = self.seen[caller["account"]]
+        for target in targets:
+            key = (call["function"], target, RELATION_TYPE)
+            relations[key] = max(relations.get(key, 0.0), seen_at)
 
-def read_pending(state: State, mappings: Mappings, accounts: set[str], max_rows: int = MAX_ROWS) -> Pending:
-    """Map the oldest rows of received calls to relations of the configured `accounts`."""
-    rules, pending = TraceRules(mappings), Pending()
-    targets: dict[Any, list[str]] = {}  # the same (function, span name, attributes): the same targets
-    for row_id, spans, calls in state.traces_pending(max_rows):
-        pending.rows.append(row_id)
-        pending.spans += spans
-        for call in calls if isinstance(calls, list) else []:
-            _reduce(rules, call, accounts, pending, targets)
-    return pending
+    def _targets(self, call: dict) -> list[str]:
+        key = _key(call)
+        found = self.targets.get(key) if key is not None else None
+        if found is None:
+            found = self.rules.targets(call)
+            if key is not None:
+                self.targets[key] = found
+        return found
 
 
 def _key(call: dict) -> Any:
@@ -78,32 +98,30 @@ def _key(call: dict) -> Any:
     return (call.get("function"), call.get("name"), items)
 
 
-def _reduce(rules: TraceRules, call: Any, accounts: set[str], pending: Pending, cache: dict) -> None:
-    count = call.get("count", 1) if isinstance(call, dict) else 1
-    count = count if isinstance(count, int) and count > 0 else 1
-    caller = parse_arn(call.get("function")) if isinstance(call, dict) else None
-    if caller is None or caller["service"] != "lambda":
-        pending.dropped["not_a_function"] += count
-        return
-    if caller["account"] not in accounts:
-        pending.dropped["unknown_account"] += count
-        return
-    key = _key(call)
-    targets = cache.get(key) if key is not None else None
-    if targets is None:
-        targets = rules.targets(call)
-        if key is not None:
-            cache[key] = targets
-    if not targets:
-        pending.dropped["names_nothing_known"] += count
-        return
-    pending.applied += count
-    last = call.get("last")
-    seen_at = min(last / 1e9, time.time()) if isinstance(last, int | float) and last > 0 else time.time()
-    relations = pending.seen[caller["account"]]
-    for target in targets:
-        key = (call["function"], target, RELATION_TYPE)
-        relations[key] = max(relations.get(key, 0.0), seen_at)
+@dataclass
+class Pending:
+    """The rows of received calls this run applies, reduced."""
+
+    calls: Calls
+    rows: list[int] = field(default_factory=list)
+    spans: int = 0  # the rows stand for these spans
+
+    def consume(self, state: State) -> None:
+        """Delete the applied rows and count their spans: applied, but for the dropped calls."""
+        if self.rows:
+            dropped = dict(self.calls.dropped)
+            state.traces_consume(self.rows, self.spans - sum(dropped.values()), dropped)
+
+
+def read_pending(state: State, mappings: Mappings, accounts: set[str], max_rows: int = MAX_ROWS) -> Pending:
+    """Map the oldest rows of received calls to relations of the configured `accounts`."""
+    pending = Pending(Calls(TraceRules(mappings), accounts))
+    for row_id, spans, calls in state.traces_pending(max_rows):
+        pending.rows.append(row_id)
+        pending.spans += spans
+        for call in calls if isinstance(calls, list) else []:
+            pending.calls.add(call)
+    return pending
 
 
 @dataclass
@@ -115,24 +133,44 @@ class TraceResult(PhaseResult):
     new: int = 0
     expired: int = 0
     payloads: int = 0
+    objects: int | None = None  # trace objects read from the log bucket (None: not asked to read them)
+    corrupt_objects: int = 0
+    deleted_objects: int = 0
+    bucket_problem: str | None = None  # the bucket could not be read: the received calls still apply
 
     def summary(self) -> dict[str, Any]:
         status = "complete" if self.complete else ("interrupted" if self.interrupted else "INCOMPLETE")
-        return {
+        found = {
             "status": status, "calls": self.calls, "relations": self.relations, "new": self.new,
-            "expired": self.expired, "payloads": self.payloads, "error": self.error,
+            "expired": self.expired, "payloads": self.payloads,
         }  # fmt: skip
+        if self.objects is not None:
+            found |= {
+                "objects": self.objects, "corrupt_objects": self.corrupt_objects,
+                "deleted_objects": self.deleted_objects, "bucket_problem": self.bucket_problem,
+            }  # fmt: skip
+        return found | {"error": self.error}
 
 
 def apply_traces(
-    instance: Instance, pending: Pending, sink: Sink, state: State, *, ttl: float, max_bytes: int
-) -> TraceResult:
-    """Merge the account's sightings into its relations, drop those older than `ttl`, and send the
-    account's trace snapshot when its set of relations changed."""
+    instance: Instance, pending: Pending, sink: Sink, state: State, *, ttl: float, max_bytes: int,
+    objects: TraceObjects | None = None,
+) -> TraceResult:  # fmt: skip
+    """Merge the account's sightings (of the received calls, and of its trace `objects` when it reads
+    them) into its relations, drop those older than `ttl`, and send the account's trace snapshot when its
+    set of relations changed; then delete the objects read."""
     account, now = instance.account_id, time.time()
     result = TraceResult(account)
     known = state.trace_relations(account)
-    seen = pending.seen.get(account, {})
+    seen = dict(pending.calls.seen.get(account, {}))
+    from_objects = pending.calls.like({account})
+    if objects is not None:
+        result.objects, result.corrupt_objects = len(objects.read), objects.corrupt
+        result.bucket_problem = objects.error
+        for call in objects.calls:
+            from_objects.add(call)
+        for key, at in from_objects.seen.get(account, {}).items():
+            seen[key] = max(seen.get(key, 0.0), at)
     result.calls = len(seen)
     merged = dict(known)
     for key, at in seen.items():
@@ -151,6 +189,12 @@ def apply_traces(
                 result.seconds = time.time() - result.started_at
                 return result
         state.trace_relations_save(account, live)
+    if objects is not None and objects.bucket is not None and objects.read:
+        done = objects.bucket.delete(objects.read)
+        result.deleted_objects = len(done.deleted)
+        dropped = dict(from_objects.dropped + objects.dropped)
+        applied = objects.spans - sum(dropped.values())
+        state.traces_consume([], applied, dropped, received=objects.spans)
     result.seconds = time.time() - result.started_at
     return result
 
