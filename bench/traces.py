@@ -7,6 +7,8 @@ Requests are what a NodeJS Lambda's BatchSpanProcessor exports: 512 spans, built
 2. decode + `traces_append` in one process (the receiver's work without HTTP), on a fresh state file.
 3. over HTTP: `aws-topology traces serve` as its own process, posted to on one keep-alive connection.
 4. memory: peak RSS of decode + append for 10,000 and for 1,000,000 spans, each in a fresh process.
+5. the traces phase (the batch side): rows already in the state become the account's relations
+   (`read_pending` + `apply_traces` to a sink that keeps nothing), spans of the rows per second.
 
     .venv/bin/python -m bench.traces [--seconds 5] [--spans 1000000]
 """
@@ -25,7 +27,10 @@ from pathlib import Path
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from engine.core.config import Instance
 from engine.core.state import State
+from engine.language.loader import load_mappings
+from engine.traces.apply import apply_traces, read_pending
 from engine.traces.otlp import decode
 from tests.traces.spans import (
     ACCOUNT,
@@ -146,6 +151,33 @@ def over_http(seconds: float, folder: Path) -> float:
     return speed
 
 
+class _Discard:
+    def send(self, payload: dict, name: str) -> None:
+        pass
+
+
+def batch(seconds: float, folder: Path, rows: int = 200) -> float:
+    """Spans/s of the traces phase over `rows` received requests (filling the state is not timed)."""
+    decoded = decode(FORMS["protobuf"][2](request_spans()), "application/x-protobuf", None)
+    mappings = load_mappings()
+    instance = Instance(role_arn=f"arn:aws:iam::{ACCOUNT}:role/R", regions=(REGION,))
+    done, spent = 0, 0.0
+    with State(folder / "batch.sqlite") as state:
+        state.check()
+        while spent < seconds:
+            for _ in range(rows):
+                state.traces_append(decoded.calls, decoded.spans, decoded.dropped, 10**12)
+            started = time.perf_counter()
+            pending = read_pending(state, mappings, {ACCOUNT})
+            apply_traces(instance, pending, _Discard(), state, ttl=10**10, max_bytes=1_000_000)
+            pending.consume(state)
+            spent += time.perf_counter() - started
+            done += pending.spans
+    speed = done / spent
+    print(f"{'traces phase (batch)':>24}: {speed:>10,.0f} spans/s  ({rows} requests of {PER_REQUEST} a run)")
+    return speed
+
+
 def peak_rss(spans: int, folder: Path) -> float:
     """MB of peak RSS of a fresh process that decodes and appends `spans` spans."""
     code = (
@@ -182,6 +214,8 @@ def main() -> None:
         local = in_process(args.seconds, Path(folder))
         remote = over_http(args.seconds, Path(folder))
         print(f"over HTTP / in process = {remote / local:.2f}")
+        phase = batch(args.seconds, Path(folder))
+        print(f"traces phase / decode + append = {phase / local:.2f}")
         small, large = peak_rss(10_000, Path(folder)), peak_rss(args.spans, Path(folder))
     print(f"peak RSS: {small:.0f} MB at 10,000 spans, {large:.0f} MB at {args.spans:,} spans "
           f"(ratio {large / small:.2f})")  # fmt: skip
