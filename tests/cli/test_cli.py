@@ -115,7 +115,7 @@ BROKEN_NEXT_TO_SECRET: dict[str, tuple[dict[str, Any] | str, str]] = {
         _with_secret({"role_arn": ROLE, "regions": ["eu-west-1"]}, full_run_intervall=600),
         "init_config: unknown key 'full_run_intervall' (did you mean 'full_run_interval'?); "
         "expected one of: allow_role_without_external_id, aws_access_key_id, aws_secret_access_key, "
-        "external_id, full_run_interval, proxy",
+        "external_id, full_run_interval, proxy, trace_relation_ttl",
     ),
     "interval-too-small": (
         _with_secret({"role_arn": ROLE, "regions": ["eu-west-1"]}, full_run_interval=5),

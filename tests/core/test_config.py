@@ -100,13 +100,16 @@ def test_defaults_are_applied(tmp_path: Path) -> None:
     assert instance.log_bucket_name == instance.flowlog_bucket_name == "stackstate-logs-123456789012"
     assert instance.tags == ()
     assert (instance.identifier, instance.environment, instance.layer, instance.domain) == (None,) * 4
+    assert (config.trace_relation_ttl, instance.trace_objects) == (172800, False)
 
 
 def test_optional_instance_keys_are_read(tmp_path: Path) -> None:
     def change(data: dict[str, Any]) -> None:
         data["init_config"]["full_run_interval"] = 600
+        data["init_config"]["trace_relation_ttl"] = 3600
         data["instances"][0].update(
             {
+                "trace_objects": True,
                 "apis_to_run": ["ec2|instances vpcs", "s3"],
                 "log_bucket_name": "events",
                 "flowlog_bucket_name": "flows",
@@ -119,8 +122,9 @@ def test_optional_instance_keys_are_read(tmp_path: Path) -> None:
         )
 
     config = load_config(config_with(tmp_path, change))
-    assert config.full_run_interval == 600
+    assert (config.full_run_interval, config.trace_relation_ttl) == (600, 3600)
     (instance,) = config.instances
+    assert instance.trace_objects is True
     assert instance.apis_to_run == ("ec2|instances vpcs", "s3")
     assert (instance.log_bucket_name, instance.flowlog_bucket_name) == ("events", "flows")
     assert instance.tags == ("foo:bar",)
@@ -237,7 +241,7 @@ def _second_instance(arn: str) -> Callable[[dict[str, Any]], None]:
 INSTANCE_KEYS = (
     "apis_to_run, cluster_check, collection_interval, flowlog_bucket_name, log_bucket_name, "
     "min_collection_interval, regions, role_arn, stackstate-domain, stackstate-environment, "
-    "stackstate-identifier, stackstate-layer, tags"
+    "stackstate-identifier, stackstate-layer, tags, trace_objects"
 )
 
 BAD = [
