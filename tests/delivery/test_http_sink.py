@@ -1,0 +1,182 @@
+"""HttpSink against real local sockets: its exact wire form, texts and accounting, and its deadline."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+from types import SimpleNamespace
+
+import pytest
+
+from engine.core.errors import DeliveryError
+from engine.delivery.http import HttpSink
+from tests.support import serve
+
+API_KEY = "s3cr3t-Key/with+chars"
+QUOTED_KEY = "s3cr3t-Key%2Fwith%2Bchars"
+
+
+@pytest.fixture(autouse=True)
+def no_proxy(without_proxy: None) -> None:
+    """Every test here talks to a local receiver."""
+
+
+class Scripted(BaseHTTPRequestHandler):
+    """Answers each POST with the next (status, headers, body) of `answers` (200 with no body when none is
+    left) and records (request line, header items, client port) in `seen`; HTTP/1.1, so the client keeps its
+    connection. An answer "hang" holds the request until `release` is set."""
+
+    protocol_version = "HTTP/1.1"
+    answers: list
+    seen: list
+    release: threading.Event
+    on_request: object = None
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.seen.append((self.requestline, self.headers.items(), self.client_address[1]))
+        if callable(self.on_request):
+            self.on_request()
+        answer = self.answers.pop(0) if self.answers else (200, {}, b"")
+        if answer == "hang":
+            self.release.wait(10)
+            self.close_connection = True
+            return
+        status, headers, body = answer
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class Receiver(SimpleNamespace):
+    url: str
+    answers: list
+    seen: list
+    release: threading.Event
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    state = Receiver(answers=[], seen=[], release=threading.Event(), on_request=None)
+    with serve(Scripted, answers=state.answers, seen=state.seen, release=state.release) as url:
+        state.url = url
+        yield state
+        state.release.set()
+
+
+def failure(sink: HttpSink, name: str = "scan") -> DeliveryError:
+    with pytest.raises(DeliveryError) as caught:
+        sink.send({"k": 1}, name)
+    return caught.value
+
+
+def test_the_request_line_and_headers_are_exactly_these(receiver: Receiver) -> None:
+    HttpSink(f"{receiver.url}/receiver/stsAgent", API_KEY, proxies={}).send({"k": 1}, "scan")
+
+    [(line, headers, _)] = receiver.seen
+    assert line == f"POST /receiver/stsAgent/intake/?api_key={QUOTED_KEY} HTTP/1.1"
+    assert headers == [
+        ("Host", receiver.url.removeprefix("http://")),
+        ("Accept-Encoding", "identity"),
+        ("Content-Length", "7"),
+        ("Content-Type", "application/json"),
+        ("User-Agent", "aws-topology"),
+        ("sts-api-key", API_KEY),
+    ]
+
+
+def test_the_key_echoed_raw_or_url_encoded_is_masked_in_the_problem(receiver: Receiver) -> None:
+    echoed = f"no route for /intake/?api_key={QUOTED_KEY} (key {API_KEY})".encode()
+    receiver.answers.append((404, {}, echoed))
+
+    error = failure(HttpSink(receiver.url, API_KEY, proxies={}))
+
+    assert (
+        error.problem
+        == "scan: HTTP 404 Not Found: no route for /intake/?api_key=*** (key ***) (after 1 attempt(s))"
+    )
+    assert (error.status, error.attempts, error.target) == (404, 1, f"{receiver.url}/intake/")
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "problem"),
+    [
+        (400, b"", "HTTP 400 Bad Request"),
+        (400, b"  bad \xff byte \n", "HTTP 400 Bad Request: bad \ufffd byte"),
+        (499, b"", "HTTP 499"),  # a status without a reason phrase
+        (499, b"why", "HTTP 499: why"),
+        (300, b"", "HTTP 300 Multiple Choices"),  # not 2xx, so not delivered
+        (422, b"x" * 299 + b"yz", "HTTP 422 Unprocessable Entity: " + "x" * 299 + "y"),
+    ],
+)
+def test_a_refusal_shows_the_status_its_reason_and_the_start_of_the_answer(
+    receiver: Receiver, status: int, body: bytes, problem: str
+) -> None:
+    receiver.answers.append((status, {}, body))
+
+    error = failure(HttpSink(receiver.url, API_KEY, proxies={}))
+
+    assert error.problem == f"scan: {problem} (after 1 attempt(s))"
+    assert error.status == status and len(receiver.seen) == 1
+
+
+def test_a_delivery_logs_one_sent_line_at_debug(receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    sink = HttpSink(receiver.url, API_KEY, proxies={})
+    with caplog.at_level(logging.DEBUG, logger="engine.delivery.http"):
+        sink.send({"k": 1}, "scan-1")
+
+    lines = [r.getMessage() for r in caplog.records if r.name == "engine.delivery.http"]
+    assert lines == [f"event=sink.sent name=scan-1 target={receiver.url}/intake/ status=200"]
+
+
+def test_413_with_retry_after_is_retried_after_that_wait(receiver: Receiver) -> None:
+    """urllib3's policy: 413, 429 and 503 are retried when they say when (RFC 9110); 413 only then."""
+    receiver.answers.append((413, {"Retry-After": "3"}, b"later"))
+    sleeps: list[float] = []
+
+    HttpSink(receiver.url, API_KEY, sleep=sleeps.append, proxies={}).send({"k": 1}, "scan")
+
+    assert sleeps == [3.0] and len(receiver.seen) == 2
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "slept"),
+    [
+        ("soon", 2.5),  # not a number nor a date: the backoff
+        ("Sat, 01 Jan 10000 00:00:00 GMT", 2.5),  # a year datetime refuses (ValueError)
+        ("Mon, 01 Jan 99999999999 00:00:00 GMT", 2.5),  # a year too large for C (OverflowError)
+        ("0", 0.0),  # at once, not the backoff
+    ],
+)
+def test_an_unreadable_retry_after_falls_back_to_the_backoff(
+    receiver: Receiver, retry_after: str, slept: float
+) -> None:
+    receiver.answers.append((503, {"Retry-After": retry_after}, b""))
+    sleeps: list[float] = []
+
+    HttpSink(receiver.url, API_KEY, backoff=2.5, sleep=sleeps.append, proxies={}).send({"k": 1}, "scan")
+
+    assert sleeps == [slept] and len(receiver.seen) == 2
+
+
+def test_an_unusable_proxy_setting_fails_every_send_without_a_request() -> None:
+    sink = HttpSink("http://127.0.0.1:9/r", API_KEY, proxies={"http": "socks5://proxy.example:1080"})
+
+    error = failure(sink, "scan-7")
+
+    assert error.fields == {
+        "target": "http://127.0.0.1:9/r/intake/",
+        "problem": "scan-7: unusable proxy setting: ProxySchemeUnknown: "
+        "Proxy URL had unsupported scheme socks5, should use http:// or https://",
+        "name": "scan-7",
+        "status": None,
+        "attempts": 0,
+    }
