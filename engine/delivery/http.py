@@ -365,7 +365,7 @@ class HttpSink:
                     retry = retry.increment("POST", self.target, response=response, error=error)
                 except MaxRetryError:
                     retriable = False
-            if not retriable:
+            if not retriable or self._stop.is_set():  # stopped during the attempt: no retry to announce
                 break
             delay = self._delay(retry, response)
             log.warning(
