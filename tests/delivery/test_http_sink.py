@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from types import SimpleNamespace
@@ -180,3 +181,36 @@ def test_an_unusable_proxy_setting_fails_every_send_without_a_request() -> None:
         "status": None,
         "attempts": 0,
     }
+
+
+def test_a_stop_cuts_a_hanging_attempt_at_once_and_says_so_once(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    receiver.answers.append("hang")  # held for 10 s: the stop, not the receiver, ends the attempt
+    stop = threading.Event()
+    sink = HttpSink(receiver.url, API_KEY, timeout=30.0, stop=stop, proxies={})
+    threading.Timer(0.2, stop.set).start()
+    started = time.monotonic()
+
+    with caplog.at_level(logging.DEBUG, logger="engine.delivery.http"):
+        error = failure(sink)
+
+    assert time.monotonic() - started < 5.0
+    assert error.problem == "scan: stopped by a signal (after 1 attempt(s))"
+    assert (error.status, error.attempts) == (None, 1)
+    assert [r.getMessage() for r in caplog.records if r.name == "engine.delivery.http"] == [
+        f"event=sink.failed name=scan target={receiver.url}/intake/ problem='stopped by a signal' attempts=1"
+    ]
+
+
+def test_a_stop_during_the_wait_keeps_the_last_problem(receiver: Receiver) -> None:
+    receiver.answers.append((503, {}, b"busy"))
+    stop = threading.Event()
+    sink = HttpSink(receiver.url, API_KEY, sleep=lambda seconds: stop.set(), stop=stop, proxies={})
+
+    error = failure(sink)
+
+    assert (
+        error.problem == "scan: HTTP 503 Service Unavailable: busy; stopped by a signal (after 1 attempt(s))"
+    )
+    assert (error.status, error.attempts, len(receiver.seen)) == (None, 1, 1)
