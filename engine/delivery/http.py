@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import math
 import socket
 import threading
 import time
@@ -244,7 +245,7 @@ class HttpSink:
         self._sleep = sleep or self._stop.wait
         self.budget = budget
         self.spent = 0.0  # seconds spent in `send`, against `budget`
-        self._since: float | None = None  # when the running `send` started
+        self._since = 0.0  # when the running (or the last) `send` started
         self._api_key = api_key or None
         secrets = {self._api_key} if self._api_key else set()
         if parsed.auth:
@@ -280,9 +281,8 @@ class HttpSink:
     def _left(self) -> float:
         """Seconds left of the delivery budget (infinite without one), the running `send` included."""
         if self.budget is None:
-            return float("inf")
-        running = time.monotonic() - self._since if self._since is not None else 0.0
-        return self.budget - self.spent - running
+            return math.inf
+        return self.budget - self.spent - (time.monotonic() - self._since)
 
     def _attempt(self, body: bytes) -> tuple[urllib3.BaseHTTPResponse | None, str, Exception | None]:
         """One POST within the deadline: (answer, problem, error); problem is "" on a 2xx answer."""
@@ -338,7 +338,6 @@ class HttpSink:
             self._send(payload, name)
         finally:
             self.spent += time.monotonic() - self._since
-            self._since = None
 
     def _send(self, payload: dict, name: str) -> None:
         if self._setup_problem:
