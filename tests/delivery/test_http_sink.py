@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from engine.core.errors import DeliveryError
+from engine.delivery import http
 from engine.delivery.http import HttpSink
 from tests.support import serve
 
@@ -27,19 +30,19 @@ def no_proxy(without_proxy: None) -> None:
 class Scripted(BaseHTTPRequestHandler):
     """Answers each POST with the next (status, headers, body) of `answers` (200 with no body when none is
     left) and records (request line, header items, client port) in `seen`; HTTP/1.1, so the client keeps its
-    connection. An answer "hang" holds the request until `release` is set."""
+    connection. An answer "hang" holds the request until `release` is set; `hooks` run on each request."""
 
     protocol_version = "HTTP/1.1"
     answers: list
     seen: list
     release: threading.Event
-    on_request: object = None
+    hooks: list  # called with no argument on each request, before the answer
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers["Content-Length"]))
         self.seen.append((self.requestline, self.headers.items(), self.client_address[1]))
-        if callable(self.on_request):
-            self.on_request()
+        for hook in self.hooks:
+            hook()
         answer = self.answers.pop(0) if self.answers else (200, {}, b"")
         if answer == "hang":
             self.release.wait(10)
@@ -62,12 +65,15 @@ class Receiver(SimpleNamespace):
     answers: list
     seen: list
     release: threading.Event
+    hooks: list
 
 
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    state = Receiver(answers=[], seen=[], release=threading.Event(), on_request=None)
-    with serve(Scripted, answers=state.answers, seen=state.seen, release=state.release) as url:
+    state = Receiver(answers=[], seen=[], release=threading.Event(), hooks=[])
+    with serve(
+        Scripted, answers=state.answers, seen=state.seen, release=state.release, hooks=state.hooks
+    ) as url:
         state.url = url
         yield state
         state.release.set()
@@ -189,13 +195,13 @@ def test_a_stop_cuts_a_hanging_attempt_at_once_and_says_so_once(
     receiver.answers.append("hang")  # held for 10 s: the stop, not the receiver, ends the attempt
     stop = threading.Event()
     sink = HttpSink(receiver.url, API_KEY, timeout=30.0, stop=stop, proxies={})
-    threading.Timer(0.2, stop.set).start()
+    threading.Timer(0.1, stop.set).start()
     started = time.monotonic()
 
     with caplog.at_level(logging.DEBUG, logger="engine.delivery.http"):
         error = failure(sink)
 
-    assert time.monotonic() - started < 5.0
+    assert time.monotonic() - started < 1.0  # the deadline looks at the stop every 0.1 s
     assert error.problem == "scan: stopped by a signal (after 1 attempt(s))"
     assert (error.status, error.attempts) == (None, 1)
     assert [r.getMessage() for r in caplog.records if r.name == "engine.delivery.http"] == [
@@ -214,3 +220,69 @@ def test_a_stop_during_the_wait_keeps_the_last_problem(receiver: Receiver) -> No
         error.problem == "scan: HTTP 503 Service Unavailable: busy; stopped by a signal (after 1 attempt(s))"
     )
     assert (error.status, error.attempts, len(receiver.seen)) == (None, 1, 1)
+
+
+def test_the_time_spent_in_sends_adds_up_against_the_budget(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = SimpleNamespace(now=1000.0)
+    monkeypatch.setattr(http, "time", SimpleNamespace(monotonic=lambda: clock.now))
+    receiver.hooks.append(lambda: setattr(clock, "now", clock.now + 0.5))  # each POST takes 0.5 s
+    sink = HttpSink(receiver.url, API_KEY, proxies={})
+
+    for name in ("p1", "p2", "p3"):
+        sink.send({"k": 1}, name)
+    assert sink.spent == 1.5
+
+    sink.budget = 1.5  # exactly spent: no further attempt
+    error = failure(sink, "p4")
+    assert error.problem == "p4: delivery budget of 1.5 s spent (after 0 attempt(s))"
+    assert len(receiver.seen) == 3 and sink.spent == 1.5
+
+
+@pytest.fixture
+def unanswered_port() -> Iterator[int]:
+    """A port whose listen queue is full: the kernel drops further SYNs, so a connect hangs."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        port = server.getsockname()[1]
+        queued = [socket.socket() for _ in range(3)]
+        for client in queued:
+            client.setblocking(False)
+            client.connect_ex(("127.0.0.1", port))
+        time.sleep(0.05)
+        yield port
+        for client in queued:
+            client.close()
+
+
+def test_a_connect_gets_at_most_the_connect_timeout(unanswered_port: int) -> None:
+    sink = HttpSink(f"http://127.0.0.1:{unanswered_port}", API_KEY, retries=0, timeout=5.0,
+                    connect_timeout=0.2, proxies={})  # fmt: skip
+    started = time.monotonic()
+
+    error = failure(sink)
+
+    assert time.monotonic() - started < 2.0
+    assert re.fullmatch(
+        r"scan: connection failed: ConnectTimeoutError: \(<_WatchedHTTPConnection\(host='127\.0\.0\.1', "
+        rf"port={unanswered_port}\) at 0x[0-9a-f]+>, 'Connection to 127\.0\.0\.1 timed out\. "
+        r"\(connect timeout=0\.2\)'\) \(after 1 attempt\(s\)\)",
+        error.problem,
+    )
+    assert (error.status, error.attempts) == (None, 1)
+
+
+def test_each_attempt_is_watched_by_a_daemon_thread_named_sink_deadline(receiver: Receiver) -> None:
+    """Named for thread dumps; a daemon, so a watcher never holds up the process's exit."""
+    watchers: list[tuple[str, bool]] = []
+    receiver.hooks.append(
+        lambda: watchers.extend(
+            (t.name, t.daemon) for t in threading.enumerate() if t.name == "sink-deadline"
+        )
+    )
+
+    HttpSink(receiver.url, API_KEY, proxies={}).send({"k": 1}, "scan")
+
+    assert watchers == [("sink-deadline", True)]
