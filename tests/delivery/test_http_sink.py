@@ -286,3 +286,106 @@ def test_each_attempt_is_watched_by_a_daemon_thread_named_sink_deadline(receiver
     HttpSink(receiver.url, API_KEY, proxies={}).send({"k": 1}, "scan")
 
     assert watchers == [("sink-deadline", True)]
+
+
+def test_the_wait_before_a_retry_never_outlasts_the_budget(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = SimpleNamespace(now=1000.0)
+    monkeypatch.setattr(http, "time", SimpleNamespace(monotonic=lambda: clock.now))
+    receiver.hooks.append(lambda: setattr(clock, "now", clock.now + 0.5))  # each POST takes 0.5 s
+    receiver.answers.append((503, {}, b"busy"))
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        clock.now += seconds
+
+    sink = HttpSink(receiver.url, API_KEY, backoff=4.0, budget=1.25, sleep=sleep, proxies={})
+    error = failure(sink)
+
+    assert sleeps == [0.75]  # the budget's rest, not the backoff's 4 s
+    assert (
+        error.problem
+        == "scan: HTTP 503 Service Unavailable: busy; delivery budget of 1.25 s spent (after 1 attempt(s))"
+    )
+    assert (error.status, error.attempts, len(receiver.seen)) == (None, 1, 1)
+
+
+def test_a_retry_and_a_failure_log_one_line_each(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    receiver.answers.extend([(503, {}, b"busy"), (400, {}, b"bad")])
+    sink = HttpSink(receiver.url, API_KEY, backoff=0.5, sleep=lambda seconds: None, proxies={})
+
+    with caplog.at_level(logging.DEBUG, logger="engine.delivery.http"):
+        error = failure(sink, "scan-2")
+
+    target = f"{receiver.url}/intake/"
+    assert [r.getMessage() for r in caplog.records if r.name == "engine.delivery.http"] == [
+        f"event=sink.retry name=scan-2 target={target} problem='HTTP 503 Service Unavailable: busy' "
+        "delay=0.5",
+        f"event=sink.failed name=scan-2 target={target} problem='HTTP 400 Bad Request: bad' attempts=2",
+    ]
+    assert error.fields == {
+        "target": target,
+        "problem": "scan-2: HTTP 400 Bad Request: bad (after 2 attempt(s))",
+        "name": "scan-2",
+        "status": 400,
+        "attempts": 2,
+    }
+
+
+def test_the_documented_defaults() -> None:
+    sink = HttpSink("https://sts.example.com/receiver/stsAgent", API_KEY, proxies={})
+
+    assert (sink.retries, sink.backoff, sink.timeout, sink.budget, sink.proxy) == (5, 1.0, 30.0, None, None)
+    assert str(sink._timeouts) == "Timeout(connect=10.0, read=30.0, total=None)"
+    assert str(HttpSink("https://sts.example.com", None, timeout=4.0, proxies={})._timeouts) == (
+        "Timeout(connect=4.0, read=4.0, total=None)"  # the connect never gets more than the whole attempt
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "target"),
+    [
+        ("http://sts.example.com/stsAgent/", "http://sts.example.com/stsAgent/intake/"),
+        ("http://sts.example.com/stsAgent//", "http://sts.example.com/stsAgent/intake/"),
+        ("http://sts.example.com/BOX", "http://sts.example.com/BOX/intake/"),
+        ("https://sts.example.com", "https://sts.example.com/intake/"),
+    ],
+)
+def test_the_target_is_the_url_without_trailing_slashes_plus_intake(url: str, target: str) -> None:
+    assert HttpSink(url, API_KEY, proxies={}).target == target
+
+
+@pytest.mark.parametrize("url", ["http:///receiver", "ftp://sts.example.com/receiver", "sts.example.com"])
+def test_a_receiver_url_needs_an_http_scheme_and_a_host(url: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        HttpSink(url, API_KEY, proxies={})
+    assert str(refused.value) == f"receiver URL {url!r} is not an http(s) URL with a host"
+
+
+def test_a_proxy_without_a_scheme_is_taken_as_http() -> None:
+    assert HttpSink("https://sts.example.com", API_KEY, proxies={"https": "proxy.corp:3128"}).proxy == (
+        "http://proxy.corp:3128"
+    )
+
+
+def test_every_secret_of_every_sink_is_masked_in_urllib3_log_lines(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(http._Redact, "secrets", set())  # only this test's secrets
+    HttpSink("https://ops:pa:ss@sts.example.com", "k3y/one", proxies={})
+    HttpSink("https://nopass@sts.example.com", None, proxies={})  # an empty password is no secret
+    urllib3_log = logging.getLogger("urllib3.connectionpool")
+    token = "b3BzOnBhOnNz"  # base64 of "ops:pa:ss"
+
+    with caplog.at_level(logging.DEBUG, logger="urllib3.connectionpool"):
+        for text in ("key k3y/one", "quoted k3y%2Fone", "password pa:ss", "quoted pa%3Ass",
+                     f"Basic {token}", "nothing secret"):  # fmt: skip
+            urllib3_log.debug("%s", text)
+
+    assert [r.getMessage() for r in caplog.records if r.name == "urllib3.connectionpool"] == [
+        "key ***", "quoted ***", "password ***", "quoted ***", "Basic ***", "nothing secret",
+    ]  # fmt: skip
