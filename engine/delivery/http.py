@@ -175,8 +175,7 @@ def _pool_manager(
     parts = urllib.parse.urlsplit(target)
     proxies = urllib.request.getproxies_environment() if proxies is None else dict(proxies)
     proxy = proxies.get(parts.scheme)
-    host = parts.netloc.rpartition("@")[2]
-    if not proxy or urllib.request.proxy_bypass_environment(host, proxies):
+    if not proxy or urllib.request.proxy_bypass_environment(parts.netloc, proxies):  # no userinfo in `target`
         manager = urllib3.PoolManager()
         shown = None
     else:
@@ -230,22 +229,16 @@ class HttpSink:
         self.retries = retries
         self.backoff = backoff
         self.timeout = timeout
+        # counting and status policy only: `_send` waits (`_delay`); a redirect is an answer, never followed
         self.retry = urllib3.Retry(
-            total=retries,
-            backoff_factor=backoff,
-            backoff_max=MAX_DELAY,
-            status_forcelist=RETRY_STATUSES,
-            allowed_methods=frozenset({"POST"}),
-            respect_retry_after_header=True,
-            redirect=False,
-            raise_on_status=False,
+            total=retries, status_forcelist=RETRY_STATUSES, allowed_methods=frozenset({"POST"})
         )
         self._timeouts = urllib3.Timeout(connect=min(connect_timeout, timeout), read=timeout)
         self._stop = stop or threading.Event()
         self._sleep = sleep or self._stop.wait
         self.budget = budget
         self.spent = 0.0  # seconds spent in `send`, against `budget`
-        self._since = 0.0  # when the running (or the last) `send` started
+        self._since: float  # when the running `send` started (set by `send`, read only within it)
         self._api_key = api_key or None
         secrets = {self._api_key} if self._api_key else set()
         if parsed.auth:
@@ -292,7 +285,7 @@ class HttpSink:
         with _Deadline(seconds, self._stop) as deadline:
             try:
                 response = self._manager.urlopen(
-                    "POST", url, body=body, headers=headers, retries=False, redirect=False,
+                    "POST", url, body=body, headers=headers, retries=False,  # and so no redirect either
                     timeout=self._timeouts, preload_content=False,
                 )  # fmt: skip
                 try:
