@@ -30,7 +30,8 @@ def no_proxy(without_proxy: None) -> None:
 class Scripted(BaseHTTPRequestHandler):
     """Answers each POST with the next (status, headers, body) of `answers` (200 with no body when none is
     left) and records (request line, header items, client port) in `seen`; HTTP/1.1, so the client keeps its
-    connection. An answer "hang" holds the request until `release` is set; `hooks` run on each request."""
+    connection. An answer "hang" holds the request until `release` is set, "drip" sends a byte every 0.1 s
+    until then; `hooks` run on each request."""
 
     protocol_version = "HTTP/1.1"
     answers: list
@@ -47,6 +48,13 @@ class Scripted(BaseHTTPRequestHandler):
         if answer == "hang":
             self.release.wait(10)
             self.close_connection = True
+            return
+        if answer == "drip":  # 200 with a 100-byte body, a byte every 0.1 s
+            self.close_connection = True
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+            while not self.release.wait(0.1):
+                self.wfile.write(b" ")
+                self.wfile.flush()
             return
         status, headers, body = answer
         self.send_response(status)
@@ -389,3 +397,73 @@ def test_every_secret_of_every_sink_is_masked_in_urllib3_log_lines(
     assert [r.getMessage() for r in caplog.records if r.name == "urllib3.connectionpool"] == [
         "key ***", "quoted ***", "password ***", "quoted ***", "Basic ***", "nothing secret",
     ]  # fmt: skip
+
+
+class DrippingProxy(BaseHTTPRequestHandler):
+    """A proxy whose answer to CONNECT comes a byte every 0.1 s (each read is quick; the whole takes 10 s)."""
+
+    stop: threading.Event
+
+    def do_CONNECT(self) -> None:
+        answer = b"HTTP/1.1 200 Connection established\r\nX-Pad: " + b"." * 60 + b"\r\n\r\n"
+        for i in range(len(answer)):
+            if self.stop.wait(0.1):
+                return
+            try:
+                self.wfile.write(answer[i : i + 1])
+                self.wfile.flush()
+            except OSError:
+                return
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_the_deadline_cuts_a_proxy_tunnel_that_trickles() -> None:
+    stop = threading.Event()
+    with serve(DrippingProxy, stop=stop) as proxy:
+        sink = HttpSink("https://receiver.test/r", API_KEY, retries=0, timeout=0.5, connect_timeout=0.5,
+                        proxies={"https": proxy})  # fmt: skip
+        started = time.monotonic()
+        error = failure(sink)
+        elapsed = time.monotonic() - started
+        stop.set()
+
+    assert elapsed < 2.0  # the deadline, not the 10 s the tunnel's answer takes
+    assert error.problem == "scan: no complete answer within the 0.5 s deadline (after 1 attempt(s))"
+
+
+def test_a_connection_made_after_the_deadline_is_shut_at_once(
+    receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The name lookup outlasts the deadline; the receiver would answer at once (200, no body)."""
+    resolve = socket.getaddrinfo
+
+    def slow_lookup(host: str, *args: object, **kwargs: object) -> list:
+        if host == "receiver.test":
+            time.sleep(0.4)
+            host = "127.0.0.1"
+        return resolve(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_lookup)
+    port = receiver.url.rpartition(":")[2]
+    sink = HttpSink(f"http://receiver.test:{port}", API_KEY, retries=0, timeout=0.2, proxies={})
+
+    error = failure(sink)
+
+    assert error.problem == "scan: no complete answer within the 0.2 s deadline (after 1 attempt(s))"
+    assert receiver.seen == []
+
+
+def test_a_kept_connection_is_under_the_next_attempts_deadline(receiver: Receiver) -> None:
+    receiver.answers.extend([(200, {}, b"{}"), "drip"])
+    sink = HttpSink(receiver.url, API_KEY, retries=0, timeout=0.5, proxies={})
+    sink.send({"k": 1}, "p1")
+    started = time.monotonic()
+
+    error = failure(sink, "p2")
+
+    assert time.monotonic() - started < 2.0  # the deadline, not the 10 s of the drip
+    assert error.problem == "p2: no complete answer within the 0.5 s deadline (after 1 attempt(s))"
+    [(_, _, first), (_, _, second)] = receiver.seen
+    assert first == second  # the same connection, kept from p1
