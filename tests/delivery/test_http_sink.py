@@ -467,3 +467,63 @@ def test_a_kept_connection_is_under_the_next_attempts_deadline(receiver: Receive
     assert error.problem == "p2: no complete answer within the 0.5 s deadline (after 1 attempt(s))"
     [(_, _, first), (_, _, second)] = receiver.seen
     assert first == second  # the same connection, kept from p1
+
+
+# the deadline's parts that no real exchange reaches on cue
+
+
+@pytest.fixture
+def socket_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        peer.settimeout(2.0)
+        yield ours, peer
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["plain", "tls-in-tls"])
+def test_shutting_a_connection_ends_its_socket_also_under_urllib3s_tls_transport(
+    socket_pair: tuple[socket.socket, socket.socket], wrapped: bool
+) -> None:
+    ours, peer = socket_pair
+    sock = SimpleNamespace(socket=ours) if wrapped else ours  # urllib3's SSLTransport keeps it as `.socket`
+
+    http._shut(SimpleNamespace(sock=sock))  # type: ignore[arg-type]
+
+    assert peer.recv(1) == b""  # the peer sees the end at once
+    with pytest.raises(OSError):
+        ours.send(b"x")
+
+
+def test_shutting_a_socket_that_is_not_connected_is_quiet() -> None:
+    with socket.socket() as unconnected:
+        http._shut(SimpleNamespace(sock=unconnected))  # type: ignore[arg-type]  # ENOTCONN, swallowed
+        http._shut(SimpleNamespace(sock=None))  # type: ignore[arg-type]  # not connected yet: nothing to do
+
+
+class Gate:
+    """A stop event whose `is_set` waits until the test opens it: holds the watcher at its check."""
+
+    def __init__(self) -> None:
+        self.reached, self.opened = threading.Event(), threading.Event()
+
+    def is_set(self) -> bool:
+        self.reached.set()
+        self.opened.wait(5)
+        return True
+
+
+def test_a_deadline_that_passes_as_the_attempt_ends_leaves_its_connection_alone(
+    socket_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    ours, peer = socket_pair
+    gate = Gate()
+    deadline = http._Deadline(30.0, gate)  # type: ignore[arg-type]
+    with deadline:
+        http._Deadline.watch(SimpleNamespace(sock=ours))  # type: ignore[arg-type]
+        assert gate.reached.wait(5)  # the watcher is about to expire it...
+    gate.opened.set()  # ...only now, the attempt being over
+    deadline._watcher.join(5)
+
+    assert deadline.expired is False
+    ours.send(b"still open")
+    assert peer.recv(64) == b"still open"
