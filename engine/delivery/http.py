@@ -106,7 +106,7 @@ class _Deadline:
 
 
 def _shut(connection: HTTPConnection) -> None:
-    sock = getattr(connection, "sock", None)
+    sock = connection.sock  # None until connected
     raw = sock if isinstance(sock, socket.socket) else getattr(sock, "socket", None)  # SSLTransport
     if isinstance(raw, socket.socket):
         with contextlib.suppress(OSError):
@@ -277,8 +277,8 @@ class HttpSink:
             return math.inf
         return self.budget - self.spent - (time.monotonic() - self._since)
 
-    def _attempt(self, body: bytes) -> tuple[urllib3.BaseHTTPResponse | None, str, Exception | None]:
-        """One POST within the deadline: (answer, problem, error); problem is "" on a 2xx answer."""
+    def _attempt(self, body: bytes) -> tuple[urllib3.BaseHTTPResponse | None, str]:
+        """One POST within the deadline: (answer, problem); problem is "" on a 2xx answer."""
         url, headers = self._url_and_headers()
         response, kept, error = None, b"", None
         seconds = min(self.timeout, self._left())
@@ -292,23 +292,23 @@ class HttpSink:
                     for chunk in response.stream(8192):
                         kept = (kept + chunk)[:_KEEP_BYTES]
                         if deadline.expired:
-                            raise TimeoutError("deadline passed while reading the answer")
+                            raise TimeoutError  # the deadline passed while the answer was being read
                 finally:
                     response.release_conn()
             except (Urllib3Error, OSError) as exc:
                 error = exc
         if error is not None or response is None:
             if self._stop.is_set():
-                return None, "stopped by a signal", error
+                return None, "stopped by a signal"
             if deadline.expired:
-                return None, f"no complete answer within the {seconds:g} s deadline", error
-            return None, f"connection failed: {type(error).__name__}: {error}", error
+                return None, f"no complete answer within the {seconds:g} s deadline"
+            return None, f"connection failed: {type(error).__name__}: {error}"
         if 200 <= response.status < 300:
-            return response, "", None
+            return response, ""
         detail = kept[:DETAIL_CHARS].decode("utf-8", "replace").strip()
         problem = f"HTTP {response.status} {response.reason or ''}".rstrip()
         problem += f": {detail}" if detail else ""
-        return response, problem, None
+        return response, problem
 
     def _delay(self, retry: urllib3.Retry, response: urllib3.BaseHTTPResponse | None) -> float:
         """Retry-After of the answer when given (and readable), else `backoff * 2**(n-1)`; at most 60 s."""
@@ -344,7 +344,7 @@ class HttpSink:
                 problem, status = f"{problem}; {self._why_not()}" if problem else self._why_not(), None
                 break
             attempts += 1
-            response, problem, error = self._attempt(body)
+            response, problem = self._attempt(body)
             if not problem:
                 log.debug("event=sink.sent name=%s target=%s status=%s", name, self.target, response.status)
                 return
@@ -354,7 +354,7 @@ class HttpSink:
             retriable = response is None or retry.is_retry("POST", response.status, has_retry_after)
             if retriable:
                 try:
-                    retry = retry.increment("POST", self.target, response=response, error=error)
+                    retry = retry.increment()  # one more in its history, whose length is all `_delay` reads
                 except MaxRetryError:
                     retriable = False
             if not retriable or self._stop.is_set():  # stopped during the attempt: no retry to announce
