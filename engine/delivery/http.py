@@ -352,12 +352,11 @@ class HttpSink:
             status = response.status if response is not None else None
             has_retry_after = response is not None and "Retry-After" in response.headers
             retriable = response is None or retry.is_retry("POST", response.status, has_retry_after)
-            if retriable:
-                try:
-                    retry = retry.increment()  # one more in its history, whose length is all `_delay` reads
-                except MaxRetryError:
-                    retriable = False
             if not retriable or self._stop.is_set():  # stopped during the attempt: no retry to announce
+                break
+            try:
+                retry = retry.increment()  # one more in its history, whose length is all `_delay` reads
+            except MaxRetryError:  # `retries` spent
                 break
             delay = self._delay(retry, response)
             log.warning(
