@@ -183,7 +183,9 @@ def test_an_unreadable_retry_after_falls_back_to_the_backoff(
 
 
 def test_an_unusable_proxy_setting_fails_every_send_without_a_request() -> None:
-    sink = HttpSink("http://127.0.0.1:9/r", API_KEY, proxies={"http": "socks5://proxy.example:1080"})
+    sink = HttpSink(
+        "http://127.0.0.1:9/r", API_KEY, retries=0, proxies={"http": "socks5://proxy.example:1080"}
+    )
 
     error = failure(sink, "scan-7")
 
