@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import math
 import socket
 import threading
 import time
@@ -105,7 +106,7 @@ class _Deadline:
 
 
 def _shut(connection: HTTPConnection) -> None:
-    sock = getattr(connection, "sock", None)
+    sock = connection.sock  # None until connected
     raw = sock if isinstance(sock, socket.socket) else getattr(sock, "socket", None)  # SSLTransport
     if isinstance(raw, socket.socket):
         with contextlib.suppress(OSError):
@@ -174,8 +175,7 @@ def _pool_manager(
     parts = urllib.parse.urlsplit(target)
     proxies = urllib.request.getproxies_environment() if proxies is None else dict(proxies)
     proxy = proxies.get(parts.scheme)
-    host = parts.netloc.rpartition("@")[2]
-    if not proxy or urllib.request.proxy_bypass_environment(host, proxies):
+    if not proxy or urllib.request.proxy_bypass_environment(parts.netloc, proxies):  # no userinfo in `target`
         manager = urllib3.PoolManager()
         shown = None
     else:
@@ -229,22 +229,16 @@ class HttpSink:
         self.retries = retries
         self.backoff = backoff
         self.timeout = timeout
+        # counting and status policy only: `_send` waits (`_delay`); a redirect is an answer, never followed
         self.retry = urllib3.Retry(
-            total=retries,
-            backoff_factor=backoff,
-            backoff_max=MAX_DELAY,
-            status_forcelist=RETRY_STATUSES,
-            allowed_methods=frozenset({"POST"}),
-            respect_retry_after_header=True,
-            redirect=False,
-            raise_on_status=False,
+            total=retries, status_forcelist=RETRY_STATUSES, allowed_methods=frozenset({"POST"})
         )
         self._timeouts = urllib3.Timeout(connect=min(connect_timeout, timeout), read=timeout)
         self._stop = stop or threading.Event()
         self._sleep = sleep or self._stop.wait
         self.budget = budget
         self.spent = 0.0  # seconds spent in `send`, against `budget`
-        self._since: float | None = None  # when the running `send` started
+        self._since: float  # when the running `send` started (set by `send`, read only within it)
         self._api_key = api_key or None
         secrets = {self._api_key} if self._api_key else set()
         if parsed.auth:
@@ -280,42 +274,41 @@ class HttpSink:
     def _left(self) -> float:
         """Seconds left of the delivery budget (infinite without one), the running `send` included."""
         if self.budget is None:
-            return float("inf")
-        running = time.monotonic() - self._since if self._since is not None else 0.0
-        return self.budget - self.spent - running
+            return math.inf
+        return self.budget - self.spent - (time.monotonic() - self._since)
 
-    def _attempt(self, body: bytes) -> tuple[urllib3.BaseHTTPResponse | None, str, Exception | None]:
-        """One POST within the deadline: (answer, problem, error); problem is "" on a 2xx answer."""
+    def _attempt(self, body: bytes) -> tuple[urllib3.BaseHTTPResponse | None, str]:
+        """One POST within the deadline: (answer, problem); problem is "" on a 2xx answer."""
         url, headers = self._url_and_headers()
         response, kept, error = None, b"", None
         seconds = min(self.timeout, self._left())
         with _Deadline(seconds, self._stop) as deadline:
             try:
                 response = self._manager.urlopen(
-                    "POST", url, body=body, headers=headers, retries=False, redirect=False,
+                    "POST", url, body=body, headers=headers, retries=False,  # and so no redirect either
                     timeout=self._timeouts, preload_content=False,
                 )  # fmt: skip
                 try:
                     for chunk in response.stream(8192):
                         kept = (kept + chunk)[:_KEEP_BYTES]
                         if deadline.expired:
-                            raise TimeoutError("deadline passed while reading the answer")
+                            raise TimeoutError  # the deadline passed while the answer was being read
                 finally:
                     response.release_conn()
             except (Urllib3Error, OSError) as exc:
                 error = exc
         if error is not None or response is None:
             if self._stop.is_set():
-                return None, "stopped by a signal", error
+                return None, "stopped by a signal"
             if deadline.expired:
-                return None, f"no complete answer within the {seconds:g} s deadline", error
-            return None, f"connection failed: {type(error).__name__}: {error}", error
+                return None, f"no complete answer within the {seconds:g} s deadline"
+            return None, f"connection failed: {type(error).__name__}: {error}"
         if 200 <= response.status < 300:
-            return response, "", None
+            return response, ""
         detail = kept[:DETAIL_CHARS].decode("utf-8", "replace").strip()
         problem = f"HTTP {response.status} {response.reason or ''}".rstrip()
         problem += f": {detail}" if detail else ""
-        return response, problem, None
+        return response, problem
 
     def _delay(self, retry: urllib3.Retry, response: urllib3.BaseHTTPResponse | None) -> float:
         """Retry-After of the answer when given (and readable), else `backoff * 2**(n-1)`; at most 60 s."""
@@ -338,7 +331,6 @@ class HttpSink:
             self._send(payload, name)
         finally:
             self.spent += time.monotonic() - self._since
-            self._since = None
 
     def _send(self, payload: dict, name: str) -> None:
         if self._setup_problem:
@@ -352,7 +344,7 @@ class HttpSink:
                 problem, status = f"{problem}; {self._why_not()}" if problem else self._why_not(), None
                 break
             attempts += 1
-            response, problem, error = self._attempt(body)
+            response, problem = self._attempt(body)
             if not problem:
                 log.debug("event=sink.sent name=%s target=%s status=%s", name, self.target, response.status)
                 return
@@ -360,12 +352,11 @@ class HttpSink:
             status = response.status if response is not None else None
             has_retry_after = response is not None and "Retry-After" in response.headers
             retriable = response is None or retry.is_retry("POST", response.status, has_retry_after)
-            if retriable:
-                try:
-                    retry = retry.increment("POST", self.target, response=response, error=error)
-                except MaxRetryError:
-                    retriable = False
-            if not retriable:
+            if not retriable or self._stop.is_set():  # stopped during the attempt: no retry to announce
+                break
+            try:
+                retry = retry.increment()  # one more in its history, whose length is all `_delay` reads
+            except MaxRetryError:  # `retries` spent
                 break
             delay = self._delay(retry, response)
             log.warning(
