@@ -24,7 +24,6 @@ import time
 from typing import Any
 
 from bench.scan import EXTERNAL_ID, REGIONS, _load, in_process
-from engine.core.config import Config, Instance
 
 ROLE = "StackStateAwsIntegrationRole"
 
@@ -33,7 +32,9 @@ def accounts(count: int) -> list[str]:
     return [f"{100000000000 + i:012d}" for i in range(count)]
 
 
-def config_for(count: int) -> Config:
+def config_for(count: int) -> Any:
+    from engine.core.config import Config, Instance  # here: the engine of --code
+
     return Config(
         access_key_id=None,
         secret_access_key=None,
@@ -47,8 +48,10 @@ def config_for(count: int) -> Config:
 
 def _engine(code: str | None, count: int, workers: int | None, side: int | None, out: Any) -> None:
     """In a fresh process: one engine scan of `count` accounts; sends its figures back."""
-    if code:
+    if code:  # that checkout's engine, not the one bench.scan imported
         sys.path.insert(0, code)
+        for name in [m for m in sys.modules if m.split(".")[0] == "engine"]:
+            del sys.modules[name]
     from engine.core import phase
     from engine.delivery.sinks import FileSink
     from engine.language.loader import load_mappings
