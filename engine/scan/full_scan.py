@@ -295,10 +295,10 @@ def scan(
             fn(*args)
 
     workers, max_bytes = limits.workers, limits.max_bytes
-    parallel = 1 if workers == 1 else max(1, min(limits.accounts, len(config.instances)))
+    parallel, max_threads = sizes(limits, len(config.instances))
     done: dict[int, AccountScan] = {}
     with (
-        Pool(min(limits.max_threads, workers * parallel)) as threads,
+        Pool(max_threads) as threads,
         ThreadPoolExecutor(parallel, thread_name_prefix="account") as pool,
     ):
         futures: dict[Future, int] = {
@@ -330,6 +330,12 @@ def scan(
                 )
             done[futures[future]] = result
     return [done[i] for i in sorted(done)], fetcher.calls
+
+
+def sizes(limits: Limits, accounts: int) -> tuple[int, int]:
+    """Accounts side by side and threads in all: one of each with one worker (the cassette tests)."""
+    parallel = 1 if limits.workers == 1 else max(1, min(limits.accounts, accounts))
+    return parallel, min(limits.max_threads, limits.workers * parallel)
 
 
 def collect_account(

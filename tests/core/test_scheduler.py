@@ -199,4 +199,5 @@ def test_one_worker_and_one_thread_run_everything_in_that_thread():
         tasks += [s.spawn(lambda: item(0)) for s in schedulers]
         for task in tasks:
             task.result(help=False)
+        assert len(pool._threads) == 1
     assert threads == {"worker-0"}
