@@ -6,8 +6,10 @@ same estate (``demo.bulk.seed_bulk``, ``--resources`` each) in each of the large
 then runs one engine full scan of the first N accounts for each N of ``--counts`` (each in a fresh process:
 the peak RSS is the scanner's), with the engine's defaults for ``--workers`` and ``--accounts`` unless given.
 
-Prints per N: wall time, calls, components, peak RSS, and the ratio to one account (targets: 4 accounts at
-most 1.3x one, 50 at most 3x). ``--code DIR`` scans with the engine of another checkout (the before figures).
+Prints per N: wall time, calls, components, peak RSS, the CPU seconds of the scanner and of the moto server
+(on 2 cores, a wall time near their sum over 2 means the machine, not the engine, is the bound), and the
+ratio to one account (targets: 4 accounts at most 1.3x one, 50 at most 3x). ``--code DIR`` scans with the
+engine of another checkout (the before figures).
 
     .venv/bin/python -m bench.scale [--counts 1 4 10] [--resources 100] [--delay 0.1] [--code DIR]
 """
@@ -63,17 +65,26 @@ def _engine(code: str | None, count: int, workers: int | None, side: int | None,
         started = time.perf_counter()
         results, calls = scan(config_for(count), load_mappings(), FileSink(folder), limits=limits)
         seconds = time.perf_counter() - started
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     out.send(
         {
             "seconds": seconds,
             "calls": calls,
             "components": sum(r.component_count for r in results),
             "incomplete": sum(1 for r in results for u in r.units if not u.complete),
-            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "rss_mb": usage.ru_maxrss / 1024,
+            "cpu": usage.ru_utime + usage.ru_stime,
             "engine": os.path.dirname(os.path.dirname(phase.__file__)),
             "limits": f"workers={limits.workers} accounts={limits.accounts}",
         }
     )
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _serve() -> None:
@@ -136,12 +147,14 @@ def main() -> None:
         print(f"seeded={seeded} seed_seconds={time.perf_counter() - started:.1f}", flush=True)
         _post(f"{endpoint}/bench/delay?s={args.delay}")
         for count in args.counts:
-            figures[count] = in_process(_engine, args.code, count, args.workers, args.accounts)
-            f = figures[count]
+            moto_cpu = cpu_seconds(server.pid)
+            figures[count] = f = in_process(_engine, args.code, count, args.workers, args.accounts)
+            f["moto_cpu"] = cpu_seconds(server.pid) - moto_cpu
             print(
                 f"accounts={count} seconds={f['seconds']:.1f} calls={f['calls']} "
                 f"components={f['components']} incomplete_units={f['incomplete']} "
-                f"peak_rss_mb={f['rss_mb']:.0f} load_avg={_load()}",
+                f"peak_rss_mb={f['rss_mb']:.0f} cpu_seconds: scanner={f['cpu']:.1f} moto={f['moto_cpu']:.1f} "
+                f"load_avg={_load()}",
                 flush=True,
             )
     finally:
