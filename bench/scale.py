@@ -9,9 +9,9 @@ the peak RSS is the scanner's), with the engine's defaults for ``--workers`` and
 Prints per N: wall time, calls, components, peak RSS, the CPU seconds of the scanner and of the moto server
 (on 2 cores, a wall time near their sum over 2 means the machine, not the engine, is the bound), and the
 ratio to one account (targets: 4 accounts at most 1.3x one, 50 at most 3x). ``--code DIR`` scans with the
-engine of another checkout (the before figures).
+engine of another checkout; given more than once, the checkouts scan in turn (before and after, side by side).
 
-    .venv/bin/python -m bench.scale [--counts 1 4 10] [--resources 100] [--delay 0.1] [--code DIR]
+    .venv/bin/python -m bench.scale [--counts 1 4 10] [--resources 100] [--delay 0.1] [--code DIR ...]
 """
 
 from __future__ import annotations
@@ -118,7 +118,9 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.1, help="seconds added to every AWS request")
     parser.add_argument("--workers", type=int, help="default: the engine's")
     parser.add_argument("--accounts", type=int, help="side by side; default: the engine's")
-    parser.add_argument("--code", help="a checkout whose engine scans (e.g. a worktree of main)")
+    parser.add_argument(
+        "--code", action="append", help="a checkout whose engine scans (e.g. a worktree of main); repeatable"
+    )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -138,7 +140,8 @@ def main() -> None:
         AWS_CONFIG_FILE="/dev/null",
         AWS_SHARED_CREDENTIALS_FILE="/dev/null",
     )
-    figures: dict[int, dict] = {}
+    codes = args.code or [None]
+    figures: dict[str | None, dict[int, dict]] = {code: {} for code in codes}
     try:
         reset(endpoint)
         started, seeded = time.perf_counter(), 0
@@ -147,25 +150,27 @@ def main() -> None:
         print(f"seeded={seeded} seed_seconds={time.perf_counter() - started:.1f}", flush=True)
         _post(f"{endpoint}/bench/delay?s={args.delay}")
         for count in args.counts:
-            moto_cpu = cpu_seconds(server.pid)
-            figures[count] = f = in_process(_engine, args.code, count, args.workers, args.accounts)
-            f["moto_cpu"] = cpu_seconds(server.pid) - moto_cpu
-            print(
-                f"accounts={count} seconds={f['seconds']:.1f} calls={f['calls']} "
-                f"components={f['components']} incomplete_units={f['incomplete']} "
-                f"peak_rss_mb={f['rss_mb']:.0f} cpu_seconds: scanner={f['cpu']:.1f} moto={f['moto_cpu']:.1f} "
-                f"load_avg={_load()}",
-                flush=True,
-            )
+            for code in codes:  # in turn, so each engine sees the same machine load
+                moto_cpu = cpu_seconds(server.pid)
+                f = in_process(_engine, code, count, args.workers, args.accounts)
+                f["moto_cpu"] = cpu_seconds(server.pid) - moto_cpu
+                figures[code][count] = f
+                print(
+                    f"engine={f['engine']} {f['limits']} accounts={count} seconds={f['seconds']:.1f} "
+                    f"calls={f['calls']} components={f['components']} incomplete_units={f['incomplete']} "
+                    f"peak_rss_mb={f['rss_mb']:.0f} cpu_seconds: scanner={f['cpu']:.1f} "
+                    f"moto={f['moto_cpu']:.1f} load_avg={_load()}",
+                    flush=True,
+                )
     finally:
         server.terminate()
         server.wait()
-    last = figures[args.counts[-1]]
-    print(f"engine={last['engine']} {last['limits']} delay={args.delay}s cores={os.cpu_count()}")
-    one = figures.get(1)
-    if one:
-        ratios = (f"ratio {n}/1 = {f['seconds'] / one['seconds']:.2f}" for n, f in figures.items() if n != 1)
-        print(" ".join(ratios))
+    print(f"delay={args.delay}s cores={os.cpu_count()}")
+    for runs in figures.values():
+        one = runs.get(1)
+        if one:
+            ratios = (f"{n}/1 = {f['seconds'] / one['seconds']:.2f}" for n, f in runs.items() if n != 1)
+            print(f"engine={one['engine']} {one['limits']} ratios: " + " ".join(ratios))
 
 
 if __name__ == "__main__":

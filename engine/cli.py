@@ -125,7 +125,7 @@ def _run_options(command: Any, config: Any = config_option) -> Any:
                          help="SQLite state (run history, spool, event bookkeeping, lock)."),
             click.option("--workers", default=8, show_default=True, type=click.IntRange(1, 64),
                          help="Requests in flight per account (AWS limits each account separately)."),
-            click.option("--accounts", default=4, show_default=True, type=click.IntRange(1, 64),
+            click.option("--accounts", default=16, show_default=True, type=click.IntRange(1, 64),
                          help="Accounts scanned side by side, each with its own --workers."),
             click.option("--max-threads", default=256, show_default=True, type=click.IntRange(1, 4096),
                          help="Threads of all accounts together (at most --workers times --accounts)."),

@@ -20,7 +20,7 @@ class Limits:
     the threads of all accounts together (at most `workers` times `accounts`)."""
 
     workers: int = 8
-    accounts: int = 4
+    accounts: int = 16
     max_bytes: int = 1_000_000
     max_threads: int = 256
 
