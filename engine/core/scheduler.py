@@ -132,6 +132,7 @@ class Pool:
                 taken = self._take()
                 if taken is None:
                     if self._closed and not any(s._urgent or s._normal for s in self._schedulers):
+                        self._cond.notify_all()  # a thread that waited for a busy scheduler may stop too
                         return
                     self._cond.wait()
                     continue

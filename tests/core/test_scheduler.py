@@ -201,3 +201,21 @@ def test_one_worker_and_one_thread_run_everything_in_that_thread():
             task.result(help=False)
         assert len(pool._threads) == 1
     assert threads == {"worker-0"}
+
+
+def test_closing_the_pool_stops_threads_that_waited_for_a_busy_account():
+    release = threading.Event()
+    pool = Pool(4)
+    busy, other = Scheduler(1, pool), Scheduler(1, pool)
+    busy.spawn(release.wait)
+    queued = [busy.spawn(lambda: None) for _ in range(2)]  # wait for the busy account's one worker
+    other.spawn(lambda: None).result(help=False)  # on a second thread, which then waits for work
+    closing = threading.Thread(target=pool.close, daemon=True)
+    closing.start()
+    while not pool._closed:
+        time.sleep(0.001)
+    time.sleep(0.05)  # the second thread, woken by the close, waits again: the busy account has work queued
+    release.set()
+    closing.join(60)  # never ends when the waiting thread is not told to stop; a pass takes milliseconds
+    assert not closing.is_alive()
+    assert all(task.done() for task in queued)
