@@ -124,9 +124,11 @@ def _run_options(command: Any, config: Any = config_option) -> Any:
             click.option("--state", "state_path", default=".state/aws-topology.sqlite", show_default=True,
                          help="SQLite state (run history, spool, event bookkeeping, lock)."),
             click.option("--workers", default=8, show_default=True, type=click.IntRange(1, 64),
-                         help="Units run at once."),
-            click.option("--accounts", default=4, show_default=True, type=click.IntRange(1, 64),
-                         help="Accounts scanned side by side (sharing the --workers threads)."),
+                         help="Requests in flight per account (AWS limits each account separately)."),
+            click.option("--accounts", default=16, show_default=True, type=click.IntRange(1, 64),
+                         help="Accounts scanned side by side, each with its own --workers."),
+            click.option("--max-threads", default=256, show_default=True, type=click.IntRange(1, 4096),
+                         help="Threads of all accounts together (at most --workers times --accounts)."),
             click.option("--max-payload-bytes", default=1_000_000, show_default=True,
                          type=click.IntRange(10_000)),
             click.option("--table/--no-table", default=None,
@@ -237,7 +239,9 @@ def _work(options: dict[str, Any], phases: Phases, stop: threading.Event) -> int
         state = _open_state(options["state_path"])
     settings = RunSettings(
         config, mappings, phases, out=out, receiver=receiver,
-        limits=Limits(options["workers"], options["accounts"], options["max_payload_bytes"]),
+        limits=Limits(
+            options["workers"], options["accounts"], options["max_payload_bytes"], options["max_threads"]
+        ),
         table=sys.stdout.isatty() if table is None else table, delivery_budget=options["delivery_budget"],
     )  # fmt: skip
     with state, _bad_input(ConfigError):  # a due account that would scan nothing; not a state failing mid-run

@@ -16,11 +16,13 @@ from engine.core.errors import EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_OK
 
 @dataclass(frozen=True)
 class Limits:
-    """Units run at once (`workers`), accounts scanned side by side, bytes per payload."""
+    """Tasks of one account run at once (`workers`), accounts scanned side by side, bytes per payload, and
+    the threads of all accounts together (at most `workers` times `accounts`)."""
 
     workers: int = 8
-    accounts: int = 4
+    accounts: int = 16
     max_bytes: int = 1_000_000
+    max_threads: int = 256
 
 
 LIMITS = Limits()  # the command line's defaults

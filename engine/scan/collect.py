@@ -7,7 +7,7 @@ not empty). A child type fails on its own: its root and its siblings keep their 
 deleted between listing and describing drops only its own children (`gone` codes). A denied or
 throttled *detail* call keeps the item with less data and is reported as a permission gap.
 
-Per-item calls (details, child listings) fan out over the run's `Scheduler`, so a unit of 2,000 queues
+Per-item calls (details, child listings) fan out over the account's `Scheduler`, so a unit of 2,000 queues
 does not make its 4,000 calls one after another. A join with a `call` is started beside the unit's listing,
 once per region of the unit; when it fails, its `fallback` details are made per item instead and the gap
 is reported. Items of regions that are not configured are dropped as soon as their region is known

@@ -5,8 +5,10 @@ sent, unit results, permission gaps). `stop_snapshot` is true only when every un
 complete, or incomplete but carried forward: with a state, each unit's last complete result is kept, and an
 incomplete unit re-sends it (for at most `max_carry_age` seconds), so one permanently denied type never keeps
 an account's snapshot open forever. A unit that never completed sent nothing, so closing loses nothing.
-Accounts are collected side by side (at most `accounts` at once), and every unit, per-item call and join
-call of every account shares one bounded `Scheduler` of `workers` threads. Each account's payloads are built
+Accounts are collected side by side (at most `accounts` at once), each at its own speed: every unit,
+per-item call and join call of an account runs on the account's own `Scheduler` (at most `workers` at once,
+as AWS limits each account separately), and the schedulers share one `Pool` of at most `max_threads`
+threads (at most `workers` times the accounts side by side). Each account's payloads are built
 and sent by the calling thread as soon as that account is collected, so sinks and the state are used from
 one thread only. While an account runs, each finished unit's components and relations wait on disk (`Spill`);
 its payloads are then built and sent one at a time, so memory holds the running units, not the estate.
@@ -39,7 +41,7 @@ from engine.aws.sessions import assume
 from engine.core.config import Config, Instance
 from engine.core.errors import AccessDenied, CredentialsError, Unreachable
 from engine.core.phase import LIMITS, Limits, PhaseResult
-from engine.core.scheduler import Scheduler
+from engine.core.scheduler import Pool, Scheduler
 from engine.core.stackpack import check_tags
 from engine.core.state import State
 from engine.delivery.payload import SEPARATORS, build_payloads, iter_payloads, service_check
@@ -293,15 +295,15 @@ def scan(
             fn(*args)
 
     workers, max_bytes = limits.workers, limits.max_bytes
-    parallel = 1 if workers == 1 else max(1, min(limits.accounts, len(config.instances)))
+    parallel, max_threads = sizes(limits, len(config.instances))
     done: dict[int, AccountScan] = {}
     with (
-        Scheduler(workers) as scheduler,
+        Pool(max_threads) as threads,
         ThreadPoolExecutor(parallel, thread_name_prefix="account") as pool,
     ):
         futures: dict[Future, int] = {
             pool.submit(
-                collect_account, config, instance, mappings, fetcher, scheduler,
+                collect_account, config, instance, mappings, fetcher, threads,
                 workers=workers, endpoint_url=endpoint_url, base=base,
                 on_unit=partial(locked, progress.unit), on_plan=partial(locked, progress.plan),
             ): index
@@ -330,12 +332,18 @@ def scan(
     return [done[i] for i in sorted(done)], fetcher.calls
 
 
+def sizes(limits: Limits, accounts: int) -> tuple[int, int]:
+    """Accounts side by side and threads in all: one of each with one worker (the cassette tests)."""
+    parallel = 1 if limits.workers == 1 else max(1, min(limits.accounts, accounts))
+    return parallel, min(limits.max_threads, limits.workers * parallel)
+
+
 def collect_account(
     config: Config,
     instance: Instance,
     mappings: Mappings,
     fetcher: Fetcher,
-    scheduler: Scheduler,
+    threads: Pool,
     *,
     workers: int,
     endpoint_url: str | None,
@@ -343,7 +351,7 @@ def collect_account(
     on_unit: Callable[[UnitResult], None],
     on_plan: Callable[[str, int], None] = lambda account, units: None,
 ) -> AccountScan | None:
-    """Assume the account's role and run its units on the shared scheduler; nothing is sent here."""
+    """Assume the account's role and run its units, `workers` at once, on the shared threads; send nothing."""
     if fetcher.stopped:
         return None
     started = time.monotonic()
@@ -356,21 +364,21 @@ def collect_account(
         log.error("event=account.unreachable account=%s problem=%r", instance.account_id, str(exc))
         result.seconds = time.monotonic() - started
         return result
-    collector = Collector(account, mappings, fetcher, labels_for(instance), scheduler)
     units = plan(instance, mappings)
     on_plan(instance.account_id, len(units))
-
     result.spill = Spill()
+    with Scheduler(workers, threads) as scheduler:
+        collector = Collector(account, mappings, fetcher, labels_for(instance), scheduler)
 
-    def run(unit: Unit) -> list[UnitResult]:
-        found = collector.run(unit)
-        for unit_result in found:
-            on_unit(unit_result)
-            result.keep(unit_result)  # to disk: memory holds only the units still running
-        return found
+        def run(unit: Unit) -> list[UnitResult]:
+            found = collector.run(unit)
+            for unit_result in found:
+                on_unit(unit_result)
+                result.keep(unit_result)  # to disk: memory holds only the units still running
+            return found
 
-    tasks = [scheduler.spawn(partial(run, unit), urgent=False) for unit in units]
-    result.units = [r for task in tasks for r in task.result(help=False)]
+        tasks = [scheduler.spawn(partial(run, unit), urgent=False) for unit in units]
+        result.units = [r for task in tasks for r in task.result(help=False)]
     result.interrupted = fetcher.stopped
     result.seconds = time.monotonic() - started
     return result

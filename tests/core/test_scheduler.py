@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
+from functools import partial
 
 import pytest
 
-from engine.core.scheduler import Scheduler, Serial
+from engine.core.scheduler import Pool, Scheduler, Serial
 
 
 def test_map_keeps_the_order_and_runs_the_items_side_by_side():
@@ -74,3 +75,147 @@ def test_work_of_started_units_goes_before_new_units():
         for task in tasks:
             task.result(help=False)
     assert order == ["detail", "unit"]
+
+
+class Peak:
+    """How many callers are inside at once, at most (per key and in all)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now: dict[str, int] = {}
+        self.most: dict[str, int] = {}
+        self.threads: set[str] = set()
+
+    def enter(self, *keys: str) -> None:
+        with self.lock:
+            self.threads.add(threading.current_thread().name)
+            for key in keys:
+                self.now[key] = self.now.get(key, 0) + 1
+                self.most[key] = max(self.most.get(key, 0), self.now[key])
+
+    def leave(self, *keys: str) -> None:
+        with self.lock:
+            for key in keys:
+                self.now[key] -= 1
+
+
+def test_the_pool_grows_while_tasks_wait_so_a_fan_out_gets_every_worker():
+    barrier = threading.Barrier(16, timeout=10)  # breaks (raises) unless all sixteen items run at once
+    peak = Peak()
+
+    def item(n: int) -> int:
+        peak.enter("all")
+        barrier.wait()
+        peak.leave("all")
+        return n
+
+    with Scheduler(16) as scheduler:
+        assert scheduler.map(item, range(16)) == list(range(16))
+    assert peak.most["all"] == 16
+    assert len(peak.threads) == 16  # the caller and fifteen pool threads
+
+
+def test_accounts_run_side_by_side_each_with_its_own_workers():
+    barrier = threading.Barrier(6, timeout=10)  # both accounts' three workers at once
+    with Pool(64) as pool:
+        schedulers = [Scheduler(3, pool) for _ in range(2)]
+        tasks = [s.spawn(barrier.wait, urgent=False) for s in schedulers for _ in range(3)]
+        for task in tasks:
+            task.result(help=False)
+
+
+def test_an_account_never_runs_more_than_its_workers_at_once():
+    peak = Peak()
+    with Pool(64) as pool:
+        schedulers = {name: Scheduler(3, pool) for name in ("a", "b")}
+        barriers = {name: threading.Barrier(3, timeout=10) for name in schedulers}
+
+        def unit(name: str) -> None:
+            peak.enter(name, "all")
+            barriers[name].wait()  # three of the account at once, in rounds
+            time.sleep(0.001)
+            peak.leave(name, "all")
+
+        tasks = [
+            s.spawn(lambda name=name: unit(name), urgent=urgent)
+            for name, s in schedulers.items()
+            for urgent in (True, False) * 9
+        ]
+        for task in tasks:
+            task.result(help=False)
+    assert peak.most["a"] == peak.most["b"] == 3
+
+
+def test_all_accounts_together_never_use_more_threads_than_the_pool_holds():
+    peak = Peak()
+
+    def unit() -> None:
+        peak.enter("all")
+        time.sleep(0.002)
+        peak.leave("all")
+
+    with Pool(5) as pool:
+        schedulers = [Scheduler(4, pool) for _ in range(3)]
+        tasks = [s.spawn(unit, urgent=False) for s in schedulers for _ in range(12)]
+        for task in tasks:
+            task.result(help=False)
+        assert len(pool._threads) == 5
+    assert peak.most["all"] <= 5
+    assert len(peak.threads) == 5
+
+
+def test_nested_fan_outs_finish_at_the_pools_bound_and_at_each_accounts():
+    sums: list[int] = []
+
+    def run() -> None:
+        with Pool(2) as pool:
+            schedulers = [Scheduler(4, pool) for _ in range(3)]
+
+            def unit(s: Scheduler, u: int) -> int:
+                return sum(s.map(lambda i: sum(s.map(lambda j: u * i * j, range(5))), range(20)))
+
+            units = [s.spawn(partial(unit, s, u), urgent=False) for s in schedulers for u in range(4)]
+            sums.extend(task.result(help=False) for task in units)
+
+    scan = threading.Thread(target=run, daemon=True)
+    scan.start()
+    scan.join(60)  # a deadlock never ends; a pass takes milliseconds
+    assert not scan.is_alive()
+    assert sums == [u * sum(range(20)) * sum(range(5)) for _ in range(3) for u in range(4)]
+
+
+def test_one_worker_and_one_thread_run_everything_in_that_thread():
+    threads: set[str] = set()
+
+    def item(n: int) -> int:
+        threads.add(threading.current_thread().name)
+        return n
+
+    with Pool(1) as pool:
+        schedulers = [Scheduler(1, pool) for _ in range(3)]
+        tasks = [
+            s.spawn(lambda s=s: s.map(item, range(10)), urgent=False) for s in schedulers for _ in range(4)
+        ]
+        tasks += [s.spawn(lambda: item(0)) for s in schedulers]
+        for task in tasks:
+            task.result(help=False)
+        assert len(pool._threads) == 1
+    assert threads == {"worker-0"}
+
+
+def test_closing_the_pool_stops_threads_that_waited_for_a_busy_account():
+    release = threading.Event()
+    pool = Pool(4)
+    busy, other = Scheduler(1, pool), Scheduler(1, pool)
+    busy.spawn(release.wait)
+    queued = [busy.spawn(lambda: None) for _ in range(2)]  # wait for the busy account's one worker
+    other.spawn(lambda: None).result(help=False)  # on a second thread, which then waits for work
+    closing = threading.Thread(target=pool.close, daemon=True)
+    closing.start()
+    while not pool._closed:
+        time.sleep(0.001)
+    time.sleep(0.05)  # the second thread, woken by the close, waits again: the busy account has work queued
+    release.set()
+    closing.join(60)  # never ends when the waiting thread is not told to stop; a pass takes milliseconds
+    assert not closing.is_alive()
+    assert all(task.done() for task in queued)

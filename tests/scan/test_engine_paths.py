@@ -15,7 +15,7 @@ from engine.aws.fetch import TokenBucket
 from engine.core.config import Config, Instance
 from engine.core.phase import Limits
 from engine.language.loader import Rate, load_mappings
-from engine.scan.full_scan import scan
+from engine.scan.full_scan import scan, sizes
 from tests.scan.test_collect import REGION, account_in, run
 from tests.support import ACCOUNT, ROLE, FakeClock, ListSink, make_config
 
@@ -128,6 +128,14 @@ def test_each_account_gets_its_own_snapshot_with_only_its_resources(live_env):
         ACCOUNT: {f"arn:aws:sqs:{REGION}:{ACCOUNT}:main-eu"},
         OTHER_ACCOUNT: {f"arn:aws:sqs:{REGION}:{OTHER_ACCOUNT}:other-eu"},
     }
+
+
+def test_each_account_side_by_side_has_its_workers_and_one_worker_keeps_one_thread():
+    assert sizes(Limits(workers=8, accounts=4), 50) == (4, 32)
+    assert sizes(Limits(workers=8, accounts=4), 2) == (2, 16)
+    assert sizes(Limits(workers=8, accounts=40), 50) == (40, 256)  # the thread cap
+    assert sizes(Limits(workers=8, accounts=4, max_threads=10), 50) == (4, 10)
+    assert sizes(Limits(workers=1, accounts=4), 50) == (1, 1)
 
 
 @pytestmark_live
