@@ -160,8 +160,8 @@ class State:
         `StateError`, and the transaction is rolled back."""
         with self._lock, self._errors():
             conn = self._connect()
-            self._backend.begin(conn)
             try:
+                self._backend.begin(conn)  # may fail after its BEGIN (PostgreSQL: the turn timed out)
                 yield conn
             except BaseException:
                 if conn.in_transaction:
