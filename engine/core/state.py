@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 from engine.core.errors import StateError
-from engine.core.state_sqlite import MIGRATIONS, SCHEMA_VERSION, Sqlite, sqlite_problem
+from engine.core.state_sqlite import MIGRATIONS, SCHEMA_VERSION, Sqlite
 
 __all__ = ["MIGRATIONS", "RUN_KINDS", "SCHEMA_VERSION", "State"]
 
@@ -27,8 +27,6 @@ RUN_KINDS = ("scan", "events", "flowlogs", "traces")
 
 Timestamp = datetime | float | int
 RelationKey = tuple[str, str, str]  # (source, target, type)
-
-_sqlite_problem = sqlite_problem  # the words for a SQLite error (kept under its old name)
 
 
 def _to_text(value: Timestamp) -> str:
@@ -178,6 +176,8 @@ class State:
         try:
             yield
         except self._backend.errors as exc:
+            if getattr(self._conn, "closed", False):  # the server went away: the next call connects again
+                self._conn = None
             raise StateError(path=str(self.path), problem=self._backend.problem(exc)) from None
 
     # runs

@@ -114,6 +114,10 @@ class Connection:
     def in_transaction(self) -> bool:
         return self._conn.info.transaction_status != pq.TransactionStatus.IDLE
 
+    @property
+    def closed(self) -> bool:
+        return self._conn.closed
+
     def close(self) -> None:
         self._conn.close()
 

@@ -415,9 +415,9 @@ def test_a_set_of_mixed_types_is_stored_in_the_order_of_its_reprs(state_target: 
     ],
 )
 def test_a_database_error_is_told_in_words_that_say_what_to_do(message: str, expected: str) -> None:
-    from engine.core.state import _sqlite_problem
+    from engine.core.state_sqlite import sqlite_problem
 
-    assert _sqlite_problem(sqlite3.OperationalError(message)).startswith(expected)
+    assert sqlite_problem(sqlite3.OperationalError(message)).startswith(expected)
 
 
 def test_an_in_memory_state_creates_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -286,3 +286,13 @@ def test_a_role_that_may_only_read_gets_words_not_a_traceback(url: str) -> None:
         State(reader_url) as state,
     ):
         state.check()
+
+
+def test_a_connection_the_server_ended_is_a_state_error_and_the_next_call_connects_again(url: str) -> None:
+    with State(url) as state:
+        state.set("k", 1)
+        sql(url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                 " WHERE datname = current_database() AND pid <> pg_backend_pid()")  # fmt: skip
+        with pytest.raises(StateError, match="terminating connection"):
+            state.get("k")
+        assert state.get("k") == 1
