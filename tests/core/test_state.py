@@ -579,3 +579,37 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# --- traces ---------------------------------------------------------------------------------------
+
+
+def test_trace_calls_are_appended_counted_consumed_and_bounded(state_target: str | Path) -> None:
+    with State(state_target) as state:
+        assert state.traces_append([{"c": 1}], 5, {"no_account": 1}, 100) is True
+        assert state.traces_append([{"c": 2}, {"c": 3}], 3, {}, 100) is True
+        assert state.traces_append([{"c": 4}], 200, {}, 100) is False  # over the bound: no row, all dropped
+        [(first, spans, calls), second] = state.traces_pending(10)
+        assert (spans, calls) == (4, [{"c": 1}]) and second[1:] == (3, [{"c": 2}, {"c": 3}])
+        assert state.traces_pending(1) == [(first, 4, [{"c": 1}])]
+        assert state.traces_counts() == {
+            "received": 208, "pending_rows": 2, "pending_spans": 7,
+            "dropped": {"no_account": 1, "over_limit": 200}, "applied": 0,
+        }  # fmt: skip
+        state.traces_consume([first], 3, {"expired": 1}, received=2)
+        assert state.traces_counts() == {
+            "received": 210, "pending_rows": 1, "pending_spans": 3,
+            "dropped": {"no_account": 1, "over_limit": 200, "expired": 1}, "applied": 3,
+        }  # fmt: skip
+
+
+def test_trace_relations_are_replaced_per_account_with_full_precision_times(state_target: str | Path) -> None:
+    seen = (1714568400.123456, 1714568460.654321)  # a float4 column would round these to whole minutes
+    with State(state_target) as state:
+        state.trace_relations_save(ACCOUNT, {("fn", "table", "uses"): seen, ("fn", "queue", "uses"): seen})
+        state.trace_relations_save("222222222222", {("other", "x", "uses"): (1.0, 2.0)})
+        state.trace_relations_save(ACCOUNT, {("fn", "table", "uses"): seen})
+        assert state.trace_relations(ACCOUNT) == {("fn", "table", "uses"): seen}
+        state.trace_relations_save(ACCOUNT, {})
+        assert state.trace_relations(ACCOUNT) == {}
+        assert state.trace_relations("222222222222") == {("other", "x", "uses"): (1.0, 2.0)}
