@@ -50,6 +50,17 @@ bootstrap_browser() {
   $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
 }
 
+# The PostgreSQL state tests start a throwaway server from Debian's binaries (/usr/lib/postgresql/*/bin, as a
+# non-root user): installed with apt-get where they are missing and apt-get can run (root, or sudo without a
+# password); without them those tests are skipped, unless AWS_TOPOLOGY_REQUIRE_POSTGRES is set (CI).
+bootstrap_postgres() {
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && return 0
+  command -v apt-get >/dev/null 2>&1 || { echo "run.sh: no PostgreSQL server and no apt-get" >&2; return 1; }
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo -n"
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >/dev/null
+}
+
 # Wait until the moto server started in the background has printed its endpoint (it does so after it
 # listens and has warmed every service), then print that endpoint. Fails with the log's tail when the
 # server exits first or is not ready within $3 seconds.
@@ -107,6 +118,7 @@ case "${1:-}" in
     bootstrap_web || echo "run.sh: the topology page tests will fail without web/node_modules" >&2
     bootstrap_layer || echo "run.sh: the layer test will fail without deploy/otel-layer/node_modules" >&2
     bootstrap_browser || echo "run.sh: the topology page tests need chromium (apt-get install chromium)" >&2
+    bootstrap_postgres || echo "run.sh: the PostgreSQL state tests need a server (apt-get install postgresql)" >&2
     "$VENV/bin/ruff" check engine demo tests bench
     exec "$VENV/bin/pytest" "$@"
     ;;

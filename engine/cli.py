@@ -122,7 +122,8 @@ def _run_options(command: Any, config: Any = config_option) -> Any:
             click.option("--out", type=click.Path(file_okay=False), help="Write payloads as files here."),
             click.option("--receiver", help="StackState receiver base URL; the API key is STS_API_KEY."),
             click.option("--state", "state_path", default=".state/aws-topology.sqlite", show_default=True,
-                         help="SQLite state (run history, spool, event bookkeeping, lock)."),
+                         help="State (run history, spool, event bookkeeping, lock): a SQLite path or a "
+                              "postgresql:// URL."),
             click.option("--workers", default=8, show_default=True, type=click.IntRange(1, 64),
                          help="Requests in flight per account (AWS limits each account separately)."),
             click.option("--accounts", default=16, show_default=True, type=click.IntRange(1, 64),
@@ -259,13 +260,21 @@ def spool_group() -> None:
 
 
 state_option = click.option(
-    "--state", "state_path", default=".state/aws-topology.sqlite", show_default=True, help="SQLite state."
+    "--state",
+    "state_path",
+    default=".state/aws-topology.sqlite",
+    show_default=True,
+    help="State: a SQLite path or a postgresql:// URL.",
 )
 
 
 @main.command("status")
 @click.option(
-    "--state", "state_path", default=".state/aws-topology.sqlite", show_default=True, help="SQLite state."
+    "--state",
+    "state_path",
+    default=".state/aws-topology.sqlite",
+    show_default=True,
+    help="State: a SQLite path or a postgresql:// URL.",
 )
 def status_command(state_path: str) -> None:
     """Per account: the last run of each phase, permission gaps, corrupt objects; then the spool and the

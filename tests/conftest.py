@@ -12,9 +12,12 @@ Helpers that are not fixtures (make_config, ListSink, moto_server, scan_live, ..
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +29,10 @@ from tests.support import (
     RECORD_PORT,
     aws_operation,
     full_query,
+    new_database,
     normalised_body,
+    postgres_binaries,
+    postgres_server,
     recording,
     scrub_request,
     scrub_response,
@@ -131,3 +137,29 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     monkeypatch.setattr(socket.socket, "connect", guarded_connect)
     yield attempts
     assert not attempts, f"the test tried the network: {sorted(set(attempts))}"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """A throwaway PostgreSQL server for the session (tests/support.py `postgres_server`); yields its URL.
+
+    Skipped when no server binaries are installed (`apt-get install postgresql`), unless
+    AWS_TOPOLOGY_REQUIRE_POSTGRES is set (CI), where it fails instead."""
+    if postgres_binaries() is None:
+        if os.environ.get("AWS_TOPOLOGY_REQUIRE_POSTGRES"):
+            pytest.fail("AWS_TOPOLOGY_REQUIRE_POSTGRES is set, but no PostgreSQL server is installed")
+        pytest.skip("no PostgreSQL server under /usr/lib/postgresql/*/bin (apt-get install postgresql)")
+    with postgres_server() as url:
+        yield url
+
+
+_databases = itertools.count()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_target(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
+    """Where a test's `State` lives, once per backend: a SQLite file in tmp_path, or a new empty database on
+    the session's PostgreSQL server (as a `postgresql://` URL)."""
+    if request.param == "sqlite":
+        return tmp_path / "state.db"
+    return new_database(request.getfixturevalue("postgres"), f"state_{os.getpid()}_{next(_databases)}")

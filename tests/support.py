@@ -269,3 +269,96 @@ class FakeClock:
     def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
         self.now += seconds
+
+
+# --- a throwaway PostgreSQL server (Debian's binaries), for the state tests of the PostgreSQL backend ------
+
+PG_READY_SECONDS = 30
+
+
+def postgres_binaries() -> Path | None:
+    """The newest `/usr/lib/postgresql/*/bin` holding initdb and pg_ctl (Debian keeps them off PATH)."""
+    found = [p for p in Path("/usr/lib/postgresql").glob("*/bin") if (p / "initdb").exists()]
+    found.sort(key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
+    return found[-1] if found else None
+
+
+@contextmanager
+def postgres_server() -> Iterator[str]:
+    """Start a PostgreSQL on 127.0.0.1 (a free port, a private socket dir, fsync off) in a temp dir, as a
+    non-root user (the `postgres` user, else `nobody`, when run as root); yield its superuser URL (user
+    `topology`, trust auth, database `postgres`); stop it (fast shutdown) and delete the dir afterwards."""
+    import os
+    import pwd
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+    import time
+
+    import psycopg
+
+    binaries = postgres_binaries()
+    if binaries is None:
+        raise FileNotFoundError("no PostgreSQL server binaries under /usr/lib/postgresql/*/bin")
+    prefix: list[str] = []
+    top = Path(tempfile.mkdtemp(prefix="aws-topology-pg-"))
+    if os.getuid() == 0:  # postgres refuses to run as root
+        user = next((u for u in ("postgres", "nobody") if _has_user(u, pwd)), None)
+        if user is None:
+            raise RuntimeError("running as root, and neither a postgres nor a nobody user to run the server")
+        prefix = ["runuser", "-u", user, "--"]
+        entry = pwd.getpwnam(user)
+        os.chown(top, entry.pw_uid, entry.pw_gid)
+    data, log = top / "data", top / "server.log"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    def run(*args: str) -> None:
+        subprocess.run([*prefix, *args], check=True, capture_output=True, text=True, timeout=120)
+
+    started = False
+    try:
+        run(str(binaries / "initdb"), "-D", str(data), "-U", "topology", "--auth=trust", "--no-sync",
+            "-E", "UTF8", "--locale=C")  # fmt: skip
+        options = f"-c listen_addresses=127.0.0.1 -p {port} -k {top} -c fsync=off -c synchronous_commit=off"
+        options += " -c full_page_writes=off -c max_connections=200"
+        run(str(binaries / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options, "start")
+        started = True
+        url = f"postgresql://topology@127.0.0.1:{port}/postgres"
+        deadline = time.monotonic() + PG_READY_SECONDS
+        while True:
+            try:
+                psycopg.connect(url, connect_timeout=2).close()
+                break
+            except psycopg.OperationalError as exc:
+                if time.monotonic() > deadline:
+                    tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
+                    raise RuntimeError(
+                        f"PostgreSQL on port {port} did not answer within {PG_READY_SECONDS}s: {exc}\n{tail}"
+                    ) from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        if started:
+            subprocess.run([*prefix, str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+                           check=False, capture_output=True, timeout=60)  # fmt: skip
+        shutil.rmtree(top, ignore_errors=True)
+
+
+def _has_user(name: str, pwd: Any) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def new_database(url: str, name: str) -> str:
+    """Create database `name` on the server of `url`; return the URL of that database."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return url.rsplit("/", 1)[0] + f"/{name}"

@@ -1,101 +1,29 @@
-"""State between runs, in one SQLite file: run history, the delivery spool and key/value cursors.
+"""State between runs: run history, the delivery spool, key/value cursors and traces, with the run lock.
 
-The database is created on first use, runs in WAL mode and carries its schema version in
-`PRAGMA user_version`. Every write is one transaction, so a crash leaves either the whole row or none of it.
-Times are stored as ISO 8601 UTC text (lexical order = time order) and returned as aware datetimes.
+Two backends behind one class: a SQLite file (a path or `sqlite:///path`, the zero-setup default;
+state_sqlite.py) or a PostgreSQL database (`postgresql://...`; state_postgres.py). The SQL below is shared;
+the backend holds the dialect: schema migrations, placeholders, the write turn, the lock and error words.
+Every write is one transaction, so a crash leaves either the whole row or none of it. Times are stored as
+ISO 8601 UTC text (lexical order = time order) and returned as aware datetimes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
-import sqlite3
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
-from engine.core.errors import Locked, StateError
+from engine.core.errors import StateError
+from engine.core.state_sqlite import MIGRATIONS, SCHEMA_VERSION, Sqlite
+
+__all__ = ["MIGRATIONS", "RUN_KINDS", "SCHEMA_VERSION", "State"]
 
 RUN_KINDS = ("scan", "events", "flowlogs", "traces")
-
-# MIGRATIONS[n] takes the schema from version n to n + 1; never edit a released entry, append a new one.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        """CREATE TABLE runs (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            account TEXT NOT NULL,
-            kind TEXT NOT NULL CHECK (kind IN ('scan', 'events', 'flowlogs')),
-            started_at TEXT NOT NULL,
-            finished_at TEXT NOT NULL,
-            complete INTEGER NOT NULL CHECK (complete IN (0, 1)),
-            summary TEXT NOT NULL
-        )""",
-        "CREATE INDEX runs_by_account_kind ON runs (account, kind, started_at)",
-        """CREATE TABLE spool (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            name TEXT NOT NULL,
-            body TEXT NOT NULL,
-            created_at TEXT NOT NULL
-        )""",
-        "CREATE TABLE kv (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    ),
-    (
-        # spool entries: pending (re-sent) or rejected (kept to be listed); size, account, snapshot key
-        "ALTER TABLE spool ADD COLUMN status TEXT NOT NULL DEFAULT 'pending'"
-        " CHECK (status IN ('pending', 'rejected'))",
-        "ALTER TABLE spool ADD COLUMN reason TEXT",
-        "ALTER TABLE spool ADD COLUMN http_status INTEGER",
-        "ALTER TABLE spool ADD COLUMN size INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE spool ADD COLUMN account TEXT",
-        "ALTER TABLE spool ADD COLUMN snapshot TEXT",
-        # entries spooled before: every scan payload belonged to a snapshot
-        "UPDATE spool SET size = length(CAST(body AS BLOB)),"
-        " account = json_extract(body, '$.topologies[0].instance.url'),"
-        " snapshot = CASE WHEN name LIKE 'scan-%'"
-        " OR json_extract(body, '$.topologies[0].start_snapshot') = 1"
-        " THEN 'before-v2:' || COALESCE(json_extract(body, '$.topologies[0].instance.url'), '') END",
-        "CREATE INDEX spool_by_account ON spool (account, status, id)",
-    ),
-    (
-        # runs.kind may be 'traces': SQLite cannot alter a CHECK, so the table is rebuilt (ids and index kept)
-        """CREATE TABLE runs_new (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            account TEXT NOT NULL,
-            kind TEXT NOT NULL CHECK (kind IN ('scan', 'events', 'flowlogs', 'traces')),
-            started_at TEXT NOT NULL,
-            finished_at TEXT NOT NULL,
-            complete INTEGER NOT NULL CHECK (complete IN (0, 1)),
-            summary TEXT NOT NULL
-        )""",
-        "INSERT INTO runs_new (id, account, kind, started_at, finished_at, complete, summary)"
-        " SELECT id, account, kind, started_at, finished_at, complete, summary FROM runs ORDER BY id",
-        "DROP TABLE runs",
-        "ALTER TABLE runs_new RENAME TO runs",
-        "CREATE INDEX runs_by_account_kind ON runs (account, kind, started_at)",
-        # one row per accepted OTLP request: its call records (a JSON list) and the spans it stands for
-        """CREATE TABLE trace_calls (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            received_at TEXT NOT NULL,
-            spans INTEGER NOT NULL,
-            body TEXT NOT NULL
-        )""",
-        """CREATE TABLE trace_relations (
-            account TEXT NOT NULL,
-            source TEXT NOT NULL,
-            target TEXT NOT NULL,
-            type TEXT NOT NULL,
-            first_seen REAL NOT NULL,
-            last_seen REAL NOT NULL,
-            PRIMARY KEY (account, source, target, type)
-        )""",
-    ),
-)
-SCHEMA_VERSION = len(MIGRATIONS)
 
 Timestamp = datetime | float | int
 RelationKey = tuple[str, str, str]  # (source, target, type)
@@ -124,31 +52,53 @@ def _dumps(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default)
 
 
-def _sqlite_problem(exc: BaseException) -> str:
-    text = str(exc)
-    if "not a database" in text or "malformed" in text:
-        return f"not a usable SQLite database ({text}); move it away to start with a fresh state"
-    if "locked" in text or "busy" in text:
-        return f"{text}: another process holds a write transaction on it; nothing is lost, try again"
-    if "readonly" in text or "read-only" in text:
-        return f"cannot be written ({text}); check its permissions"
-    return f"{type(exc).__name__}: {text}"
+class Backend(Protocol):
+    """What differs between SQLite and PostgreSQL (state_sqlite.Sqlite, state_postgres.Postgres)."""
+
+    path: Path | str  # as shown in messages: the file, or the URL with its password masked
+    errors: tuple[type[BaseException], ...]
+
+    def problem(self, exc: BaseException) -> str: ...
+    def condition(self, column: str, key: str) -> str: ...
+    def precheck(self) -> None: ...
+    def connect(self, read_only: bool) -> Any: ...
+    def begin(self, conn: Any) -> None: ...
+    def verify(self, conn: Any) -> None: ...
+    def lock(self) -> None: ...
+    def unlock(self) -> None: ...
+
+
+def backend(target: Path | str, timeout: float) -> Backend:
+    """The backend `--state` names: `postgresql://...` (or `postgres://`), else a SQLite path; `sqlite:///x`
+    is the path `x` (`sqlite:////abs/x` an absolute one)."""
+    text = str(target)
+    if text.startswith(("postgresql://", "postgres://")):
+        from engine.core.state_postgres import Postgres  # psycopg is loaded only for a PostgreSQL state
+
+        return Postgres(text, timeout)
+    if text.startswith("sqlite:"):
+        if not text.startswith("sqlite:///") or text == "sqlite:///":
+            raise StateError(
+                path=text, problem="a SQLite URL is sqlite:///relative/path or sqlite:////abs/path"
+            )
+        return Sqlite(text.removeprefix("sqlite:///"), timeout)
+    return Sqlite(target, timeout)
 
 
 class State:
-    """SQLite-backed run history, spool and cursors; usable as a context manager.
+    """Run history, spool and cursors in SQLite or PostgreSQL; usable as a context manager.
 
     `read_only` opens an existing state for reading only (no lock, no migration, no write), so `status`
     and `spool list` work while a run holds the lock.
     """
 
     def __init__(self, path: Path | str, *, read_only: bool = False, timeout: float = 30.0) -> None:
-        self.path = path if str(path) == ":memory:" else Path(path)
+        self._backend = backend(path, timeout)
+        self.path = self._backend.path  # a Path for a SQLite file; else text safe to show
         self.read_only = read_only
-        self.timeout = timeout  # how long a statement waits for another process's write transaction
-        self._conn: sqlite3.Connection | None = None
+        self.timeout = timeout  # how long a write waits for another process's write transaction
+        self._conn: Any = None
         self._lock = threading.RLock()
-        self._lock_fd: int | None = None
         self._pending: tuple[int, int] | None = None  # (last trace_calls id, pending spans at most)
 
     def __repr__(self) -> str:
@@ -168,114 +118,48 @@ class State:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
-            if self._lock_fd is not None:
-                os.close(self._lock_fd)  # closing the descriptor releases the flock
-                self._lock_fd = None
+            self._backend.unlock()
 
     def check(self) -> Self:
-        """Open (creating if needed) and prove the file readable and writable; raise `StateError` if not.
+        """Open (creating if needed) and prove the state readable and writable; raise `StateError` if not.
 
         Called before the first AWS call, so an unusable state costs no scan and loses no payload.
         """
-        if isinstance(self.path, Path):
-            for parent in self.path.parents:
-                if parent.exists() and not parent.is_dir():
-                    raise StateError(path=str(self.path), problem=f"{parent} is a file, not a directory")
-            if self.path.is_dir():
-                raise StateError(path=str(self.path), problem="is a directory, not a file")
+        self._backend.precheck()
         try:
             with self._transaction() as conn:
-                conn.execute("PRAGMA quick_check").fetchall()
-                conn.execute("INSERT OR REPLACE INTO kv (key, value) VALUES ('state.checked', '1')")
-        except (sqlite3.Error, OSError) as exc:
+                self._backend.verify(conn)
+                conn.execute(
+                    "INSERT INTO kv (key, value) VALUES ('state.checked', '1')"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+                )
+        except OSError as exc:
             self.close()
-            raise StateError(path=str(self.path), problem=_sqlite_problem(exc)) from None
+            raise StateError(path=str(self.path), problem=self._backend.problem(exc)) from None
         except StateError:
             self.close()
             raise
         return self
 
     def lock(self) -> Self:
-        """Take the run lock (`{path}.lock`, an flock); raise `Locked` naming the holder when taken."""
-        if not isinstance(self.path, Path) or self._lock_fd is not None:
-            return self
-        lock_path = self.path.with_name(self.path.name + ".lock")
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            problem = f"cannot create {lock_path}: {exc.strerror}"
-            raise StateError(path=str(self.path), problem=problem) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown process"
-            os.close(fd)
-            raise Locked(path=str(self.path), holder=holder) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} since {_to_text(datetime.now(UTC))}".encode(), 0)
-        self._lock_fd = fd
+        """Take the run lock: an flock on `{path}.lock` for SQLite, an advisory lock for PostgreSQL; raise
+        `Locked` naming the holder when another run has it."""
+        self._backend.lock()
         return self
 
-    def _connect(self) -> sqlite3.Connection:
-        if self._conn is not None:
-            return self._conn
-        if self.read_only:
-            self._conn = self._connect_read_only()
-            return self._conn
-        if isinstance(self.path, Path):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            self._migrate(conn)
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
-        return conn
-
-    def _connect_read_only(self) -> sqlite3.Connection:
-        if isinstance(self.path, Path) and not self.path.is_file():
-            raise StateError(path=str(self.path), problem="does not exist (no run has used it yet)")
-        try:
-            uri = f"{Path(self.path).resolve().as_uri()}?mode=ro"
-            conn = sqlite3.connect(uri, uri=True, timeout=self.timeout, check_same_thread=False)
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-        except sqlite3.Error as exc:
-            raise StateError(path=str(self.path), problem=_sqlite_problem(exc)) from None
-        if version != SCHEMA_VERSION:
-            conn.close()
-            problem = f"schema version {version}, not {SCHEMA_VERSION}: a run of this version upgrades it"
-            raise StateError(path=str(self.path), problem=problem)
-        return conn
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StateError(
-                    path=str(self.path),
-                    problem=f"schema version {version} is newer than this program's ({SCHEMA_VERSION})",
-                )
-            for statements in MIGRATIONS[version:]:
-                for statement in statements:
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+    def _connect(self) -> Any:
+        if self._conn is None:
+            self._conn = self._backend.connect(self.read_only)
+        return self._conn
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self) -> Iterator[Any]:
         """One write transaction; a database error (e.g. locked by another process past `timeout`) is a
         `StateError`, and the transaction is rolled back."""
         with self._lock, self._errors():
             conn = self._connect()
-            conn.execute("BEGIN IMMEDIATE")
             try:
+                self._backend.begin(conn)  # may fail after its BEGIN (PostgreSQL: the turn timed out)
                 yield conn
             except BaseException:
                 if conn.in_transaction:
@@ -291,8 +175,10 @@ class State:
     def _errors(self) -> Iterator[None]:
         try:
             yield
-        except sqlite3.Error as exc:
-            raise StateError(path=str(self.path), problem=_sqlite_problem(exc)) from None
+        except self._backend.errors as exc:
+            if getattr(self._conn, "closed", False):  # the server went away: the next call connects again
+                self._conn = None
+            raise StateError(path=str(self.path), problem=self._backend.problem(exc)) from None
 
     # runs
 
@@ -329,7 +215,7 @@ class State:
         rows = self._query(
             "SELECT account, kind, started_at, finished_at, complete, summary FROM runs"
             " WHERE account = ? AND kind = ? AND (complete = 1 OR ? = 0)"
-            " AND (complete = 1 OR ? = 0 OR json_extract(summary, '$.snapshot_closed') = 1)"
+            f" AND (complete = 1 OR ? = 0 OR {self._backend.condition('summary', 'snapshot_closed')})"
             " ORDER BY started_at DESC, id DESC LIMIT 1",
             (account, kind, int(complete_only), int(closed_only)),
         )
@@ -410,10 +296,10 @@ class State:
         with self._transaction() as conn:
             cursor = conn.execute(
                 "INSERT INTO spool (name, body, created_at, status, reason, http_status, size, account,"
-                " snapshot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " snapshot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 row,
             )
-            return int(cursor.lastrowid or 0)
+            return int(cursor.fetchone()[0])
 
     def spool_items(self) -> list[tuple[int, str, dict]]:
         """Every pending payload as (id, name, payload), oldest first (rejected ones are not re-sent)."""
@@ -430,7 +316,8 @@ class State:
         if status is not None and status not in self._SPOOL_STATUSES:
             raise ValueError(f"spool status {status!r} is not one of {', '.join(self._SPOOL_STATUSES)}")
         rows = self._query(
-            f"SELECT {self._SPOOL_COLUMNS} FROM spool WHERE (? IS NULL OR status = ?) ORDER BY id",
+            f"SELECT {self._SPOOL_COLUMNS} FROM spool WHERE (CAST(? AS TEXT) IS NULL OR status = ?)"
+            " ORDER BY id",
             (status, status),
         )
         return [self._spool_entry(row) for row in rows]
@@ -480,7 +367,8 @@ class State:
         """
         with self._transaction() as conn:
             return conn.execute(
-                "UPDATE spool SET status = 'pending' WHERE status = 'rejected' AND (? IS NULL OR id = ?)",
+                "UPDATE spool SET status = 'pending'"
+                " WHERE status = 'rejected' AND (CAST(? AS BIGINT) IS NULL OR id = ?)",
                 (spool_id, spool_id),
             ).rowcount
 
@@ -506,7 +394,8 @@ class State:
         remain; returns the deleted entries, oldest first. The caller reports them: nothing goes silently.
         """
         with self._transaction() as conn:
-            count, total = conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM spool").fetchone()
+            row = conn.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM spool").fetchone()
+            count, total = int(row[0]), int(row[1])
             if count <= max_entries and total <= max_bytes:
                 return []
             dropped = []
@@ -560,14 +449,14 @@ class State:
             drops = dict(dropped)
             if accepted:
                 row_id = conn.execute(
-                    "INSERT INTO trace_calls (received_at, spans, body) VALUES (?, ?, ?)",
+                    "INSERT INTO trace_calls (received_at, spans, body) VALUES (?, ?, ?) RETURNING id",
                     (_to_text(datetime.now(UTC)), kept, body),
-                ).lastrowid
+                ).fetchone()[0]
             else:
                 drops["over_limit"] = drops.get("over_limit", 0) + kept
             conn.execute(
                 "INSERT INTO kv (key, value) VALUES ('traces.received', ?) ON CONFLICT (key)"
-                " DO UPDATE SET value = CAST(value AS INTEGER) + CAST(excluded.value AS INTEGER)",
+                " DO UPDATE SET value = CAST(kv.value AS BIGINT) + CAST(excluded.value AS BIGINT)",
                 (str(spans),),
             )
             drops = {reason: n for reason, n in drops.items() if n}
@@ -585,7 +474,7 @@ class State:
             self._pending = (row_id, pending + kept)
         return accepted
 
-    def _pending_spans(self, conn: sqlite3.Connection, exact: bool) -> int:
+    def _pending_spans(self, conn: Any, exact: bool) -> int:
         """The spans of the pending rows; not `exact`: an upper bound that reads only the rows added since
         the last count (ids only grow; the phase only deletes), so an append does not scan the table."""
         if exact or self._pending is None:
@@ -632,7 +521,7 @@ class State:
             for key, n in (("traces.applied", applied), ("traces.received", received)):
                 conn.execute(
                     "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key)"
-                    " DO UPDATE SET value = CAST(value AS INTEGER) + CAST(excluded.value AS INTEGER)",
+                    " DO UPDATE SET value = CAST(kv.value AS BIGINT) + CAST(excluded.value AS BIGINT)",
                     (key, str(n)),
                 )
             if any(dropped.values()):

@@ -263,7 +263,7 @@ def serve(
     worker = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
     worker.start()
     shown = f"[{host}]" if ":" in host else host
-    say(f"traces serve listening=http://{shown}:{server.server_address[1]} state={state_path}")
+    say(f"traces serve listening=http://{shown}:{server.server_address[1]} state={state.path}")  # masked
     if ready is not None:
         ready(server)
     last = server.summary()

@@ -1,4 +1,5 @@
-"""State: run history, spool and cursors in SQLite, across re-opens and crashes."""
+"""State: run history, spool and cursors, across re-opens and crashes; the tests taking `state_target` run
+once with SQLite and once with PostgreSQL (tests/conftest.py), the others are about the SQLite file."""
 
 from __future__ import annotations
 
@@ -56,8 +57,8 @@ def test_newer_schema_version_is_refused(tmp_path: Path) -> None:
         state.get("k")
 
 
-def test_everything_persists_across_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
+def test_everything_persists_across_reopen(state_target: str | Path) -> None:
+    path = state_target
     with State(path) as state:
         state.record_run(ACCOUNT, "scan", at(0), at(5), True, {"components": 12})
         state.set("events.cursor", {"key": "2024/05/01/obj", "n": 3})
@@ -77,8 +78,8 @@ def test_everything_persists_across_reopen(tmp_path: Path) -> None:
         assert [(name, body) for _, name, body in state.spool_items()] == [("scan-0001", {"topologies": []})]
 
 
-def test_committed_writes_survive_a_crash(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
+def test_committed_writes_survive_a_crash(state_target: str | Path) -> None:
+    path = state_target
     script = (
         "import os, sys\n"
         "from engine.core.state import State\n"
@@ -96,16 +97,16 @@ def test_committed_writes_survive_a_crash(tmp_path: Path) -> None:
         assert [name for _, name, _ in state.spool_items()] == ["events-0001"]
 
 
-def test_last_run_is_the_latest_start_not_the_latest_insert(tmp_path: Path) -> None:
-    with State(tmp_path / "state.db") as state:
+def test_last_run_is_the_latest_start_not_the_latest_insert(state_target: str | Path) -> None:
+    with State(state_target) as state:
         state.record_run(ACCOUNT, "scan", at(60), at(65), True, {"n": "late"})
         state.record_run(ACCOUNT, "scan", at(0), at(5), True, {"n": "early"})
 
         assert state.last_run(ACCOUNT, "scan")["summary"] == {"n": "late"}
 
 
-def test_last_run_complete_only_skips_incomplete_runs(tmp_path: Path) -> None:
-    with State(tmp_path / "state.db") as state:
+def test_last_run_complete_only_skips_incomplete_runs(state_target: str | Path) -> None:
+    with State(state_target) as state:
         state.record_run(ACCOUNT, "scan", at(0), at(5), True, {"n": 1})
         state.record_run(ACCOUNT, "scan", at(60), at(65), False, {"n": 2})
 
@@ -113,17 +114,17 @@ def test_last_run_complete_only_skips_incomplete_runs(tmp_path: Path) -> None:
         assert state.last_run(ACCOUNT, "scan", complete_only=True)["summary"] == {"n": 1}
 
 
-def test_last_run_is_per_account_and_kind(tmp_path: Path) -> None:
-    with State(tmp_path / "state.db") as state:
+def test_last_run_is_per_account_and_kind(state_target: str | Path) -> None:
+    with State(state_target) as state:
         state.record_run(ACCOUNT, "scan", at(0), at(5), True, {})
 
         assert state.last_run(ACCOUNT, "events") is None
         assert state.last_run("210987654321", "scan") is None
 
 
-def test_times_are_normalised_to_utc(tmp_path: Path) -> None:
+def test_times_are_normalised_to_utc(state_target: str | Path) -> None:
     cest = timezone(timedelta(hours=2))
-    with State(tmp_path / "state.db") as state:
+    with State(state_target) as state:
         state.record_run(ACCOUNT, "flowlogs", datetime(2024, 5, 1, 14, 0, tzinfo=cest), 1714568700, True, {})
 
         run = state.last_run(ACCOUNT, "flowlogs")
@@ -132,8 +133,8 @@ def test_times_are_normalised_to_utc(tmp_path: Path) -> None:
         assert run["finished_at"] == datetime.fromtimestamp(1714568700, UTC)
 
 
-def test_bad_run_arguments_are_refused_and_write_nothing(tmp_path: Path) -> None:
-    with State(tmp_path / "state.db") as state:
+def test_bad_run_arguments_are_refused_and_write_nothing(state_target: str | Path) -> None:
+    with State(state_target) as state:
         with pytest.raises(ValueError, match="kind"):
             state.record_run(ACCOUNT, "full", at(0), at(1), True, {})
         with pytest.raises(ValueError, match="naive"):
@@ -144,8 +145,8 @@ def test_bad_run_arguments_are_refused_and_write_nothing(tmp_path: Path) -> None
         assert state.last_run(ACCOUNT, "scan") is None
 
 
-def test_spool_is_ordered_and_deletes_one_entry(tmp_path: Path) -> None:
-    with State(tmp_path / "state.db") as state:
+def test_spool_is_ordered_and_deletes_one_entry(state_target: str | Path) -> None:
+    with State(state_target) as state:
         ids = [state.spool_put(f"p{i}", {"i": i}) for i in range(3)]
 
         state.spool_delete(ids[1])
@@ -154,8 +155,8 @@ def test_spool_is_ordered_and_deletes_one_entry(tmp_path: Path) -> None:
         assert state.spool_count() == 2
 
 
-def test_kv_overwrites_and_defaults(tmp_path: Path) -> None:
-    with State(tmp_path / "state.db") as state:
+def test_kv_overwrites_and_defaults(state_target: str | Path) -> None:
+    with State(state_target) as state:
         assert state.get("missing", "default") == "default"
         state.set("cursor", "a")
         state.set("cursor", "b")
@@ -184,16 +185,17 @@ def test_a_write_transaction_held_by_another_process_is_a_state_error_not_a_trac
 # --- read-only use (status, spool list while a run holds the lock) ------------------------------
 
 
-def test_a_read_only_state_reads_what_a_run_wrote_and_writes_nothing(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
+def test_a_read_only_state_reads_what_a_run_wrote_and_writes_nothing(state_target: str | Path) -> None:
+    path = state_target
     with State(path) as state:
         state.set("k", {"v": 1})
     with State(path, read_only=True) as reader:
         assert reader.get("k") == {"v": 1}
         with pytest.raises(StateError, match=r"readonly|read-only|cannot be written"):
             reader.set("k", 2)
-    assert not (tmp_path / f"{path.name}?mode=ro").exists()
-    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(path.name)) == []
+    if isinstance(path, Path):  # SQLite: no file beside the state but its own (-wal, -shm)
+        assert not (path.parent / f"{path.name}?mode=ro").exists()
+        assert sorted(p.name for p in path.parent.iterdir() if not p.name.startswith(path.name)) == []
 
 
 def test_a_read_only_state_that_does_not_exist_says_so(tmp_path: Path) -> None:
@@ -229,9 +231,9 @@ def test_a_read_only_state_that_is_not_a_database_is_a_clear_error(tmp_path: Pat
 
 
 def test_closed_only_takes_complete_runs_and_incomplete_scans_that_closed_their_snapshot(
-    tmp_path: Path,
+    state_target: str | Path,
 ) -> None:
-    with State(tmp_path / "state.db") as state:
+    with State(state_target) as state:
         state.record_run(ACCOUNT, "scan", at(0), at(1), True, {"n": 0})
         state.record_run(ACCOUNT, "scan", at(10), at(11), False, {"n": 1, "snapshot_closed": True})
         state.record_run(ACCOUNT, "scan", at(20), at(21), False, {"n": 2, "snapshot_closed": False})
@@ -245,8 +247,8 @@ def test_closed_only_takes_complete_runs_and_incomplete_scans_that_closed_their_
         assert state.accounts() == [ACCOUNT]
 
 
-def test_accounts_are_every_account_with_a_run_once_and_sorted(tmp_path: Path) -> None:
-    with State(tmp_path / "state.db") as state:
+def test_accounts_are_every_account_with_a_run_once_and_sorted(state_target: str | Path) -> None:
+    with State(state_target) as state:
         assert state.accounts() == []
         for account in ("222222222222", "111111111111", "222222222222"):
             state.record_run(account, "events", at(0), at(1), True, {})
@@ -260,8 +262,8 @@ def payload(account: str, size: int = 10) -> dict:
     return {"topologies": [{"instance": {"url": account}}], "pad": "x" * size}
 
 
-def test_spool_totals_count_each_status_and_add_every_size(tmp_path: Path) -> None:
-    with State(tmp_path / "state.db") as state:
+def test_spool_totals_count_each_status_and_add_every_size(state_target: str | Path) -> None:
+    with State(state_target) as state:
         assert state.spool_totals() == {"pending": 0, "rejected": 0, "bytes": 0}
         state.spool_put("a", payload(ACCOUNT, 1))
         state.spool_put("b", payload(ACCOUNT, 20))
@@ -271,8 +273,8 @@ def test_spool_totals_count_each_status_and_add_every_size(tmp_path: Path) -> No
         assert len(set(sizes)) == 3
 
 
-def test_a_spool_note_changes_a_pending_entry_only(tmp_path: Path) -> None:
-    with State(tmp_path / "state.db") as state:
+def test_a_spool_note_changes_a_pending_entry_only(state_target: str | Path) -> None:
+    with State(state_target) as state:
         pending = state.spool_put("a", payload(ACCOUNT))
         rejected = state.spool_put(
             "b", payload(ACCOUNT), status="rejected", reason="bad key", http_status=403
@@ -284,8 +286,8 @@ def test_a_spool_note_changes_a_pending_entry_only(tmp_path: Path) -> None:
         assert (entries[rejected]["reason"], entries[rejected]["http_status"]) == ("bad key", 403)
 
 
-def test_requeue_one_or_every_rejected_entry_and_drop_them(tmp_path: Path) -> None:
-    with State(tmp_path / "state.db") as state:
+def test_requeue_one_or_every_rejected_entry_and_drop_them(state_target: str | Path) -> None:
+    with State(state_target) as state:
         ids = [state.spool_put(n, payload(ACCOUNT), status="rejected", reason="r") for n in "abc"]
         state.spool_put("d", payload(ACCOUNT))
         assert state.spool_requeue(ids[1]) == 1
@@ -301,9 +303,9 @@ def test_requeue_one_or_every_rejected_entry_and_drop_them(tmp_path: Path) -> No
         assert state.spool_payload(ids[1]) is None
 
 
-def test_supersede_drops_pending_snapshot_entries_of_that_account_only(tmp_path: Path) -> None:
+def test_supersede_drops_pending_snapshot_entries_of_that_account_only(state_target: str | Path) -> None:
     other = "222222222222"
-    with State(tmp_path / "state.db") as state:
+    with State(state_target) as state:
         state.spool_put("snap-1", payload(ACCOUNT), snapshot="s1")
         state.spool_put("delta", payload(ACCOUNT))
         state.spool_put("snap-rejected", payload(ACCOUNT), snapshot="s1", status="rejected")
@@ -320,9 +322,9 @@ def test_supersede_drops_pending_snapshot_entries_of_that_account_only(tmp_path:
     ids=["at-both-bounds", "one-entry-over", "one-byte-over", "nothing", "entries-bound"],
 )
 def test_trim_drops_the_oldest_until_both_bounds_hold_exactly(
-    tmp_path: Path, max_entries: int, slack: int, kept: int
+    state_target: str | Path, max_entries: int, slack: int, kept: int
 ) -> None:
-    with State(tmp_path / "state.db") as state:
+    with State(state_target) as state:
         for n in range(3):
             state.spool_put(f"p{n}", payload(ACCOUNT, 10 + n), status="rejected" if n == 0 else "pending")
         total = state.spool_totals()["bytes"]
@@ -331,8 +333,8 @@ def test_trim_drops_the_oldest_until_both_bounds_hold_exactly(
         assert [e["name"] for e in state.spool_entries()] == [f"p{n}" for n in range(3 - kept, 3)]
 
 
-def test_trim_by_bytes_counts_each_dropped_entry_once(tmp_path: Path) -> None:
-    with State(tmp_path / "state.db") as state:
+def test_trim_by_bytes_counts_each_dropped_entry_once(state_target: str | Path) -> None:
+    with State(state_target) as state:
         for n in range(4):
             state.spool_put(f"p{n}", payload(ACCOUNT, 100))
         size = state.spool_entries()[0]["size"]
@@ -340,8 +342,8 @@ def test_trim_by_bytes_counts_each_dropped_entry_once(tmp_path: Path) -> None:
         assert [e["name"] for e in dropped] == ["p0", "p1"]
 
 
-def test_an_unknown_spool_status_is_refused_naming_the_known_ones(tmp_path: Path) -> None:
-    with State(tmp_path / "state.db") as state:
+def test_an_unknown_spool_status_is_refused_naming_the_known_ones(state_target: str | Path) -> None:
+    with State(state_target) as state:
         with pytest.raises(ValueError) as refused:
             state.spool_put("a", payload(ACCOUNT), status="lost")
         assert str(refused.value) == "spool status 'lost' is not one of pending, rejected"
@@ -349,8 +351,8 @@ def test_an_unknown_spool_status_is_refused_naming_the_known_ones(tmp_path: Path
             state.spool_entries("x")
 
 
-def test_the_spool_account_is_the_topology_instance_url_or_none(tmp_path: Path) -> None:
-    with State(tmp_path / "state.db") as state:
+def test_the_spool_account_is_the_topology_instance_url_or_none(state_target: str | Path) -> None:
+    with State(state_target) as state:
         state.spool_put("a", payload(ACCOUNT))
         state.spool_put("b", {"topologies": []})
         state.spool_put("c", {"topologies": ["not a dict"]})
@@ -362,8 +364,8 @@ def test_the_spool_account_is_the_topology_instance_url_or_none(tmp_path: Path) 
 # --- values -------------------------------------------------------------------------------------
 
 
-def test_sets_are_stored_as_sorted_lists_and_datetimes_as_iso_text(tmp_path: Path) -> None:
-    with State(tmp_path / "state.db") as state:
+def test_sets_are_stored_as_sorted_lists_and_datetimes_as_iso_text(state_target: str | Path) -> None:
+    with State(state_target) as state:
         state.set("k", {"set": {"b", "c", "a"}, "frozen": frozenset({3, 1, 2}), "at": T0})
         assert state.get("k") == {"set": ["a", "b", "c"], "frozen": [1, 2, 3], "at": T0.isoformat()}
         with pytest.raises(TypeError, match=r"^object is not JSON serialisable$"):
@@ -391,8 +393,8 @@ def test_stored_json_has_sorted_keys_so_equal_values_have_equal_sizes(tmp_path: 
         conn.close()
 
 
-def test_a_set_of_mixed_types_is_stored_in_the_order_of_its_reprs(tmp_path: Path) -> None:
-    with State(tmp_path / "state.db") as state:
+def test_a_set_of_mixed_types_is_stored_in_the_order_of_its_reprs(state_target: str | Path) -> None:
+    with State(state_target) as state:
         state.set("k", {2, "b", 1, "a"})
         assert state.get("k") == ["a", "b", 1, 2]  # repr: "'a'" < "'b'" < "1" < "2"
 
@@ -413,9 +415,9 @@ def test_a_set_of_mixed_types_is_stored_in_the_order_of_its_reprs(tmp_path: Path
     ],
 )
 def test_a_database_error_is_told_in_words_that_say_what_to_do(message: str, expected: str) -> None:
-    from engine.core.state import _sqlite_problem
+    from engine.core.state_sqlite import sqlite_problem
 
-    assert _sqlite_problem(sqlite3.OperationalError(message)).startswith(expected)
+    assert sqlite_problem(sqlite3.OperationalError(message)).startswith(expected)
 
 
 def test_an_in_memory_state_creates_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -427,10 +429,12 @@ def test_an_in_memory_state_creates_no_file(tmp_path: Path, monkeypatch: pytest.
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_closed_state_opens_again_on_its_next_use_and_releases_its_lock(tmp_path: Path) -> None:
+def test_a_closed_state_opens_again_on_its_next_use_and_releases_its_lock(state_target: str | Path) -> None:
     from engine.core.errors import Locked
 
-    path = tmp_path / "a" / "b" / "state.db"  # parents are created, however deep
+    path = state_target
+    if isinstance(path, Path):
+        path = path.parent / "a" / "b" / "state.db"  # parents are created, however deep
     state = State(path)
     state.set("k", 1)
     state.lock()
@@ -442,11 +446,11 @@ def test_a_closed_state_opens_again_on_its_next_use_and_releases_its_lock(tmp_pa
     state.close()  # closing twice is harmless
 
 
-def test_a_state_opened_in_one_thread_is_usable_from_another(tmp_path: Path) -> None:
+def test_a_state_opened_in_one_thread_is_usable_from_another(state_target: str | Path) -> None:
     import threading
 
     errors: list[BaseException] = []
-    with State(tmp_path / "state.db") as state:
+    with State(state_target) as state:
         state.set("k", 1)
 
         def use() -> None:
@@ -476,10 +480,10 @@ def test_a_failure_inside_a_write_leaves_no_transaction_open(tmp_path: Path) -> 
         assert state.get("after") == 1
 
 
-def test_an_unknown_run_kind_is_refused_naming_the_known_ones(tmp_path: Path) -> None:
+def test_an_unknown_run_kind_is_refused_naming_the_known_ones(state_target: str | Path) -> None:
     from engine.core.state import RUN_KINDS
 
-    with State(tmp_path / "state.db") as state, pytest.raises(ValueError) as refused:
+    with State(state_target) as state, pytest.raises(ValueError) as refused:
         state.record_run(ACCOUNT, "nap", at(0), at(1), True, {})
     assert str(refused.value) == f"run kind 'nap' is not one of {', '.join(RUN_KINDS)}"
     assert len(RUN_KINDS) > 1
@@ -575,3 +579,37 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# --- traces ---------------------------------------------------------------------------------------
+
+
+def test_trace_calls_are_appended_counted_consumed_and_bounded(state_target: str | Path) -> None:
+    with State(state_target) as state:
+        assert state.traces_append([{"c": 1}], 5, {"no_account": 1}, 100) is True
+        assert state.traces_append([{"c": 2}, {"c": 3}], 3, {}, 100) is True
+        assert state.traces_append([{"c": 4}], 200, {}, 100) is False  # over the bound: no row, all dropped
+        [(first, spans, calls), second] = state.traces_pending(10)
+        assert (spans, calls) == (4, [{"c": 1}]) and second[1:] == (3, [{"c": 2}, {"c": 3}])
+        assert state.traces_pending(1) == [(first, 4, [{"c": 1}])]
+        assert state.traces_counts() == {
+            "received": 208, "pending_rows": 2, "pending_spans": 7,
+            "dropped": {"no_account": 1, "over_limit": 200}, "applied": 0,
+        }  # fmt: skip
+        state.traces_consume([first], 3, {"expired": 1}, received=2)
+        assert state.traces_counts() == {
+            "received": 210, "pending_rows": 1, "pending_spans": 3,
+            "dropped": {"no_account": 1, "over_limit": 200, "expired": 1}, "applied": 3,
+        }  # fmt: skip
+
+
+def test_trace_relations_are_replaced_per_account_with_full_precision_times(state_target: str | Path) -> None:
+    seen = (1714568400.123456, 1714568460.654321)  # a float4 column would round these to whole minutes
+    with State(state_target) as state:
+        state.trace_relations_save(ACCOUNT, {("fn", "table", "uses"): seen, ("fn", "queue", "uses"): seen})
+        state.trace_relations_save("222222222222", {("other", "x", "uses"): (1.0, 2.0)})
+        state.trace_relations_save(ACCOUNT, {("fn", "table", "uses"): seen})
+        assert state.trace_relations(ACCOUNT) == {("fn", "table", "uses"): seen}
+        state.trace_relations_save(ACCOUNT, {})
+        assert state.trace_relations(ACCOUNT) == {}
+        assert state.trace_relations("222222222222") == {("other", "x", "uses"): (1.0, 2.0)}

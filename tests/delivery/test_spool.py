@@ -130,8 +130,9 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def state(tmp_path: Path) -> Iterator[State]:
-    with State(tmp_path / "state.db") as opened:
+def state(state_target: str | Path) -> Iterator[State]:
+    """A fresh state, once in SQLite and once in PostgreSQL."""
+    with State(state_target) as opened:
         yield opened
 
 

@@ -2,7 +2,7 @@
 superseding, trimming, flushing, damaged snapshots, and the log lines operators alert on.
 
 No receiver: the inner sink is `Inner` below (it records what it is sent and answers as a test scripts it),
-the spool a SQLite `State` in tmp_path.
+the spool a `State` in SQLite and in PostgreSQL (the `state_target` fixture).
 """
 
 from __future__ import annotations
@@ -84,8 +84,9 @@ def messages(caplog: pytest.LogCaptureFixture, event: str) -> list[str]:
 
 
 @pytest.fixture
-def state(tmp_path: Path) -> Iterator[State]:
-    with State(tmp_path / "state.db") as opened:
+def state(state_target: str | Path) -> Iterator[State]:
+    """A fresh state, once in SQLite and once in PostgreSQL."""
+    with State(state_target) as opened:
         yield opened
 
 
@@ -548,8 +549,10 @@ def test_a_rejection_during_flush_marks_the_entry_in_place(
     assert sink.rejected == 2
 
 
-def test_a_spooled_snapshot_of_an_earlier_run_is_flushed_and_closed(inner: Inner, tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
+def test_a_spooled_snapshot_of_an_earlier_run_is_flushed_and_closed(
+    inner: Inner, state_target: str | Path
+) -> None:
+    path = state_target
     with State(path) as state:
         refusing = Inner()
         refusing.answer = lambda payload, name: refused(400)
@@ -595,9 +598,9 @@ def test_damaged_snapshots_are_kept_while_they_have_entries_or_are_of_this_run(
 
 
 def test_a_damaged_snapshot_of_an_earlier_run_is_forgotten_once_its_entries_are_gone(
-    inner: Inner, tmp_path: Path
+    inner: Inner, state_target: str | Path
 ) -> None:
-    path = tmp_path / "state.db"
+    path = state_target
     with State(path) as state:
         inner.answer = lambda payload, name: refused(400)
         SpoolingSink(inner, state).send(*scan(A, 1, start=True))

@@ -29,6 +29,7 @@ from engine.core.errors import StateError
 from engine.core.state import SCHEMA_VERSION, State
 from engine.traces.otlp import decode
 from engine.traces.receiver import Receiver, serve
+from tests.support import new_database
 from tests.traces.spans import ACCOUNT, CLIENT, FUNCTION, REGION, SDK_SCOPE, Recorder, otlp, otlp_json
 from tests.traces.test_otlp import SIGNED, current_conventions, stackstate_layer
 
@@ -460,3 +461,25 @@ def test_a_receiver_and_a_reader_of_the_state_share_it_in_threads(tmp_path: Path
         for thread in threads:
             thread.join()
         assert state.traces_counts()["pending_rows"] == state.traces_counts()["received"] == 200
+
+
+def test_serve_on_a_postgresql_state_shows_its_url_without_the_password(postgres: str) -> None:
+    url = new_database(postgres, "receiver").replace("topology@", "topology:hunter2@")
+    said, logged, servers, stop = [], [], [], threading.Event()
+    thread = threading.Thread(
+        target=serve, args=("127.0.0.1:0", url, 100, said.append, logged.append),
+        kwargs={"ready": servers.append, "stop": stop},
+    )  # fmt: skip
+    thread.start()
+    try:
+        assert wait(lambda: servers)
+        post(servers[0], otlp(stackstate_layer().spans()), {"Content-Type": "application/x-protobuf"})
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    port = servers[0].server_address[1]
+    shown = url.replace("hunter2", "***")
+    assert said == [f"traces serve listening=http://127.0.0.1:{port} state={shown}"]
+    assert "hunter2" not in " ".join(logged)
+    with State(url) as state:
+        assert state.traces_counts()["pending_spans"] == 4
