@@ -9,6 +9,7 @@ lock is a session-level advisory lock held by a connection of its own. The URL's
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -265,5 +266,9 @@ class Postgres:
 
     def unlock(self) -> None:
         if self._lock_conn is not None:
-            self._lock_conn.close()  # ending the session releases the advisory lock
+            # Unlocked first: the server ends a closed session's backend (and so its locks) only after the
+            # client has gone, so a run started right after this one's close could still find it held.
+            with contextlib.suppress(psycopg.Error):
+                self._lock_conn.execute("SELECT pg_advisory_unlock(%s)", (RUN_LOCK,))
+            self._lock_conn.close()  # a session that ended otherwise releases it too
             self._lock_conn = None
