@@ -454,22 +454,8 @@ class State:
                 ).fetchone()[0]
             else:
                 drops["over_limit"] = drops.get("over_limit", 0) + kept
-            conn.execute(
-                "INSERT INTO kv (key, value) VALUES ('traces.received', ?) ON CONFLICT (key)"
-                " DO UPDATE SET value = CAST(kv.value AS BIGINT) + CAST(excluded.value AS BIGINT)",
-                (str(spans),),
-            )
-            drops = {reason: n for reason, n in drops.items() if n}
-            if drops:
-                row = conn.execute("SELECT value FROM kv WHERE key = 'traces.dropped'").fetchone()
-                total = json.loads(row[0]) if row else {}
-                for reason, n in drops.items():
-                    total[reason] = total.get(reason, 0) + n
-                conn.execute(
-                    "INSERT INTO kv (key, value) VALUES ('traces.dropped', ?)"
-                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    (_dumps(total),),
-                )
+            self._add_count(conn, "traces.received", spans)
+            self._add_dropped(conn, drops)
         if accepted:  # only once committed: a rolled-back id may be given again
             self._pending = (row_id, pending + kept)
         return accepted
@@ -518,23 +504,34 @@ class State:
         than the receiver (the log bucket's trace objects)."""
         with self._transaction() as conn:
             conn.executemany("DELETE FROM trace_calls WHERE id = ?", [(row_id,) for row_id in row_ids])
-            for key, n in (("traces.applied", applied), ("traces.received", received)):
-                conn.execute(
-                    "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key)"
-                    " DO UPDATE SET value = CAST(kv.value AS BIGINT) + CAST(excluded.value AS BIGINT)",
-                    (key, str(n)),
-                )
-            if any(dropped.values()):
-                row = conn.execute("SELECT value FROM kv WHERE key = 'traces.dropped'").fetchone()
-                total = json.loads(row[0]) if row else {}
-                for reason, n in dropped.items():
-                    if n:
-                        total[reason] = total.get(reason, 0) + n
-                conn.execute(
-                    "INSERT INTO kv (key, value) VALUES ('traces.dropped', ?)"
-                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    (_dumps(total),),
-                )
+            self._add_count(conn, "traces.applied", applied)
+            self._add_count(conn, "traces.received", received)
+            self._add_dropped(conn, dropped)
+
+    @staticmethod
+    def _add_count(conn: Any, key: str, n: int) -> None:
+        """Add `n` to the integer counter `key`."""
+        conn.execute(
+            "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key)"
+            " DO UPDATE SET value = CAST(kv.value AS BIGINT) + CAST(excluded.value AS BIGINT)",
+            (key, str(n)),
+        )
+
+    @staticmethod
+    def _add_dropped(conn: Any, dropped: dict[str, int]) -> None:
+        """Add the spans `dropped` by reason to `traces.dropped` ({reason: spans}); zeros add nothing."""
+        dropped = {reason: n for reason, n in dropped.items() if n}
+        if not dropped:
+            return
+        row = conn.execute("SELECT value FROM kv WHERE key = 'traces.dropped'").fetchone()
+        total = json.loads(row[0]) if row else {}
+        for reason, n in dropped.items():
+            total[reason] = total.get(reason, 0) + n
+        conn.execute(
+            "INSERT INTO kv (key, value) VALUES ('traces.dropped', ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (_dumps(total),),
+        )
 
     def trace_relations(self, account: str) -> dict[RelationKey, tuple[float, float]]:
         """The account's trace relations: (source, target, type) -> (first seen, last seen), epoch seconds."""

@@ -86,9 +86,7 @@ def read_objects(
 def _read_one(bucket: LogBucket, obj: dict, corrupt: dict, found: TraceObjects) -> None:
     try:
         decoded = decode_object(obj["Key"], bucket.read(obj, limit=MAX_OBJECT_BYTES))
-    except TooLarge as exc:
-        bucket.record_corrupt(corrupt, obj, str(exc))
-    except BadInput as exc:
+    except (TooLarge, BadInput) as exc:
         bucket.record_corrupt(corrupt, obj, str(exc))
     except CallFailed as exc:  # could not be read now: again later
         bucket.record_corrupt(corrupt, obj, f"cannot read it: {exc}", retry_after=3600)
