@@ -36,6 +36,7 @@ from engine.core.errors import (
     StateError,
 )
 from engine.core.phase import Limits
+from engine.core.shard import shard_of
 from engine.core.state import RUN_KINDS, State
 from engine.delivery.http import HttpSink, shown_url
 from engine.delivery.spool import SpoolingSink
@@ -122,8 +123,15 @@ def _run_options(command: Any, config: Any = config_option) -> Any:
             click.option("--out", type=click.Path(file_okay=False), help="Write payloads as files here."),
             click.option("--receiver", help="StackState receiver base URL; the API key is STS_API_KEY."),
             click.option("--state", "state_path", default=".state/aws-topology.sqlite", show_default=True,
+                         envvar="AWS_TOPOLOGY_STATE",
                          help="State (run history, spool, event bookkeeping, lock): a SQLite path or a "
                               "postgresql:// URL."),
+            click.option("--shard", metavar="INDEX/COUNT",
+                         help="Be shard INDEX (from 0) of COUNT: a stable share of the accounts (default: "
+                              "JOB_COMPLETION_INDEX and AWS_TOPOLOGY_SHARDS when set)."),
+            click.option("--claim", is_flag=True,
+                         help="Shards take accounts no other shard holds, one by one, instead of a fixed "
+                              "share (an uneven estate balances)."),
             click.option("--workers", default=8, show_default=True, type=click.IntRange(1, 64),
                          help="Requests in flight per account (AWS limits each account separately)."),
             click.option("--accounts", default=16, show_default=True, type=click.IntRange(1, 64),
@@ -237,13 +245,15 @@ def _work(options: dict[str, Any], phases: Phases, stop: threading.Event) -> int
     with _bad_input():
         if receiver and not receiver.startswith(("http://", "https://")):
             raise click.UsageError(f"--receiver must be an http(s) URL, not {shown_url(receiver)[:80]!r}")
-        state = _open_state(options["state_path"])
+        shard = shard_of(options["shard"], options["claim"], os.environ)
+        state = _open_state(options["state_path"], shared=shard is not None)
     settings = RunSettings(
         config, mappings, phases, out=out, receiver=receiver,
         limits=Limits(
             options["workers"], options["accounts"], options["max_payload_bytes"], options["max_threads"]
         ),
         table=sys.stdout.isatty() if table is None else table, delivery_budget=options["delivery_budget"],
+        shard=shard,
     )  # fmt: skip
     with state, _bad_input(ConfigError):  # a due account that would scan nothing; not a state failing mid-run
         return run_cycle(settings, state, stop, click.echo)
@@ -459,11 +469,12 @@ def view_command(
     click.echo(summary)
 
 
-def _open_state(path: str) -> State:
-    """The checked, locked state; a second run on the same state exits with EXIT_LOCKED."""
+def _open_state(path: str, shared: bool = False) -> State:
+    """The checked, locked state (`shared` by the shards of a sharded run); a second run on the same state
+    exits with EXIT_LOCKED."""
     state = State(path).check()
     try:
-        return state.lock()
+        return state.lock(shared=shared)
     except Locked as exc:
         state.close()
         click.echo(f"error: {exc}", err=True)

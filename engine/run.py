@@ -6,9 +6,10 @@ the spool is re-sent first; a full scan of the accounts that are due (`Phases.sc
 flow logs, each account on its own (a failure or a stop is that account's incomplete run); each account's run
 is recorded in the state; each phase writes its metrics file beside the state (`{state}.prom`,
 `{state}.events.prom`, `{state}.flowlogs.prom`) and prints its `key=value` lines through `echo`; with `--out`,
-`manifest.json` is written last. Undelivered payloads (spooled, rejected, still in the spool) make the run
-incomplete. A due account that would scan nothing raises `ConfigError` before any phase; a state that fails
-mid-run raises `StateError`.
+`manifest.json` is written last. A shard (`RunSettings.shard`) works only on the accounts it claims
+(`Claims`), and runs the traces phase only when it claims that job of the whole estate. Undelivered payloads
+(spooled, rejected, still in the spool) make the run incomplete. A due account that would scan nothing
+raises `ConfigError` before any phase; a state that fails mid-run raises `StateError`.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from engine.core.config import Config, Instance
 from engine.core.errors import EXIT_INCOMPLETE, EXIT_OK, ConfigError, Interrupted
 from engine.core.phase import LIMITS, Failed, Limits, PhaseResult
 from engine.core.proxy import resolve_proxies
+from engine.core.shard import Shard
 from engine.core.state import State
 from engine.delivery.http import HttpSink, shown_url
 from engine.delivery.sinks import FileSink, Sink
@@ -91,19 +93,70 @@ class RunSettings:
     limits: Limits = LIMITS
     table: bool = False
     delivery_budget: float = 45.0
+    shard: Shard | None = None
+
+
+class Claims:
+    """The accounts a shard works on in this run: its share (or, claiming, any account no other process
+    holds), each claimed in the state when its turn comes and held until the run ends. Keys besides account
+    ids: `traces`, the traces phase of the whole estate, and `other`, spooled payloads of accounts no longer
+    configured (shard 0's, or the first claimer's)."""
+
+    def __init__(self, shard: Shard, state: State, config: Config) -> None:
+        self.shard, self.state = shard, state
+        accounts = [i.account_id for i in config.instances]
+        self.share = frozenset(accounts) if shard.claim else shard.share(accounts)
+        self.known = {*accounts, *(f"{a}/traces" for a in accounts)}
+        self.held: set[str] = set()
+        self.busy: set[str] = set()
+        if shard.claim or shard.index == 0:
+            self.take("other")
+
+    def order(self, instances: tuple[Instance, ...]) -> list[Instance]:
+        """The instances this shard may work on, in the order it tries them."""
+        return self.shard.order([i for i in instances if i.account_id in self.share])
+
+    def take(self, key: str) -> bool:
+        """Whether this shard works on `key` (an account id, `traces`, `other`): claimed now or before."""
+        if key in self.held:
+            return True
+        if key in self.share or key in ("traces", "other"):
+            if self.state.claim(key):
+                self.held.add(key)
+                return True
+            self.busy.add(key)
+        return False
+
+    def owns(self, url: str | None) -> bool:
+        """Whether a spooled payload of `url` (an account, `{account}/traces`) is this shard's to send."""
+        if url is None or url not in self.known:
+            return "other" in self.held
+        account, _, rest = url.partition("/")
+        return ("traces" if rest else account) in self.held
+
+    def line(self) -> str:
+        accounts = sorted(self.held - {"traces", "other"})
+        busy = sorted(self.busy)
+        return (
+            f"shard {self.shard} claim={str(self.shard.claim).lower()} accounts={len(accounts)}"
+            f" traces={str('traces' in self.held).lower()}" + (f" busy={','.join(busy)}" if busy else "")
+        )
 
 
 def run_cycle(settings: RunSettings, state: State, stop: threading.Event, echo: Echo = print) -> int:
     """Run the phases of `settings` on the locked `state`; return the exit code."""
     config, phases = settings.config, settings.phases
     run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{os.getpid()}"
+    claims = Claims(settings.shard, state, config) if settings.shard else None
     scanned = replace(config, instances=tuple(phases.scan(config, state)))
     refuse_empty_plans(scanned, settings.mappings)  # only a snapshot deletes
+    if claims:
+        scanned = replace(scanned, instances=tuple(claims.order(scanned.instances)))
     proxies = resolve_proxies(config.proxy) if config.proxy else None
-    sink = _sink(settings, state, run_id, proxies, stop)
+    sink = _sink(settings, state, run_id, proxies, stop, claims)
     if isinstance(sink, SpoolingSink):
         sink.flush_spool()  # every phase re-sends what earlier runs spooled, first
-    run = _Run(settings, state, sink, stop, echo)
+    run = _Run(settings, state, sink, stop, echo, claims)
     results: list[AccountScan] = []
     codes: list[int] = []
     if scanned.instances:
@@ -115,12 +168,16 @@ def run_cycle(settings: RunSettings, state: State, stop: threading.Event, echo: 
         codes += run.deltas()
     if phases.flowlogs and not stop.is_set():
         codes += run.flows({a.account for a in results if a.closes_snapshot})
-    if phases.traces and not stop.is_set():
+    if phases.traces and not stop.is_set() and (claims is None or claims.take("traces")):
         codes += run.traces()
     if isinstance(sink, FileSink):
         _write_manifest(sink.directory, run_id, results, interrupted=stop.is_set())
+    if claims:
+        if isinstance(sink, SpoolingSink) and not sink.failing and not stop.is_set():
+            sink.flush_spool()  # what earlier runs spooled for an account that sent nothing new
+        echo(claims.line())
     undelivered = {k: n for k in ("spooled", "rejected", "overflowed") if (n := getattr(sink, k, 0))}
-    undelivered |= {k: n for k, n in _spool_left(state).items() if n}
+    undelivered |= {k: n for k, n in _spool_left(state, sink).items() if n}
     if undelivered:
         echo("delivery " + " ".join(f"{k}={v}" for k, v in undelivered.items()))
         codes.append(EXIT_INCOMPLETE)
@@ -136,6 +193,7 @@ class _Run:
     sink: Sink
     stop: threading.Event
     echo: Echo
+    claims: Claims | None = None
 
     def full_scans(self, config: Config) -> list[AccountScan]:
         """Scan the accounts of `config`, record each run, print the summary line and write the metrics
@@ -145,7 +203,7 @@ class _Run:
         progress = LiveProgress(fetcher, sys.stderr) if sys.stderr.isatty() else UnitLog()
         results, calls = scan(
             config, self.settings.mappings, self.sink, limits=self.settings.limits, state=self.state,
-            fetcher=fetcher, progress=progress,
+            fetcher=fetcher, progress=progress, claim=self._claim_scan if self.claims else None,
         )  # fmt: skip
         progress.close()
         if isinstance(self.state.path, Path):
@@ -157,6 +215,13 @@ class _Run:
                                   a.summary(fate))  # fmt: skip
         self.echo(_scan_line(results, calls, time.monotonic() - started, self._target()))
         return results
+
+    def _claim_scan(self, instance: Instance) -> bool:
+        """Claim `instance` for its full scan, if still due once claimed (another shard may just have scanned
+        it)."""
+        assert self.claims is not None
+        due_now = self.settings.phases.scan(replace(self.settings.config, instances=(instance,)), self.state)
+        return self.claims.take(instance.account_id) and bool(due_now)
 
     def deltas(self) -> list[int]:
         """Apply each account's new events."""
@@ -204,9 +269,13 @@ class _Run:
         incomplete run (a failure lets the next account go on); one line per account; then the phase's
         metrics file. The exit code of each account."""
         codes, rows = [], []
-        for instance in self.settings.config.instances:
+        instances = self.settings.config.instances
+        sharded = self.claims is not None and kind != "traces"  # traces: one job of the whole estate
+        for instance in self.claims.order(instances) if self.claims and sharded else instances:
             if self.stop.is_set():
                 break
+            if self.claims and sharded and not self.claims.take(instance.account_id):
+                continue  # another shard's
             started = time.time()
             try:
                 result = one(instance)
@@ -249,21 +318,28 @@ def refuse_empty_plans(config: Config, mappings: Mappings) -> None:
 
 
 def _sink(
-    settings: RunSettings, state: State, run_id: str, proxies: dict[str, str] | None, stop: threading.Event
+    settings: RunSettings,
+    state: State,
+    run_id: str,
+    proxies: dict[str, str] | None,
+    stop: threading.Event,
+    claims: Claims | None,
 ) -> Sink:
     """Files go to a folder of their own per run (`{out}/run-{id}/`), so two runs never mix. A receiver's
-    deliveries end at `stop` or once the delivery budget was spent; what is left is spooled."""
+    deliveries end at `stop` or once the delivery budget was spent; what is left is spooled. A shard sends
+    only the spooled payloads of what it claimed."""
     if settings.out:
         return FileSink(Path(settings.out) / f"run-{run_id}")
     http = HttpSink(str(settings.receiver), os.environ.get("STS_API_KEY"), proxies=proxies, stop=stop,
                     budget=settings.delivery_budget)  # fmt: skip
-    return SpoolingSink(http, state)
+    return SpoolingSink(http, state, owns=claims.owns if claims else None)
 
 
-def _spool_left(state: State) -> dict[str, int]:
-    """What waits in the spool after the run: pending entries, and rejected ones an operator must requeue or
-    drop (`aws-topology spool`); either makes the run exit 1."""
-    return {"pending": state.spool_count(), "rejected_in_spool": state.spool_count("rejected")}
+def _spool_left(state: State, sink: Sink) -> dict[str, int]:
+    """What waits in the spool after the run (a shard's: of what it claimed): pending entries, and rejected
+    ones an operator must requeue or drop (`aws-topology spool`); either makes the run exit 1."""
+    count = sink.pending if isinstance(sink, SpoolingSink) else state.spool_count
+    return {"pending": count("pending"), "rejected_in_spool": count("rejected")}
 
 
 def _write_manifest(directory: Path, run_id: str, results: list[AccountScan], interrupted: bool) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -27,6 +28,9 @@ RUN_KINDS = ("scan", "events", "flowlogs", "traces")
 
 Timestamp = datetime | float | int
 RelationKey = tuple[str, str, str]  # (source, target, type)
+
+
+_CLAIM_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def _to_text(value: Timestamp) -> str:
@@ -64,7 +68,8 @@ class Backend(Protocol):
     def connect(self, read_only: bool) -> Any: ...
     def begin(self, conn: Any) -> None: ...
     def verify(self, conn: Any) -> None: ...
-    def lock(self) -> None: ...
+    def lock(self, shared: bool = False) -> None: ...
+    def claim(self, key: str) -> bool: ...
     def unlock(self) -> None: ...
 
 
@@ -141,11 +146,21 @@ class State:
             raise
         return self
 
-    def lock(self) -> Self:
+    def lock(self, *, shared: bool = False) -> Self:
         """Take the run lock: an flock on `{path}.lock` for SQLite, an advisory lock for PostgreSQL; raise
-        `Locked` naming the holder when another run has it."""
-        self._backend.lock()
+        `Locked` naming the holder when another run has it. The shards of a sharded run take it `shared`
+        (a run that is not sharded still excludes them all) and `claim` each account they work on."""
+        self._backend.lock(shared)
         return self
+
+    def claim(self, key: str) -> bool:
+        """Take `key`'s lock (an account id, or the name of a job of the whole estate) until `close`, after
+        the run lock; False when another process holds it. Never held twice at once; a process that dies
+        releases its claims with it."""
+        if not _CLAIM_KEY.fullmatch(key):
+            raise ValueError(f"claim key {key!r} is not letters, digits, '-' or '_'")
+        with self._lock:
+            return self._backend.claim(key)
 
     def _connect(self) -> Any:
         if self._conn is None:

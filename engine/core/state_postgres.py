@@ -4,7 +4,9 @@ The same tables as SQLite (times as ISO text, JSON as text) so every query of `S
 holds what differs: identity columns, a `schema_version` table, `%s` placeholders, jsonb for one condition,
 and advisory locks. A write transaction first takes a transaction-level advisory lock, so writers take turns
 as with SQLite's `BEGIN IMMEDIATE` (read-modify-write counters stay exact, ids commit in order). The run
-lock is a session-level advisory lock held by a connection of its own. The URL's password is never shown.
+lock is a session-level advisory lock held by a connection of its own (shared by the shards of a sharded run,
+which then claim each account with an advisory lock of the same session, so a shard that dies releases them
+with its session). The URL's password is never shown.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import math
 import os
 import re
 import socket
+import threading
 import urllib.parse
 import zlib
 from collections.abc import Sequence
@@ -31,6 +34,7 @@ SCHEMES = ("postgresql://", "postgres://")
 # Advisory lock keys (one database holds one state): the run lock, and the turn of a write transaction.
 RUN_LOCK = zlib.crc32(b"aws-topology run")
 WRITE_LOCK = zlib.crc32(b"aws-topology write")
+CLAIMS = zlib.crc32(b"aws-topology claim") - 2**31  # the first key of (CLAIMS, key) claim locks: an int4
 
 # MIGRATIONS[n] takes the schema from version n to n + 1, as in state_sqlite.py (same versions).
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -133,6 +137,8 @@ class Postgres:
         self.path = masked(url)
         self.timeout = timeout  # how long a write waits for another's turn, and a connection to open
         self._lock_conn: psycopg.Connection | None = None
+        self._claims: set[str] = set()
+        self._claim_lock = threading.Lock()  # claims of the scan's account threads share the lock session
 
     def __repr__(self) -> str:
         return f"Postgres({self.path!r})"
@@ -233,14 +239,15 @@ class Postgres:
             conn.execute("ROLLBACK")
             raise
 
-    def lock(self) -> None:
-        """Take the run lock (a session advisory lock on a connection of its own); `Locked` names the holder:
-        its application name (pid and host) and since when."""
+    def lock(self, shared: bool = False) -> None:
+        """Take the run lock (a session advisory lock on a connection of its own; `shared` for a shard of a
+        sharded run); `Locked` names the holder: its application name (pid and host) and since when."""
         if self._lock_conn is not None:
             return
         conn = self._open(f"aws-topology pid {os.getpid()} on {socket.gethostname()}")
+        take = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
         try:
-            if not conn.execute("SELECT pg_try_advisory_lock(%s)", (RUN_LOCK,)).fetchone()[0]:
+            if not conn.execute(f"SELECT {take}(%s)", (RUN_LOCK,)).fetchone()[0]:
                 raise Locked(path=self.path, holder=self._holder(conn))
         except psycopg.Error as exc:
             conn.close()
@@ -249,6 +256,23 @@ class Postgres:
             conn.close()
             raise
         self._lock_conn = conn
+
+    def claim(self, key: str) -> bool:
+        """Take `key`'s advisory lock in the run lock's session until `unlock`; False when another has it."""
+        if self._lock_conn is None:
+            raise RuntimeError("claim() needs the run lock first")
+        with self._claim_lock:
+            if key in self._claims:
+                return True
+            try:
+                row = self._lock_conn.execute(
+                    "SELECT pg_try_advisory_lock(%s, %s)", (CLAIMS, claim_key(key))
+                ).fetchone()
+            except psycopg.Error as exc:
+                raise StateError(path=self.path, problem=self.problem(exc)) from None
+            if row[0]:
+                self._claims.add(key)
+            return bool(row[0])
 
     @staticmethod
     def _holder(conn: psycopg.Connection) -> str:
@@ -267,8 +291,14 @@ class Postgres:
     def unlock(self) -> None:
         if self._lock_conn is not None:
             # Unlocked first: the server ends a closed session's backend (and so its locks) only after the
-            # client has gone, so a run started right after this one's close could still find it held.
+            # client has gone, so a run started right after this one's close could still find them held.
             with contextlib.suppress(psycopg.Error):
-                self._lock_conn.execute("SELECT pg_advisory_unlock(%s)", (RUN_LOCK,))
-            self._lock_conn.close()  # a session that ended otherwise releases it too
+                self._lock_conn.execute("SELECT pg_advisory_unlock_all()")
+            self._lock_conn.close()  # a session that ended otherwise releases them too
             self._lock_conn = None
+            self._claims.clear()
+
+
+def claim_key(key: str) -> int:
+    """The second (int4) key of `key`'s claim lock; two keys sharing it only make a shard skip one."""
+    return zlib.crc32(key.encode()) - 2**31

@@ -1,7 +1,8 @@
 """The SQLite side of the state: its schema migrations, connection, file lock and error words.
 
 The zero-setup default: one file, WAL mode, its schema version in `PRAGMA user_version`, a writer at a time
-(`BEGIN IMMEDIATE`), and the run lock an flock on `{path}.lock`.
+(`BEGIN IMMEDIATE`), and the run lock an flock on `{path}.lock` (shared by the shards of a sharded run, each
+account then claimed by an flock on `{path}.locks/{account}`).
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ class Sqlite:
         self.path: Path | str = path if str(path) == ":memory:" else Path(path)
         self.timeout = timeout  # how long a statement waits for another process's write transaction
         self._lock_fd: int | None = None
+        self._claims: dict[str, int] = {}  # key -> descriptor holding its flock
 
     def problem(self, exc: BaseException) -> str:
         return sqlite_problem(exc)
@@ -185,28 +187,47 @@ class Sqlite:
             conn.execute("ROLLBACK")
             raise
 
-    def lock(self) -> None:
-        """Take the run lock (`{path}.lock`, an flock); raise `Locked` naming the holder when taken."""
+    def lock(self, shared: bool = False) -> None:
+        """Take the run lock (`{path}.lock`, an flock; `shared` for a shard of a sharded run); raise `Locked`
+        naming the holder when taken."""
         if not isinstance(self.path, Path) or self._lock_fd is not None:
             return
-        lock_path = self.path.with_name(self.path.name + ".lock")
+        self._lock_fd = _flock(self.path.with_name(self.path.name + ".lock"), str(self.path), shared)
+
+    def claim(self, key: str) -> bool:
+        """Take `key`'s lock (`{path}.locks/{key}`, an flock) until `unlock`; False when another holds it."""
+        if key in self._claims or not isinstance(self.path, Path):
+            return True
+        folder = self.path.with_name(self.path.name + ".locks")
+        folder.mkdir(exist_ok=True)
         try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            problem = f"cannot create {lock_path}: {exc.strerror}"
-            raise StateError(path=str(self.path), problem=problem) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown process"
-            os.close(fd)
-            raise Locked(path=str(self.path), holder=holder) from None
-        os.ftruncate(fd, 0)
-        since = datetime.now(UTC).isoformat(timespec="microseconds")
-        os.pwrite(fd, f"pid {os.getpid()} since {since}".encode(), 0)
-        self._lock_fd = fd
+            self._claims[key] = _flock(folder / key, str(self.path), shared=False)
+        except Locked:
+            return False
+        return True
 
     def unlock(self) -> None:
+        for fd in self._claims.values():
+            os.close(fd)
+        self._claims.clear()
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # closing the descriptor releases the flock
             self._lock_fd = None
+
+
+def _flock(lock_path: Path, state: str, shared: bool) -> int:
+    """A descriptor of `lock_path` holding its flock; `Locked` names the holder written in it."""
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StateError(path=state, problem=f"cannot create {lock_path}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "unknown process"
+        os.close(fd)
+        raise Locked(path=state, holder=holder) from None
+    os.ftruncate(fd, 0)  # a shard's holder line replaces another shard's: any of them names the run
+    since = datetime.now(UTC).isoformat(timespec="microseconds")
+    os.pwrite(fd, f"pid {os.getpid()} since {since}{' (a shard)' if shared else ''}".encode(), 0)
+    return fd

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from engine.core.errors import DeliveryError
@@ -96,12 +97,22 @@ class SpoolingSink:
 
     `flush_spool()` re-sends the pending spool oldest first, deleting each entry only after it was delivered;
     every run calls it first, and the `aws-topology spool` command to re-send now.
+
+    A shard (`owns`, given the account of an entry, says whether this process may send it) re-sends only the
+    entries of the accounts it holds, and only those hold its new payloads back: order is kept per account.
     """
 
     def __init__(
-        self, inner: Sink, state: State, *, max_entries: int = 10_000, max_bytes: int = 512 * 1024 * 1024
+        self,
+        inner: Sink,
+        state: State,
+        *,
+        max_entries: int = 10_000,
+        max_bytes: int = 512 * 1024 * 1024,
+        owns: Callable[[str | None], bool] | None = None,
     ) -> None:
         self.inner = inner
+        self.owns = owns
         self.state = state
         self.max_entries = max_entries
         self.max_bytes = max_bytes
@@ -252,8 +263,8 @@ class SpoolingSink:
         account = _account(payload)
         if snapshot is not None and account is not None and _topology(payload).get("start_snapshot") is True:
             self._supersede(account, name)
-        if not self._failing and self.state.spool_count():
-            self.flush_spool()  # leaves no pending entry, or sets _failing
+        if not self._failing and self.pending():
+            self.flush_spool()  # leaves no pending entry of ours, or sets _failing
         if self._failing:
             return self._spool(payload, name, snapshot, "queued behind undelivered payloads")
         try:
@@ -271,7 +282,7 @@ class SpoolingSink:
         """
         delivered = 0
         self._damaged |= {e["snapshot"] for e in self.state.spool_entries("rejected") if e["snapshot"]}
-        for entry in self.state.spool_entries("pending"):
+        for entry in self._entries("pending"):
             payload = self.state.spool_payload(entry["id"])
             if payload is None:
                 continue
@@ -290,6 +301,21 @@ class SpoolingSink:
         self.flushed += delivered
         self._forget_healed()
         return delivered
+
+    @property
+    def failing(self) -> bool:
+        """A delivery failed in this run (and was not healed by a flush): new payloads go to the spool."""
+        return self._failing
+
+    def pending(self, status: str = "pending") -> int:
+        """How many entries of `status` wait in the spool that this sink may send (all, unless a shard's)."""
+        if self.owns is None:
+            return self.state.spool_count(status)
+        return len(self._entries(status))
+
+    def _entries(self, status: str) -> list[dict]:
+        entries = self.state.spool_entries(status)
+        return entries if self.owns is None else [e for e in entries if self.owns(e["account"])]
 
     def _forget_healed(self) -> None:
         """Stop keeping the damaged snapshots of earlier runs that have nothing left in the spool."""

@@ -280,11 +280,12 @@ def scan(
     endpoint_url: str | None = None,
     base: boto3.Session | None = None,
     max_carry_age: float = MAX_CARRY_AGE,
+    claim: Callable[[Instance], bool] | None = None,
 ) -> tuple[list[AccountScan], int]:
     """Scan every configured account; return the per-account results and the number of calls.
 
     `fetcher` (by default one with `PATIENCE`) holds the stop event; `progress` hears of each account's plan
-    and each unit's end.
+    and each unit's end; `claim`, asked when an account's turn comes, may pass it by (another shard has it).
     """
     fetcher = fetcher or Fetcher(patience=PATIENCE)
     progress = progress or Progress()
@@ -305,7 +306,7 @@ def scan(
             pool.submit(
                 collect_account, config, instance, mappings, fetcher, threads,
                 workers=workers, endpoint_url=endpoint_url, base=base,
-                on_unit=partial(locked, progress.unit), on_plan=partial(locked, progress.plan),
+                on_unit=partial(locked, progress.unit), on_plan=partial(locked, progress.plan), claim=claim,
             ): index
             for index, instance in enumerate(config.instances)
         }  # fmt: skip
@@ -350,9 +351,11 @@ def collect_account(
     base: boto3.Session | None,
     on_unit: Callable[[UnitResult], None],
     on_plan: Callable[[str, int], None] = lambda account, units: None,
+    claim: Callable[[Instance], bool] | None = None,
 ) -> AccountScan | None:
-    """Assume the account's role and run its units, `workers` at once, on the shared threads; send nothing."""
-    if fetcher.stopped:
+    """Assume the account's role and run its units, `workers` at once, on the shared threads; send nothing.
+    None when stopped before it started, or passed by (`claim` said no)."""
+    if fetcher.stopped or (claim is not None and not claim(instance)):
         return None
     started = time.monotonic()
     result = AccountScan(instance.account_id, instance.role_arn)

@@ -613,3 +613,37 @@ def test_trace_relations_are_replaced_per_account_with_full_precision_times(stat
         state.trace_relations_save(ACCOUNT, {})
         assert state.trace_relations(ACCOUNT) == {}
         assert state.trace_relations("222222222222") == {("other", "x", "uses"): (1.0, 2.0)}
+
+
+def test_shards_share_the_run_lock_which_a_run_that_is_not_sharded_excludes(state_target: str | Path) -> None:
+    from engine.core.errors import Locked
+
+    first, second = State(state_target).lock(shared=True), State(state_target).lock(shared=True)
+    with pytest.raises(Locked):
+        State(state_target).lock()  # a run that is not sharded waits for every shard
+    first.close()
+    second.close()
+    whole = State(state_target).lock()
+    with pytest.raises(Locked):
+        State(state_target).lock(shared=True)  # and a shard waits for it
+    whole.close()
+
+
+def test_a_claim_is_held_by_one_state_at_a_time_until_it_closes(state_target: str | Path) -> None:
+    one, two = State(state_target).lock(shared=True), State(state_target).lock(shared=True)
+    assert one.claim("111111111111") is True
+    assert one.claim("111111111111") is True  # held already: still this state's
+    assert two.claim("111111111111") is False
+    assert two.claim("222222222222") is True  # another key is another lock
+    assert one.claim("222222222222") is False
+    one.close()
+    assert two.claim("111111111111") is True  # released with the state that held it
+    two.close()
+    three = State(state_target).lock(shared=True)
+    assert three.claim("222222222222") is True
+    three.close()
+
+
+def test_a_claim_key_is_a_name_not_a_path(state_target: str | Path) -> None:
+    with State(state_target).lock(shared=True) as state, pytest.raises(ValueError, match="not letters"):
+        state.claim("../run")

@@ -618,3 +618,23 @@ def test_a_flush_with_nothing_damaged_writes_no_damaged_list(inner: Inner, state
     assert SpoolingSink(inner, state).flush_spool() == 1
 
     assert state.get(DAMAGED_KEY) is None
+
+
+def test_a_shard_resends_and_waits_behind_only_the_spooled_payloads_of_what_it_holds(
+    inner: Inner, state: State
+) -> None:
+    inner.answer = lambda payload, name: refused(503)
+    earlier = SpoolingSink(inner, state)
+    earlier.send(body(A, "a1"), "delta-a1")
+    earlier.send(body(B, "b1"), "delta-b1")
+    inner.answer = lambda payload, name: None
+    shard = SpoolingSink(inner, state, owns=lambda account: account == B)
+
+    assert shard.pending() == 1 and shard.pending("rejected") == 0
+    shard.send(body(B, "b2"), "delta-b2")  # B's spooled payload goes first, A's is another shard's
+    assert inner.names() == ["delta-b1", "delta-b2"]
+    shard.flush_spool()
+    assert inner.names() == ["delta-b1", "delta-b2"]
+    assert [e["name"] for e in state.spool_entries()] == ["delta-a1"]
+    assert shard.pending() == 0 and not shard.failing
+    assert SpoolingSink(inner, state).pending() == 1  # a sink that is not a shard's sees it all
