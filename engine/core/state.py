@@ -13,7 +13,7 @@ import contextlib
 import json
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -440,6 +440,19 @@ class State:
                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, text),
             )
+
+    def update(self, key: str, change: Callable[[Any], Any], default: Any = None) -> Any:
+        """Replace the value under `key` (or `default`) by `change(value)` in one write transaction, so that
+        processes sharing the state (shards) never lose each other's changes; returns the new value."""
+        with self._transaction() as conn:
+            rows = conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchall()
+            value = change(json.loads(rows[0][0]) if rows else default)
+            conn.execute(
+                "INSERT INTO kv (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, _dumps(value)),
+            )
+        return value
 
     # traces
     #

@@ -150,7 +150,7 @@ class SpoolingSink:
     def _damage(self, snapshot: str) -> None:
         if snapshot not in self._damaged:
             self._damaged.add(snapshot)
-            self.state.set(DAMAGED_KEY, sorted(self._damaged))
+            self.state.update(DAMAGED_KEY, lambda kept: sorted({*kept, snapshot}), [])
 
     def _snapshot_of(self, payload: dict, name: str) -> str | None:
         """The key of the snapshot `payload` belongs to, None for a delta; follows the open snapshots."""
@@ -318,8 +318,15 @@ class SpoolingSink:
         return entries if self.owns is None else [e for e in entries if self.owns(e["account"])]
 
     def _forget_healed(self) -> None:
-        """Stop keeping the damaged snapshots of earlier runs that have nothing left in the spool."""
+        """Stop keeping the damaged snapshots of earlier runs that have nothing left in the spool (a shard:
+        of what it holds; another shard's run may still be sending the rest of its own)."""
         left = {e["snapshot"] for e in self.state.spool_entries() if e["snapshot"]}
-        kept = sorted(k for k in self._damaged if k in left or k.endswith(f":{self._run}"))
-        if kept != self.state.get(DAMAGED_KEY, []):
-            self.state.set(DAMAGED_KEY, kept)
+        mine = self.owns or (lambda account: True)
+        healed = {
+            k
+            for k in self._damaged
+            if k not in left and not k.endswith(f":{self._run}") and mine(k.split(":")[0])
+        }
+        self._damaged -= healed
+        if healed and self.state.get(DAMAGED_KEY, []):
+            self.state.update(DAMAGED_KEY, lambda kept: sorted(set(kept) - healed), [])

@@ -638,3 +638,16 @@ def test_a_shard_resends_and_waits_behind_only_the_spooled_payloads_of_what_it_h
     assert [e["name"] for e in state.spool_entries()] == ["delta-a1"]
     assert shard.pending() == 0 and not shard.failing
     assert SpoolingSink(inner, state).pending() == 1  # a sink that is not a shard's sees it all
+
+
+def test_shards_keep_each_others_damaged_snapshots(inner: Inner, state: State) -> None:
+    shard_a = SpoolingSink(inner, state, owns=lambda account: account == A)
+    shard_b = SpoolingSink(inner, state, owns=lambda account: account == B)
+    inner.answer = lambda payload, name: refused(400)
+    shard_a.send(*scan(A, 1, start=True))
+    shard_b.send(*scan(B, 1, start=True))  # b knew nothing of a's when it began
+
+    both = sorted([key(shard_a, A, f"scan-{A}-0001"), key(shard_b, B, f"scan-{B}-0001")])
+    assert state.get(DAMAGED_KEY) == both
+    shard_b.flush_spool()  # forgets only what it holds, never another shard's
+    assert state.get(DAMAGED_KEY) == both
