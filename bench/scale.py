@@ -11,7 +11,12 @@ Prints per N: wall time, calls, components, peak RSS, the CPU seconds of the sca
 ratio to one account (targets: 4 accounts at most 1.3x one, 50 at most 3x). ``--code DIR`` scans with the
 engine of another checkout; given more than once, the checkouts scan in turn (before and after, side by side).
 
+``--shards 1 2 4``: then the largest count of accounts is scanned by that many ``aws-topology scan --shard
+i/N`` processes side by side on one state (a SQLite file, or ``--state postgresql://...``), as the pods of an
+Indexed Job would: wall time until the last is done, ratio to one shard, peak RSS and CPU seconds of each.
+
     .venv/bin/python -m bench.scale [--counts 1 4 10] [--resources 100] [--delay 0.1] [--code DIR ...]
+    .venv/bin/python -m bench.scale --counts 1 4 10 --resources 2000 --shards 1 2 4
 """
 
 from __future__ import annotations
@@ -111,6 +116,64 @@ def _serve() -> None:
     os._exit(serve(["--port", "0"]))
 
 
+def shards(count: int, shard_counts: list[int], state: str | None) -> dict[int, dict]:
+    """Scan `count` accounts with N shard processes side by side, for each N; the figures per N."""
+    import yaml
+
+    exe = os.path.join(os.path.dirname(sys.executable), "aws-topology")
+    figures: dict[int, dict] = {}
+    for n in shard_counts:
+        with tempfile.TemporaryDirectory() as folder:
+            conf = os.path.join(folder, "conf.yaml")
+            with open(conf, "w") as out:
+                yaml.safe_dump(
+                    {
+                        "init_config": {"external_id": EXTERNAL_ID},
+                        "instances": [
+                            {"role_arn": f"arn:aws:iam::{a}:role/{ROLE}", "regions": ["global", *REGIONS]}
+                            for a in accounts(count)
+                        ],
+                    },
+                    out,
+                )
+            target = state or os.path.join(folder, "state.sqlite")
+            if state:  # a fresh PostgreSQL state each time: every account is due
+                import psycopg
+
+                with psycopg.connect(state, autocommit=True) as conn:
+                    conn.execute("DROP SCHEMA public CASCADE")
+                    conn.execute("CREATE SCHEMA public")
+            started = time.perf_counter()
+            children = {
+                subprocess.Popen(
+                    [exe, "scan", "-c", conf, "--out", os.path.join(folder, f"out{i}"), "--state", target,
+                     "--shard", f"{i}/{n}", "--no-table"],
+                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                ).pid: i
+                for i in range(n)
+            }  # fmt: skip
+            rss, cpu, failed = [0.0] * n, [0.0] * n, 0
+            while children:
+                pid, status, usage = os.wait4(-1, 0)
+                i = children.pop(pid)
+                rss[i], cpu[i] = usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
+                failed += status != 0
+            seconds = time.perf_counter() - started
+        figures[n] = {"seconds": seconds, "rss": rss, "cpu": cpu, "failed": failed}
+        print(
+            f"shards={n} accounts={count} seconds={seconds:.1f} failed={failed} "
+            f"peak_rss_mb={','.join(f'{r:.0f}' for r in rss)} "
+            f"cpu_seconds={','.join(f'{c:.1f}' for c in cpu)} "
+            f"load_avg={_load()}",
+            flush=True,
+        )
+    one = figures.get(1)
+    if one:
+        ratios = (f"{n}/1 = {f['seconds'] / one['seconds']:.2f}" for n, f in figures.items())
+        print("shard ratios: " + " ".join(ratios))
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--counts", type=int, nargs="+", default=[1, 4, 10], help="accounts per scan")
@@ -121,6 +184,8 @@ def main() -> None:
     parser.add_argument(
         "--code", action="append", help="a checkout whose engine scans (e.g. a worktree of main); repeatable"
     )
+    parser.add_argument("--shards", type=int, nargs="*", default=[], help="shard processes side by side")
+    parser.add_argument("--state", help="the shards' state: a postgresql:// URL (default: a SQLite file)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -162,6 +227,10 @@ def main() -> None:
                     f"moto={f['moto_cpu']:.1f} load_avg={_load()}",
                     flush=True,
                 )
+        if args.shards:
+            moto_cpu = cpu_seconds(server.pid)
+            shards(max(args.counts), args.shards, args.state)
+            print(f"moto cpu_seconds over the shard runs={cpu_seconds(server.pid) - moto_cpu:.1f}")
     finally:
         server.terminate()
         server.wait()
