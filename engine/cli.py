@@ -129,6 +129,8 @@ def _run_options(command: Any, config: Any = config_option) -> Any:
             click.option("--shard", metavar="INDEX/COUNT",
                          help="Be shard INDEX (from 0) of COUNT: a stable share of the accounts (default: "
                               "JOB_COMPLETION_INDEX and AWS_TOPOLOGY_SHARDS when set)."),
+            click.option("--metrics", "metrics_dir", type=click.Path(file_okay=False),
+                         help="Write the metrics files here (default: beside a SQLite state file)."),
             click.option("--claim", is_flag=True,
                          help="Shards take accounts no other shard holds, one by one, instead of a fixed "
                               "share (an uneven estate balances)."),
@@ -253,7 +255,7 @@ def _work(options: dict[str, Any], phases: Phases, stop: threading.Event) -> int
             options["workers"], options["accounts"], options["max_payload_bytes"], options["max_threads"]
         ),
         table=sys.stdout.isatty() if table is None else table, delivery_budget=options["delivery_budget"],
-        shard=shard,
+        shard=shard, metrics=options["metrics_dir"],
     )  # fmt: skip
     with state, _bad_input(ConfigError):  # a due account that would scan nothing; not a state failing mid-run
         return run_cycle(settings, state, stop, click.echo)

@@ -1,4 +1,5 @@
-"""Metrics files of a run, in the Prometheus text format, written atomically beside the state.
+"""Metrics files of a run, in the Prometheus text format, written atomically beside a SQLite state file or
+in `--metrics DIR` (named `aws-topology*.prom` there; a shard's `*.shard-{index}*.prom`).
 
 After a full scan: per-type component counts, relations, calls, throttles, errors, incomplete units and
 duration per account (`{state}.prom`), which a node-exporter textfile collector or any scraper can read. The
@@ -20,9 +21,14 @@ if TYPE_CHECKING:
 
 
 def metrics_text(
-    results: list[AccountScan], fetcher: Fetcher, seconds: float, now: float | None = None
+    results: list[AccountScan],
+    fetcher: Fetcher,
+    seconds: float,
+    now: float | None = None,
+    shard: str | None = None,
 ) -> str:
-    """The scan's metrics in the Prometheus text exposition format."""
+    """The scan's metrics in the Prometheus text exposition format; a shard's run-wide series carry its
+    `shard` label (the accounts of shards differ, so their other series never collide)."""
     rows: dict[str, list[str]] = {
         "aws_topology_scan_components": [],
         "aws_topology_scan_relations": [],
@@ -51,10 +57,13 @@ def metrics_text(
     for name, values in rows.items():
         text.append(f"# TYPE {name} gauge")
         text += [f"{name}{value}" for value in values]
+    run = "" if shard is None else f'{{shard="{shard}"}}'
     text.append("# TYPE aws_topology_scan_run_seconds gauge")
-    text.append(f"aws_topology_scan_run_seconds {seconds:.3f}")
+    text.append(f"aws_topology_scan_run_seconds{run} {seconds:.3f}")
     text.append("# TYPE aws_topology_scan_last_run_timestamp_seconds gauge")
-    text.append(f"aws_topology_scan_last_run_timestamp_seconds {now if now is not None else time.time():.0f}")
+    text.append(
+        f"aws_topology_scan_last_run_timestamp_seconds{run} {now if now is not None else time.time():.0f}"
+    )
     return "\n".join(text) + "\n"
 
 
@@ -74,7 +83,9 @@ TRACE_METRICS = {  # the traces phase reads no objects: its relations instead
 }
 
 
-def phase_metrics_text(kind: str, rows: list[dict], now: float | None = None) -> str:
+def phase_metrics_text(
+    kind: str, rows: list[dict], now: float | None = None, shard: str | None = None
+) -> str:
     """One phase's (`events`, `flowlogs`, `traces`) per-account metrics; `rows` are its run summaries plus
     `account`, `complete` and `seconds`. A failed run lacks the counts: its lines say 0."""
     text = []
@@ -83,18 +94,21 @@ def phase_metrics_text(kind: str, rows: list[dict], now: float | None = None) ->
         text.append(f"# TYPE {name} gauge")
         text += [f'{name}{{account="{row["account"]}"}} {float(row.get(key) or 0):g}' for row in rows]
     name = f"aws_topology_{kind}_last_run_timestamp_seconds"
-    text += [f"# TYPE {name} gauge", f"{name} {now if now is not None else time.time():.0f}"]
+    run = "" if shard is None else f'{{shard="{shard}"}}'
+    text += [f"# TYPE {name} gauge", f"{name}{run} {now if now is not None else time.time():.0f}"]
     return "\n".join(text) + "\n"
 
 
-def write_metrics(path: Path, results: list[AccountScan], fetcher: Fetcher, seconds: float) -> None:
+def write_metrics(
+    path: Path, results: list[AccountScan], fetcher: Fetcher, seconds: float, shard: str | None = None
+) -> None:
     """Write the scan's metrics file atomically (a scraper never reads half a file)."""
-    _write(path, metrics_text(results, fetcher, seconds))
+    _write(path, metrics_text(results, fetcher, seconds, shard=shard))
 
 
-def write_phase_metrics(path: Path, kind: str, rows: list[dict]) -> None:
+def write_phase_metrics(path: Path, kind: str, rows: list[dict], shard: str | None = None) -> None:
     """Write one phase's metrics file atomically."""
-    _write(path, phase_metrics_text(kind, rows))
+    _write(path, phase_metrics_text(kind, rows, shard=shard))
 
 
 def _write(path: Path, text: str) -> None:

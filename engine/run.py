@@ -94,6 +94,7 @@ class RunSettings:
     table: bool = False
     delivery_budget: float = 45.0
     shard: Shard | None = None
+    metrics: str | None = None  # a folder for the metrics files; default: beside a SQLite state file
 
 
 class Claims:
@@ -206,8 +207,8 @@ class _Run:
             fetcher=fetcher, progress=progress, claim=self._claim_scan if self.claims else None,
         )  # fmt: skip
         progress.close()
-        if isinstance(self.state.path, Path):
-            write_metrics(self.state.path.with_suffix(".prom"), results, fetcher, time.monotonic() - started)
+        if (path := self._metrics("")) is not None:
+            write_metrics(path, results, fetcher, time.monotonic() - started, self._shard_label())
         for a in results:
             fate = self.sink.snapshot_fate(a.account) if isinstance(self.sink, SpoolingSink) else DELIVERED
             complete = a.complete and fate != REJECTED  # a payload of the snapshot was rejected or trimmed
@@ -296,9 +297,23 @@ class _Run:
             rows.append(
                 {"account": account, "complete": result.complete, "seconds": result.seconds, **summary}
             )
-        if isinstance(self.state.path, Path):
-            write_phase_metrics(self.state.path.with_suffix(f".{kind}.prom"), kind, rows)
+        if (path := self._metrics(f".{kind}")) is not None:
+            write_phase_metrics(path, kind, rows, self._shard_label())
         return codes
+
+    def _metrics(self, kind: str) -> Path | None:
+        """The metrics file of a phase (`kind`: "" for the scan, else `.events`...): in `--metrics DIR`, else
+        beside a SQLite state file; a shard's own (`.shard-{index}`), never overwritten by another shard."""
+        folder = self.settings.metrics
+        base = Path(folder) / "aws-topology" if folder else self.state.path
+        if not isinstance(base, Path):
+            return None  # a PostgreSQL state and no --metrics
+        if self.claims is not None:
+            kind = f".shard-{self.claims.shard.index}{kind}"
+        return base.with_name(base.stem + kind + ".prom")
+
+    def _shard_label(self) -> str | None:
+        return None if self.claims is None else str(self.claims.shard.index)
 
     def _target(self) -> str:
         return str(getattr(self.sink, "directory", shown_url(str(self.settings.receiver))))

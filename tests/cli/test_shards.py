@@ -129,7 +129,9 @@ def closed_scans(state: str) -> set[str]:
 def test_three_shards_side_by_side_scan_every_account_exactly_once(
     endpoint: str, state: str, tmp_path: Path
 ) -> None:
-    shards = [start(tmp_path, endpoint, state, f"shard{i}", "--shard", f"{i}/3") for i in range(3)]
+    metrics = tmp_path / "metrics"
+    shards = [start(tmp_path, endpoint, state, f"shard{i}", "--shard", f"{i}/3", "--metrics", str(metrics))
+              for i in range(3)]  # fmt: skip
     outputs = [finish(p) for p in shards]
 
     assert snapshots(tmp_path) == Counter(ACCOUNTS)
@@ -139,6 +141,14 @@ def test_three_shards_side_by_side_scan_every_account_exactly_once(
     assert closed_scans(state) == set(ACCOUNTS)
     with State(state, read_only=True) as history:
         assert all(history.last_run(a, "events") is not None for a in ACCOUNTS)
+    for i in range(3):  # each shard's own files: its accounts, its run-wide series labelled
+        scan = (metrics / f"aws-topology.shard-{i}.prom").read_text()
+        assert {
+            line.split('"')[1] for line in scan.splitlines() if line.startswith("aws_topology_scan_complete{")
+        } == set(sorted(ACCOUNTS)[i::3])
+        assert f'aws_topology_scan_run_seconds{{shard="{i}"}} ' in scan
+        events = (metrics / f"aws-topology.shard-{i}.events.prom").read_text()
+        assert f'aws_topology_events_last_run_timestamp_seconds{{shard="{i}"}} ' in events
     again = [start(tmp_path, endpoint, state, f"again{i}", "--shard", f"{i}/3") for i in range(3)]
     for p in again:
         finish(p)
