@@ -24,6 +24,8 @@ from jmespath import functions
 from jmespath.exceptions import JMESPathError
 from jmespath.parser import ParsedResult
 
+from engine.language.compiled import Getter, closure
+
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 _VARIABLE = re.compile(r"\$\{([^{}]+)\}")
 
@@ -320,9 +322,16 @@ def compile_expression(text: str) -> ParsedResult:
     return parsed
 
 
+_CLOSURES: dict[str, Getter | None] = {}  # expression text -> its closure, None where jmespath must search
+
+
 def search(expression: ParsedResult, value: Any) -> Any:
-    """Evaluate a compiled expression with the custom functions."""
-    return expression.search(value, options=OPTIONS)
+    """Evaluate a compiled expression with the custom functions (as a closure where one can say it)."""
+    try:
+        fast = _CLOSURES[expression.expression]
+    except KeyError:
+        fast = _CLOSURES[expression.expression] = closure(expression.parsed, OPTIONS.custom_functions)
+    return expression.search(value, options=OPTIONS) if fast is None else fast(value)
 
 
 @lru_cache(maxsize=1024)
