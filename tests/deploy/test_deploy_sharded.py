@@ -82,6 +82,8 @@ def test_cronjob_runs_n_indexed_shards_one_run_at_a_time() -> None:
     }  # fmt: skip
     assert rules["Ignore"]["onPodConditions"] == [{"type": "DisruptionTarget", "status": "True"}]
     assert job["activeDeadlineSeconds"] > 0
+    labels = docs["CronJob"]["spec"]["jobTemplate"]["metadata"]["labels"]
+    assert labels == job["template"]["metadata"]["labels"] == {"app.kubernetes.io/name": "aws-topology"}
 
 
 def test_shards_keep_no_state_of_their_own_and_no_plaintext_secret() -> None:
