@@ -69,9 +69,10 @@ def test_cronjob_uses_pod_identity_the_configmap_and_the_secret() -> None:
     assert conf["init_config"]["aws_access_key_id"] == conf["init_config"]["aws_secret_access_key"] == ""
 
 
-def test_container_command_puts_the_secret_external_id_into_a_private_config(tmp_path: Path) -> None:
-    """The container's shell command, run with its paths moved under tmp_path and a stand-in aws-topology."""
-    docs = manifests()
+def run_container_command(docs: dict[str, dict[str, Any]], env: dict[str, str], tmp_path: Path) -> list[str]:
+    """The CronJob container's shell command, run for real with its paths moved under tmp_path and a stand-in
+    aws-topology that writes its argv to tmp_path/args (returned) and its environment to tmp_path/env. The
+    private config is tmp_path/c.yaml."""
     (container,) = docs["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
     assert container["command"] == ["/bin/sh", "-c"]
     (script,) = container["args"]
@@ -82,24 +83,26 @@ def test_container_command_puts_the_secret_external_id_into_a_private_config(tmp
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "aws-topology"
-    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {shlex.quote(str(tmp_path / "args"))}\n')
+    args, env_out = (shlex.quote(str(tmp_path / name)) for name in ("args", "env"))
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {args}\nenv > {env_out}\n')
     fake.chmod(0o755)
     python = shutil.which("python", path=str(Path(sys.executable).parent))
     assert python
     os.symlink(python, bin_dir / "python")
-    env = {
-        "PATH": f"{bin_dir}:/usr/bin:/bin",
-        "EXTERNAL_ID": SECRET_ID,
-        "STS_RECEIVER_URL": "https://r.example/x",
-    }
-    subprocess.run(["/bin/sh", "-c", script], env=env, check=True, timeout=60)
+    subprocess.run(["/bin/sh", "-c", script], env={"PATH": f"{bin_dir}:/usr/bin:/bin", **env}, check=True,
+                   timeout=60)  # fmt: skip
+    return (tmp_path / "args").read_text().split("\n")[:-1]
+
+
+def test_container_command_puts_the_secret_external_id_into_a_private_config(tmp_path: Path) -> None:
+    """The container's shell command, run with its paths moved under tmp_path and a stand-in aws-topology."""
+    env = {"EXTERNAL_ID": SECRET_ID, "STS_RECEIVER_URL": "https://r.example/x"}
+    argv = run_container_command(manifests(), env, tmp_path)
     rendered = tmp_path / "c.yaml"
     assert stat.S_IMODE(rendered.stat().st_mode) == 0o600
     config = load_config(rendered)
     assert config.external_id == SECRET_ID
-    assert (tmp_path / "args").read_text().split("\n")[:5] == [
-        "run", "-c", str(rendered), "--receiver", "https://r.example/x",
-    ]  # fmt: skip
+    assert argv[:5] == ["run", "-c", str(rendered), "--receiver", "https://r.example/x"]
 
 
 def test_crontab_line_runs_the_job_every_minute() -> None:
