@@ -168,3 +168,16 @@ def test_the_minimal_postgresql_is_the_one_the_state_url_names() -> None:
     data = mounts[claim["metadata"]["name"]]
     assert env["PGDATA"]["value"].startswith(data + "/")  # a folder of the volume: the server may create it
     assert "managed PostgreSQL (RDS)" in SHARDED.read_text()
+
+
+@pytest.mark.parametrize("docs", [manifests, sharded], ids=["one-pod", "sharded"])
+def test_tmp_holds_the_scans_spill_files_on_disk_not_in_the_pods_memory(docs: Any) -> None:
+    """The scan keeps finished units in temporary files (`Spill`, under /tmp): a memory-backed or tiny /tmp
+    would fail a large account's scan, or count its spill against the memory limit."""
+    pod = docs()["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert "medium" not in volume["emptyDir"]
+    size = volume["emptyDir"]["sizeLimit"]
+    assert size.endswith("Gi") and int(size[:-2]) >= 1
