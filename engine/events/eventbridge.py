@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -120,11 +119,11 @@ class Rules:
                     key = (rule.detail_type, rule.source, name)
                     self._index.setdefault(key, []).append((resource, rule))
 
-    def changes(self, envelope: dict, account: str, regions: tuple[str, ...]) -> Iterator[Change]:
+    def changes(self, envelope: dict, account: str, regions: tuple[str, ...]) -> list[Change]:
         """The changes one envelope asks for, in configured regions only; nothing for unknown events."""
         detail = envelope.get("detail")
         if not isinstance(detail, dict):
-            return
+            return []
         detail_type = str(envelope.get("detail-type", ""))
         if detail_type == CLOUDTRAIL:
             key = (detail_type, str(detail.get("eventSource", "")), str(detail.get("eventName", "")))
@@ -132,8 +131,11 @@ class Rules:
         else:
             key = (detail_type, str(envelope.get("source", "")), "")
             region = envelope.get("region")
-        at = _time(envelope.get("time") or detail.get("eventTime"))
-        for resource, rule in self._index.get(key, []):
+        matching = self._index.get(key)
+        if not matching:
+            return []
+        at, found_changes = _time(envelope.get("time") or detail.get("eventTime")), []
+        for resource, rule in matching:
             if rule.api_version and rule.api_version != detail.get("apiVersion"):
                 continue
             where = _unit_region(resource, str(region or ""), regions)
@@ -143,7 +145,8 @@ class Rules:
                 if not isinstance(found, str) or not found:
                     continue
                 delete_id = _delete_id(rule, found, account, region)
-                yield Change(resource, where, found, rule.delete, delete_id, at)
+                found_changes.append(Change(resource, where, found, rule.delete, delete_id, at))
+        return found_changes
 
 
 def _unit_region(resource: Resource, region: str, regions: tuple[str, ...]) -> str | None:
@@ -168,6 +171,8 @@ def _delete_id(rule: EventRule, found: str, account: str, region: Any) -> str | 
 
 def _time(value: Any) -> str:
     """An event time as sortable UTC ISO 8601; "" when it is missing or not a time."""
+    if not value:
+        return ""
     try:
         moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
