@@ -73,6 +73,7 @@ PHASE_METRICS = {  # metric suffix -> key of the phase's run summary
     "deleted_objects": "deleted_objects",
     "corrupt_objects": "corrupt_objects",
     "duration_seconds": "seconds",
+    "api_calls": "api_calls",
 }
 TRACE_METRICS = {  # the traces phase reads no objects: its relations instead
     "complete": "complete",
@@ -80,21 +81,30 @@ TRACE_METRICS = {  # the traces phase reads no objects: its relations instead
     "new_relations": "new",
     "expired_relations": "expired",
     "duration_seconds": "seconds",
+    "api_calls": "api_calls",
 }
 
 
 def phase_metrics_text(
-    kind: str, rows: list[dict], now: float | None = None, shard: str | None = None
+    kind: str,
+    rows: list[dict],
+    now: float | None = None,
+    shard: str | None = None,
+    seconds: float | None = None,
 ) -> str:
     """One phase's (`events`, `flowlogs`, `traces`) per-account metrics; `rows` are its run summaries plus
-    `account`, `complete` and `seconds`. A failed run lacks the counts: its lines say 0."""
+    `account`, `complete`, `seconds` and `api_calls`; then the whole phase's `seconds`, where given. A failed
+    run lacks the counts: its lines say 0."""
     text = []
     for suffix, key in (TRACE_METRICS if kind == "traces" else PHASE_METRICS).items():
         name = f"aws_topology_{kind}_{suffix}"
         text.append(f"# TYPE {name} gauge")
         text += [f'{name}{{account="{row["account"]}"}} {float(row.get(key) or 0):g}' for row in rows]
-    name = f"aws_topology_{kind}_last_run_timestamp_seconds"
     run = "" if shard is None else f'{{shard="{shard}"}}'
+    if seconds is not None:
+        name = f"aws_topology_{kind}_run_seconds"
+        text += [f"# TYPE {name} gauge", f"{name}{run} {seconds:.3f}"]
+    name = f"aws_topology_{kind}_last_run_timestamp_seconds"
     text += [f"# TYPE {name} gauge", f"{name}{run} {now if now is not None else time.time():.0f}"]
     return "\n".join(text) + "\n"
 
@@ -106,9 +116,11 @@ def write_metrics(
     _write(path, metrics_text(results, fetcher, seconds, shard=shard))
 
 
-def write_phase_metrics(path: Path, kind: str, rows: list[dict], shard: str | None = None) -> None:
+def write_phase_metrics(
+    path: Path, kind: str, rows: list[dict], seconds: float | None = None, shard: str | None = None
+) -> None:
     """Write one phase's metrics file atomically."""
-    _write(path, phase_metrics_text(kind, rows, shard=shard))
+    _write(path, phase_metrics_text(kind, rows, shard=shard, seconds=seconds))
 
 
 def _write(path: Path, text: str) -> None:

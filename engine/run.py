@@ -230,6 +230,7 @@ class _Run:
         return self._phase(
             "events",
             lambda i: apply_events(s.config, i, s.mappings, self.sink, self.state, fetcher, limits=s.limits),
+            fetcher,
         )
 
     def flows(self, snapshots: set[str]) -> list[int]:
@@ -242,6 +243,7 @@ class _Run:
                 s.config, i, s.mappings, self.sink, self.state, fetcher, limits=s.limits,
                 after_snapshot=i.account_id in snapshots,
             ),
+            fetcher,
         )  # fmt: skip
 
     def traces(self) -> list[int]:
@@ -260,16 +262,17 @@ class _Run:
                 max_bytes=s.limits.max_bytes, objects=objects,
             )  # fmt: skip
 
-        codes = self._phase("traces", one)
+        codes = self._phase("traces", one, fetcher)
         if len(codes) == len(s.config.instances) and all(code == EXIT_OK for code in codes):
             pending.consume(self.state)
         return codes
 
-    def _phase(self, kind: str, one: Callable[[Instance], PhaseResult]) -> list[int]:
+    def _phase(self, kind: str, one: Callable[[Instance], PhaseResult], fetcher: Fetcher) -> list[int]:
         """Run `one` per account, each on its own: a stop or a failure is recorded as that account's
         incomplete run (a failure lets the next account go on); one line per account; then the phase's
-        metrics file. The exit code of each account."""
-        codes, rows = [], []
+        metrics file (with each account's AWS calls, counted by `fetcher`, and the phase's seconds). The exit
+        code of each account."""
+        codes, rows, phase_started = [], [], time.monotonic()
         instances = self.settings.config.instances
         sharded = self.claims is not None and kind != "traces"  # traces: one job of the whole estate
         for instance in self.claims.order(instances) if self.claims and sharded else instances:
@@ -294,11 +297,14 @@ class _Run:
             self.state.record_run(account, kind, result.started_at, finished, result.complete, summary)
             self.echo(f"{kind} account={account} " + " ".join(f"{k}={v}" for k, v in summary.items()))
             codes.append(result.code)
+            calls = fetcher.per_account.get(account, {}).get("calls", 0)
             rows.append(
-                {"account": account, "complete": result.complete, "seconds": result.seconds, **summary}
-            )
+                {"account": account, "complete": result.complete, "seconds": result.seconds, **summary,
+                 "api_calls": calls}
+            )  # fmt: skip
         if (path := self._metrics(f".{kind}")) is not None:
-            write_phase_metrics(path, kind, rows, self._shard_label())
+            seconds = time.monotonic() - phase_started
+            write_phase_metrics(path, kind, rows, seconds, self._shard_label())
         return codes
 
     def _metrics(self, kind: str) -> Path | None:

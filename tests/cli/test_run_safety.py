@@ -398,6 +398,9 @@ def test_a_phase_run_alone_resends_the_spool_first_and_writes_its_metrics(endpoi
     metrics = (tmp_path / "s.flowlogs.prom").read_text()
     assert f'aws_topology_flowlogs_complete{{account="{ACCOUNT}"}} 1' in metrics
     assert f'aws_topology_flowlogs_objects{{account="{ACCOUNT}"}} 0' in metrics
+    calls = [line for line in metrics.splitlines() if line.startswith("aws_topology_flowlogs_api_calls{")]
+    assert calls and all(float(line.split()[-1]) >= 1 for line in calls), metrics  # where the minute goes
+    assert "\naws_topology_flowlogs_run_seconds " in metrics
 
 
 def test_every_run_exits_1_while_the_spool_holds_rejected_or_pending_entries(endpoint, tmp_path, recorder):
