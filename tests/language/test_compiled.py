@@ -21,8 +21,10 @@ HAND_PICKED = [
     "a.b.c", "a[].b", "a[*].b", "a[][]", "a[0].b", "a[-1]", "a || b", "a && b", "a | b", "@", "a.[b, c]",
     "[a, b]", "`\"x\"`", "'lit'", "length(a)", "a[].b[].c", "a.b || `[]`", "join(',', a[])", "to_string(a)",
     "split(a, '/')[-1]", "a.*.b", "a[?b == 'x'].c", "sort_by(a, &b)[].c", "a[1:2]", "!a", "a == b",
+    "a < b", "a <= `1`", "a > 'x'", "a >= b", "a != b", "a[?c > `0`].b", "{x: a, y: b.c}", "a.{x: b}",
 ]  # fmt: skip
 TYPES_OF_VALUE = [None, True, False, 0, 1, -1, "", "x", "a/b", [], {}, 2.5]
+SHAPES = [lambda v: v, lambda v: [v], lambda v: {"b": v, "c": v}]  # each value alone, in a list, below b, c
 
 
 def expressions() -> list[ParsedResult]:
@@ -81,7 +83,8 @@ def test_closures_answer_as_jmespath_does(seed: int) -> None:
         if fast is None:
             continue
         names = sorted(_field_names(expression.parsed) | {"b", "c"}) or ["a"]
-        for value in [values(names, rng) for _ in range(60)]:
+        edges = [{name: shape(v)} for name in names for v in TYPES_OF_VALUE for shape in SHAPES]
+        for value in [values(names, rng) for _ in range(60)] + edges:
             expected = outcome(partial(expression.search, value, options=OPTIONS))
             assert outcome(partial(fast, value)) == expected, (expression.expression, value)
             checked += 1
