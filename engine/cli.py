@@ -97,9 +97,13 @@ def policy_command(mappings_dir: str) -> None:
 
 
 @main.command("agent-policy")
-def agent_policy_command() -> None:
+@click.option(
+    "--organizations", is_flag=True,
+    help="Also list the organization's accounts (an `organization:` instance without a role_arn of its own).",
+)  # fmt: skip
+def agent_policy_command(organizations: bool) -> None:
     """Print the agent account's IAM policy: assume the integration role in the monitored accounts."""
-    click.echo(json.dumps(agent_policy(), indent=2))
+    click.echo(json.dumps(agent_policy(organizations=organizations), indent=2))
 
 
 @main.command("cfn")
