@@ -24,6 +24,7 @@ from typing import Any
 import click
 
 from engine.aws.organizations import STATE_KEY as ORGANIZATIONS_KEY
+from engine.aws.organizations import from_saved
 from engine.aws.sessions import known_regions
 from engine.core.config import Config, api_filter, load_config
 from engine.core.errors import (
@@ -472,6 +473,11 @@ def view_command(
     with _bad_input():
         config = load_config(config_path)
         mappings = load_mappings(mappings_dir)
+        if config.organizations and (
+            state_path.startswith(("postgres", "sqlite:")) or Path(state_path).is_file()
+        ):
+            with State(state_path, read_only=True) as state:
+                config = from_saved(config, state)  # the accounts the last discovery listed
         views = [v for instance in config.instances for v in views_for(instance, mappings)]
         snapshot = from_payloads(from_dir, config) if from_dir else from_state(state_path, config, mappings)
         summary = write_page(snapshot, views, out)

@@ -68,7 +68,6 @@ def discovered(
     fetcher = Fetcher(stop, patience=PATIENCE)
     saved: dict[str, Any] = dict(state.get(STATE_KEY) or {})
     instances = list(config.instances)
-    taken = {i.account_id for i in instances}
     for org in config.organizations:
         last, source = saved.get(org.key), "live"
         try:
@@ -86,18 +85,35 @@ def discovered(
                         org.where, str(exc), last.get("at"), entry["failures"])  # fmt: skip
         saved[org.key] = entry
         state.set(STATE_KEY, saved)
-        added = [org.instance(a, partition) for a, partition in entry["accounts"] if a not in taken]
-        taken |= {i.account_id for i in added}
-        instances += added
+        added = _add(instances, org, entry["accounts"])
         failed = f" failures={entry['failures']} error={entry['error']!r}" if source == "saved" else ""
         echo(f"organization {org.where} accounts={entry['total']} included={len(entry['accounts'])} "
-             f"added={len(added)} from={source}{failed}")  # fmt: skip
+             f"added={added} from={source}{failed}")  # fmt: skip
     if not instances:
         raise ConfigError(
             file=config.path or "-", key="instances",
             problem="no account to scan: no organization's accounts could be discovered (see above)",
         )  # fmt: skip
     return replace(config, instances=tuple(instances))
+
+
+def from_saved(config: Config, state: State) -> Config:
+    """`config` with the accounts each organization's last discovery saved (no AWS call), for the commands
+    that only read (`view`)."""
+    saved = state.get(STATE_KEY) or {}
+    instances = list(config.instances)
+    for org in config.organizations:
+        if org.key in saved:
+            _add(instances, org, saved[org.key]["accounts"])
+    return replace(config, instances=tuple(instances))
+
+
+def _add(instances: list[Instance], org: Organization, accounts: list[list[str]]) -> int:
+    """Append the instances of `accounts` ([id, partition]) not already in `instances`; how many."""
+    taken = {i.account_id for i in instances}
+    added = [org.instance(a, partition) for a, partition in accounts if a not in taken]
+    instances += added
+    return len(added)
 
 
 def discover(config: Config, org: Organization, fetcher: Fetcher, endpoint_url: str | None = None) -> Found:

@@ -18,7 +18,7 @@ from typing import Any
 import boto3
 import pytest
 
-from engine.aws.organizations import STATE_KEY, discovered
+from engine.aws.organizations import STATE_KEY, discovered, from_saved
 from engine.core.config import Config, Instance, Organization, Selection
 from engine.core.errors import ConfigError
 from engine.core.state import State
@@ -122,6 +122,8 @@ def test_every_active_account_becomes_an_instance_built_from_the_template(estate
     assert web.regions == ("global", REGION) and web.apis_to_run == ("sqs",)
     assert web.log_bucket_name == f"logs-{estate.ids['web']}"
     assert lines == ["organization instances[0] accounts=5 included=5 added=5 from=live"]
+    assert from_saved(config(organization()), state) == found  # what `view` reads, without calling AWS
+    assert from_saved(config(organization(role_name="Other")), state).instances == ()  # another selection
 
 
 @pytest.mark.parametrize(
@@ -329,6 +331,15 @@ def test_the_real_scan_scans_every_discovered_account(estate, tmp_path):
         components = [c for t in payload["topologies"] for c in t["components"]]
         queues = [c["externalId"] for c in components if c["type"]["name"] == "aws.sqs.queue"]
         assert queues == [f"arn:aws:sqs:{REGION}:{account}:queue-{name}"]  # each account's own, by its role
+
+    page = tmp_path / "page.html"
+    viewed = subprocess.run(
+        [str(exe), "view", "-c", str(conf), "--state", str(state), "--out", str(page)],
+        capture_output=True,
+        text=True,
+    )
+    assert viewed.returncode == 0, viewed.stderr
+    assert all(f"queue-{name}" in page.read_text() for name in ("web", "eu", "loose"))  # the saved list's too
 
     status = subprocess.run([str(exe), "status", "--state", str(state)], capture_output=True, text=True)
     assert "organization instances[0] (" in status.stdout and "accounts=5 included=2, listed" in status.stdout
