@@ -131,7 +131,7 @@ def discover(config: Config, org: Organization, fetcher: Fetcher, endpoint_url: 
     under = _Tree(lambda parent, kind: [c["Id"] for c in pages(LIST_CHILDREN, "Children", ParentId=parent,
                                                                 ChildType=kind)])  # fmt: skip
     chosen = [a for a in active if _matches(a, org.include, under, every=True)]
-    chosen = [a for a in chosen if not _matches(a, replace(org.exclude, tags=()), under, every=False)]
+    chosen = [a for a in chosen if not _matches(a, org.exclude, under, every=False)]
     if org.include.tags or org.exclude.tags:
         tags = {a: {t["Key"]: t["Value"] for t in pages(LIST_TAGS, "Tags", ResourceId=a)} for a in chosen}
         chosen = [a for a in chosen if all(tags[a].get(k) == v for k, v in org.include.tags)]
