@@ -23,6 +23,8 @@ from typing import Any
 
 import click
 
+from engine.aws.organizations import STATE_KEY as ORGANIZATIONS_KEY
+from engine.aws.organizations import from_saved
 from engine.aws.sessions import known_regions
 from engine.core.config import Config, api_filter, load_config
 from engine.core.errors import (
@@ -59,6 +61,7 @@ config_option = click.option(
     type=click.Path(dir_okay=False),
     help="aws_topology conf.yaml",
 )
+TEMPLATE_ACCOUNT = "000000000000"  # stands for each discovered account of an organization
 mappings_option = click.option(
     "--mappings", "mappings_dir", default=str(MAPPINGS), show_default=True, type=click.Path(file_okay=False),
     help="Folder of mapping files.",
@@ -79,8 +82,9 @@ def validate_command(config_path: str, mappings_dir: str) -> None:
         config = load_config(config_path)
         mappings = load_mappings(mappings_dir)
     _warn_unknown_apis(config, mappings)
+    organizations = f" and {len(config.organizations)} organization(s)" if config.organizations else ""
     click.echo(
-        f"ok: {len(config.instances)} account(s), {len(mappings.resources)} resource types "
+        f"ok: {len(config.instances)} account(s){organizations}, {len(mappings.resources)} resource types "
         f"in {len(mappings.services)} services"
     )
 
@@ -95,9 +99,13 @@ def policy_command(mappings_dir: str) -> None:
 
 
 @main.command("agent-policy")
-def agent_policy_command() -> None:
+@click.option(
+    "--organizations", is_flag=True,
+    help="Also list the organization's accounts (an `organization:` instance without a role_arn of its own).",
+)  # fmt: skip
+def agent_policy_command(organizations: bool) -> None:
     """Print the agent account's IAM policy: assume the integration role in the monitored accounts."""
-    click.echo(json.dumps(agent_policy(), indent=2))
+    click.echo(json.dumps(agent_policy(organizations=organizations), indent=2))
 
 
 @main.command("cfn")
@@ -188,6 +196,9 @@ def plan_command(config_path: str, mappings_dir: str, per_item: bool) -> None:
     click.echo("unit / resource, operation (client), how often, pacing (-: botocore's adaptive retries only)")
     for instance in config.instances:
         click.echo("\n".join(format_plan(plan(instance, mappings), mappings)))
+    for org in config.organizations:  # discovered at run time: the plan of each of its accounts
+        click.echo(f"{org.where}.organization: each discovered account ({TEMPLATE_ACCOUNT} below):")
+        click.echo("\n".join(format_plan(plan(org.instance(TEMPLATE_ACCOUNT), mappings), mappings)))
 
 
 @main.command("run")
@@ -328,6 +339,13 @@ def status_command(state_path: str) -> None:
             for kind in ("events", "flowlogs"):
                 for key, corrupt in sorted(state.get(f"{kind}.corrupt.{account}", {}).items()):
                     click.echo(f"  corrupt object (left in the bucket): {key}: {corrupt['problem']}")
+        for key, org in sorted((state.get(ORGANIZATIONS_KEY) or {}).items()):
+            age = _age((now - datetime.fromisoformat(org["at"])).total_seconds())
+            failed = (
+                f"; failed {org['failures']} time(s) since: {org['error']}" if org.get("failures") else ""
+            )
+            click.echo(f"organization {org.get('instance', '-')} ({key}): accounts={org['total']} "
+                       f"included={len(org['accounts'])}, listed {age} ago{failed}")  # fmt: skip
         totals = state.spool_totals()
         traces = state.traces_counts()
     click.echo(f"spool: pending={totals['pending']} rejected={totals['rejected']} bytes={totals['bytes']}")
@@ -429,6 +447,10 @@ def views_command(config_path: str, mappings_dir: str, json_out: bool) -> None:
         config = load_config(config_path)
         mappings = load_mappings(mappings_dir)
         views = [v for instance in config.instances for v in views_for(instance, mappings)]
+    for org in config.organizations:
+        click.echo(
+            f"note: {org.where}.organization: its accounts are discovered by a run; not listed", err=True
+        )
     click.echo(views_as_json(views) if json_out else views_as_text(views))
 
 
@@ -463,6 +485,11 @@ def view_command(
     with _bad_input():
         config = load_config(config_path)
         mappings = load_mappings(mappings_dir)
+        if config.organizations and (
+            state_path.startswith(("postgres", "sqlite:")) or Path(state_path).is_file()
+        ):
+            with State(state_path, read_only=True) as state:
+                config = from_saved(config, state)  # the accounts the last discovery listed
         views = [v for instance in config.instances for v in views_for(instance, mappings)]
         snapshot = from_payloads(from_dir, config) if from_dir else from_state(state_path, config, mappings)
         summary = write_page(snapshot, views, out)
@@ -488,18 +515,19 @@ def _warn_unknown_apis(config: Config, mappings: Mappings) -> None:
 
     Region names that no AWS partition knows (typos, or a region newer than botocore) are named too.
     """
-    for instance in config.instances:
+    templates = [(f"{o.where}.organization", o.instance(TEMPLATE_ACCOUNT)) for o in config.organizations]
+    for name, instance in [*((i.role_arn, i) for i in config.instances), *templates]:
         unknown_regions = [r for r in instance.regions if r != "global" and r not in known_regions()]
         if unknown_regions:
             click.echo(
-                f"warning: {instance.role_arn}: no AWS partition knows the region(s) "
+                f"warning: {name}: no AWS partition knows the region(s) "
                 f"{', '.join(unknown_regions)}; they are scanned as partition 'aws'",
                 err=True,
             )
         unknown = sorted(set(api_filter(instance) or {}) - set(mappings.services))
         if unknown:
             click.echo(
-                f"warning: {instance.role_arn}: apis_to_run names {', '.join(unknown)}, which no mapping "
+                f"warning: {name}: apis_to_run names {', '.join(unknown)}, which no mapping "
                 f"provides (skipped); known: {', '.join(sorted(mappings.services))}",
                 err=True,
             )

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from engine.aws.fetch import Fetcher
+from engine.aws.organizations import discovered
 from engine.core.config import Config, Instance
 from engine.core.errors import EXIT_INCOMPLETE, EXIT_OK, ConfigError, Interrupted
 from engine.core.phase import LIMITS, Failed, Limits, PhaseResult
@@ -146,6 +147,7 @@ class Claims:
 
 def run_cycle(settings: RunSettings, state: State, stop: threading.Event, echo: Echo = print) -> int:
     """Run the phases of `settings` on the locked `state`; return the exit code."""
+    settings = replace(settings, config=discovered(settings.config, state, echo, stop))
     config, phases = settings.config, settings.phases
     run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{os.getpid()}"
     claims = Claims(settings.shard, state, config) if settings.shard else None

@@ -8,6 +8,7 @@ cannot state. No message ever contains a credential or external id value.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ SCHEMA_PATH = SCHEMAS / "config.schema.json"
 DEFAULT_FULL_RUN_INTERVAL = 3600
 DEFAULT_TRACE_RELATION_TTL = 2 * 86400  # a function called daily keeps its traced relations
 DEFAULT_COLLECTION_INTERVAL = 60
+ACCOUNT_ID = "{account_id}"  # the placeholder a bucket name or role template may hold
 # A proxy URL may carry user:password.
 _SECRET_KEYS = ("aws_access_key_id", "aws_secret_access_key", "external_id", "proxy")
 _NO_KEY = "-"
@@ -63,17 +65,59 @@ class Instance:
         parts = self.role_arn.split(":")
         if len(parts) < 6 or not parts[4]:
             raise ValueError(f"not an IAM role ARN: {self.role_arn!r}")
-        default_bucket = f"stackstate-logs-{self.account_id or parts[4]}"
+        account = self.account_id or parts[4]
+        default_bucket = f"stackstate-logs-{account}"
         fixed = {
-            "account_id": self.account_id or parts[4],
+            "account_id": account,
             "regions": tuple(self.regions),
             "apis_to_run": None if self.apis_to_run is None else tuple(self.apis_to_run),
             "tags": tuple(self.tags),
-            "log_bucket_name": self.log_bucket_name or default_bucket,
-            "flowlog_bucket_name": self.flowlog_bucket_name or default_bucket,
+            "log_bucket_name": self.log_bucket_name.replace(ACCOUNT_ID, account) or default_bucket,
+            "flowlog_bucket_name": self.flowlog_bucket_name.replace(ACCOUNT_ID, account) or default_bucket,
         }
         for name, value in fixed.items():
             object.__setattr__(self, name, value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Selection:
+    """Which accounts of an organization a filter matches: OUs (or any OU below them), tags, account ids."""
+
+    ous: tuple[str, ...] = ()
+    tags: tuple[tuple[str, str], ...] = ()
+    accounts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Organization:
+    """An instance that discovers its accounts from AWS Organizations (`engine.aws.organizations`).
+
+    `template` is the instance's other keys, the same for every discovered account; `role_arn` (None: the
+    base credentials) is what the Organizations calls are made with; `where` names the instance in messages.
+    """
+
+    where: str
+    role_name: str
+    role_arn: str | None = None
+    include: Selection = Selection()
+    exclude: Selection = Selection()
+    template: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def key(self) -> str:
+        """Names this discovery in the state: its settings, not the template (a new region keeps the list)."""
+        settings = [self.role_arn, self.role_name, repr(self.include), repr(self.exclude)]
+        return hashlib.sha256(json.dumps(settings).encode()).hexdigest()[:16]
+
+    def role_for(self, account_id: str, partition: str = "aws") -> str:
+        """The role ARN to assume in `account_id`: `role_name` as a name or as an ARN template."""
+        if not self.role_name.startswith("arn:"):
+            return f"arn:{partition}:iam::{account_id}:role/{self.role_name}"
+        return self.role_name.replace("{partition}", partition).replace(ACCOUNT_ID, account_id)
+
+    def instance(self, account_id: str, partition: str = "aws") -> Instance:
+        """The instance of one discovered account."""
+        return _instance({**self.template, "role_arn": self.role_for(account_id, partition)})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,6 +130,7 @@ class Config:
     full_run_interval: int = DEFAULT_FULL_RUN_INTERVAL
     trace_relation_ttl: int = DEFAULT_TRACE_RELATION_TTL
     instances: tuple[Instance, ...]
+    organizations: tuple[Organization, ...] = ()  # expanded into instances by engine.aws.organizations
     path: str = ""
     allow_role_without_external_id: bool = False  # skip the confused-deputy check (engine.aws.sessions)
     proxy: Mapping[str, Any] | None = field(default=None, repr=False)  # {http, https, no_proxy}
@@ -111,8 +156,14 @@ def load_config(path: str | Path) -> Config:
             key=f"init_config.{missing}",
             problem=f"must be set when {given} is set (leave both empty to use the default credential chain)",
         )
-    instances = tuple(_instance(raw) for raw in data["instances"])
-    _check_one_instance_per_account(instances, file)
+    raws = list(enumerate(data["instances"]))
+    organizations = tuple(
+        _organization(f"instances[{i}]", raw, file) for i, raw in raws if "organization" in raw
+    )
+    instances = tuple(_instance(raw) for _, raw in raws if "organization" not in raw)
+    for index, raw in raws:
+        _check_placeholders(f"instances[{index}]", raw, file)
+    _check_one_instance_per_account(instances, [i for i, raw in raws if "organization" not in raw], file)
     return Config(
         access_key_id=access_key,
         secret_access_key=secret_key,
@@ -120,6 +171,7 @@ def load_config(path: str | Path) -> Config:
         full_run_interval=int(init.get("full_run_interval", DEFAULT_FULL_RUN_INTERVAL)),
         trace_relation_ttl=int(init.get("trace_relation_ttl", DEFAULT_TRACE_RELATION_TTL)),
         instances=instances,
+        organizations=organizations,
         path=file,
         allow_role_without_external_id=bool(init.get("allow_role_without_external_id", False)),
         proxy=init.get("proxy") or None,
@@ -238,7 +290,7 @@ def _problems(error: ValidationError) -> Iterator[tuple[tuple[Any, ...], str, st
         allowed = sorted(error.schema.get("properties", {}))
         for extra in sorted(set(value) - set(allowed), key=str):
             yield item(path, _unknown_key(extra, allowed))
-    elif kind in ("minItems", "minLength") and (error.validator_value <= 1 or not value):
+    elif kind in ("minItems", "minLength", "minProperties") and (error.validator_value <= 1 or not value):
         yield item(path, "must not be empty")
     elif kind == "minLength":
         yield item(path, f"must be at least {error.validator_value} characters")
@@ -318,17 +370,48 @@ def _instance(raw: Mapping[str, Any]) -> Instance:
     )
 
 
-def _check_one_instance_per_account(instances: tuple[Instance, ...], file: str) -> None:
-    """The account id is the topology instance, so two instances of one account would wipe each other."""
+def _organization(where: str, raw: Mapping[str, Any], file: str) -> Organization:
+    """Convert one schema-valid instance that has `organization` (and so no `role_arn`)."""
+    if "role_arn" in raw:
+        raise ConfigError(
+            file=file, key=f"{where}.organization",
+            problem="give either role_arn (one account) or organization (its accounts discovered), not both",
+        )  # fmt: skip
+    settings = raw["organization"]
+
+    def selection(name: str) -> Selection:
+        given = settings.get(name, {})
+        tags = tuple(sorted(given.get("tags", {}).items()))
+        ous, accounts = tuple(given.get("ous", ())), tuple(given.get("accounts", ()))
+        return Selection(ous=ous, tags=tags, accounts=accounts)
+
+    template = {k: v for k, v in raw.items() if k != "organization"}
+    return Organization(
+        where=where, role_name=settings["role_name"], role_arn=settings.get("role_arn"),
+        include=selection("include"), exclude=selection("exclude"), template=template,
+    )  # fmt: skip
+
+
+def _check_placeholders(where: str, raw: Mapping[str, Any], file: str) -> None:
+    """A bucket name may hold `{account_id}` and no other placeholder (a bucket name has no braces)."""
+    for key in ("log_bucket_name", "flowlog_bucket_name"):
+        if any(c in str(raw.get(key, "")).replace(ACCOUNT_ID, "") for c in "{}"):
+            problem = "may use only the placeholder {account_id}"
+            raise ConfigError(file=file, key=f"{where}.{key}", problem=problem)
+
+
+def _check_one_instance_per_account(instances: tuple[Instance, ...], indices: list[int], file: str) -> None:
+    """The account id is the topology instance, so two instances of one account would wipe each other;
+    `indices`: each instance's position in the file's `instances`."""
     first: dict[str, int] = {}
     for index, instance in enumerate(instances):
         earlier = first.setdefault(instance.account_id, index)
         if earlier == index:
             continue
-        other = instances[earlier].role_arn
+        other, key = instances[earlier].role_arn, f"instances[{indices[earlier]}].role_arn"
         problem = (
-            f"duplicate of instances[{earlier}].role_arn"
+            f"duplicate of {key}"
             if other == instance.role_arn
-            else f"account {instance.account_id} is already configured by instances[{earlier}].role_arn"
+            else f"account {instance.account_id} is already configured by {key}"
         )
-        raise ConfigError(file=file, key=f"instances[{index}].role_arn", problem=problem)
+        raise ConfigError(file=file, key=f"instances[{indices[index]}].role_arn", problem=problem)

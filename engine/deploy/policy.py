@@ -28,6 +28,12 @@ READER_ACTIONS: tuple[tuple[str, str], ...] = (
     ("event reader: CloudTrail fallback when the log bucket is missing or denied", "cloudtrail:LookupEvents"),
     ("flow-log reader: network interfaces to resources", "ec2:DescribeNetworkInterfaces"),
 )
+# Account discovery (engine.aws.organizations): read-only, and ListTagsForResource only with a tag filter.
+ORGANIZATIONS_ACTIONS = (
+    "organizations:ListAccounts",
+    "organizations:ListChildren",
+    "organizations:ListTagsForResource",
+)
 # The log bucket (EventBridge objects via Firehose, VPC flow logs): read, list, check versioning, delete.
 LOG_BUCKET_ACTIONS = ("s3:GetBucketVersioning", "s3:ListBucket", "s3:ListBucketVersions")
 LOG_OBJECT_ACTIONS = ("s3:GetObject", "s3:GetObjectVersion", "s3:DeleteObject", "s3:DeleteObjectVersion")
@@ -121,14 +127,25 @@ def role_policy(
     return {"Version": VERSION, "Statement": statements}
 
 
-def agent_policy(partition: str = "aws", role: str = ROLE_NAME) -> dict[str, Any]:
-    """The agent account's policy: assume the integration role in any monitored account."""
-    return {
-        "Version": VERSION,
-        "Statement": [
-            {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": f"arn:{partition}:iam::*:role/{role}"}
-        ],
-    }
+def agent_policy(
+    partition: str = "aws", role: str = ROLE_NAME, organizations: bool = False
+) -> dict[str, Any]:
+    """The agent account's policy: assume the integration role in any monitored account; with
+    `organizations`, also list the accounts of the organization (for an `organization:` instance without
+    a `role_arn` of its own, where the job's identity is in the management or delegated-admin account)."""
+    statements: list[dict[str, Any]] = [
+        {"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": f"arn:{partition}:iam::*:role/{role}"}
+    ]
+    if organizations:
+        statements.append(
+            {
+                "Sid": "DiscoverAccounts",
+                "Effect": "Allow",
+                "Action": list(ORGANIZATIONS_ACTIONS),
+                "Resource": "*",
+            }
+        )
+    return {"Version": VERSION, "Statement": statements}
 
 
 def policy_actions(policy: dict[str, Any]) -> set[str]:

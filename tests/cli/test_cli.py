@@ -226,3 +226,36 @@ def test_a_scan_that_was_interrupted_or_unreachable_does_not_count_for_due(
     config = replace(make_config(), full_run_interval=3600)
     with _recorded_scan(tmp_path, 5, complete=False, **summary) as state:
         assert run.due(config, state) == list(config.instances)
+
+
+ORGANIZATION = {
+    "organization": {"role_name": "StackStateAwsIntegrationRole"},
+    "regions": ["eu-west-1", "xx-west-9"],
+    "apis_to_run": ["sqs", "cloudfront"],
+}
+
+
+def test_an_organization_instance_in_validate_plan_and_views(tmp_path: Path) -> None:
+    """Without calling AWS: validate counts it, plan shows each discovered account's plan, views says its
+    accounts are not listed; warnings name the instance."""
+    conf = write_config(tmp_path, {**GOOD, "instances": [*GOOD["instances"], ORGANIZATION]})
+
+    checked = invoke("validate", "-c", conf)
+    assert checked.exit_code == 0, checked.output
+    assert checked.stdout.startswith("ok: 1 account(s) and 1 organization(s), ")
+    assert (
+        "warning: instances[1].organization: no AWS partition knows the region(s) xx-west-9" in checked.stderr
+    )
+    assert "warning: instances[1].organization: apis_to_run names cloudfront" in checked.stderr
+
+    planned = invoke("plan", "-c", conf)
+    assert planned.exit_code == 0, planned.output
+    explicit, _, template = planned.stdout.partition(
+        "instances[1].organization: each discovered account (000000000000 below):\n"
+    )
+    assert "ListQueues" in template and "000000000000/eu-west-1" in template, planned.stdout
+    assert f"{ACCOUNT}/eu-west-1" in explicit and "000000000000" not in explicit
+
+    views = invoke("views", "-c", conf)
+    assert views.exit_code == 0, views.output
+    assert "note: instances[1].organization: its accounts are discovered by a run; not listed" in views.stderr

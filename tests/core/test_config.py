@@ -238,9 +238,19 @@ def _second_instance(arn: str) -> Callable[[dict[str, Any]], None]:
     return lambda data: data["instances"].append({"role_arn": arn, "regions": ["us-east-1"]})
 
 
+def _organization(**settings: Any) -> Callable[[dict[str, Any]], None]:
+    """A change that makes instances[0] an organization instance with `settings` (role_name defaulted)."""
+
+    def change(data: dict[str, Any]) -> None:
+        data["instances"][0].pop("role_arn")
+        data["instances"][0]["organization"] = {"role_name": "StackStateAwsIntegrationRole", **settings}
+
+    return change
+
+
 INSTANCE_KEYS = (
     "apis_to_run, cluster_check, collection_interval, flowlog_bucket_name, log_bucket_name, "
-    "min_collection_interval, regions, role_arn, stackstate-domain, stackstate-environment, "
+    "min_collection_interval, organization, regions, role_arn, stackstate-domain, stackstate-environment, "
     "stackstate-identifier, stackstate-layer, tags, trace_objects"
 )
 
@@ -337,6 +347,76 @@ BAD = [
         "tags not strings",
         _set("instances.0.tags", [{"foo": "bar"}]),
         "instances[0].tags[0]: must be a string, got mapping",
+    ),
+    ("missing role_arn", _delete("instances.0.role_arn"), "instances[0].role_arn: required key missing"),
+    (
+        "both role_arn and organization",
+        _set("instances.0.organization", {"role_name": "X"}),
+        "instances[0].organization: give either role_arn (one account) or organization (its accounts "
+        "discovered), not both",
+    ),
+    (
+        "organization without role_name",
+        lambda d: (_organization()(d), d["instances"][0]["organization"].pop("role_name")),
+        "instances[0].organization.role_name: required key missing",
+    ),
+    (
+        "role template without account_id",
+        _organization(role_name="arn:aws:iam::123456789012:role/X"),
+        "instances[0].organization.role_name: 'arn:aws:iam::123456789012:role/X' is neither a role name nor "
+        "an ARN template like arn:{partition}:iam::{account_id}:role/StackStateAwsIntegrationRole",
+    ),
+    (
+        "role template with another placeholder",
+        _organization(role_name="arn:{partition}:iam::{account}:role/X"),
+        "instances[0].organization.role_name: 'arn:{partition}:iam::{account}:role/X' is neither a role name "
+        "nor an ARN template like arn:{partition}:iam::{account_id}:role/StackStateAwsIntegrationRole",
+    ),
+    (
+        "organization reader role not an ARN",
+        _organization(role_arn="OrgReader"),
+        "instances[0].organization.role_arn: 'OrgReader' is not an IAM role ARN like "
+        "arn:aws:iam::123456789012:role/OrganizationsReader",
+    ),
+    (
+        "bad OU id",
+        _organization(include={"ous": ["prod"]}),
+        "instances[0].organization.include.ous[0]: 'prod' is not an OU id like ou-ab12-34cd56ef or a root id "
+        "like r-ab12",
+    ),
+    (
+        "empty tags",
+        _organization(exclude={"tags": {}}),
+        "instances[0].organization.exclude.tags: must not be empty",
+    ),
+    (
+        "tag value not a string",
+        _organization(include={"tags": {"env": 1}}),
+        "instances[0].organization.include.tags.env: must be a string, got integer (put the value in quotes)",
+    ),
+    (
+        "account id as a number",
+        _organization(exclude={"accounts": ["1234"]}),
+        "instances[0].organization.exclude.accounts[0]: '1234' is not a 12-digit account id",
+    ),
+    (
+        "typo in a selection",
+        _organization(exclude={"account": ["123456789012"]}),
+        "instances[0].organization.exclude: unknown key 'account' (did you mean 'accounts'?); "
+        "expected one of: accounts, ous, tags",
+    ),
+    (
+        "bucket name with another placeholder",
+        _set("instances.0.log_bucket_name", "logs-{region}"),
+        "instances[0].log_bucket_name: may use only the placeholder {account_id}",
+    ),
+    (
+        "duplicate role after an organization",
+        lambda d: (
+            d["instances"].insert(0, {"organization": {"role_name": "X"}, "regions": ["us-east-1"]})
+            or _second_instance(ROLE)(d)
+        ),
+        "instances[2].role_arn: duplicate of instances[1].role_arn",
     ),
     ("missing instances", _delete("instances"), "instances: required key missing"),
     ("empty instances", _set("instances", []), "instances: must not be empty"),
@@ -509,3 +589,58 @@ def test_schema_is_valid_and_every_property_is_described() -> None:
     Draft202012Validator.check_schema(schema)
     undocumented = [where for where, sub in _properties(schema) if not sub.get("description")]
     assert undocumented == []
+
+
+def test_an_organization_instance_loads_as_a_template_for_each_discovered_account(tmp_path: Path) -> None:
+    def change(data: dict[str, Any]) -> None:
+        _organization(
+            role_arn="arn:aws:iam::111111111111:role/OrgReader",
+            include={"ous": ["ou-ab12-34cd56ef", "r-ab12"], "tags": {"env": "prod", "b": "2"}},
+            exclude={"accounts": ["222222222222"]},
+        )(data)
+        data["instances"][0]["log_bucket_name"] = "logs-{account_id}"
+        data["instances"].append({"role_arn": ROLE, "regions": ["us-east-1"]})
+
+    config = load_config(config_with(tmp_path, change))
+
+    (instance,) = config.instances  # the explicit one
+    assert instance.role_arn == ROLE
+    (org,) = config.organizations
+    assert org.where == "instances[0]" and org.role_arn == "arn:aws:iam::111111111111:role/OrgReader"
+    assert org.include.ous == ("ou-ab12-34cd56ef", "r-ab12")
+    assert org.include.tags == (("b", "2"), ("env", "prod"))
+    assert org.exclude.accounts == ("222222222222",) and org.exclude.ous == ()
+    found = org.instance("333333333333", "aws-cn")
+    assert found.role_arn == "arn:aws-cn:iam::333333333333:role/StackStateAwsIntegrationRole"
+    assert found.account_id == "333333333333" and found.regions == ("global", "eu-west-1")
+    assert found.log_bucket_name == "logs-333333333333"
+    assert found.flowlog_bucket_name == "stackstate-logs-333333333333"
+
+
+@pytest.mark.parametrize(
+    ("role_name", "expected"),
+    [
+        ("path/Role", "arn:aws-us-gov:iam::333333333333:role/path/Role"),
+        ("arn:{partition}:iam::{account_id}:role/X", "arn:aws-us-gov:iam::333333333333:role/X"),
+        ("arn:aws:iam::{account_id}:role/X", "arn:aws:iam::333333333333:role/X"),
+    ],
+)
+def test_the_role_name_is_a_name_or_an_arn_template(tmp_path: Path, role_name: str, expected: str) -> None:
+    (org,) = load_config(config_with(tmp_path, _organization(role_name=role_name))).organizations
+    assert org.role_for("333333333333", "aws-us-gov") == expected
+
+
+def test_the_saved_list_of_an_organization_is_keyed_by_its_selection_not_its_template(tmp_path: Path) -> None:
+    def key(change: Callable[[dict[str, Any]], object]) -> str:
+        (org,) = load_config(config_with(tmp_path, change)).organizations
+        return org.key
+
+    first = key(_organization(include={"ous": ["r-ab12"]}))
+    assert first == key(
+        lambda d: (
+            _organization(include={"ous": ["r-ab12"]})(d),
+            _set("instances.0.regions", ["us-east-1"])(d),
+        )
+    )
+    assert first != key(_organization(include={"ous": ["ou-ab12-34cd56ef"]}))
+    assert first != key(_organization(include={"ous": ["r-ab12"]}, role_name="Other"))

@@ -194,3 +194,19 @@ def test_agent_policy_is_the_stackpack_one() -> None:
             ],
         }
     )
+
+
+def test_agent_policy_for_organizations_adds_exactly_what_discovery_calls() -> None:
+    from engine.aws.organizations import ACTIONS
+
+    result = CliRunner().invoke(cli.main, ["agent-policy", "--organizations"])
+    assert result.exit_code == 0
+    policy = json.loads(result.stdout)
+    assert policy == agent_policy(organizations=True)
+    assert policy["Statement"][0] == agent_policy()["Statement"][0]
+    assert policy["Statement"][1] == {
+        "Sid": "DiscoverAccounts", "Effect": "Allow", "Action": list(ACTIONS), "Resource": "*",
+    }  # fmt: skip
+    assert set(ACTIONS) == {
+        "organizations:ListAccounts", "organizations:ListChildren", "organizations:ListTagsForResource",
+    }  # fmt: skip
