@@ -147,7 +147,9 @@ class Claims:
 
 def run_cycle(settings: RunSettings, state: State, stop: threading.Event, echo: Echo = print) -> int:
     """Run the phases of `settings` on the locked `state`; return the exit code."""
-    settings = replace(settings, config=discovered(settings.config, state, echo, stop))
+    every = 0.0 if settings.phases is SCAN else settings.config.full_run_interval  # `scan` always asks
+    found, undiscovered = discovered(settings.config, state, echo, stop, every=every)
+    settings = replace(settings, config=found)
     config, phases = settings.config, settings.phases
     run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{os.getpid()}"
     claims = Claims(settings.shard, state, config) if settings.shard else None
@@ -161,7 +163,7 @@ def run_cycle(settings: RunSettings, state: State, stop: threading.Event, echo: 
         sink.flush_spool()  # every phase re-sends what earlier runs spooled, first
     run = _Run(settings, state, sink, stop, echo, claims)
     results: list[AccountScan] = []
-    codes: list[int] = []
+    codes: list[int] = [EXIT_INCOMPLETE] if undiscovered else []  # a list not refreshed, or no list
     if scanned.instances:
         results = run.full_scans(scanned)
         if settings.table:

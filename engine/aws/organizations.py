@@ -9,7 +9,9 @@ many accounts); `ListTagsForResource` per remaining account, only when a tag fil
 Each discovery's account list is saved in the state (`organizations.accounts`); when one fails (denied,
 throttled, unreachable) the saved list is used, with a warning and a count of the failures in a row. With
 no saved list the organization adds nothing (an error line), and with nothing else to scan the run stops
-with a `ConfigError`.
+with a `ConfigError`. A list saved less than `every` seconds ago is used without asking again (`run`, every
+minute, asks once per `full_run_interval`; `scan` always asks). The number of failed discoveries is returned
+beside the config: the run that had them is incomplete.
 """
 
 from __future__ import annotations
@@ -61,20 +63,28 @@ def discovered(
     echo: Callable[[str], None] = print,
     stop: threading.Event | None = None,
     endpoint_url: str | None = None,
-) -> Config:
-    """`config` with each organization's accounts as instances; one `organization ...` line each."""
+    every: float = 0.0,
+) -> tuple[Config, int]:
+    """`config` with each organization's accounts as instances, one `organization ...` line each; and how
+    many discoveries failed."""
     if not config.organizations:
-        return config
+        return config, 0
     fetcher = Fetcher(stop, patience=PATIENCE)
     saved: dict[str, Any] = dict(state.get(STATE_KEY) or {})
-    instances = list(config.instances)
+    instances, failures = list(config.instances), 0
     for org in config.organizations:
         last, source = saved.get(org.key), "live"
+        if last is not None and not last.get("error") and _age(last) < every:
+            added = _add(instances, org, last["accounts"])
+            echo(f"organization {org.where} accounts={last['total']} included={len(last['accounts'])} "
+                 f"added={added} from=saved age={_age(last):.0f}s")  # fmt: skip
+            continue
         try:
             found = discover(config, org, fetcher, endpoint_url)
             entry = {"instance": org.where, "accounts": found.accounts, "total": found.total,
                      "at": datetime.now(UTC).isoformat(), "failures": 0, "error": None}  # fmt: skip
         except TopologyError as exc:
+            failures += 1
             if last is None:
                 log.error("event=organization.failed instance=%s error=%r saved=none", org.where, str(exc))
                 echo(f"organization {org.where} error={str(exc)!r}: no account list saved by an earlier "
@@ -94,7 +104,15 @@ def discovered(
             file=config.path or "-", key="instances",
             problem="no account to scan: no organization's accounts could be discovered (see above)",
         )  # fmt: skip
-    return replace(config, instances=tuple(instances))
+    return replace(config, instances=tuple(instances)), failures
+
+
+def _age(entry: dict) -> float:
+    """Seconds since a saved list was discovered (infinite when it says no time)."""
+    try:
+        return (datetime.now(UTC) - datetime.fromisoformat(entry["at"])).total_seconds()
+    except (KeyError, TypeError, ValueError):
+        return float("inf")
 
 
 def from_saved(config: Config, state: State) -> Config:

@@ -100,7 +100,9 @@ def config(*organizations: Organization, instances: tuple[Instance, ...] = ()) -
 
 def run_discovery(cfg: Config, state: State, endpoint: str | None = None) -> tuple[Config, list[str]]:
     lines: list[str] = []
-    return discovered(cfg, state, lines.append, endpoint_url=endpoint), lines
+    found, failed = discovered(cfg, state, lines.append, endpoint_url=endpoint)
+    assert failed == sum("error=" in line for line in lines)
+    return found, lines
 
 
 def accounts(cfg: Config) -> set[str]:
@@ -262,6 +264,18 @@ def test_a_failed_discovery_uses_the_saved_list_and_counts_the_failures(estate, 
     assert entry["failures"] == 2 and expected[failure] in entry["error"]
 
 
+def test_a_list_saved_less_than_every_seconds_ago_is_used_without_asking(estate, state):
+    cfg = config(organization())
+    first, _ = run_discovery(cfg, state)
+    lines: list[str] = []
+    again, failed = discovered(cfg, state, lines.append, endpoint_url="http://127.0.0.1:9", every=3600)
+
+    assert again.instances == first.instances and failed == 0  # the broken endpoint was never asked
+    assert lines[0].startswith("organization instances[0] accounts=5 included=5 added=5 from=saved age=")
+    _, failed = discovered(cfg, state, lines.append, endpoint_url="http://127.0.0.1:9", every=0)
+    assert failed == 1  # `scan` always asks
+
+
 def test_without_a_saved_list_a_failed_organization_is_an_error_and_the_others_still_run(estate, state):
     explicit = Instance(role_arn=f"arn:aws:iam::{ACCOUNT}:role/Explicit", regions=(REGION,))
     forget(estate)
@@ -347,7 +361,7 @@ def test_the_real_scan_scans_every_discovered_account(estate, tmp_path):
     forget(estate)
     again = scan()  # discovery fails: the saved list is scanned again
 
-    assert again.returncode == 0, again.stderr
+    assert again.returncode == 1, again.stderr  # scanned, but on a list that could not be refreshed
     assert "from=saved failures=1" in again.stdout
     assert "event=organization.failed" in again.stderr and "Traceback" not in again.stderr
     runs = sorted(out.glob("run-*"))
