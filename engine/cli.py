@@ -49,7 +49,7 @@ from engine.scan.plan import plan
 from engine.view.page import write_page
 from engine.view.stql import as_json as views_as_json
 from engine.view.stql import as_text as views_as_text
-from engine.view.stql import views_for
+from engine.view.stql import console_actions, views_for
 
 config_option = click.option(
     "-c",
@@ -465,7 +465,7 @@ def view_command(
         mappings = load_mappings(mappings_dir)
         views = [v for instance in config.instances for v in views_for(instance, mappings)]
         snapshot = from_payloads(from_dir, config) if from_dir else from_state(state_path, config, mappings)
-        summary = write_page(snapshot, views, out)
+        summary = write_page(snapshot, views, out, console_actions(mappings))
     for note in snapshot.notes:
         click.echo(f"note: {note}", err=True)
     click.echo(summary)

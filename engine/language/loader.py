@@ -208,6 +208,7 @@ class Resource:
     cloudformation: CloudFormation | None = None
     vars: Vars = ()  # named sub-expressions, set on each item in order
     trace_rules: tuple[TraceRule, ...] = ()
+    console_name: str | None = None  # the console `console` opens ("Step Functions"); None without one
 
     @property
     def key(self) -> str:
@@ -426,6 +427,7 @@ class _FileLoader:
             cw_dimensions=opt("cw_dimensions"),
             cloudformation=self.cloudformation(f"{key}.cloudformation", spec.get("cloudformation")),
             console=opt("console"),
+            console_name=(spec.get("console_name") or self.console_name(raw)) if "console" in spec else None,
             data=opt("data"),
             relations=tuple(
                 Relation(
@@ -480,9 +482,19 @@ class _FileLoader:
         for i, event in enumerate(spec.get("events", [])):
             if event.get("action", "refresh") != "delete" and "get" not in spec:
                 self.problem(f"{key}.events[{i}]", "a refresh rule needs the resource's `get`")
+        if "console_name" in spec and "console" not in spec:
+            self.problem(f"{key}.console_name", "names the console of `console`: add the link, or remove it")
         if resource.scope == "account" and resource.region is None:
             self.problem(f"{key}.region", "required for scope 'account'")
         return resource if len(self.problems) == before else None
+
+    def console_name(self, raw: dict) -> str:
+        """The file's `console_name`, else botocore's short name of the service ("Amazon EFS" -> "EFS")."""
+        if "console_name" in raw:
+            return raw["console_name"]
+        meta = self.model.metadata if self.model is not None else {}
+        name = meta.get("serviceAbbreviation") or meta.get("serviceFullName") or raw["service"].upper()
+        return name.removeprefix("Amazon ").removeprefix("AWS ").strip() or raw["service"].upper()
 
     def vars(self, key: str, spec: dict[str, str]) -> Vars:
         """Compile `vars`; a var may use only those declared before it."""

@@ -275,8 +275,9 @@ BROKEN: list[tuple[str, str, str]] = [
         "unknown_key",
         add_to_queue("lisst: {operation: ListQueues}\n"),
         "sqs.yaml: resources.queue: unknown key(s) 'lisst'; expected one of: cloudformation, component, "
-        "console, cw_dimensions, data, details, domain, emit, events, external_id, filter, get, id, joins, "
-        "layer, list, name, parent, region, relations, scope, tags, traces, type, types, urns, vars",
+        "console, console_name, cw_dimensions, data, details, domain, emit, events, external_id, filter, "
+        "get, id, joins, layer, list, name, parent, region, relations, scope, tags, traces, type, types, "
+        "urns, vars",
     ),
     (
         "missing_id",
@@ -475,3 +476,46 @@ def test_a_repeated_key_is_refused_instead_of_replacing_the_first(tmp_path: Path
     write(tmp_path, "sqs.yaml", add_to_queue("id: QueueArn\n"))
     [problem] = problems(tmp_path)
     assert problem.startswith("sqs.yaml: line 8, column 5: invalid YAML: duplicate key 'id'")
+
+
+# --- console names -------------------------------------------------------------------------------
+
+
+def test_a_console_link_is_named_by_the_file_by_its_resource_or_else_after_the_service(
+    tmp_path: Path,
+) -> None:
+    linked = add_to_queue("console: \"format('{_console}/sqs/v3/home#/queues/{QueueUrl}', @)\"\n")
+    write(tmp_path / "default", "sqs.yaml", linked)
+    write(tmp_path / "default", "elasticache.yaml", ELASTICACHE)
+    by_key = {r.key: r for r in load_mappings(tmp_path / "default").resources}
+    assert by_key["sqs.queue"].console_name == "SQS"  # botocore: "Amazon SQS"
+    assert by_key["elasticache.cluster"].console_name == "ElastiCache"  # a new service: no Python, no key
+    write(tmp_path / "file", "sqs.yaml", linked.replace("resources:", "console_name: Queues\nresources:"))
+    assert load_mappings(tmp_path / "file").resources[0].console_name == "Queues"
+    write(
+        tmp_path / "own",
+        "sqs.yaml",
+        linked.replace("resources:", "console_name: Queues\nresources:") + "    console_name: Q\n",
+    )
+    assert load_mappings(tmp_path / "own").resources[0].console_name == "Q"
+    write(tmp_path / "none", "sqs.yaml", QUEUE)
+    assert load_mappings(tmp_path / "none").resources[0].console_name is None
+
+
+def test_a_console_name_without_a_console_link_is_refused(tmp_path: Path) -> None:
+    write(tmp_path, "sqs.yaml", add_to_queue("console_name: SQS\n"))
+    assert problems(tmp_path) == [
+        "sqs.yaml: resources.queue.console_name: names the console of `console`: add the link, or remove it"
+    ]
+
+
+ELASTICACHE = """\
+version: 1
+service: elasticache
+resources:
+  cluster:
+    type: aws.elasticache.cluster
+    list: {operation: DescribeCacheClusters, items: "CacheClusters[]"}
+    id: CacheClusterId
+    console: "format('{_console}/elasticache/home?region={_region}#/redis/{CacheClusterId}', @)"
+"""
