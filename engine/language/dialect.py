@@ -326,12 +326,21 @@ _CLOSURES: dict[str, Getter | None] = {}  # expression text -> its closure, None
 
 
 def search(expression: ParsedResult, value: Any) -> Any:
-    """Evaluate a compiled expression with the custom functions (as a closure where one can say it)."""
+    """Evaluate a compiled expression with the custom functions (as a closure where one can say it).
+
+    An error keeps its type and gains `expression` (the text) and `value` (what it was evaluated on), so a
+    caller can say which expression failed on which item.
+    """
     try:
         fast = _CLOSURES[expression.expression]
     except KeyError:
         fast = _CLOSURES[expression.expression] = closure(expression.parsed, OPTIONS.custom_functions)
-    return expression.search(value, options=OPTIONS) if fast is None else fast(value)
+    try:
+        return expression.search(value, options=OPTIONS) if fast is None else fast(value)
+    except (JMESPathError, ExpressionError) as exc:
+        if not hasattr(exc, "expression"):
+            exc.expression, exc.value = expression.expression, value  # type: ignore[attr-defined]
+        raise
 
 
 @lru_cache(maxsize=1024)

@@ -209,6 +209,8 @@ class Resource:
     vars: Vars = ()  # named sub-expressions, set on each item in order
     trace_rules: tuple[TraceRule, ...] = ()
     console_name: str | None = None  # the console `console` opens ("Step Functions"); None without one
+    # expression text -> the keys of the file that hold it, to name the key when it fails on an item
+    expressions: Mapping[str, tuple[str, ...]] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def key(self) -> str:
@@ -308,6 +310,7 @@ class _FileLoader:
         self.paginators: dict[str, Any] = {}
         self.iam_actions: dict[tuple[str, str], str] = {}
         self.interfaces: Interfaces | None = None
+        self.where: dict[str, list[str]] = {}  # expression text -> keys, of the resource being loaded
 
     def problem(self, key: str, text: str) -> None:
         self.problems.append(f"{self.path.name}: {key or '-'}: {text}")
@@ -375,6 +378,7 @@ class _FileLoader:
     def resource(self, raw: dict, name: str, spec: dict) -> Resource | None:
         key = f"resources.{name}"
         before = len(self.problems)
+        self.where = {}
         parent = spec.get("parent")
         earlier = list(raw["resources"])[: list(raw["resources"]).index(name)]
         if parent is not None and parent not in earlier:
@@ -478,6 +482,7 @@ class _FileLoader:
                 )
                 for i, e in enumerate(spec.get("emit", []))
             ),
+            expressions={text: tuple(keys) for text, keys in self.where.items()},
         )
         for i, event in enumerate(spec.get("events", [])):
             if event.get("action", "refresh") != "delete" and "get" not in spec:
@@ -515,6 +520,7 @@ class _FileLoader:
         return CloudFormation(type=spec["type"], physical_id=physical_id)
 
     def expression(self, key: str, text: str) -> ParsedResult:
+        self.where.setdefault(text, []).append(key)
         try:
             return compile_expression(text)
         except ExpressionError as exc:
