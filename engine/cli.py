@@ -239,10 +239,8 @@ def try_command(
         owner = Account(account, "-", None, None)  # type: ignore[arg-type]  # a replay makes no call
         fetcher = trial.Replay(saved)
     try:
-        result = trial.run_trial(mappings, resource, fetcher, owner, region)
-    except trial.NotSupplied as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_BAD_INPUT)
+        with _bad_input():
+            result = trial.run_trial(mappings, resource, fetcher, owner, region)
     except CallFailed as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_INCOMPLETE)

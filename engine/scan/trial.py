@@ -106,6 +106,16 @@ def needed(mappings: Mappings, resource: Resource) -> list[Resource]:
     return [r for r in own.values() if r.name in wanted]
 
 
+def _lineage(mappings: Mappings, resource: Resource) -> set[str]:
+    """The short names of `resource` and its ancestors."""
+    own = {r.name: r for r in mappings.resources if r.file == resource.file}
+    names, r = set(), resource
+    while r is not None:
+        names.add(r.name)
+        r = own.get(r.parent or "")
+    return names
+
+
 def run_trial(
     mappings: Mappings, resource: Resource, fetcher: Replay | Recorder, account: Account, region: str
 ) -> Trial:
@@ -114,10 +124,15 @@ def run_trial(
     items: dict[str, list[dict]] = {}
     seen: dict[str, list[dict]] = {}
     trial = Trial(resource)
+    lineage = _lineage(mappings, resource)
     for r in needed(mappings, resource):
         parents = items[r.parent] if r.parent else None
         try:
             result, items[r.name] = collector.collect(_unit(account.id, region, r), parents, seen)
+        except NotSupplied as exc:
+            if r.name in lineage:
+                raise TrialError(problem=f"{r.file}: resources.{r.name}.list: {exc}") from None
+            items[r.name] = seen[r.name] = []  # a joined resource without its listing joins nothing
         except SHAPING_ERRORS as exc:
             exc.resource, exc.parents = r, parents  # type: ignore[union-attr]
             raise
