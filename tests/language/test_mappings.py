@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import textwrap
 import types
@@ -15,6 +16,7 @@ import pytest
 from jmespath.parser import ParsedResult
 
 from engine.core.errors import BadInput, MappingErrors
+from engine.core.paths import MAPPINGS, SCHEMAS
 from engine.language.dialect import KNOWN
 from engine.language.loader import Mappings, Resource, load_mappings
 
@@ -519,3 +521,39 @@ resources:
     id: CacheClusterId
     console: "format('{_console}/elasticache/home?region={_region}#/redis/{CacheClusterId}', @)"
 """
+
+
+# --- editor support ------------------------------------------------------------------------------
+
+SCHEMA_LINE = "# yaml-language-server: $schema=../schemas/mapping.schema.json"
+
+
+def test_every_mapping_file_names_its_schema_for_the_yaml_language_server() -> None:
+    files = sorted(MAPPINGS.glob("*.yaml"))
+    assert files
+    first_lines = {path.name: path.read_text(encoding="utf-8").splitlines()[0] for path in files}
+    assert {name: line for name, line in first_lines.items() if line != SCHEMA_LINE} == {}
+    assert (MAPPINGS / SCHEMA_LINE.split("$schema=")[1]).resolve() == (
+        SCHEMAS / "mapping.schema.json"
+    ).resolve()
+
+
+def _undescribed(node: Any, where: str) -> list[str]:
+    """Every property (at any depth of the schema) without a `description`."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        for name, spec in node.get("properties", {}).items():
+            if not (isinstance(spec, dict) and spec.get("description")):
+                found.append(f"{where}.properties.{name}")
+        for key, value in node.items():
+            found += _undescribed(value, f"{where}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _undescribed(value, f"{where}[{i}]")
+    return found
+
+
+def test_every_property_of_the_mapping_schema_has_a_description() -> None:
+    schema = json.loads((SCHEMAS / "mapping.schema.json").read_text(encoding="utf-8"))
+    assert _undescribed(schema, "$") == []
+    assert _undescribed({"properties": {"x": {"$ref": "#/y"}}}, "$") == ["$.properties.x"]  # the check works
