@@ -8,6 +8,7 @@ together, each as `file: key: problem`. Nothing after this module reads raw YAML
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -25,7 +26,7 @@ from engine.core import botocore_data
 from engine.core.config import StrictLoader
 from engine.core.errors import MappingErrors
 from engine.core.paths import MAPPINGS, SCHEMAS
-from engine.language.dialect import ExpressionError, compile_expression
+from engine.language.dialect import ExpressionError, compile_expression, format_reads
 
 
 @dataclass(frozen=True)
@@ -487,11 +488,36 @@ class _FileLoader:
         for i, event in enumerate(spec.get("events", [])):
             if event.get("action", "refresh") != "delete" and "get" not in spec:
                 self.problem(f"{key}.events[{i}]", "a refresh rule needs the resource's `get`")
+        if parent is not None and spec.get("events"):
+            root = _root(raw["resources"], name)
+            self.problem(
+                f"{key}.events",
+                f"a child type is refreshed through its root: move these rules to resources.{root}.events, "
+                f"with `ids` giving the {root}'s id (a deleted {name} goes at the next full scan)",
+            )
+        self.check_placeholders(resource, spec)
         if "console_name" in spec and "console" not in spec:
             self.problem(f"{key}.console_name", "names the console of `console`: add the link, or remove it")
         if resource.scope == "account" and resource.region is None:
             self.problem(f"{key}.region", "required for scope 'account'")
         return resource if len(self.problems) == before else None
+
+    def check_placeholders(self, resource: Resource, spec: dict) -> None:
+        """Each `_` key a format() placeholder reads from the item must be one the item has: a context key, a
+        var, or the `into` of a detail or join (a typo would give null at run time, silently)."""
+        known = set(CONTEXT_KEYS) | {name for name, _ in resource.vars}
+        known |= {d["into"] for d in [*spec.get("details", []), *spec.get("joins", [])] if "into" in d}
+        known |= {name for rule in resource.trace_rules for name, _ in rule.vars}
+        for text, keys in self.where.items():
+            for placeholder, names in format_reads(jmespath_ast(text)):
+                for name in sorted(n for n in names if n.startswith("_") and n not in known):
+                    close = difflib.get_close_matches(name, known, n=1)
+                    hint = f"did you mean {close[0]}? " if close else ""
+                    self.problem(
+                        keys[0],
+                        f"format() placeholder {{{placeholder}}} reads {name}, which the item does not have; "
+                        f"{hint}its `_` keys: {', '.join(sorted(known))}",
+                    )
 
     def console_name(self, raw: dict) -> str:
         """The file's `console_name`, else botocore's short name of the service ("Amazon EFS" -> "EFS")."""
@@ -669,6 +695,15 @@ def _field_names(node: dict) -> set[str]:
     for child in node.get("children", []):
         names |= _field_names(child) if isinstance(child, dict) else set()
     return names
+
+
+def _root(resources: dict, name: str) -> str:
+    """The short name of the root of `name`'s parent chain (within one file's `resources`)."""
+    seen = {name}
+    while (parent := resources.get(name, {}).get("parent")) in resources and parent not in seen:
+        name = parent
+        seen.add(name)
+    return name
 
 
 def _literal(text: str) -> str:

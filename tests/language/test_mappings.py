@@ -557,3 +557,54 @@ def test_every_property_of_the_mapping_schema_has_a_description() -> None:
     schema = json.loads((SCHEMAS / "mapping.schema.json").read_text(encoding="utf-8"))
     assert _undescribed(schema, "$") == []
     assert _undescribed({"properties": {"x": {"$ref": "#/y"}}}, "$") == ["$.properties.x"]  # the check works
+
+
+# --- checks that say what to change --------------------------------------------------------------
+
+
+def test_a_context_key_typo_in_a_format_placeholder_names_file_key_and_placeholder(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "sqs.yaml",
+        add_to_queue("external_id: \"format('arn:{_partition}:sqs:{_regoin}:{QueueUrl}', @)\"\n"),
+    )
+    (line,) = problems(tmp_path)
+    assert line.startswith(
+        "sqs.yaml: resources.queue.external_id: format() placeholder {_regoin} reads _regoin, which the item "
+        "does not have; did you mean _region? its `_` keys: _account, "
+    )
+
+
+def test_a_format_placeholder_may_read_vars_and_detail_keys_of_its_item(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "sqs.yaml",
+        add_to_queue("""\
+            vars: {_name: "split(QueueUrl, '/')[-1]"}
+            details:
+              - operation: GetQueueAttributes
+                args: {QueueUrl: QueueUrl}
+                into: _attributes
+            name: "format('{_name}/{_attributes.QueueArn}/{_region}/{_parent._x}', @)"
+            urns: ["format('{h}', {h: _typo_in_an_object_is_not_the_item})"]
+        """),
+    )
+    assert len(load_mappings(tmp_path).resources) == 1
+
+
+def test_events_on_a_child_type_are_refused_saying_where_they_go(tmp_path: Path) -> None:
+    child = """\
+      attributes:
+        type: aws.sqs.attributes
+        parent: queue
+        list: {items: "[_parent]"}
+        id: QueueUrl
+        events:
+          - {source: sqs.amazonaws.com, names: [DeleteQueue], ids: requestParameters.queueUrl, action: delete}
+    """
+    write(tmp_path, "sqs.yaml", QUEUE + textwrap.indent(textwrap.dedent(child), "  "))
+    assert problems(tmp_path) == [
+        "sqs.yaml: resources.attributes.events: a child type is refreshed through its root: move these rules "
+        "to resources.queue.events, with `ids` giving the queue's id (a deleted attributes goes at the next "
+        "full scan)"
+    ]
