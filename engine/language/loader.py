@@ -516,7 +516,7 @@ class _FileLoader:
                     self.problem(
                         keys[0],
                         f"format() placeholder {{{placeholder}}} reads {name}, which the item does not have; "
-                        f"{hint}its `_` keys: {', '.join(sorted(known))}",
+                        f"{hint}it has: {', '.join(sorted(known))}",
                     )
 
     def console_name(self, raw: dict) -> str:

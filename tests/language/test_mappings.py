@@ -571,7 +571,7 @@ def test_a_context_key_typo_in_a_format_placeholder_names_file_key_and_placehold
     (line,) = problems(tmp_path)
     assert line.startswith(
         "sqs.yaml: resources.queue.external_id: format() placeholder {_regoin} reads _regoin, which the item "
-        "does not have; did you mean _region? its `_` keys: _account, "
+        "does not have; did you mean _region? it has: _account, "
     )
 
 
