@@ -195,3 +195,28 @@ def test_live_calls_the_endpoint_and_shapes_what_it_answers() -> None:
         (r["sourceId"], r["type"]["name"], r["targetId"]) for r in out["relations"]
     }
     assert out["not_called"] == []
+
+
+def test_a_derived_type_takes_a_bare_file_for_its_nearest_listed_ancestor(tmp_path: Path) -> None:
+    saved = {
+        "apis": {"items": [{"id": "a1b2c3", "name": "shop"}]},
+        "stages": {"item": [{"stageName": "prod", "deploymentId": "d1"}]},
+        "resources": {"items": [
+            {"id": "r1", "path": "/orders", "resourceMethods": {"GET": {"httpMethod": "GET"}}},
+            {"id": "r0", "path": "/"},  # no methods: not a component
+        ]},
+    }  # fmt: skip
+    for name, body in saved.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(body))
+    files = {name: str(tmp_path / f"{name}.json") for name in saved}
+
+    result = invoke(
+        "apigateway", "resource", "--json", "--response", f"GetRestApis={files['apis']}",
+        "--response", files["stages"], "--response", f"GetResources={files['resources']}",
+    )  # fmt: skip
+
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    stage = f"arn:aws:execute-api:eu-west-1:{ACCOUNT}:a1b2c3/prod"
+    assert [c["externalId"] for c in out["components"]] == [f"{stage}/*/orders"]
+    assert [(r["sourceId"], r["targetId"]) for r in out["relations"]] == [(stage, f"{stage}/*/orders")]
