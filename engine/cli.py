@@ -51,7 +51,7 @@ from engine.scan.plan import plan
 from engine.view.page import write_page
 from engine.view.stql import as_json as views_as_json
 from engine.view.stql import as_text as views_as_text
-from engine.view.stql import views_for
+from engine.view.stql import console_actions, views_for
 
 config_option = click.option(
     "-c",
@@ -199,6 +199,66 @@ def plan_command(config_path: str, mappings_dir: str, per_item: bool) -> None:
     for org in config.organizations:  # discovered at run time: the plan of each of its accounts
         click.echo(f"{org.where}.organization: each discovered account ({TEMPLATE_ACCOUNT} below):")
         click.echo("\n".join(format_plan(plan(org.instance(TEMPLATE_ACCOUNT), mappings), mappings)))
+
+
+@main.command("try")
+@click.argument("mapping")
+@click.argument("type_name", metavar="TYPE")
+@click.option(
+    "--response",
+    "responses",
+    multiple=True,
+    metavar="[OP=]FILE",
+    help="A saved response (`aws ... --output json`): FILE for TYPE's list call, OP=FILE for another call "
+    "(a detail, a join, a parent's listing). Repeatable. Calls without one are not made, and are listed.",
+)
+@click.option("--live", is_flag=True, help="Make the calls instead (the default credential chain).")
+@click.option("--endpoint-url", help="With --live: the endpoint (moto). Default: AWS_ENDPOINT_URL, else AWS.")
+@click.option("--region", default="eu-west-1", show_default=True, help="The region the items belong to.")
+@click.option("--account", default="123456789012", show_default=True, help="The account id (`_account`).")
+@click.option("--json", "as_json", is_flag=True, help="Print the records as JSON.")
+@mappings_option
+def try_command(
+    mapping: str, type_name: str, responses: tuple[str, ...], live: bool, endpoint_url: str | None,
+    region: str, account: str, as_json: bool, mappings_dir: str,
+) -> None:  # fmt: skip
+    """Shape saved (or live) API responses through one resource of one mapping file; print its components,
+    relations and identifiers. MAPPING: a mapping file, or its name in --mappings (sqs); TYPE: a resource's
+    short name or component type. An expression that fails names its key and the item; exit code 2."""
+    from engine.aws.fetch import Fetcher
+    from engine.aws.sessions import Account, boto3_session, client_config
+    from engine.core.errors import CallFailed
+    from engine.scan import trial
+
+    path = Path(mapping) if mapping.endswith((".yaml", ".yml")) else Path(mappings_dir) / f"{mapping}.yaml"
+    with _bad_input():
+        if live == bool(responses):
+            raise trial.TrialError(problem="give --response FILE (repeatable) or --live, not both")
+        if endpoint_url and not live:
+            raise trial.TrialError(problem="--endpoint-url goes with --live")
+        if not path.is_file():
+            raise trial.TrialError(problem=f"{path}: no such mapping file")
+        mappings = load_mappings(path.parent)
+        resource = trial.find_resource(mappings, path.name, type_name)
+        saved = trial.saved_responses(mappings, resource, responses)
+    fetcher: trial.Replay | trial.Recorder
+    if live:
+        session = boto3_session()
+        owner = Account(account, "(default credentials)", session, client_config(1), endpoint_url)
+        fetcher = trial.Recorder(Fetcher())
+    else:
+        owner = Account(account, "-", None, None)  # type: ignore[arg-type]  # a replay makes no call
+        fetcher = trial.Replay(saved)
+    try:
+        with _bad_input():
+            result = trial.run_trial(mappings, resource, fetcher, owner, region)
+    except CallFailed as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_INCOMPLETE)
+    except trial.SHAPING_ERRORS as exc:  # an expression or shape error: name the key and the item
+        click.echo(f"error: {trial.explain(exc, mappings, fetcher.responses)}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    click.echo(trial.as_json(result) if as_json else trial.as_text(result))
 
 
 @main.command("run")
@@ -492,7 +552,7 @@ def view_command(
                 config = from_saved(config, state)  # the accounts the last discovery listed
         views = [v for instance in config.instances for v in views_for(instance, mappings)]
         snapshot = from_payloads(from_dir, config) if from_dir else from_state(state_path, config, mappings)
-        summary = write_page(snapshot, views, out)
+        summary = write_page(snapshot, views, out, console_actions(mappings))
     for note in snapshot.notes:
         click.echo(f"note: {note}", err=True)
     click.echo(summary)

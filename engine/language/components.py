@@ -22,7 +22,11 @@ from engine.language.loader import Emit, Relation, Resource, Vars
 
 
 class ShapeError(ValueError):
-    """An item lacks what its mapping requires (e.g. an external id)."""
+    """An item lacks what its mapping requires (e.g. an external id); `item` is that item."""
+
+    def __init__(self, message: str, item: Any = None) -> None:
+        super().__init__(message)
+        self.item = item
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,9 @@ def console_base(item: dict) -> str:
 def external_id(resource: Resource, item: dict) -> str:
     value = search(resource.external_id, item)
     if not isinstance(value, str) or not value:
-        raise ShapeError(f"{resource.file}: resources.{resource.name}.external_id gave {value!r} for an item")
+        raise ShapeError(
+            f"{resource.file}: resources.{resource.name}.external_id gave {value!r} for an item", item
+        )
     return value
 
 
@@ -82,7 +88,7 @@ def component(resource: Resource, item: dict, labels: Labels) -> dict:
     ext_id = external_id(resource, item)
     raw = search(resource.data, item) if resource.data is not None else item
     if not isinstance(raw, dict):
-        raise ShapeError(f"{resource.file}: resources.{resource.name}.data gave {type(raw).__name__}")
+        raise ShapeError(f"{resource.file}: resources.{resource.name}.data gave {type(raw).__name__}", item)
     data = capitalise(jsonable({k: v for k, v in raw.items() if not k.startswith("_")}))
     tags = {str(k): str(v) for k, v in tag_dict(search(resource.tags, item)).items() if v is not None}
     data["Tags"] = tags
@@ -109,7 +115,8 @@ def type_name(resource: Resource, item: dict) -> str:
     if name not in resource.types:
         raise ShapeError(
             f"{resource.file}: resources.{resource.name}.type gave {name!r}; expected one of "
-            f"{', '.join(resource.types)}"
+            f"{', '.join(resource.types)}",
+            item,
         )
     return name
 

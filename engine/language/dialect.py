@@ -326,12 +326,21 @@ _CLOSURES: dict[str, Getter | None] = {}  # expression text -> its closure, None
 
 
 def search(expression: ParsedResult, value: Any) -> Any:
-    """Evaluate a compiled expression with the custom functions (as a closure where one can say it)."""
+    """Evaluate a compiled expression with the custom functions (as a closure where one can say it).
+
+    An error keeps its type and gains `expression` (the text) and `value` (what it was evaluated on), so a
+    caller can say which expression failed on which item.
+    """
     try:
         fast = _CLOSURES[expression.expression]
     except KeyError:
         fast = _CLOSURES[expression.expression] = closure(expression.parsed, OPTIONS.custom_functions)
-    return expression.search(value, options=OPTIONS) if fast is None else fast(value)
+    try:
+        return expression.search(value, options=OPTIONS) if fast is None else fast(value)
+    except (JMESPathError, ExpressionError) as exc:
+        if not hasattr(exc, "expression"):
+            exc.expression, exc.value = expression.expression, value  # type: ignore[attr-defined]
+        raise
 
 
 @lru_cache(maxsize=1024)
@@ -350,6 +359,49 @@ def _literal_arguments(node: dict, function: str, position: int) -> list[str]:
     for child in children:
         found += _literal_arguments(child, function, position)
     return found
+
+
+def format_reads(node: dict) -> list[tuple[str, set[str]]]:
+    """(placeholder, the keys it reads at the top of the value) of every literal format() template applied
+    to `@`, so the loader can check those keys against what the item has."""
+    found = []
+    for call in _calls(node, "format"):
+        template, value = call["children"][0], call["children"][1]
+        if (
+            template.get("type") == "literal"
+            and isinstance(template["value"], str)
+            and value["type"] == "current"
+        ):
+            for placeholder in _PLACEHOLDER.findall(template["value"]):
+                found.append((placeholder, top_level_fields(_placeholder(placeholder).parsed)))
+    return found
+
+
+def top_level_fields(node: dict) -> set[str]:
+    """The field names an expression reads from the value it is applied to (not those below them)."""
+    children = [c for c in node.get("children", []) if isinstance(c, dict)]
+    kind = node.get("type")
+    if kind == "field":
+        return {node["value"]}
+    if kind == "expref" or not children:
+        return set()
+    if kind in (
+        "subexpression",
+        "index_expression",
+        "projection",
+        "value_projection",
+        "filter_projection",
+        "pipe",
+    ):
+        return top_level_fields(children[0])
+    return set().union(*(top_level_fields(c) for c in children))
+
+
+def _calls(node: dict, function: str) -> list[dict]:
+    """Every call of `function` (with at least two arguments) in a syntax tree."""
+    children = [c for c in node.get("children", []) if isinstance(c, dict)]
+    own = [node] if node.get("type") == "function_expression" and node["value"] == function else []
+    return [n for n in own if len(children) >= 2] + [c for child in children for c in _calls(child, function)]
 
 
 def _function_names(node: dict) -> set[str]:

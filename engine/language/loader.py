@@ -8,6 +8,7 @@ together, each as `file: key: problem`. Nothing after this module reads raw YAML
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -25,7 +26,7 @@ from engine.core import botocore_data
 from engine.core.config import StrictLoader
 from engine.core.errors import MappingErrors
 from engine.core.paths import MAPPINGS, SCHEMAS
-from engine.language.dialect import ExpressionError, compile_expression
+from engine.language.dialect import ExpressionError, compile_expression, format_reads
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,9 @@ class Resource:
     cloudformation: CloudFormation | None = None
     vars: Vars = ()  # named sub-expressions, set on each item in order
     trace_rules: tuple[TraceRule, ...] = ()
+    console_name: str | None = None  # the console `console` opens ("Step Functions"); None without one
+    # expression text -> the keys of the file that hold it, to name the key when it fails on an item
+    expressions: Mapping[str, tuple[str, ...]] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def key(self) -> str:
@@ -307,6 +311,7 @@ class _FileLoader:
         self.paginators: dict[str, Any] = {}
         self.iam_actions: dict[tuple[str, str], str] = {}
         self.interfaces: Interfaces | None = None
+        self.where: dict[str, list[str]] = {}  # expression text -> keys, of the resource being loaded
 
     def problem(self, key: str, text: str) -> None:
         self.problems.append(f"{self.path.name}: {key or '-'}: {text}")
@@ -374,6 +379,7 @@ class _FileLoader:
     def resource(self, raw: dict, name: str, spec: dict) -> Resource | None:
         key = f"resources.{name}"
         before = len(self.problems)
+        self.where = {}
         parent = spec.get("parent")
         earlier = list(raw["resources"])[: list(raw["resources"]).index(name)]
         if parent is not None and parent not in earlier:
@@ -426,6 +432,7 @@ class _FileLoader:
             cw_dimensions=opt("cw_dimensions"),
             cloudformation=self.cloudformation(f"{key}.cloudformation", spec.get("cloudformation")),
             console=opt("console"),
+            console_name=(spec.get("console_name") or self.console_name(raw)) if "console" in spec else None,
             data=opt("data"),
             relations=tuple(
                 Relation(
@@ -476,13 +483,49 @@ class _FileLoader:
                 )
                 for i, e in enumerate(spec.get("emit", []))
             ),
+            expressions={text: tuple(keys) for text, keys in self.where.items()},
         )
         for i, event in enumerate(spec.get("events", [])):
             if event.get("action", "refresh") != "delete" and "get" not in spec:
                 self.problem(f"{key}.events[{i}]", "a refresh rule needs the resource's `get`")
+        if parent is not None and spec.get("events"):
+            root = _root(raw["resources"], name)
+            self.problem(
+                f"{key}.events",
+                f"a child type is refreshed through its root: move these rules to resources.{root}.events, "
+                f"with `ids` giving the {root}'s id (a deleted {name} goes at the next full scan)",
+            )
+        self.check_placeholders(resource, spec)
+        if "console_name" in spec and "console" not in spec:
+            self.problem(f"{key}.console_name", "names the console of `console`: add the link, or remove it")
         if resource.scope == "account" and resource.region is None:
             self.problem(f"{key}.region", "required for scope 'account'")
         return resource if len(self.problems) == before else None
+
+    def check_placeholders(self, resource: Resource, spec: dict) -> None:
+        """Each `_` key a format() placeholder reads from the item must be one the item has: a context key, a
+        var, or the `into` of a detail or join (a typo would give null at run time, silently)."""
+        known = set(CONTEXT_KEYS) | {name for name, _ in resource.vars}
+        known |= {d["into"] for d in [*spec.get("details", []), *spec.get("joins", [])] if "into" in d}
+        known |= {name for rule in resource.trace_rules for name, _ in rule.vars}
+        for text, keys in self.where.items():
+            for placeholder, names in format_reads(jmespath_ast(text)):
+                for name in sorted(n for n in names if n.startswith("_") and n not in known):
+                    close = difflib.get_close_matches(name, known, n=1)
+                    hint = f"did you mean {close[0]}? " if close else ""
+                    self.problem(
+                        keys[0],
+                        f"format() placeholder {{{placeholder}}} reads {name}, which the item does not have; "
+                        f"{hint}it has: {', '.join(sorted(known))}",
+                    )
+
+    def console_name(self, raw: dict) -> str:
+        """The file's `console_name`, else botocore's short name of the service ("Amazon EFS" -> "EFS")."""
+        if "console_name" in raw:
+            return raw["console_name"]
+        meta = self.model.metadata if self.model is not None else {}
+        name = meta.get("serviceAbbreviation") or meta.get("serviceFullName") or raw["service"].upper()
+        return name.removeprefix("Amazon ").removeprefix("AWS ").strip() or raw["service"].upper()
 
     def vars(self, key: str, spec: dict[str, str]) -> Vars:
         """Compile `vars`; a var may use only those declared before it."""
@@ -503,6 +546,7 @@ class _FileLoader:
         return CloudFormation(type=spec["type"], physical_id=physical_id)
 
     def expression(self, key: str, text: str) -> ParsedResult:
+        self.where.setdefault(text, []).append(key)
         try:
             return compile_expression(text)
         except ExpressionError as exc:
@@ -651,6 +695,15 @@ def _field_names(node: dict) -> set[str]:
     for child in node.get("children", []):
         names |= _field_names(child) if isinstance(child, dict) else set()
     return names
+
+
+def _root(resources: dict, name: str) -> str:
+    """The short name of the root of `name`'s parent chain (within one file's `resources`)."""
+    seen = {name}
+    while (parent := resources.get(name, {}).get("parent")) in resources and parent not in seen:
+        name = parent
+        seen.add(name)
+    return name
 
 
 def _literal(text: str) -> str:

@@ -89,6 +89,14 @@ class Collector:
         self._run(unit, None, results, {})
         return results
 
+    def collect(
+        self, unit: Unit, parents: list[dict] | None = None, seen: dict[str, list[dict]] | None = None
+    ) -> tuple[UnitResult, list[dict]]:
+        """One resource type of `unit`, without its children: its result and its shaped items. `parents`: the
+        parent type's items; `seen`: earlier types' items by short name (for joins), updated. Errors raise."""
+        result = UnitResult(unit)
+        return result, self._collect(unit, parents, result, {} if seen is None else seen)
+
     def _run(
         self, unit: Unit, parents: list[dict] | None, results: list[UnitResult], seen: dict[str, list[dict]]
     ) -> None:
@@ -419,5 +427,6 @@ def _merge(item: dict, detail: Detail, value: Any) -> None:
     elif value is not None:  # a list or a scalar has no keys to merge: the mapping needs `into`
         raise ShapeError(
             f"{detail.call.operation}: the detail result is {type(value).__name__}, not an object; "
-            "give the detail an `into` key"
+            "give the detail an `into` key",
+            item,
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from engine.core.errors import BadInput
 from engine.core.paths import data_dir
 from engine.core.stackpack import TRACE_SOURCE
 from engine.scan.last_snapshot import Snapshot
-from engine.view.stql import View, console_action
+from engine.view.stql import View
 
 WEB = data_dir("web")  # package data of a wheel (engine/_web), else the source tree's web/
 LIBRARY = WEB / "node_modules" / "cytoscape" / "dist" / "cytoscape.min.js"
@@ -26,6 +27,7 @@ LAYER_ORDER = (
     "Databases", "Storage", "Machines", "Networking",
 )  # fmt: skip
 NO_LAYER = "(no layer)"
+NO_ACTION = "Go to AWS console"  # a link of a type the mappings no longer declare
 
 
 class LibraryMissing(BadInput):
@@ -55,9 +57,14 @@ def _traced(relation: dict) -> bool:
     return isinstance(data, dict) and data.get("Source") == TRACE_SOURCE
 
 
-def page_data(snapshot: Snapshot, views: list[View], generated: datetime | None = None) -> dict:
-    """What the page's script reads: nodes, relations by node index (`traced` when seen only in traces),
-    views with their member indices."""
+def page_data(
+    snapshot: Snapshot,
+    views: list[View],
+    generated: datetime | None = None,
+    actions: Mapping[str, str] | None = None,
+) -> dict:
+    """What the page's script reads: nodes (with the console link's action name from `actions`, type ->
+    name), relations by node index (`traced` when seen only in traces), views with their member indices."""
     components = snapshot.components
     layers = _layers(components)
     layer_index = {layer: i for i, layer in enumerate(layers)}
@@ -72,7 +79,8 @@ def page_data(snapshot: Snapshot, views: list[View], generated: datetime | None 
             "layer": layer_index[data.get("layer") or NO_LAYER],
             "account": data.get("Location", {}).get("AwsAccount", ""),
             "region": data.get("Location", {}).get("AwsRegion", ""),
-            "console": console, "action": console_action(console), "data": data,
+            "console": console, "action": console and (actions or {}).get(c["type"]["name"], NO_ACTION),
+            "data": data,
         })  # fmt: skip
     relations = [
         {"s": index.get(r["sourceId"], r["sourceId"]), "t": index.get(r["targetId"], r["targetId"]),
@@ -105,12 +113,12 @@ def page_data(snapshot: Snapshot, views: list[View], generated: datetime | None 
     }
 
 
-def render(snapshot: Snapshot, views: list[View]) -> str:
-    """The HTML page of `snapshot` with one tab per view."""
+def render(snapshot: Snapshot, views: list[View], actions: Mapping[str, str] | None = None) -> str:
+    """The HTML page of `snapshot` with one tab per view (`actions`: as `page_data`)."""
     template = (WEB / "topology.html").read_text(encoding="utf-8")
     app = (WEB / "topology.js").read_text(encoding="utf-8")
     # `<` escaped: the JSON cannot close its script element, and stays JSON.
-    data = json.dumps(page_data(snapshot, views), separators=(",", ":"), ensure_ascii=False)
+    data = json.dumps(page_data(snapshot, views, actions=actions), separators=(",", ":"), ensure_ascii=False)
     parts = {
         "/*@@DATA@@*/": data.replace("<", "\\u003c"),
         "/*@@LIBRARY@@*/": _script_safe(library()),
@@ -124,11 +132,13 @@ def render(snapshot: Snapshot, views: list[View]) -> str:
     return template
 
 
-def write_page(snapshot: Snapshot, views: list[View], out: str | Path) -> str:
+def write_page(
+    snapshot: Snapshot, views: list[View], out: str | Path, actions: Mapping[str, str] | None = None
+) -> str:
     """Write the page to `out`; return one summary line (counts per view)."""
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(snapshot, views), encoding="utf-8")
+    path.write_text(render(snapshot, views, actions), encoding="utf-8")
     counts = "; ".join(f"{v.name}: {sum(1 for c in snapshot.components if v.matches(c))}" for v in views)
     return (
         f"wrote {path}: {len(snapshot.components)} components, {len(snapshot.relations)} relations "

@@ -5,14 +5,13 @@ Serverless`, each with its STQL and a `matches(component)` that applies the same
 (the topology page uses it, so page and query agree). The layer and type sets come from the mappings'
 declared `layer`, `domain` and `types`; only the StackPack's own wording is kept here: Infrastructure is the
 Networking, Storage and Machines layers; Serverless is S3 buckets, Lambdas and application load balancers.
+Console action names come from the mappings' `console_name`.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from engine.core.config import Instance
 from engine.core.errors import BadInput
@@ -135,31 +134,12 @@ def _types(resources: list[Resource]) -> tuple[str, ...]:
     return tuple(sorted({t for r in resources for t in r.types}))
 
 
-# Console path segment -> the AWS product it belongs to, for the action's name.
-CONSOLES = {
-    "apigateway": "API Gateway", "cloudformation": "CloudFormation", "dynamodbv2": "DynamoDB", "ec2": "EC2",
-    "ecs": "ECS", "firehose": "Firehose", "kinesis": "Kinesis", "lambda": "Lambda", "rds": "RDS",
-    "redshiftv2": "Redshift", "route53": "Route 53", "s3": "S3", "sns": "SNS", "sqs": "SQS",
-    "states": "Step Functions", "vpcconsole": "VPC",
-}  # fmt: skip
-_ACRONYMS = {"Vpc": "VPC", "Vpn": "VPN", "Nat": "NAT"}
-
-
-def console_action(url: str | None) -> str | None:
-    """The component's action name, after the console its link opens: "Go to EC2 console".
-
-    The VPC console serves several types, named by the page the link opens (`#SubnetDetails:` ->
-    "Go to Subnet console", as the StackPack names it).
-    """
-    if not url:
-        return None
-    parts = urlsplit(url)
-    segment = parts.path.strip("/").split("/", 1)[0]
-    product = CONSOLES.get(segment, segment.upper() or "AWS")
-    if segment == "vpcconsole" and (page := re.match(r"([A-Z][A-Za-z]*?)(?:Details)?:", parts.fragment)):
-        words = re.findall(r"[A-Z][a-z]*", page.group(1))
-        product = " ".join(_ACRONYMS.get(w, w) for w in words)
-    return f"Go to {product} console"
+def console_actions(mappings: Mappings) -> dict[str, str]:
+    """Component type -> its console link's action name, after the console the mapping names: "Go to EC2
+    console" (`console_name`, as the StackPack words it)."""
+    return {
+        t: f"Go to {r.console_name} console" for r in _emitted(mappings) if r.console_name for t in r.types
+    }
 
 
 def as_text(views: list[View]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import textwrap
 import types
@@ -15,6 +16,7 @@ import pytest
 from jmespath.parser import ParsedResult
 
 from engine.core.errors import BadInput, MappingErrors
+from engine.core.paths import MAPPINGS, SCHEMAS
 from engine.language.dialect import KNOWN
 from engine.language.loader import Mappings, Resource, load_mappings
 
@@ -275,8 +277,9 @@ BROKEN: list[tuple[str, str, str]] = [
         "unknown_key",
         add_to_queue("lisst: {operation: ListQueues}\n"),
         "sqs.yaml: resources.queue: unknown key(s) 'lisst'; expected one of: cloudformation, component, "
-        "console, cw_dimensions, data, details, domain, emit, events, external_id, filter, get, id, joins, "
-        "layer, list, name, parent, region, relations, scope, tags, traces, type, types, urns, vars",
+        "console, console_name, cw_dimensions, data, details, domain, emit, events, external_id, filter, "
+        "get, id, joins, layer, list, name, parent, region, relations, scope, tags, traces, type, types, "
+        "urns, vars",
     ),
     (
         "missing_id",
@@ -475,3 +478,133 @@ def test_a_repeated_key_is_refused_instead_of_replacing_the_first(tmp_path: Path
     write(tmp_path, "sqs.yaml", add_to_queue("id: QueueArn\n"))
     [problem] = problems(tmp_path)
     assert problem.startswith("sqs.yaml: line 8, column 5: invalid YAML: duplicate key 'id'")
+
+
+# --- console names -------------------------------------------------------------------------------
+
+
+def test_a_console_link_is_named_by_the_file_by_its_resource_or_else_after_the_service(
+    tmp_path: Path,
+) -> None:
+    linked = add_to_queue("console: \"format('{_console}/sqs/v3/home#/queues/{QueueUrl}', @)\"\n")
+    write(tmp_path / "default", "sqs.yaml", linked)
+    write(tmp_path / "default", "elasticache.yaml", ELASTICACHE)
+    by_key = {r.key: r for r in load_mappings(tmp_path / "default").resources}
+    assert by_key["sqs.queue"].console_name == "SQS"  # botocore: "Amazon SQS"
+    assert by_key["elasticache.cluster"].console_name == "ElastiCache"  # a new service: no Python, no key
+    write(tmp_path / "file", "sqs.yaml", linked.replace("resources:", "console_name: Queues\nresources:"))
+    assert load_mappings(tmp_path / "file").resources[0].console_name == "Queues"
+    write(
+        tmp_path / "own",
+        "sqs.yaml",
+        linked.replace("resources:", "console_name: Queues\nresources:") + "    console_name: Q\n",
+    )
+    assert load_mappings(tmp_path / "own").resources[0].console_name == "Q"
+    write(tmp_path / "none", "sqs.yaml", QUEUE)
+    assert load_mappings(tmp_path / "none").resources[0].console_name is None
+
+
+def test_a_console_name_without_a_console_link_is_refused(tmp_path: Path) -> None:
+    write(tmp_path, "sqs.yaml", add_to_queue("console_name: SQS\n"))
+    assert problems(tmp_path) == [
+        "sqs.yaml: resources.queue.console_name: names the console of `console`: add the link, or remove it"
+    ]
+
+
+ELASTICACHE = """\
+version: 1
+service: elasticache
+resources:
+  cluster:
+    type: aws.elasticache.cluster
+    list: {operation: DescribeCacheClusters, items: "CacheClusters[]"}
+    id: CacheClusterId
+    console: "format('{_console}/elasticache/home?region={_region}#/redis/{CacheClusterId}', @)"
+"""
+
+
+# --- editor support ------------------------------------------------------------------------------
+
+SCHEMA_LINE = "# yaml-language-server: $schema=../schemas/mapping.schema.json"
+
+
+def test_every_mapping_file_names_its_schema_for_the_yaml_language_server() -> None:
+    files = sorted(MAPPINGS.glob("*.yaml"))
+    assert files
+    first_lines = {path.name: path.read_text(encoding="utf-8").splitlines()[0] for path in files}
+    assert {name: line for name, line in first_lines.items() if line != SCHEMA_LINE} == {}
+    assert (MAPPINGS / SCHEMA_LINE.split("$schema=")[1]).resolve() == (
+        SCHEMAS / "mapping.schema.json"
+    ).resolve()
+
+
+def _undescribed(node: Any, where: str) -> list[str]:
+    """Every property (at any depth of the schema) without a `description`."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        for name, spec in node.get("properties", {}).items():
+            if not (isinstance(spec, dict) and spec.get("description")):
+                found.append(f"{where}.properties.{name}")
+        for key, value in node.items():
+            found += _undescribed(value, f"{where}.{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _undescribed(value, f"{where}[{i}]")
+    return found
+
+
+def test_every_property_of_the_mapping_schema_has_a_description() -> None:
+    schema = json.loads((SCHEMAS / "mapping.schema.json").read_text(encoding="utf-8"))
+    assert _undescribed(schema, "$") == []
+    assert _undescribed({"properties": {"x": {"$ref": "#/y"}}}, "$") == ["$.properties.x"]  # the check works
+
+
+# --- checks that say what to change --------------------------------------------------------------
+
+
+def test_a_context_key_typo_in_a_format_placeholder_names_file_key_and_placeholder(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "sqs.yaml",
+        add_to_queue("external_id: \"format('arn:{_partition}:sqs:{_regoin}:{QueueUrl}', @)\"\n"),
+    )
+    (line,) = problems(tmp_path)
+    assert line.startswith(
+        "sqs.yaml: resources.queue.external_id: format() placeholder {_regoin} reads _regoin, which the item "
+        "does not have; did you mean _region? it has: _account, "
+    )
+
+
+def test_a_format_placeholder_may_read_vars_and_detail_keys_of_its_item(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "sqs.yaml",
+        add_to_queue("""\
+            vars: {_name: "split(QueueUrl, '/')[-1]"}
+            details:
+              - operation: GetQueueAttributes
+                args: {QueueUrl: QueueUrl}
+                into: _attributes
+            name: "format('{_name}/{_attributes.QueueArn}/{_region}/{_parent._x}', @)"
+            urns: ["format('{h}', {h: _typo_in_an_object_is_not_the_item})"]
+        """),
+    )
+    assert len(load_mappings(tmp_path).resources) == 1
+
+
+def test_events_on_a_child_type_are_refused_saying_where_they_go(tmp_path: Path) -> None:
+    child = """\
+      attributes:
+        type: aws.sqs.attributes
+        parent: queue
+        list: {items: "[_parent]"}
+        id: QueueUrl
+        events:
+          - {source: sqs.amazonaws.com, names: [DeleteQueue], ids: requestParameters.queueUrl, action: delete}
+    """
+    write(tmp_path, "sqs.yaml", QUEUE + textwrap.indent(textwrap.dedent(child), "  "))
+    assert problems(tmp_path) == [
+        "sqs.yaml: resources.attributes.events: a child type is refreshed through its root: move these rules "
+        "to resources.queue.events, with `ids` giving the queue's id (a deleted attributes goes at the next "
+        "full scan)"
+    ]

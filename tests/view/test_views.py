@@ -23,7 +23,7 @@ from engine.language.components import relation
 from engine.language.loader import MAPPINGS, load_mappings
 from engine.scan.last_snapshot import Snapshot, SnapshotError, from_payloads, from_state
 from engine.view.page import page_data
-from engine.view.stql import CONSOLES, ViewError, console_action, views_for
+from engine.view.stql import ViewError, console_actions, views_for
 from tests.support import ACCOUNT, ROLE
 from tests.view.view_estate import REGION, scanned_estate
 
@@ -133,20 +133,35 @@ def test_an_instance_layer_or_domain_override_keeps_the_infrastructure_view_sele
     assert not infrastructure.matches(other_account)
 
 
-def test_console_actions_name_the_console_and_every_mapped_console_is_known():
-    base = "https://eu-west-1.console.aws.amazon.com"
-    assert (
-        console_action(f"{base}/ec2/home?region=eu-west-1#InstanceDetails:instanceId=i-1")
-        == "Go to EC2 console"
-    )
-    assert console_action(f"{base}/vpcconsole/home#SubnetDetails:subnetId=subnet-1") == "Go to Subnet console"
-    assert console_action(f"{base}/vpcconsole/home#VpcDetails:VpcId=vpc-1") == "Go to VPC console"
-    assert console_action(f"{base}/states/home#/statemachines/view/x") == "Go to Step Functions console"
-    assert console_action(None) is None
-    segments = set()
+def test_console_actions_name_the_console_and_every_mapped_console_is_known(mappings):
+    actions = console_actions(mappings)
+    assert actions["aws.ec2.instance"] == "Go to EC2 console"
+    assert actions["aws.ec2.subnet"] == "Go to Subnet console"
+    assert actions["aws.ec2.vpc"] == "Go to VPC console"
+    assert actions["aws.stepfunction.statemachine"] == "Go to Step Functions console"
+    assert "aws.apigateway.method.http.integration" not in actions  # no console link, no action
+    # The StackPack's names for every console the mappings link to, each declared in a mapping file.
+    names = "API Gateway,CloudFormation,DynamoDB,EC2,ECS,Firehose,Kinesis,Lambda,RDS,Redshift,Route 53,S3"
+    names += ",SNS,SQS,Step Functions,VPC,Subnet,VPN Gateway,NAT Gateway"
+    assert set(actions.values()) == {f"Go to {name} console" for name in names.split(",")}
+    linked = {t for r in mappings.resources if r.emits_component and r.console is not None for t in r.types}
+    assert linked and set(actions) == linked
+    declared = set()
     for path in MAPPINGS.glob("*.yaml"):
-        segments |= set(re.findall(r"\{_console\}/([a-z0-9]+)/", path.read_text()))
-    assert segments and segments <= set(CONSOLES), segments - set(CONSOLES)
+        declared |= set(re.findall(r"^\s*console_name: ([^#\n]+?)\s*(?:#.*)?$", path.read_text(), re.M))
+    assert {a.removeprefix("Go to ").removesuffix(" console") for a in actions.values()} <= declared
+
+
+def test_the_page_names_each_console_link_after_the_mapping_and_a_link_without_a_known_type_generically():
+    console = "https://eu-west-1.console.aws.amazon.com/x"
+    components = [
+        {"externalId": "a", "type": {"name": "aws.ec2.subnet"}, "data": {"ConsoleUrl": console}},
+        {"externalId": "b", "type": {"name": "aws.gone.thing"}, "data": {"ConsoleUrl": console}},
+        {"externalId": "c", "type": {"name": "aws.ec2.subnet"}, "data": {}},
+    ]
+    snapshot = Snapshot("test", [ACCOUNT], components, [], {})
+    nodes = page_data(snapshot, [], actions={"aws.ec2.subnet": "Go to Subnet console"})["nodes"]
+    assert [n["action"] for n in nodes] == ["Go to Subnet console", "Go to AWS console", None]
 
 
 def test_state_and_payload_files_give_the_same_snapshot_of_the_seeded_estate(estate, mappings):
