@@ -12,10 +12,10 @@ delivered or spooled.
 from __future__ import annotations
 
 import json
+import re
 import zlib
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from engine.aws.sessions import GLOBAL_REGION, partition
 from engine.language.components import as_list
@@ -27,12 +27,15 @@ GLOBAL = "global"
 MAX_TEXT = 64 << 20  # bytes an object may inflate to; past it the object is corrupt (a decompression bomb)
 
 
+_SPACE = re.compile(r"\s*").match  # what may stand between two envelopes
+_DECODE = json.JSONDecoder().raw_decode
+
+
 class CorruptObject(ValueError):
     """An object that is not gzip/UTF-8 text of JSON envelopes; it is left in place and recorded."""
 
 
-@dataclass(frozen=True)
-class Change:
+class Change(NamedTuple):  # a tuple: made once per matching event, 3x cheaper than a frozen dataclass
     resource: Resource
     region: str  # a configured region, or "global"
     id: str
@@ -59,15 +62,13 @@ def envelopes(body: bytes, limit: int | None = None) -> list[dict]:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CorruptObject(f"not UTF-8 (bad byte at offset {exc.start})") from None
-    decoder = json.JSONDecoder()
-    found, pos = [], 0
+    found, pos, end = [], 0, len(text)
     while True:
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-        if pos == len(text):
+        pos = _SPACE(text, pos).end()
+        if pos == end:
             return found
         try:
-            value, pos = decoder.raw_decode(text, pos)
+            value, pos = _DECODE(text, pos)
         except json.JSONDecodeError as exc:
             raise CorruptObject(f"bad JSON at character {exc.pos}: {exc.msg}") from None
         except RecursionError:

@@ -408,8 +408,9 @@ def unit_result(mappings: Mappings, *external_ids: str, key: str = "dynamodb.tab
 
 def test_a_delete_goes_out_only_when_the_get_no_longer_finds_it(mappings: Mappings) -> None:
     other = Change(table(mappings), "us-east-1", "t5", True, f"{TABLES}/t5")
-    changes = [gone(mappings, "t1"), made(mappings, "t2"), gone(mappings, "t3"), replace(gone(mappings, "t4"),
-               delete_id=None), gone(mappings, "t1"), other, gone(mappings, "t6")]  # fmt: skip
+    no_delete_id = gone(mappings, "t4")._replace(delete_id=None)
+    changes = [gone(mappings, "t1"), made(mappings, "t2"), gone(mappings, "t3"), no_delete_id,
+               gone(mappings, "t1"), other, gone(mappings, "t6")]  # fmt: skip
     root = unit_result(mappings, f"{TABLES}/t3", f"{TABLES}/t2")
     child = unit_result(mappings, f"{TABLES}/t6", key="dynamodb.stream")
     refreshed = {("dynamodb.table", REGION): [root, child]}
