@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -27,6 +28,8 @@ from engine.core.config import StrictLoader
 from engine.core.errors import MappingErrors
 from engine.core.paths import MAPPINGS, SCHEMAS
 from engine.language.dialect import ExpressionError, compile_expression, format_reads
+
+_API_VERSION = re.compile(r"(?<=[a-z])20[0-9]{6}(v[0-9]+)?$")  # CloudTrail's suffix: CreateFunction20150331v2
 
 
 @dataclass(frozen=True)
@@ -488,6 +491,7 @@ class _FileLoader:
         for i, event in enumerate(spec.get("events", [])):
             if event.get("action", "refresh") != "delete" and "get" not in spec:
                 self.problem(f"{key}.events[{i}]", "a refresh rule needs the resource's `get`")
+            self.check_event_names(f"{key}.events[{i}].names", event)
         if parent is not None and spec.get("events"):
             root = _root(raw["resources"], name)
             self.problem(
@@ -552,6 +556,20 @@ class _FileLoader:
         except ExpressionError as exc:
             self.problem(key, str(exc))
             return compile_expression("@")
+
+    def check_event_names(self, key: str, event: dict) -> None:
+        """A CloudTrail event name is an operation of the file's service (botocore's model), maybe with the
+        API version CloudTrail adds (`CreateFunction20150331v2`): a misspelt one would never match."""
+        if self.model is None or event.get("detail_type", CLOUDTRAIL) != CLOUDTRAIL:
+            return
+        operations = self.model.operation_names
+        for name in event.get("names", ()):
+            if _API_VERSION.sub("", name) not in operations:
+                close = difflib.get_close_matches(_API_VERSION.sub("", name), operations, n=1)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                self.problem(
+                    key, f"{name!r} is not an operation of {self.model.service_name} (botocore's model){hint}"
+                )
 
     def call(self, key: str, spec: dict, extra_params: Iterable[str] = ()) -> Call:
         operation = spec["operation"]

@@ -608,3 +608,18 @@ def test_events_on_a_child_type_are_refused_saying_where_they_go(tmp_path: Path)
         "to resources.queue.events, with `ids` giving the queue's id (a deleted attributes goes at the next "
         "full scan)"
     ]
+
+
+def test_a_misspelt_cloudtrail_event_name_is_refused_with_the_operation_meant(tmp_path: Path) -> None:
+    events = """\
+        events:
+          - {source: sqs.amazonaws.com, names: [DeleteQueue, DeleteQeue, PurgeQueue20121105v2, Nothing],
+             ids: requestParameters.queueUrl, action: delete}
+          - {source: aws.sqs, detail_type: Some Notification, ids: detail.queue, action: delete}
+    """
+    write(tmp_path, "sqs.yaml", QUEUE + textwrap.indent(textwrap.dedent(events), "    "))
+    assert problems(tmp_path) == [
+        "sqs.yaml: resources.queue.events[0].names: 'DeleteQeue' is not an operation of sqs (botocore's "
+        "model); did you mean DeleteQueue?",
+        "sqs.yaml: resources.queue.events[0].names: 'Nothing' is not an operation of sqs (botocore's model)",
+    ]  # a name with CloudTrail's API version is the operation's; an EventBridge event has no names to check
