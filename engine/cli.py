@@ -201,6 +201,23 @@ def plan_command(config_path: str, mappings_dir: str, per_item: bool) -> None:
         click.echo("\n".join(format_plan(plan(org.instance(TEMPLATE_ACCOUNT), mappings), mappings)))
 
 
+@main.command("new")
+@click.argument("service")
+@mappings_option
+def new_command(service: str, mappings_dir: str) -> None:
+    """Write a first mapping file for SERVICE (a boto3 client name) from botocore's model: a resource per
+    listing call, with its id, ARN and name; it passes `validate` and is a start (docs/mappings.md)."""
+    from engine.language.scaffold import ScaffoldError, scaffold
+
+    path = Path(mappings_dir) / f"{service}.yaml"
+    with _bad_input():
+        if path.exists():
+            raise ScaffoldError(service=service, problem=f"{path} exists already")
+        text = scaffold(service)
+    path.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {path}: {text.count('    type: ')} resource types; next: aws-topology validate")
+
+
 @main.command("try")
 @click.argument("mapping")
 @click.argument("type_name", metavar="TYPE")
