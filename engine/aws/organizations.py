@@ -93,8 +93,8 @@ def discovered(
             source, entry = "saved", {**last, "failures": int(last.get("failures", 0)) + 1, "error": str(exc)}
             log.warning("event=organization.failed instance=%s error=%r using=saved saved_at=%s failures=%d",
                         org.where, str(exc), last.get("at"), entry["failures"])  # fmt: skip
-        saved[org.key] = entry
-        state.set(STATE_KEY, saved)
+        # in one transaction: shards discovering side by side keep each other's lists
+        state.update(STATE_KEY, lambda lists, key=org.key, entry=entry: {**lists, key: entry}, {})
         added = _add(instances, org, entry["accounts"])
         failed = f" failures={entry['failures']} error={entry['error']!r}" if source == "saved" else ""
         echo(f"organization {org.where} accounts={entry['total']} included={len(entry['accounts'])} "

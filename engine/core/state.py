@@ -30,6 +30,7 @@ Timestamp = datetime | float | int
 RelationKey = tuple[str, str, str]  # (source, target, type)
 
 
+_KV_PUT = "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
 _CLAIM_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
@@ -134,10 +135,7 @@ class State:
         try:
             with self._transaction() as conn:
                 self._backend.verify(conn)
-                conn.execute(
-                    "INSERT INTO kv (key, value) VALUES ('state.checked', '1')"
-                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
-                )
+                conn.execute(_KV_PUT, ("state.checked", "1"))
         except OSError as exc:
             self.close()
             raise StateError(path=str(self.path), problem=self._backend.problem(exc)) from None
@@ -433,13 +431,8 @@ class State:
 
     def set(self, key: str, value: Any) -> None:
         """Store a JSON-serialisable value under `key`, replacing any previous one."""
-        text = _dumps(value)
         with self._transaction() as conn:
-            conn.execute(
-                "INSERT INTO kv (key, value) VALUES (?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, text),
-            )
+            conn.execute(_KV_PUT, (key, _dumps(value)))
 
     def update(self, key: str, change: Callable[[Any], Any], default: Any = None) -> Any:
         """Replace the value under `key` (or `default`) by `change(value)` in one write transaction, so that
@@ -447,11 +440,7 @@ class State:
         with self._transaction() as conn:
             rows = conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchall()
             value = change(json.loads(rows[0][0]) if rows else default)
-            conn.execute(
-                "INSERT INTO kv (key, value) VALUES (?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, _dumps(value)),
-            )
+            conn.execute(_KV_PUT, (key, _dumps(value)))
         return value
 
     # traces
@@ -555,11 +544,7 @@ class State:
         total = json.loads(row[0]) if row else {}
         for reason, n in dropped.items():
             total[reason] = total.get(reason, 0) + n
-        conn.execute(
-            "INSERT INTO kv (key, value) VALUES ('traces.dropped', ?)"
-            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (_dumps(total),),
-        )
+        conn.execute(_KV_PUT, ("traces.dropped", _dumps(total)))
 
     def trace_relations(self, account: str) -> dict[RelationKey, tuple[float, float]]:
         """The account's trace relations: (source, target, type) -> (first seen, last seen), epoch seconds."""
