@@ -131,7 +131,8 @@ class Walk:
             each = base.element if isinstance(base, Array) else None
             for condition in children[2:]:
                 self.shape(condition, each, strict)
-            return Array(self.shape(children[1], each, strict)) if isinstance(base, Array) else None
+            found = self.shape(children[1], each, strict)
+            return Array(found) if isinstance(base, Array) else None
         if kind in ("or_expression", "and_expression"):
             return union(*(self.shape(child, current, strict) for child in children))
         if kind == "multi_select_list":
