@@ -2,9 +2,9 @@
 
 An item's shape starts from the output shape of its `list` operation (or, for a derived child, its parent's
 item), followed through `list.items` (paths, projections, flattens, filters, multiselects and `merge()`), then
-gains each detail's keys (`into`, the `result`'s members or the whole response's), each join's and var's name,
-and for a child `_parent`, `_root` and `_ancestors` as the shapes of those items. Whatever cannot be followed
-(another function, a botocore map, a literal) is unknown, and nothing is checked against an unknown shape.
+gains each detail's keys (its `into`, or the members of its `result` or of the whole response), each join's
+`into`, and for a child `_parent`, `_root` and `_ancestors` as the shapes of those items. Whatever cannot be
+followed (another function, a botocore map, a literal) is unknown, and nothing is checked against it.
 Keys starting with `_` of an item are left to the loader's context-key check.
 """
 
@@ -38,15 +38,14 @@ class Struct:
     lenient: bool = False  # keys starting with `_` are not checked (the item's context keys, vars, ...)
 
     def keys(self) -> set[str]:
-        return {k for s in self.sources for k in (s if isinstance(s, dict) else s.members)}
+        return {k for s in self.sources for k in _members(s)}
 
     def member(self, name: str) -> Shape:
-        found = [s[name] if isinstance(s, dict) else botocore_shape(s.members[name]) for s in self.sources
-                 if name in (s if isinstance(s, dict) else s.members)]  # fmt: skip
-        shape = found[0]
-        for other in found[1:]:
-            shape = union(shape, other)
-        return shape
+        """The shape of a key it has: the union of every source's that has it."""
+        found = [s for s in self.sources if name in _members(s)]
+        return reduce(
+            union, [s[name] if isinstance(s, dict) else botocore_shape(s.members[name]) for s in found]
+        )
 
 
 @dataclass(frozen=True)
@@ -63,6 +62,10 @@ class Dict:
 
 SCALAR = "scalar"
 Shape = Struct | Array | Dict | str | None  # None: unknown
+
+
+def _members(source: Any) -> Mapping[str, Any]:
+    return source if isinstance(source, dict) else source.members
 
 
 def botocore_shape(shape: Any) -> Shape:
@@ -124,8 +127,13 @@ class Walk:
         if kind == "index":
             return current.element if isinstance(current, Array) else None
         if kind == "flatten":
-            found = element(self.shape(children[0], current, strict))
-            return Array(element(found) if isinstance(found, Array) else found) if found else None
+            base = self.shape(children[0], current, strict)
+            inner = base.element if isinstance(base, Array) else None
+            return (
+                Array(inner.element if isinstance(inner, Array) else inner)
+                if isinstance(base, Array)
+                else None
+            )
         if kind in ("projection", "filter_projection"):
             base = self.shape(children[0], current, strict)
             each = base.element if isinstance(base, Array) else None
@@ -186,8 +194,9 @@ class Walk:
         close = difflib.get_close_matches(name, shown, n=1)
         hint = f"did you mean {close[0]}? " if close else ""
         what = f"format() placeholder {{{self.placeholder}}} reads" if self.placeholder else "reads"
+        has = ", ".join(shown) or "no other key"
         self.problems.append(
-            (self.key, f"{what} {name}, which {struct.label} does not have; {hint}it has: {', '.join(shown)}")
+            (self.key, f"{what} {name}, which {struct.label} does not have; {hint}it has: {has}")
         )
 
 
@@ -235,13 +244,13 @@ def _ancestry(parent: str | None, above: Shape) -> list[dict]:
         return []
     keys = above.keys()
     root = above.member("_root") if "_root" in keys else above
-    ancestors = above.member("_ancestors") if "_ancestors" in keys else Struct(({},))
+    ancestors = above.member("_ancestors") if "_ancestors" in keys else Struct(())
+    mine = {parent: Struct(above.sources, f"_ancestors.{parent}", True)}
     return [{
         "_parent": Struct(above.sources, "_parent", True),
         "_root": Struct(root.sources, "_root", True) if isinstance(root, Struct) else None,
-        "_ancestors": Struct(
-            (*ancestors.sources, {parent: Struct(above.sources, f"_ancestors.{parent}", True)}), "_ancestors"
-        ) if isinstance(ancestors, Struct) and parent else None,
+        "_ancestors": Struct((*ancestors.sources, mine), "_ancestors")
+        if isinstance(ancestors, Struct) else None,
     }]  # fmt: skip
 
 

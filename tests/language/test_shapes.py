@@ -138,7 +138,7 @@ def test_items_follow_flattened_projections_renames_and_merges() -> None:
 def test_a_list_of_strings_gives_items_with_value() -> None:
     strings = {"list": {"operation": "ListQueues", "items": "QueueUrls"}}
     assert problems("sqs", {"q": strings}, "q", {"console": "format('{_value}{QueueUrl}', @)"}) == [
-        missing("q.console", "QueueUrl", "QueueUrl") + "it has: "
+        missing("q.console", "QueueUrl", "QueueUrl") + "it has: no other key"
     ]
 
 
@@ -156,8 +156,7 @@ def test_details_add_their_into_key_their_result_or_the_whole_response() -> None
     ) == [
         missing("t.console", "Subs[0].Endpont", "Endpont", "Subscription")
         + "did you mean Endpoint? it has: Endpoint, Owner, Protocol, SubscriptionArn, TopicArn",
-        missing("t.console", "Tags", "Tags") + "it has: "
-        "Attributes, Joined, Labels, Subs, TopicArn",
+        missing("t.console", "Tags", "Tags") + "it has: Attributes, Joined, Labels, Subs, TopicArn",
     ]  # fmt: skip
 
 
@@ -239,8 +238,7 @@ def test_relations_and_emits_see_each_element_with_the_item() -> None:
     ) == [
         missing("t.relations[1].target", "Sub", "Sub") + "it has: TopicArn",
         missing("t.emit[0].text", "TopicArn", "TopicArn", "the element") + "it has: Sub",
-        missing("t.emit[0].each", "Sub", "Sub") + "it has: "
-        "TopicArn",
+        missing("t.emit[0].each", "Sub", "Sub") + "it has: TopicArn",
     ]  # fmt: skip
 
 
