@@ -34,7 +34,7 @@ class Struct:
     """An object with known keys: the union of its sources (dicts of shapes, or botocore structure shapes)."""
 
     sources: tuple[Any, ...]
-    label: str = "the item"
+    label: str  # how a problem names it: "the item", "_parent", botocore's shape name
     lenient: bool = False  # keys starting with `_` are not checked (the item's context keys, vars, ...)
 
     def keys(self) -> set[str]:
@@ -171,9 +171,8 @@ class Walk:
 
     def function(self, name: str, children: list[dict], current: Shape, strict: bool) -> Shape:
         args = [self.shape(child, current, strict) for child in children]
-        template = children[0] if children else {}
-        if name == "format" and len(args) == 2 and isinstance(template.get("value"), str):
-            for placeholder in PLACEHOLDER.findall(template["value"]):
+        if name == "format" and len(args) == 2 and isinstance(children[0].get("value"), str):
+            for placeholder in PLACEHOLDER.findall(children[0]["value"]):
                 self.read(placeholder, args[1])
         if name == "merge" and args and all(isinstance(a, Struct) for a in args):
             sources = tuple(s for a in args for s in a.sources)
@@ -185,13 +184,15 @@ class Walk:
             self.unchecked += 1
             return
         self.checked += 1
-        outer, self.placeholder = self.placeholder, placeholder
+        self.placeholder = (
+            placeholder  # a placeholder holds no format() template with placeholders of its own
+        )
         self.over(placeholder, value, strict=True)
-        self.placeholder = outer
+        self.placeholder = None
 
     def missing(self, name: str, struct: Struct, keys: set[str]) -> None:
         shown = sorted(k for k in keys if not (struct.lenient and k.startswith("_")))
-        close = difflib.get_close_matches(name, shown, n=1)
+        close = difflib.get_close_matches(name, shown)
         hint = f"did you mean {close[0]}? " if close else ""
         what = f"format() placeholder {{{self.placeholder}}} reads" if self.placeholder else "reads"
         has = ", ".join(shown) or "no other key"
@@ -210,19 +211,23 @@ def output(model: Any, operation: str | None) -> Shape:
 
 def item_shape(resources: Mapping[str, dict], name: str, model: Any) -> Shape:
     """The shape of `name`'s items once described; unknown when it cannot be followed."""
-    spec, earlier = resources[name], list(resources)[: list(resources).index(name)]
-    parent = spec.get("parent")
-    above = item_shape(resources, parent, model) if parent in earlier else None
+    spec, chain = resources[name], _ancestors(resources, name)
+    above = {n: item_shape(resources, n, model) for n in chain}
     listing, get = spec["list"], spec.get("get")
-    source = output(model, listing["operation"]) if "operation" in listing else above
+    parent = above[chain[0]] if chain else None
+    source = output(model, listing["operation"]) if "operation" in listing else parent
     listed = element(Walk().over(listing["items"], source))
     if get is not None and "operation" in get:  # an item fetched by id may have more keys
         got = element(Walk().over(get["items"], output(model, get["operation"])))
         listed = union(listed, got) if isinstance(got, Struct) and isinstance(listed, Struct) else listed
-    listed = Struct(({"_value": SCALAR},)) if listed == SCALAR else listed
+    listed = Struct(({"_value": SCALAR},), "the item") if listed == SCALAR else listed
     if not isinstance(listed, Struct):
         return None
-    sources = [*listed.sources, *_ancestry(parent, above)]
+    sources = list(listed.sources)
+    if chain:
+        ancestors = Struct(({n: _as(s, f"_ancestors.{n}") for n, s in above.items()},), "_ancestors")
+        root = _as(above[chain[-1]], "_root")
+        sources.append({"_parent": _as(parent, "_parent"), "_root": root, "_ancestors": ancestors})
     for detail in spec.get("details", []):
         response = output(model, detail["operation"])
         if "batch" in detail:
@@ -238,20 +243,18 @@ def item_shape(resources: Mapping[str, dict], name: str, model: Any) -> Shape:
     return Struct(tuple(sources), "the item", lenient=True)
 
 
-def _ancestry(parent: str | None, above: Shape) -> list[dict]:
-    """A child's `_parent`, `_root` and `_ancestors`, from its parent item's shape."""
-    if not isinstance(above, Struct):
-        return []
-    keys = above.keys()
-    root = above.member("_root") if "_root" in keys else above
-    ancestors = above.member("_ancestors") if "_ancestors" in keys else Struct(())
-    mine = {parent: Struct(above.sources, f"_ancestors.{parent}", True)}
-    return [{
-        "_parent": Struct(above.sources, "_parent", True),
-        "_root": Struct(root.sources, "_root", True) if isinstance(root, Struct) else None,
-        "_ancestors": Struct((*ancestors.sources, mine), "_ancestors")
-        if isinstance(ancestors, Struct) else None,
-    }]  # fmt: skip
+def _ancestors(resources: Mapping[str, dict], name: str) -> list[str]:
+    """The short names of `name`'s ancestors, its parent first (each declared before its child)."""
+    found: list[str] = []
+    while (parent := resources[name].get("parent")) in list(resources)[: list(resources).index(name)]:
+        found.append(parent)
+        name = parent
+    return found
+
+
+def _as(shape: Shape, label: str) -> Shape:
+    """An ancestor item's shape as a context key names it."""
+    return Struct(shape.sources, label, lenient=True) if isinstance(shape, Struct) else None
 
 
 @dataclass
@@ -273,7 +276,7 @@ def check(
     """Check every format() placeholder of resource `name` (and the plain field references of its `id`,
     `name` and `external_id`) over the item it is evaluated on; `where`: expression text -> its keys."""
     spec, prefix = resources[name], f"resources.{name}."
-    item = item_shape(resources, name, model) if model is not None else None
+    item = item_shape(resources, name, model)
     walk, seen = Walk(), set()
     for text, keys in where.items():
         for key in keys:

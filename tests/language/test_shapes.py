@@ -184,6 +184,19 @@ def test_a_get_operation_adds_the_keys_of_an_item_fetched_by_id() -> None:
         "get": {"operation": "GetQueueUrl", "items": "[@]"},
     }
     assert check("sqs", {"q": spec}, "q", {"console": "format('{QueueUrl}', @)"}).checked == 1
+    more = {**TOPICS, "get": {"operation": "GetTopicAttributes", "items": "[@]"}}
+    assert problems(
+        "sns", {"t": more}, "t", {"console": "format('{TopicArn}{Attributes}{Atributes}', @)"}
+    ) == [
+        missing("t.console", "Atributes", "Atributes")
+        + "did you mean Attributes? it has: Attributes, TopicArn"
+    ]
+    unknown = {**TOPICS, "get": {"operation": "GetTopicAttributes", "items": "values(Attributes)"}}
+    assert problems("sns", {"t": unknown}, "t", {"console": "format('{X}', @)"})[0].endswith(
+        "it has: TopicArn"
+    )
+    unlisted = {**more, "list": {"operation": "ListTopics", "items": "values(@)"}}
+    assert check("sns", {"t": unlisted}, "t", {"console": "format('{X}', @)"}).unchecked == 1
     without = {**spec, "get": {"items": "[{Other: _id}]"}}  # no call: not followed
     assert problems("sqs", {"q": without}, "q", {"console": "format('{Other}', @)"})[0].endswith(
         "it has: QueueUrl"
@@ -216,6 +229,23 @@ def test_a_child_reads_its_parent_root_and_ancestors_by_their_shapes() -> None:
     assert problems("sns", resources, "sub", {"console": "format('{_parent.Arn}', @)"}) == [
         missing("sub.console", "_parent.Arn", "Arn", "_parent") + "it has: TopicArn"
     ]
+    assert problems("sns", resources, "leaf", {"console": "format('{_root._x}{_ancestors.nothing}', @)"}) == [
+        missing("leaf.console", "_ancestors.nothing", "nothing", "_ancestors") + "it has: sub, topic"
+    ]
+    unknown = {
+        "topic": TOPICS,
+        "sub": {"parent": "topic", "list": {"operation": "ListSubscriptionsByTopic", "items": "values(@)"}},
+        "leaf": {"parent": "sub", "list": {"items": "[@]"}},
+    }
+    assert check("sns", unknown, "leaf", {"console": "format('{x}', @)"}).unchecked == 1
+    own = {**unknown, "leaf": {"parent": "sub", "list": {"operation": "ListTopics", "items": "Topics"}}}
+    found = check(
+        "sns", own, "leaf", {"console": "format('{_parent.x}{_root.TopicArm}{_ancestors.sub.x}', @)"}
+    )
+    assert [p for _, p in found.problems] == [
+        "format() placeholder {_root.TopicArm} reads TopicArm, which _root does not have; "
+        "did you mean TopicArn? it has: TopicArn"
+    ]
     orphan = {"leaf": {"parent": "nowhere", "list": {"items": "[@]"}}}
     assert check("sns", orphan, "leaf", {"console": "format('{x}', @)"}).unchecked == 1
 
@@ -232,12 +262,13 @@ def test_relations_and_emits_see_each_element_with_the_item() -> None:
         {
             "relations[0].target": "format('{x}', @)",
             "relations[1].target": "format('{TopicArn}{Sub}', @)",
-            "emit[0].text": "format('{Sub}{_item.TopicArn}{_region}{TopicArn}', @)",
+            "emit[0].text": "format('{Sub}{_item.TopicArn}{_region}{TopicArn}{_item.TopicArm}', @)",
             "emit[0].each": "format('{Sub}', @)",
         },
     ) == [
         missing("t.relations[1].target", "Sub", "Sub") + "it has: TopicArn",
         missing("t.emit[0].text", "TopicArn", "TopicArn", "the element") + "it has: Sub",
+        missing("t.emit[0].text", "_item.TopicArm", "TopicArm") + "did you mean TopicArn? it has: TopicArn",
         missing("t.emit[0].each", "Sub", "Sub") + "it has: TopicArn",
     ]  # fmt: skip
 
@@ -253,10 +284,10 @@ def test_expressions_not_over_the_item_are_not_checked() -> None:
 
 
 def test_an_expression_at_two_keys_is_reported_at_the_first_only() -> None:
-    where = {"format('{X}', @)": ["resources.t.console", "resources.t.urns[0]"]}
-    found = shapes.check({"t": TOPICS}, "t", where, service_model("sns"))
+    keys = ["resources.t.events[0].ids", "resources.t.console", "resources.t.urns[0]", "resources.t.data"]
+    found = shapes.check({"t": TOPICS}, "t", {"format('{X}', @)": keys}, service_model("sns"))
     assert [key for key, _ in found.problems] == ["resources.t.console"]
-    assert found.checked == 2
+    assert found.checked == 3
 
 
 # --- unknown shapes: nothing is checked ----------------------------------------------------------------
@@ -271,13 +302,13 @@ def test_an_expression_at_two_keys_is_reported_at_the_first_only() -> None:
         {**TOPICS, "details": [{"operation": "GetTopicAttributes", "result": "Attributes"}]},  # a map
         {**TOPICS, "details": [{"operation": "GetTopicAttributes", "result": "Attributes.Policy"}]},
         {"parent": "later", "list": {"items": "[@]"}},  # a derived child of no known parent
+        {**TOPICS, "details": [{"operation": "DeleteTopic"}]},  # no output shape
     ],
 )
 def test_an_item_of_unknown_shape_is_not_checked(spec: dict) -> None:
-    found = check(
-        "sns", {"t": spec, "later": TOPICS}, "t", {"console": "format('{Nothing}', @)", "id": "Nothing"}
-    )
-    assert (found.problems, found.checked, found.unchecked) == ([], 0, 1)
+    text = "format('{Nothing}{Else}', @)"
+    found = check("sns", {"t": spec, "later": TOPICS}, "t", {"console": text, "id": "Nothing"})
+    assert (found.problems, found.checked, found.unchecked) == ([], 0, 2)
 
 
 def test_without_a_service_model_nothing_is_checked() -> None:
@@ -311,7 +342,7 @@ def reads(text: str, current: Any) -> list[str]:
     return [problem for _, problem in walk.problems]
 
 
-AB = Struct(({"A": SCALAR, "B": Array(Struct(({"C": SCALAR},), "the B"))},))
+AB = Struct(({"A": SCALAR, "B": Array(Struct(({"C": SCALAR},), "the B"))},), "the item")
 
 
 @pytest.mark.parametrize(
@@ -335,6 +366,7 @@ AB = Struct(({"A": SCALAR, "B": Array(Struct(({"C": SCALAR},), "the B"))},))
         ("{x: format('{Z}', @)}", ["Z"]),
         ("[format('{Z}', @), format('{A}', @)]", ["Z"]),
         ("format('{Y}', merge(@, {Y: A}))", []),
+        ("format('{Z}', B[0] && B[1])", ["Z"]),
         ("format('{Z}', merge(@, A))", []),  # merge of a string: unknown
         ("format('{Z}', B[0] || A)", []),
         ("format('{Z}', B[0] || B[1])", ["Z"]),
@@ -363,15 +395,35 @@ def test_a_missing_key_names_what_lacks_it_and_what_it_has() -> None:
     ]
 
 
+def test_objects_built_by_an_expression_are_named_as_objects() -> None:
+    assert reads("format('{Z}', {x: A})", AB) == [
+        "format() placeholder {Z} reads Z, which an object does not have; it has: x"
+    ]
+    item = Struct(AB.sources, "the item", lenient=True)
+    assert reads("format('{Y}{_z}{Z}', merge(@, {Y: A}))", item) == [
+        "format() placeholder {Z} reads Z, which an object does not have; it has: A, B, Y"
+    ]
+    assert reads("format('{Z}', merge({x: A}, {y: A}))", AB) == [
+        "format() placeholder {Z} reads Z, which an object does not have; it has: x, y"
+    ]
+
+
+def test_plain_references_are_checked_inside_multiselects_but_not_after_a_placeholder_is_done() -> None:
+    for text in ("{a: Z}.a", "[Z][0]", "format('{A}', @) || Z"):
+        walk = Walk(key="k")
+        walk.over(text, AB, strict=True)
+        assert walk.problems == [("k", "reads Z, which the item does not have; it has: A, B")]
+
+
 def test_botocore_maps_give_any_key_and_their_values() -> None:
-    tags = Struct(({"T": Dict(Struct(({"V": SCALAR},)))},))
+    tags = Struct(({"T": Dict(Struct(({"V": SCALAR},), "V"))},), "the item")
     assert reads("format('{T.anything.V}{T.x.W}{values(T)}', @)", tags)[0].startswith(
-        "format() placeholder {T.x.W} reads W, which the item does not have"
+        "format() placeholder {T.x.W} reads W, which V does not have; it has: V"
     )
     assert reads("format('{Z}', T.*)", tags) == []  # an array: unknown
     assert reads("format('{Z}', T.*.W)", tags) == []
     assert reads("T.*.format('{Z}{V}', @)", tags) == [
-        "format() placeholder {Z} reads Z, which the item does not have; it has: V"
+        "format() placeholder {Z} reads Z, which V does not have; it has: V"
     ]
     assert reads("format('{Z}', A.*)", AB) == []
 
