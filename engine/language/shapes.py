@@ -113,7 +113,7 @@ class Walk:
             return None
 
     def shape(self, node: dict, current: Shape, strict: bool) -> Shape:
-        kind, children = node["type"], node.get("children", [])
+        kind, children = node["type"], node["children"]
         if kind == "field":
             return self.field(node["value"], current, strict)
         if kind in ("subexpression", "index_expression", "pipe"):
@@ -194,7 +194,7 @@ class Walk:
         shown = sorted(k for k in keys if not (struct.lenient and k.startswith("_")))
         close = difflib.get_close_matches(name, shown)
         hint = f"did you mean {close[0]}? " if close else ""
-        what = f"format() placeholder {{{self.placeholder}}} reads" if self.placeholder else "reads"
+        what = "reads" if self.placeholder is None else f"format() placeholder {{{self.placeholder}}} reads"
         has = ", ".join(shown) or "no other key"
         self.problems.append(
             (self.key, f"{what} {name}, which {struct.label} does not have; {hint}it has: {has}")
@@ -220,7 +220,8 @@ def item_shape(resources: Mapping[str, dict], name: str, model: Any) -> Shape:
     if get is not None and "operation" in get:  # an item fetched by id may have more keys
         got = element(Walk().over(get["items"], output(model, get["operation"])))
         listed = union(listed, got) if isinstance(got, Struct) and isinstance(listed, Struct) else listed
-    listed = Struct(({"_value": SCALAR},), "the item") if listed == SCALAR else listed
+    if listed == SCALAR:  # `context()` puts a string (or number) under `_value`
+        listed = Struct(({"_value": SCALAR},), "a string")
     if not isinstance(listed, Struct):
         return None
     sources = list(listed.sources)

@@ -137,6 +137,7 @@ def test_items_follow_flattened_projections_renames_and_merges() -> None:
 
 def test_a_list_of_strings_gives_items_with_value() -> None:
     strings = {"list": {"operation": "ListQueues", "items": "QueueUrls"}}
+    assert shapes.item_shape({"q": strings}, "q", service_model("sqs")).keys() == {"_value"}
     assert problems("sqs", {"q": strings}, "q", {"console": "format('{_value}{QueueUrl}', @)"}) == [
         missing("q.console", "QueueUrl", "QueueUrl") + "it has: no other key"
     ]
@@ -350,6 +351,9 @@ AB = Struct(({"A": SCALAR, "B": Array(Struct(({"C": SCALAR},), "the B"))},), "th
     [
         ("format('{A}{B[0].C}{B[-1].C}{B[].C}{B[*].C}{B[1:].C}{B[?C].C}{B[?C=='x'] | [0].C}', @)", []),
         ("format('{B[0].D}', @)", ["D"]),
+        ("format('{B[1:].D}', @)", ["D"]),
+        ("format('{Z}', B | [0])", ["Z"]),
+        ("format('{Q[*].C}{Q[]}{Q[?C].C}{Q.*}', @)", ["Q", "Q", "Q", "Q"]),
         ("format('{B[].D}', @)", ["D"]),
         ("format('{B[?D].C}', @)", ["D"]),
         ("format('{B[?!D].C}', @)", ["D"]),
@@ -426,6 +430,12 @@ def test_botocore_maps_give_any_key_and_their_values() -> None:
         "format() placeholder {Z} reads Z, which V does not have; it has: V"
     ]
     assert reads("format('{Z}', A.*)", AB) == []
+    assert reads("format('{T.*.W}', @)", tags) == [
+        "format() placeholder {T.*.W} reads W, which V does not have; it has: V"
+    ]
+    assert reads("format('{Z}', T.* | [0])", tags) == [
+        "format() placeholder {Z} reads Z, which V does not have; it has: V"
+    ]
 
 
 def test_an_unparsable_expression_is_left_to_the_loader() -> None:
