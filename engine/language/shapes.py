@@ -220,11 +220,12 @@ def item_shape(resources: Mapping[str, dict], name: str, model: Any) -> Shape:
     if get is not None and "operation" in get:  # an item fetched by id may have more keys
         got = element(Walk().over(get["items"], output(model, get["operation"])))
         listed = union(listed, got) if isinstance(got, Struct) and isinstance(listed, Struct) else listed
-    if listed == SCALAR:  # `context()` puts a string (or number) under `_value`
-        listed = Struct(({"_value": SCALAR},), "a string")
-    if not isinstance(listed, Struct):
+    if isinstance(listed, Struct):
+        sources = list(listed.sources)
+    elif listed == SCALAR:  # `context()` puts a string (or number) under `_value`
+        sources = [{"_value": SCALAR}]
+    else:
         return None
-    sources = list(listed.sources)
     if chain:
         ancestors = Struct(({n: _as(s, f"_ancestors.{n}") for n, s in above.items()},), "_ancestors")
         root = _as(above[chain[-1]], "_root")
