@@ -245,9 +245,11 @@
   });
   cy.on('tap', 'node.component', (e) => select(e.target.data('idx'), false));
 
-  const page = { cy, data: DATA, show, search, select, ready: false, timings: { parsedMs }, matches: [],
+  const page = { cy, data: DATA, show, search, select, ready: false, timings: { scriptMs: started, parsedMs }, matches: [],
     current: () => current, rendered: (i) => { const n = cy.$id(`n${i}`); return n.nonempty() ? n.renderedPosition() : null; } };
   window.topologyPage = page;
+  // firstDrawMs: navigation start to the end of the first frame cytoscape draws with the first view's elements.
+  cy.one('render', () => { page.timings.firstDrawMs = performance.now(); });
   show(0);
   requestAnimationFrame(() => requestAnimationFrame(() => {
     page.timings.readyMs = performance.now() - started;
