@@ -47,6 +47,7 @@
 
   // One cytoscape instance per view, built on its first visit (the others in idle time after the first
   // draw), stacked in #cy: a tab switch shows an instance that is ready instead of re-adding elements.
+  const LABELLED = BIG ? '.labelled' : '';
   const OPTIONS = {
     minZoom: 0.005,
     maxZoom: 4,
@@ -57,12 +58,13 @@
     motionBlur: false,
     pixelRatio: BIG ? 1 : 'auto',
     // Few properties per element (cytoscape re-checks an element's bounds and edges for each one it applies):
-    // defaults where they do, and bands below everything by depth instead of a z-index on every element.
+    // defaults where they do, bands below everything by depth instead of a z-index on every element, and on a
+    // big graph labels only on the elements in sight (`labelled`, see labelInSight).
     style: [
-      { selector: 'node.component', style: {
-        width: 28, height: 28, 'background-color': 'data(color)', label: 'data(name)', 'font-size': 12,
-        'text-valign': 'bottom', 'text-margin-y': 2, 'text-max-width': 140, 'text-wrap': 'ellipsis',
-        'min-zoomed-font-size': 5, color: '#1d2733',
+      { selector: 'node.component', style: { width: 28, height: 28, 'background-color': 'data(color)' } },
+      { selector: `node.component${LABELLED}`, style: {
+        label: 'data(name)', 'font-size': 12, 'text-valign': 'bottom', 'text-margin-y': 2, 'text-max-width': 140,
+        'text-wrap': 'ellipsis', 'min-zoomed-font-size': 5, color: '#1d2733',
       } },
       { selector: 'node.component:selected', style: { 'border-width': 5, 'border-color': '#ec7211' } },
       { selector: 'node.band', style: {
@@ -73,6 +75,8 @@
       } },
       { selector: 'edge', style: {
         width: 1.2, 'line-color': 'data(color)', opacity: 0.65, 'curve-style': BIG ? 'haystack' : 'straight',
+      } },
+      { selector: `edge${LABELLED}`, style: {
         label: 'data(type)', 'font-size': 8, 'min-zoomed-font-size': 9, 'text-rotation': 'autorotate', color: '#4a5868',
       } },
       ...(BIG ? [] : [{ selector: 'edge', style: {
@@ -130,6 +134,24 @@
     return { zoom, pan: { x: (width - zoom * (box.x1 + box.x2)) / 2, y: (height - zoom * (box.y1 + box.y2)) / 2 } };
   }
 
+  // On a big graph only the components (and, closer, the relations) in sight carry labels: cytoscape measures
+  // every label an element has, drawn or not. They get them once zoomed in enough to read them.
+  const NODE_LABEL_ZOOM = 5 / 12, EDGE_LABEL_ZOOM = 9 / 8; // min-zoomed-font-size / font-size
+  function labelInSight(g) {
+    const c = g.cy, zoom = c.zoom(), e = c.extent();
+    const inSight = zoom < NODE_LABEL_ZOOM ? c.collection() : c.nodes('.component').filter((n) => {
+      const p = n.position();
+      return p.x > e.x1 - CELL_W && p.x < e.x2 + CELL_W && p.y > e.y1 - CELL_H && p.y < e.y2 + CELL_H;
+    });
+    const next = zoom < EDGE_LABEL_ZOOM ? inSight : inSight.union(inSight.connectedEdges());
+    c.batch(() => {
+      g.labelled.difference(next).removeClass('labelled');
+      next.difference(g.labelled).addClass('labelled');
+    });
+    g.labelled = next;
+    page.timings.labelledAt = performance.now();
+  }
+
   let current = 0, selected = null;
   let inView = new Set();
 
@@ -158,15 +180,21 @@
     g.cy.add(BIG ? nodeElements : nodeElements.concat(edgeElements));
     const t2 = performance.now();
     g.cy.on('tap', 'node.component', (e) => select(e.target.data('idx'), false));
+    if (BIG) {
+      g.labelled = g.cy.collection();
+      g.cy.on('viewport', () => { clearTimeout(g.labelTimer); g.labelTimer = setTimeout(() => labelInSight(g), 120); });
+    }
+    // Per view: layout, instance with its nodes, then from the build to its first frame and to its edges drawn.
+    const times = page.timings[`view${v}`] = { layoutMs: t1 - t0, addMs: t2 - t1 };
+    g.cy.one('render', () => { times.drawnMs = performance.now() - t0; });
     const finish = () => {
-      if (BIG) g.cy.add(edgeElements);
+      if (BIG) { g.cy.add(edgeElements); labelInSight(g); }
       g.done = true;
       if (g.searched) search(g.searched, g);
       if (selected !== null && g.inside.has(selected)) highlight(g, selected);
-      g.cy.one('render', () => { g.completeMs = performance.now(); });
+      g.cy.one('render', () => { times.completeMs = performance.now() - t0; });
     };
     if (BIG) g.cy.one('render', () => setTimeout(finish)); else finish();
-    Object.assign(page.timings, { [`view${v}`]: { layoutMs: t1 - t0, addMs: t2 - t1, buildMs: performance.now() - t0 } });
     return g;
   }
 
