@@ -45,6 +45,7 @@ from engine.delivery.spool import SpoolingSink
 from engine.deploy.policy import agent_policy, role_policy
 from engine.deploy.template import render as render_template
 from engine.language.loader import MAPPINGS, Mappings, load_mappings
+from engine.language.samples import load_samples
 from engine.run import EVENTS, FLOWLOGS, RUN, SCAN, TRACES, Phases, RunSettings, run_cycle, stopping_on
 from engine.scan.last_snapshot import from_payloads, from_state
 from engine.scan.plan import plan
@@ -77,10 +78,11 @@ def main() -> None:
 @config_option
 @mappings_option
 def validate_command(config_path: str, mappings_dir: str) -> None:
-    """Check the config and every mapping file, without calling AWS."""
+    """Check the config, every mapping file and every samples file (samples/), without calling AWS."""
     with _bad_input():
         config = load_config(config_path)
         mappings = load_mappings(mappings_dir)
+        load_samples(mappings, Path(mappings_dir) / "samples")
     _warn_unknown_apis(config, mappings)
     organizations = f" and {len(config.organizations)} organization(s)" if config.organizations else ""
     click.echo(
