@@ -208,16 +208,22 @@ def plan_command(config_path: str, mappings_dir: str, per_item: bool) -> None:
 @mappings_option
 def new_command(service: str, mappings_dir: str) -> None:
     """Write a first mapping file for SERVICE (a boto3 client name) from botocore's model: a resource per
-    listing call, with its id, ARN and name; it passes `validate` and is a start (docs/mappings.md)."""
-    from engine.language.scaffold import ScaffoldError, scaffold
+    listing call, with its id, ARN and name; and its samples file (samples/SERVICE.yaml): a seed step per
+    resource botocore can create, `expect` to fill in. Both pass `validate`; a start (docs/mappings.md)."""
+    from engine.language.scaffold import ScaffoldError, scaffold, scaffold_samples
 
     path = Path(mappings_dir) / f"{service}.yaml"
+    samples = Path(mappings_dir) / "samples" / f"{service}.yaml"
     with _bad_input():
-        if path.exists():
-            raise ScaffoldError(service=service, problem=f"{path} exists already")
-        text = scaffold(service)
+        for existing in (p for p in (path, samples) if p.exists()):
+            raise ScaffoldError(service=service, problem=f"{existing} exists already")
+        text, samples_text = scaffold(service), scaffold_samples(service)
     path.write_text(text, encoding="utf-8")
-    click.echo(f"wrote {path}: {text.count('    type: ')} resource types; next: aws-topology validate")
+    samples.parent.mkdir(exist_ok=True)
+    samples.write_text(samples_text, encoding="utf-8")
+    click.echo(
+        f"wrote {path}: {text.count('    type: ')} resource types, and {samples}; next: aws-topology validate"
+    )
 
 
 @main.command("try")

@@ -168,7 +168,8 @@ class _SamplesLoader:
         for name in sorted(set(params) - set(members)):
             self.problem(f"{key}.params.{name}", f"not a parameter of the operation: {_one_of(members)}")
         required = shape.required_members if shape is not None else []
-        for name in [m for m in required if m not in params]:
+        filled = {m for m in required if members[m].metadata.get("idempotencyToken")}  # botocore fills them
+        for name in [m for m in required if m not in params and m not in filled]:
             self.problem(f"{key}.params", f"misses the required parameter {name!r}")
 
     def event(self, index: int, raw: dict, keys: set[str]) -> SampleEvent:
