@@ -12,7 +12,7 @@ some lines are NODATA. Then, alternating in each round, times:
 
 Each path's best wall time and its CPU time (all threads) are printed, then the engine's peak RSS (taken
 after its first run, before the pure-Python reader's dict); `--stages` adds where the engine's time goes,
-each stage run alone in one thread. S3 transfer is not part of it (moto's server would dominate). Usage:
+each stage run alone (wall and CPU). S3 transfer is not part of it (moto's server would dominate). Usage:
     python -m bench.flowlogs [--records 5000000] [--objects 50] [--interfaces 400] [--rounds 2] [--stages]
 """
 
@@ -131,15 +131,17 @@ def engine(paths: list[Path], interfaces: dict[str, Interface], scratch: Path) -
     return sums.records
 
 
-def stages(paths: list[Path], interfaces: dict[str, Interface], scratch: Path) -> dict[str, float]:
-    """Seconds of each stage of `engine`, one after the other in one thread (no overlap)."""
-    spent: Counter = Counter()
+def stages(paths: list[Path], interfaces: dict[str, Interface], scratch: Path) -> dict[str, list[float]]:
+    """Wall and CPU seconds of each stage of `engine`, one stage after the other (no overlap)."""
+    spent: dict[str, list[float]] = {}
     sums = FlowSums(interfaces=set(interfaces), private=_private)
 
     def timed(stage: str, work: Callable[..., T], *args: object) -> T:
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         result = work(*args)
-        spent[stage] += time.perf_counter() - began
+        seconds = spent.setdefault(stage, [0.0, 0.0])
+        seconds[0] += time.perf_counter() - began
+        seconds[1] += time.process_time() - cpu
         return result
 
     for n, path in enumerate(paths):
@@ -228,8 +230,9 @@ def main() -> None:
     for name, (seconds, cpu) in best.items():
         print(f"{name:>7}: {seconds:6.2f}s  {args.records / seconds:>12,.0f} records/s  "
               f"{seconds / floor_wall:.2f}x floor  (CPU {cpu:.2f}s, {cpu / floor_cpu:.2f}x)")  # fmt: skip
-    for stage, seconds in spent.items():
-        print(f"  stage {stage:<17} {seconds:6.2f}s  {seconds / floor_wall:.2f}x floor")
+    for stage, (seconds, cpu) in spent.items():
+        print(f"  stage {stage:<17} {seconds:6.2f}s  {seconds / floor_wall:.2f}x floor  "
+              f"(CPU {cpu:.2f}s, {cpu / floor_cpu:.2f}x)")  # fmt: skip
     ratio = best["engine"][0] / floor_wall
     pure = f" pure/engine={best['pure'][0] / best['engine'][0]:.2f}" if "pure" in best else ""
     speed = args.records / best["engine"][0]
