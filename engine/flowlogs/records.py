@@ -38,7 +38,9 @@ KEY = ("interface-id", "srcaddr", "dstaddr", "protocol")
 SUMS = (("bytes", "sum"), ("packets", "sum"), ("records", "sum"), ("start", "min"), ("end", "max"),
         ("srcport", "min"), ("dstport", "min"))  # fmt: skip
 SEGMENT = 64 << 20  # bytes of text read whole (an object is cut into segments of about this size)
-BLOCK = 4 << 20  # bytes of text per parsing block (blocks of a segment are parsed in parallel)
+# Bytes of text per parsing block (a segment's blocks are parsed in parallel): twice MAX_LINE, so each holds a
+# line end, and small enough that 2 cores share a 10 MB segment evenly (4 MiB: 3 blocks, a core idle a third).
+BLOCK = 2 << 20
 COMPACT_ROWS = 500_000  # partial sums kept before they are summed again
 MAX_LINE = 1 << 20  # bytes: a longer line makes the object unusable; also the step of decompression
 MAX_UNPACKED = 2 << 30  # bytes of unpacked content per object; more makes it unusable
