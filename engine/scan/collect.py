@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -45,6 +46,8 @@ from engine.scan.plan import Unit
 
 log = logging.getLogger("aws_topology")
 
+BATCH = 256  # shaped records handed to the collector's `store` at once
+
 
 @dataclass
 class UnitResult:
@@ -56,6 +59,12 @@ class UnitResult:
     stackstate_events: list[dict] = field(default_factory=list)  # the V1 events of the payloads
     gaps: list[CallFailed] = field(default_factory=list)  # denied or throttled detail calls
     seconds: float = 0.0
+    kept: tuple[int, int] = (0, 0)  # components and relations already moved out of the lists (to a spill)
+
+    @property
+    def counts(self) -> tuple[int, int]:
+        """How many components and relations the unit shaped."""
+        return self.kept[0] + len(self.components), self.kept[1] + len(self.relations)
 
     @property
     def complete(self) -> bool:
@@ -76,12 +85,15 @@ class Collector:
         fetcher: Fetcher,
         labels: Labels,
         scheduler: Scheduler | None = None,
+        store: Callable[[UnitResult], None] | None = None,
     ) -> None:
+        """`store`, if given, gets a result every `BATCH` shaped records (to move them out of memory)."""
         self.account = account
         self.mappings = mappings
         self.fetcher = fetcher
         self.labels = labels
         self.scheduler = scheduler or Serial()
+        self.store = store
 
     def run(self, unit: Unit) -> list[UnitResult]:
         """The results of the unit's root type and of each of its child types, root first."""
@@ -191,6 +203,8 @@ class Collector:
             item["_external_id"] = ext_id
             result.relations.extend(relations(resource, item, ext_id))
             result.stackstate_events.extend(stackstate_events(resource, item, time.time()))
+            if self.store is not None and len(result.components) + len(result.relations) >= BATCH:
+                self.store(result)
         seen[resource.name] = items
         return items
 

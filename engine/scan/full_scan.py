@@ -101,9 +101,6 @@ class Spill:
             yield span.start + offset, line
             offset += len(line)
 
-    def read(self, span: Span) -> list[dict]:
-        return [json.loads(line) for _, line in self.lines(span)]
-
     def record(self, offset: int, size: int) -> dict:
         return json.loads(os.pread(self._file.fileno(), size, offset))
 
@@ -133,8 +130,8 @@ class AccountScan(PhaseResult):
             return False
         return all(u.complete or u.unit.label in self.carried for u in self.units)
 
-    spill: Spill | None = field(default=None, repr=False)  # where finished units' records wait
-    spans: dict[int, tuple[Span, Span]] = field(default_factory=dict, repr=False)  # id(unit) -> its records
+    spill: Spill | None = field(default=None, repr=False)  # where shaped records wait, by unit (`spans`)
+    spans: dict[int, tuple[list[Span], list[Span]]] = field(default_factory=dict, repr=False)
     component_types: Counter[str] = field(default_factory=Counter)  # what the payloads held, per type name
     relation_types: Counter[str] = field(default_factory=Counter)
 
@@ -147,19 +144,34 @@ class AccountScan(PhaseResult):
             self.spill.close()
 
     def keep(self, unit: UnitResult) -> None:
-        """Move a finished unit's components and relations to the spill file (from any thread)."""
+        """Move a unit's components and relations shaped so far to the spill file (from the unit's thread).
+
+        Called while the unit is shaped (every `BATCH` records) and when it ends, so memory holds a batch
+        per running unit, not its items' records; the unit's records are its spans, in order."""
         if self.spill is None:
             return
-        self.spans[id(unit)] = (self.spill.put(unit.components), self.spill.put(unit.relations))
+        components, relations = self.spans.setdefault(id(unit), ([], []))
+        if unit.components:
+            components.append(self.spill.put(unit.components))
+        if unit.relations:
+            relations.append(self.spill.put(unit.relations))
+        unit.kept = (unit.kept[0] + len(unit.components), unit.kept[1] + len(unit.relations))
         unit.components, unit.relations = [], []
 
-    def unit_components(self, unit: UnitResult) -> list[dict]:
+    def _records(self, unit: UnitResult, which: int) -> Iterator[tuple[int, bytes] | dict]:
+        """A unit's components (0) or relations (1): (offset, line) from the spill, else the records."""
         spans = self.spans.get(id(unit))
-        return unit.components if spans is None or self.spill is None else self.spill.read(spans[0])
+        if spans is None or self.spill is None:
+            yield from (unit.components, unit.relations)[which]
+            return
+        for span in spans[which]:
+            yield from self.spill.lines(span)
+
+    def unit_components(self, unit: UnitResult) -> list[dict]:
+        return [_loaded(r) for r in self._records(unit, 0)]
 
     def unit_relations(self, unit: UnitResult) -> list[dict]:
-        spans = self.spans.get(id(unit))
-        return unit.relations if spans is None or self.spill is None else self.spill.read(spans[1])
+        return [_loaded(r) for r in self._records(unit, 1)]
 
     def iter_components(self) -> Iterator[dict]:
         """Every unit's components, once per external id, one unit in memory at a time.
@@ -172,7 +184,8 @@ class AccountScan(PhaseResult):
         collisions: list[str] = []
         types: Counter[str] = Counter()
         for unit in self.units:
-            for record in self.unit_components(unit):
+            for found_record in self._records(unit, 0):
+                record = _loaded(found_record)
                 name = record["type"]["name"]
                 known = found.get(record["externalId"])
                 if known is None:
@@ -188,13 +201,11 @@ class AccountScan(PhaseResult):
         """Every unit's relations, once per external id: the last one listed, where the first one was."""
         where: dict[str, tuple[int, int] | dict] = {}  # external id -> (offset, size) in the spill, or record
         for unit in self.units:
-            spans = self.spans.get(id(unit))
-            if spans is None or self.spill is None:
-                for record in unit.relations:
-                    where[record["externalId"]] = record
-                continue
-            for offset, line in self.spill.lines(spans[1]):
-                where[json.loads(line)["externalId"]] = (offset, len(line))
+            for found in self._records(unit, 1):
+                if isinstance(found, dict):
+                    where[found["externalId"]] = found
+                else:
+                    where[json.loads(found[1])["externalId"]] = (found[0], len(found[1]))
         types: Counter[str] = Counter()
         for found in where.values():
             record = found if isinstance(found, dict) else self.spill.record(*found)  # type: ignore[union-attr]
@@ -260,6 +271,10 @@ class AccountScan(PhaseResult):
         if self.error:
             summary["error"] = self.error
         return summary
+
+
+def _loaded(record: tuple[int, bytes] | dict) -> dict:
+    return record if isinstance(record, dict) else json.loads(record[1])
 
 
 def _problems(result: AccountScan) -> str:
@@ -371,7 +386,7 @@ def collect_account(
     on_plan(instance.account_id, len(units))
     result.spill = Spill()
     with Scheduler(workers, threads) as scheduler:
-        collector = Collector(account, mappings, fetcher, labels_for(instance), scheduler)
+        collector = Collector(account, mappings, fetcher, labels_for(instance), scheduler, store=result.keep)
 
         def run(unit: Unit) -> list[UnitResult]:
             found = collector.run(unit)

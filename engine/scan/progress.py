@@ -40,7 +40,7 @@ class UnitLog(Progress):
         log.log(
             logging.INFO if result.complete else logging.WARNING,
             "event=unit.done unit=%s status=%s components=%d relations=%d seconds=%.3f%s",
-            result.unit.label, result.status, len(result.components), len(result.relations), result.seconds,
+            result.unit.label, result.status, *result.counts, result.seconds,
             f" error={result.error!r}" if result.error else "",
         )  # fmt: skip
 
