@@ -47,6 +47,7 @@ from engine.scan.plan import Unit
 log = logging.getLogger("aws_topology")
 
 BATCH = 256  # shaped records handed to the collector's `store` at once
+CHUNK = 500  # listed items detailed and shaped at once when the records are stored as they are shaped
 
 
 @dataclass
@@ -94,6 +95,7 @@ class Collector:
         self.labels = labels
         self.scheduler = scheduler or Serial()
         self.store = store
+        self._joined = {j.resource for r in mappings.resources for j in r.joins if j.resource}
 
     def run(self, unit: Unit) -> list[UnitResult]:
         """The results of the unit's root type and of each of its child types, root first."""
@@ -173,9 +175,35 @@ class Collector:
         seen: dict[str, list[dict]],
         bulk: dict[str, Task[list | None]],
     ) -> list[dict]:
+        """The listed items, detailed, joined and shaped `CHUNK` at a time when the records are stored as
+        they are shaped (`store`); then only the items children or joins read are kept (others: [])."""
+        resource = unit.resource
+        listed = self._list(unit, parents)
+        size = CHUNK if self.store is not None else max(1, len(listed))
+        kept = self.store is None or resource.name in self._joined or bool(self.mappings.children(resource))
+        indexes: dict[str, dict[str, list] | None] = {}
+        items: list[dict] = []
+        while listed:
+            chunk, listed[:size] = listed[:size], []  # the chunk's items are let go once shaped
+            chunk = self._shape(unit, chunk, result, seen, bulk, indexes)
+            if kept:
+                items += chunk
+        seen[resource.name] = items
+        return items
+
+    def _shape(
+        self,
+        unit: Unit,
+        items: list[dict],
+        result: UnitResult,
+        seen: dict[str, list[dict]],
+        bulk: dict[str, Task[list | None]],
+        indexes: dict[str, dict[str, list] | None],
+    ) -> list[dict]:
+        """Details, joins and records of listed items (`indexes`: each join's elements by key, built once)."""
         resource = unit.resource
         bind = lambda found: [with_vars(resource.vars, i) for i in found]  # noqa: E731
-        items = bind(self._list(unit, parents))
+        items = bind(items)
         located = resource.region is None
         for detail in resource.details:
             if detail.fallback and detail.into in bulk and bulk[detail.into].result() is not None:
@@ -186,12 +214,14 @@ class Collector:
         if not located:
             items = self._locate(unit, items)
         for join in resource.joins:
-            if join.call is None:
-                elements: list | None = seen.get(join.resource or "", [])
-            else:
-                elements = bulk[join.into].result() if join.into in bulk else None
-            if elements is not None:
-                _join(join, items, elements)
+            if join.into not in indexes:
+                if join.call is None:
+                    elements: list | None = seen.get(join.resource or "", [])
+                else:
+                    elements = bulk[join.into].result() if join.into in bulk else None
+                indexes[join.into] = None if elements is None else _index(join, elements)
+            if (index := indexes[join.into]) is not None:
+                _join(join, items, index)
         items = bind(items)
         for item in items:
             if resource.emits_component:
@@ -205,7 +235,6 @@ class Collector:
             result.stackstate_events.extend(stackstate_events(resource, item, time.time()))
             if self.store is not None and len(result.components) + len(result.relations) >= BATCH:
                 self.store(result)
-        seen[resource.name] = items
         return items
 
     def _locate(self, unit: Unit, items: list[dict]) -> list[dict]:
@@ -413,11 +442,16 @@ def _serial_map(fn: Any, items: list) -> list:
     return [fn(item) for item in items]
 
 
-def _join(join: Join, items: list[dict], elements: list) -> None:
-    """Each item gets the elements whose `key` equals its `match` (or `result` over them) under `into`."""
+def _index(join: Join, elements: list) -> dict[str, list]:
+    """A join's elements by their `key`."""
     index: dict[str, list] = {}
     for element in elements:
         index.setdefault(_key(search(join.key, element)), []).append(element)
+    return index
+
+
+def _join(join: Join, items: list[dict], index: dict[str, list]) -> None:
+    """Each item gets the elements whose `key` equals its `match` (or `result` over them) under `into`."""
     for item in items:
         matched = index.get(_key(search(join.match, item)), [])
         value = search(join.result, matched) if join.result is not None else matched
