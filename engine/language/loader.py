@@ -27,6 +27,7 @@ from engine.core import botocore_data
 from engine.core.config import StrictLoader
 from engine.core.errors import MappingErrors
 from engine.core.paths import MAPPINGS, SCHEMAS
+from engine.language import shapes
 from engine.language.dialect import ExpressionError, compile_expression, format_reads
 
 _API_VERSION = re.compile(r"(?<=[a-z])20[0-9]{6}(v[0-9]+)?$")  # CloudTrail's suffix: CreateFunction20150331v2
@@ -500,6 +501,7 @@ class _FileLoader:
                 f"with `ids` giving the {root}'s id (a deleted {name} goes at the next full scan)",
             )
         self.check_placeholders(resource, spec)
+        self.problems += shapes.check(raw["resources"], name, self.where, self.model).lines(self.path.name)
         if "console_name" in spec and "console" not in spec:
             self.problem(f"{key}.console_name", "names the console of `console`: add the link, or remove it")
         if resource.scope == "account" and resource.region is None:
