@@ -5,7 +5,9 @@ Usage: ``python -m demo.seed --endpoint http://127.0.0.1:5000 [--bulk 2000] [--w
 The estate holds at least one resource of every component type of the StackState AWS StackPack, with
 every relation the StackPack draws present in the AWS data; see :func:`seed_estate`. The pieces live
 in ``demo.estate_core`` (EC2/S3/SQS/SNS), ``demo.estate_data``, ``demo.estate_compute`` and
-``demo.estate_apps``; the bulk seeder in ``demo.bulk``.
+``demo.estate_apps``; the bulk seeder in ``demo.bulk``. The command line then seeds every samples file
+(mappings/samples/*.yaml, sorted by name: ``demo.samples``), so the demo shows every mapped service;
+``seed_estate`` alone seeds the core estate, which the shared cassettes were recorded on.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from demo import estate_apps, estate_compute, estate_core, estate_data
 from demo.bulk import seed_bulk
 from demo.common import AMI_ID, DEFAULT_ACCOUNT, MAIN_REGION, SECOND_REGION, client, configure_moto
+from demo.samples import seed_samples, shipped
 from demo.server import reset, wait_ready
 
 __all__ = ["AMI_ID", "DEFAULT_ACCOUNT", "client", "main", "seed_bulk", "seed_estate"]
@@ -141,10 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     reset(args.endpoint, seed=args.seed)
     estate = seed_estate(args.endpoint)
+    files = shipped()
+    for samples in files:
+        seed_samples(args.endpoint, samples, estate)
     summary = (
         f"seeded demo estate at {args.endpoint}: vpc {estate['vpc_id']}, {_summary(estate)} "
         f"in {time.monotonic() - started:.1f}s"
     )
+    if files:
+        summary += f"; samples: {', '.join(f'{s.name} ({len(s.seed)} calls)' for s in files)}"
     if args.bulk:
         bulk_started = time.monotonic()
         count = seed_bulk(args.endpoint, args.bulk, workers=args.workers)

@@ -45,6 +45,7 @@ from engine.delivery.spool import SpoolingSink
 from engine.deploy.policy import agent_policy, role_policy
 from engine.deploy.template import render as render_template
 from engine.language.loader import MAPPINGS, Mappings, load_mappings
+from engine.language.samples import load_samples
 from engine.run import EVENTS, FLOWLOGS, RUN, SCAN, TRACES, Phases, RunSettings, run_cycle, stopping_on
 from engine.scan.last_snapshot import from_payloads, from_state
 from engine.scan.plan import plan
@@ -77,10 +78,11 @@ def main() -> None:
 @config_option
 @mappings_option
 def validate_command(config_path: str, mappings_dir: str) -> None:
-    """Check the config and every mapping file, without calling AWS."""
+    """Check the config, every mapping file and every samples file (samples/), without calling AWS."""
     with _bad_input():
         config = load_config(config_path)
         mappings = load_mappings(mappings_dir)
+        load_samples(mappings, Path(mappings_dir) / "samples")
     _warn_unknown_apis(config, mappings)
     organizations = f" and {len(config.organizations)} organization(s)" if config.organizations else ""
     click.echo(
@@ -206,16 +208,22 @@ def plan_command(config_path: str, mappings_dir: str, per_item: bool) -> None:
 @mappings_option
 def new_command(service: str, mappings_dir: str) -> None:
     """Write a first mapping file for SERVICE (a boto3 client name) from botocore's model: a resource per
-    listing call, with its id, ARN and name; it passes `validate` and is a start (docs/mappings.md)."""
-    from engine.language.scaffold import ScaffoldError, scaffold
+    listing call, with its id, ARN and name; and its samples file (samples/SERVICE.yaml): a seed step per
+    resource botocore can create, `expect` to fill in. Both pass `validate`; a start (docs/mappings.md)."""
+    from engine.language.scaffold import ScaffoldError, scaffold, scaffold_samples
 
     path = Path(mappings_dir) / f"{service}.yaml"
+    samples = Path(mappings_dir) / "samples" / f"{service}.yaml"
     with _bad_input():
-        if path.exists():
-            raise ScaffoldError(service=service, problem=f"{path} exists already")
-        text = scaffold(service)
+        for existing in (p for p in (path, samples) if p.exists()):
+            raise ScaffoldError(service=service, problem=f"{existing} exists already")
+        text, samples_text = scaffold(service), scaffold_samples(service)
     path.write_text(text, encoding="utf-8")
-    click.echo(f"wrote {path}: {text.count('    type: ')} resource types; next: aws-topology validate")
+    samples.parent.mkdir(exist_ok=True)
+    samples.write_text(samples_text, encoding="utf-8")
+    click.echo(
+        f"wrote {path}: {text.count('    type: ')} resource types, and {samples}; next: aws-topology validate"
+    )
 
 
 @main.command("try")

@@ -62,16 +62,25 @@ def vcr_cassette_dir(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="session")
+def record_server(request: pytest.FixtureRequest) -> str:
+    """When recording: a moto server on RECORD_PORT for the session (recorded requests carry the port)."""
+    from demo.server import start
+
+    server, endpoint = start(RECORD_PORT)
+    request.addfinalizer(server.stop)
+    return endpoint
+
+
+@pytest.fixture(scope="session")
 def estate(request: pytest.FixtureRequest) -> dict:
     """The demo estate's ids: seeded on a fresh moto server when recording, else read from disk."""
     saved = CASSETTES / "estate.json"
     if not recording(request.config):
         return json.loads(saved.read_text())
     from demo.seed import seed_estate
-    from demo.server import reset, start
+    from demo.server import reset
 
-    server, endpoint = start(RECORD_PORT)
-    request.addfinalizer(server.stop)
+    endpoint = request.getfixturevalue("record_server")
     reset(endpoint)
     ids = seed_estate(endpoint)
     CASSETTES.mkdir(exist_ok=True)

@@ -4,6 +4,10 @@ Cassettes live in `cassettes/<test module>/<test>.yaml`: the scrubbing of what i
 matchers are here. The live mapping tests (tests/mappings/test_mapping_*.py) share small helpers:
 `moto_server` starts a fresh in-process moto server, `scan_live` scans it with fake credentials (`live_aws`),
 `with_params` makes moto page, and `components_of_type` / `ids_of_type` pick components by type.
+
+A mapping file with a samples file (mappings/samples/) has a cassette of its own, `cassettes/mappings/{file}`,
+recorded by `./run.sh record SERVICE` (tests/mappings/test_samples.py). The tests that replay the shared
+cassettes scan `shared_mappings()`: the mapping files without one, so adding a service never changes them.
 """
 
 from __future__ import annotations
@@ -24,10 +28,12 @@ import pytest
 from engine.core.config import Config, Instance
 from engine.core.phase import Limits
 from engine.language.loader import Call, Mappings, load_mappings
+from engine.language.samples import Samples, load_samples
 from engine.scan.full_scan import AccountScan, scan
 
 ROOT = Path(__file__).resolve().parent.parent
 CASSETTES = ROOT / "cassettes"
+OWN_CASSETTES = CASSETTES / "mappings"  # a mapping file's own cassette: cassettes/mappings/{file}
 RECORD_PORT = 5123
 RECORD_ENDPOINT = f"http://127.0.0.1:{RECORD_PORT}"
 ACCOUNT = "123456789012"
@@ -125,6 +131,21 @@ def normalised_body(r1: Any, r2: Any) -> None:
 
 def recording(config: pytest.Config) -> bool:
     return config.getoption("--record-mode") not in (None, "none")
+
+
+def shared_mappings(mappings: Mappings | None = None) -> Mappings:
+    """`mappings` (the shipped ones when None) without the mapping files that have a cassette of their own
+    (cassettes/mappings/{file}): what the shared cassettes were recorded with."""
+    mappings = load_mappings() if mappings is None else mappings
+    shared = lambda item: not (OWN_CASSETTES / item.file).exists()  # noqa: E731
+    return Mappings(
+        tuple(r for r in mappings.resources if shared(r)), tuple(i for i in mappings.interfaces if shared(i))
+    )
+
+
+def shipped_samples() -> tuple[Samples, ...]:
+    """The samples files of the shipped mappings (mappings/samples/*.yaml), sorted by name."""
+    return load_samples(load_mappings())
 
 
 def make_config(regions: tuple[str, ...] = ("global", "eu-west-1", "us-east-1"), **instance: Any) -> Config:

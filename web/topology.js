@@ -45,51 +45,63 @@
     return haystacks[i];
   }
 
-  const cy = cytoscape({
-    container: $('cy'),
+  // One cytoscape instance per view, built on its first visit (the others in idle time after the first
+  // draw), stacked in #cy: a tab switch shows an instance that is ready instead of re-adding elements.
+  const LABELLED = BIG ? '.labelled' : '';
+  const OPTIONS = {
     minZoom: 0.005,
     maxZoom: 4,
     boxSelectionEnabled: false,
     autoungrabify: BIG,
     textureOnViewport: BIG,
     hideEdgesOnViewport: BIG,
+    motionBlur: false,
     pixelRatio: BIG ? 1 : 'auto',
+    // Few properties per element (cytoscape re-checks an element's bounds and edges for each one it applies):
+    // defaults where they do, bands below everything by depth instead of a z-index on every element, and on a
+    // big graph labels only on the elements in sight (`labelled`, see labelInSight).
     style: [
-      { selector: 'node.component', style: {
-        'z-index-compare': 'manual', 'z-index': 3, width: 28, height: 28,
-        'background-color': 'data(color)', label: 'data(name)', 'font-size': 12, 'text-valign': 'bottom',
-        'text-margin-y': 2, 'text-max-width': 140, 'text-wrap': 'ellipsis', 'min-zoomed-font-size': 5, color: '#1d2733',
+      { selector: 'node.component', style: { width: 28, height: 28, 'background-color': 'data(color)' } },
+      { selector: `node.component${LABELLED}`, style: {
+        label: 'data(name)', 'font-size': 12, 'text-valign': 'bottom', 'text-margin-y': 2, 'text-max-width': 140,
+        'text-wrap': 'ellipsis', 'min-zoomed-font-size': 5, color: '#1d2733',
       } },
       { selector: 'node.component:selected', style: { 'border-width': 5, 'border-color': '#ec7211' } },
       { selector: 'node.band', style: {
-        'z-index-compare': 'manual', 'z-index': 0, shape: 'round-rectangle', width: 'data(w)', height: 'data(h)',
+        'z-compound-depth': 'bottom', shape: 'round-rectangle', width: 'data(w)', height: 'data(h)',
         'background-color': 'data(color)', 'background-opacity': 0.8, 'border-width': 1, 'border-color': '#c6d0da',
         label: 'data(label)', 'font-size': 'data(font)', 'font-weight': 600, color: '#4a5868',
         'text-valign': 'top', 'text-halign': 'center', 'text-margin-y': -4, events: 'no',
       } },
       { selector: 'edge', style: {
-        'z-index-compare': 'manual', 'z-index': 2, width: 1.2, 'line-color': 'data(color)', opacity: 0.65,
-        'curve-style': BIG ? 'haystack' : 'straight', 'target-arrow-shape': BIG ? 'none' : 'triangle',
-        'target-arrow-color': 'data(color)', 'arrow-scale': 0.8, label: 'data(type)', 'font-size': 8,
-        'min-zoomed-font-size': 9, 'text-rotation': 'autorotate', color: '#4a5868',
-        'text-background-color': '#fafbfc', 'text-background-opacity': 0.8,
+        width: 1.2, 'line-color': 'data(color)', opacity: 0.65, 'curve-style': BIG ? 'haystack' : 'straight',
       } },
+      { selector: `edge${LABELLED}`, style: {
+        label: 'data(type)', 'font-size': 8, 'min-zoomed-font-size': 9, 'text-rotation': 'autorotate', color: '#4a5868',
+      } },
+      ...(BIG ? [] : [{ selector: 'edge', style: {
+        'target-arrow-shape': 'triangle', 'target-arrow-color': 'data(color)', 'arrow-scale': 0.8,
+        'text-background-color': '#fafbfc', 'text-background-opacity': 0.8,
+      } }]),
       { selector: 'edge.traced', style: { 'line-style': 'dashed', width: 2 } },
       { selector: '.dim', style: { opacity: 0.12 } },
       { selector: 'edge.dim', style: { opacity: 0.04 } },
       { selector: 'node.match', style: { 'border-width': 4, 'border-color': '#1f6feb', opacity: 1 } },
       { selector: 'edge.near', style: { width: 3, opacity: 1 } },
     ],
-  });
+  };
+  const graphs = []; // per view: { cy, box, searched (the query its classes show), edges (types drawn), done }
+  let cy = null; // the current view's instance
 
   // Grouped by layer: one band per layer, top to bottom, its components on a grid sorted by type and name.
+  // Returns the elements and the box the bands and their titles fill (to fit the view without measuring).
   function layout(members) {
     const byLayer = layers.map(() => []);
     for (const i of members) byLayer[nodes[i].layer].push(i);
     const cols = Math.max(6, Math.ceil(Math.sqrt(members.length * 0.9)));
     const width = cols * CELL_W;
     const elements = [];
-    let y = 0;
+    let y = 0, top = null, bottom = 0;
     byLayer.forEach((group, l) => {
       if (!group.length) return;
       group.sort((a, b) => (nodes[a].type < nodes[b].type ? -1 : nodes[a].type > nodes[b].type ? 1
@@ -107,62 +119,138 @@
           data: { id: `n${i}`, idx: i, name: n.name, color: typeColor(n.type) },
           position: { x: (k % cols) * CELL_W, y: y + BAND_HEAD + Math.floor(k / cols) * CELL_H } });
       });
+      if (top === null) top = -24 - font * 1.3;
+      bottom = y + height - 20;
       y += height + BAND_GAP + font * 1.5;
     });
-    return elements;
+    const box = top === null ? null : { x1: -CELL_W / 2 - 21, x2: width - CELL_W / 2 + 21, y1: top, y2: bottom + 1 };
+    return { elements, box };
+  }
+
+  // The viewport that shows `box` whole with `padding` pixels around it, as cy.fit would.
+  function fitted(box, width, height, padding) {
+    const zoom = Math.min(OPTIONS.maxZoom, Math.max(OPTIONS.minZoom,
+      Math.min((width - 2 * padding) / (box.x2 - box.x1), (height - 2 * padding) / (box.y2 - box.y1))));
+    return { zoom, pan: { x: (width - zoom * (box.x1 + box.x2)) / 2, y: (height - zoom * (box.y1 + box.y2)) / 2 } };
+  }
+
+  // On a big graph only the components (and, closer, the relations) in sight carry labels: cytoscape measures
+  // every label an element has, drawn or not. They get them once zoomed in enough to read them.
+  const NODE_LABEL_ZOOM = 5 / 12, EDGE_LABEL_ZOOM = 9 / 8; // min-zoomed-font-size / font-size
+  function labelInSight(g) {
+    const c = g.cy, zoom = c.zoom(), e = c.extent();
+    const inSight = zoom < NODE_LABEL_ZOOM ? c.collection() : c.nodes('.component').filter((n) => {
+      const p = n.position();
+      return p.x > e.x1 - CELL_W && p.x < e.x2 + CELL_W && p.y > e.y1 - CELL_H && p.y < e.y2 + CELL_H;
+    });
+    const next = zoom < EDGE_LABEL_ZOOM ? inSight : inSight.union(inSight.connectedEdges());
+    c.batch(() => {
+      g.labelled.difference(next).removeClass('labelled');
+      next.difference(g.labelled).addClass('labelled');
+    });
+    g.labelled = next;
+    page.timings.labelledAt = performance.now();
   }
 
   let current = 0, selected = null;
-  const inView = new Set();
+  let inView = new Set();
 
-  function show(v) {
+  // The view's instance: its nodes drawn first; on a big graph its edges are added after that first frame.
+  function build(v) {
     const t0 = performance.now();
-    current = v;
     const members = views[v].nodes;
-    inView.clear();
-    for (const i of members) inView.add(i);
-    const elements = layout(members);
+    const inside = new Set(members);
+    const { elements: nodeElements, box: bounds } = layout(members);
+    const edgeElements = [], types = new Set();
     rels.forEach((r, k) => {
-      if (typeof r.s === 'number' && typeof r.t === 'number' && inView.has(r.s) && inView.has(r.t) && r.s !== r.t) {
+      if (typeof r.s === 'number' && typeof r.t === 'number' && r.s !== r.t && inside.has(r.s) && inside.has(r.t)) {
         const type = r.traced ? r.type + TRACED : r.type;
-        elements.push({ group: 'edges', classes: r.traced ? 'traced' : '', data: { id: `e${k}`, source: `n${r.s}`, target: `n${r.t}`, type, color: r.traced ? TRACED_COLOR : relColor(r.type) } });
+        types.add(type);
+        edgeElements.push({ group: 'edges', classes: r.traced ? 'traced' : '', data: { id: `e${k}`, source: `n${r.s}`, target: `n${r.t}`, type, color: r.traced ? TRACED_COLOR : relColor(r.type) } });
       }
     });
     const t1 = performance.now();
-    cy.batch(() => {
-      cy.elements().remove();
-      cy.add(elements);
-    });
+    const box = document.createElement('div');
+    box.className = 'view';
+    $('cy').appendChild(box);
+    const g = { v, box, inside, types, searched: '', done: false };
+    // No fit: it would measure every element (and so style it) before the first frame.
+    const viewport = bounds ? fitted(bounds, box.clientWidth, box.clientHeight, 30) : {};
+    g.cy = cytoscape({ container: box, ...OPTIONS, ...viewport }); // elements added after: no layout runs
+    g.cy.add(BIG ? nodeElements : nodeElements.concat(edgeElements));
     const t2 = performance.now();
-    cy.fit(cy.nodes('.band'), 30); // the bands bound every component; fitting them skips measuring 5,000 labels
+    g.cy.on('tap', 'node.component', (e) => select(e.target.data('idx'), false));
+    if (BIG) {
+      g.labelled = g.cy.collection();
+      g.cy.on('viewport', () => { clearTimeout(g.labelTimer); g.labelTimer = setTimeout(() => labelInSight(g), 120); });
+    }
+    // Per view: layout, instance with its nodes, then from the build to its first frame and to its edges drawn.
+    const times = page.timings[`view${v}`] = { layoutMs: t1 - t0, addMs: t2 - t1 };
+    g.cy.one('render', () => { times.drawnMs = performance.now() - t0; });
+    const finish = () => {
+      if (BIG) { g.cy.add(edgeElements); labelInSight(g); }
+      g.done = true;
+      if (g.searched) search(g.searched, g);
+      if (selected !== null && g.inside.has(selected)) highlight(g, selected);
+      g.cy.one('render', () => { times.completeMs = performance.now() - t0; });
+    };
+    if (BIG) g.cy.one('render', () => setTimeout(finish)); else finish();
+    return g;
+  }
+
+  function show(v) {
+    const t0 = performance.now();
+    const g = graphs[v] || (graphs[v] = build(v));
+    if (graphs[current] && current !== v) graphs[current].box.classList.remove('shown');
+    g.box.classList.add('shown');
+    current = v;
+    cy = g.cy;
+    inView = g.inside;
     document.querySelectorAll('#tabs button').forEach((b) => b.setAttribute('aria-selected', String(Number(b.dataset.view) === v)));
     $('query').textContent = views[v].query;
     $('query').title = views[v].description;
-    legend();
-    search($('search').value);
-    if (selected !== null && inView.has(selected)) cy.$id(`n${selected}`).select();
-    Object.assign(page.timings, { layoutMs: t1 - t0, addMs: t2 - t1, lastShowMs: performance.now() - t0 });
+    legend(g);
+    if (g.searched !== $('search').value.trim().toLowerCase()) search($('search').value);
+    cy.$(':selected').unselect();
+    cy.edges('.near').removeClass('near');
+    if (selected !== null && inView.has(selected)) highlight(g, selected);
+    page.timings.lastShowMs = performance.now() - t0;
   }
 
-  function legend() {
-    const types = new Set(cy.edges().map((e) => e.data('type')));
+  // Build the views not visited yet, one per idle moment, so a tab switch finds them ready.
+  function prebuild() {
+    const next = views.findIndex((_, v) => !graphs[v]);
+    if (next < 0) return;
+    const idle = window.requestIdleCallback || ((f) => setTimeout(f, 50));
+    idle(() => { if (!graphs[next]) graphs[next] = build(next); setTimeout(prebuild, 0); });
+  }
+
+  function legend(g) {
+    const types = g.types;
     const color = (t) => (t.endsWith(TRACED) ? TRACED_COLOR : relColor(t));
     $('legend').innerHTML = [...types].sort().map((t) => `<span><i style="background:${color(t)}"></i>${esc(t)}</span>`).join('')
       || '<span>no relations in this view</span>';
   }
 
-  function search(text) {
+  // Dim what does not match in the view `g` (default: the current one); its edges once they are added.
+  function search(text, g = graphs[current]) {
     const q = (text || '').trim().toLowerCase();
     const matches = [];
-    cy.batch(() => {
-      cy.elements().removeClass('dim match');
-      if (!q) return;
-      cy.nodes('.component').forEach((node) => {
-        if (haystack(node.data('idx')).includes(q)) { node.addClass('match'); matches.push(node.data('idx')); }
-        else node.addClass('dim');
+    if (q || g.searched) {
+      g.cy.batch(() => {
+        if (g.searched) g.cy.elements('.dim, .match').removeClass('dim match');
+        if (!q) return;
+        const hit = [], miss = [];
+        g.cy.nodes('.component').forEach((node) => {
+          if (haystack(node.data('idx')).includes(q)) { hit.push(node); matches.push(node.data('idx')); } else miss.push(node);
+        });
+        g.cy.collection(hit).addClass('match');
+        g.cy.collection(miss).addClass('dim');
+        g.cy.edges().addClass('dim');
       });
-      cy.edges().addClass('dim');
-    });
+    }
+    g.searched = q;
+    if (g !== graphs[current]) return matches;
     $('search-count').textContent = q ? `${matches.length} match${matches.length === 1 ? '' : 'es'}` : '';
     page.matches = matches;
     if (q && selected === null) results(matches);
@@ -176,14 +264,19 @@
       + (matches.length > shown.length ? `<li class="hint">… ${matches.length - shown.length} more</li>` : '') + '</ul>';
   }
 
+  function highlight(g, i) {
+    const node = g.cy.$id(`n${i}`);
+    node.select();
+    node.connectedEdges().addClass('near');
+    return node;
+  }
+
   function select(i, center) {
     selected = i;
     cy.$(':selected').unselect();
     cy.edges('.near').removeClass('near');
-    const node = cy.$id(`n${i}`);
-    if (node.nonempty()) {
-      node.select();
-      node.connectedEdges().addClass('near');
+    if (inView.has(i)) {
+      const node = highlight(graphs[current], i);
       if (center) cy.animate({ center: { eles: node }, zoom: Math.max(cy.zoom(), 1.2) }, { duration: 250 });
     }
     details(i);
@@ -243,14 +336,24 @@
     const link = e.target.closest('a[data-go]');
     if (link) select(Number(link.dataset.go), true);
   });
-  cy.on('tap', 'node.component', (e) => select(e.target.data('idx'), false));
 
-  const page = { cy, data: DATA, show, search, select, ready: false, timings: { parsedMs }, matches: [],
-    current: () => current, rendered: (i) => { const n = cy.$id(`n${i}`); return n.nonempty() ? n.renderedPosition() : null; } };
+  const page = { data: DATA, show, search, select, ready: false, timings: { scriptMs: started, parsedMs }, matches: [],
+    get cy() { return cy; }, current: () => current,
+    built: () => graphs.filter(Boolean).length,
+    rendered: (i) => { const n = cy.$id(`n${i}`); return n.nonempty() ? n.renderedPosition() : null; } };
   window.topologyPage = page;
   show(0);
-  requestAnimationFrame(() => requestAnimationFrame(() => {
-    page.timings.readyMs = performance.now() - started;
-    page.ready = true;
-  }));
+  // firstDrawMs: navigation start to the end of the first frame with every node of the first view; ready: its
+  // edges are drawn too (completeMs), then the other views are built in idle time.
+  cy.one('render', () => { page.timings.firstDrawMs = performance.now(); });
+  const first = graphs[0];
+  (function whenDone() {
+    if (!first.done) { setTimeout(whenDone, 10); return; }
+    requestAnimationFrame(() => requestAnimationFrame(() => {
+      page.timings.readyMs = performance.now() - started;
+      page.timings.completeMs = performance.now();
+      page.ready = true;
+      prebuild();
+    }));
+  })();
 })();

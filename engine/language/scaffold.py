@@ -5,6 +5,11 @@ resource: its items (`Output.List[]`, or `{Name: @}` for a list of names), an `i
 `...Name`, else `...Arn`), the `external_id` (its `...Arn` where it has one) and a `name`. The file passes
 `validate`; it is a start, not a mapping: the author keeps the resources that are real, adds details, joins,
 relations and events (docs/mappings.md), and checks it with `aws-topology try`.
+
+Beside it, `scaffold_samples` writes its first samples file (`mappings/samples/{service}.yaml`): a seed
+step per resource whose `Create{Item}` operation botocore knows, its required parameters as `TODO`
+placeholders, and `expect` with zero counts to fill in after the first `./run.sh record SERVICE`. It passes
+`validate` too.
 """
 
 from __future__ import annotations
@@ -26,17 +31,7 @@ class ScaffoldError(BadInput):
 
 def scaffold(service: str) -> str:
     """The text of `mappings/{service}.yaml` for a first try."""
-    try:
-        model = botocore_data.service_model(service)
-    except UnknownServiceError:
-        raise ScaffoldError(
-            service=service, problem="not a boto3 client name (e.g. efs, elasticache, eks)"
-        ) from None
-    resources = [r for op in model.operation_names if (r := _resource(service, model, op))]
-    if not resources:
-        raise ScaffoldError(
-            service=service, problem="no List* or Describe* operation lists anything without input"
-        )
+    model, resources = _resources(service)
     seen: set[str] = set()
     lines = [
         "# yaml-language-server: $schema=../schemas/mapping.schema.json",
@@ -52,6 +47,63 @@ def scaffold(service: str) -> str:
             seen.add(name)
             lines += [f"  {name}:", *(f"    {line}" for line in block)]
     return "\n".join(lines) + "\n"
+
+
+def scaffold_samples(service: str) -> str:
+    """The text of `mappings/samples/{service}.yaml` that goes with `scaffold(service)`."""
+    model, resources = _resources(service)
+    steps, types = [], []
+    for name, block in dict(resources).items():
+        types.append(block[0].removeprefix("type: "))
+        create = "Create" + "".join(part.capitalize() for part in name.split("-"))
+        if create in model.operation_names:
+            shape = model.operation_model(create).input_shape
+            required = _required(shape)
+            params = ", ".join(f"{member}: TODO" for member in required)
+            steps += [f"  - call: {service}.{create}", f"    params: {{{params}}}"]
+    lines = [
+        "# yaml-language-server: $schema=../../schemas/samples.schema.json",
+        f"# Seed data, expected scan and sample events of mappings/{service}.yaml, from `aws-topology new`.",
+        "# Replace each TODO (values may use ${...}: the core demo estate's ids, e.g. ${vpc_id}, and earlier",
+        "# `save`s), run ./run.sh record " + service + ", then set `expect` to what the scan finds; add one",
+        "# sample event per event rule (docs/mappings.md#the-samples-file).",
+        "version: 1",
+        "regions: [eu-west-1]",
+        *(["seed:", *steps] if steps else ["seed: []"]),
+        "expect:",
+        "  # TODO: how many of each type and relation type the scan of the seed finds",
+        "  components:",
+        *(f"    {t}: 0" for t in types),
+        "  relations: {}",
+        "events: []",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _required(shape: Any) -> list[str]:
+    """The required members of an input shape, but those botocore fills itself (idempotency tokens)."""
+    members = shape.members if shape is not None else {}
+    return [
+        m
+        for m in (shape.required_members if shape is not None else [])
+        if not members[m].metadata.get("idempotencyToken")
+    ]
+
+
+def _resources(service: str) -> tuple[Any, list[tuple[str, list[str]]]]:
+    """botocore's model of `service` and (short name, lines) of each resource it lists."""
+    try:
+        model = botocore_data.service_model(service)
+    except UnknownServiceError:
+        raise ScaffoldError(
+            service=service, problem="not a boto3 client name (e.g. efs, elasticache, eks)"
+        ) from None
+    resources = [r for op in model.operation_names if (r := _resource(service, model, op))]
+    if not resources:
+        raise ScaffoldError(
+            service=service, problem="no List* or Describe* operation lists anything without input"
+        )
+    return model, resources
 
 
 def _resource(service: str, model: Any, operation: str) -> tuple[str, list[str]] | None:

@@ -26,7 +26,9 @@ import pytest
 from engine.events.eventbridge import Change, Rules, latest, prefixes, skip_reason
 from engine.language.dialect import search
 from engine.language.loader import CLOUDTRAIL, Mappings, load_mappings
+from engine.language.samples import SampleEvent
 from tests.language.test_mappings import add_to_queue, problems, write
+from tests.support import shipped_samples
 
 ACCOUNT = "123456789012"
 REGION = "eu-west-1"
@@ -753,6 +755,17 @@ ITEMS = {
 }  # fmt: skip
 
 
+def from_file(event: SampleEvent) -> Sample:
+    """A sample event of a samples file (mappings/samples/*.yaml) as a `Sample`."""
+    expected = {(key, "refresh"): list(ids) for key, ids in event.refresh.items()}
+    expected |= {(key, "delete"): list(ids) for key, ids in event.delete.items()}
+    return Sample(event.label, dict(event.detail), expected, event.detail_type, event.source)
+
+
+# The samples of the services that bring their own (tests/mappings/test_samples.py checks each one).
+FILE_SAMPLES = [from_file(event) for samples in shipped_samples() for event in samples.events]
+
+
 def envelope(s: Sample) -> dict:
     """The sample as EventBridge delivers it."""
     source = s.source or "aws." + s.detail["eventSource"].split(".")[0]
@@ -797,12 +810,13 @@ def test_a_delete_removes_the_external_id_of_the_same_resource(shipped: Mappings
 
 
 def test_every_rule_has_a_sample(shipped: Mappings) -> None:
-    """Each rule alone, in the engine's matcher, fires on at least one sample."""
+    """Each rule alone, in the engine's matcher, fires on at least one sample: of SAMPLES, or of its
+    mapping file's samples file."""
     missing = []
     for resource in shipped.resources:
         for index, rule in enumerate(resource.event_rules):
             alone = Mappings((replace(resource, event_rules=(rule,)),))
-            if not any(fired(alone, s) for s in SAMPLES):
+            if not any(fired(alone, s) for s in (*SAMPLES, *FILE_SAMPLES)):
                 missing.append(f"{resource.key}.events[{index}]")
     assert missing == []
 

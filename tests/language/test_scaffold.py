@@ -1,4 +1,5 @@
-"""`aws-topology new SERVICE`: a first mapping file from botocore's model that loads with the shipped ones."""
+"""`aws-topology new SERVICE`: a first mapping file and samples file from botocore's model that load with the
+shipped ones."""
 
 from __future__ import annotations
 
@@ -12,21 +13,35 @@ from click.testing import CliRunner
 from engine.cli import main
 from engine.core.paths import MAPPINGS
 from engine.language.loader import load_mappings
+from engine.language.samples import load_samples
+
+# Three services with listings, resources botocore can create and event names; the first three not mapped yet.
+NEW = [
+    s for s in ("efs", "elasticache", "eks", "kafka", "mq", "docdb") if not (MAPPINGS / f"{s}.yaml").exists()
+][:3]
 
 
-@pytest.mark.parametrize("service", ["efs", "elasticache", "eks"])
-def test_a_new_service_gets_a_mapping_that_passes_validate(service: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("service", NEW)
+def test_a_new_service_gets_a_mapping_and_a_samples_file_that_pass_validate(
+    service: str, tmp_path: Path
+) -> None:
     mappings = tmp_path / "mappings"
     shutil.copytree(MAPPINGS, mappings)
     result = CliRunner().invoke(main, ["new", service, "--mappings", str(mappings)])
 
     assert result.exception is None and result.exit_code == 0, result.output
     written = mappings / f"{service}.yaml"
-    assert result.output.startswith(f"wrote {written}: ")
+    samples = mappings / "samples" / f"{service}.yaml"
+    assert result.output.startswith(f"wrote {written}: ") and f", and {samples}; " in result.output
     assert written.read_text().startswith("# yaml-language-server: $schema=../schemas/mapping.schema.json\n")
+    assert samples.read_text().startswith(
+        "# yaml-language-server: $schema=../../schemas/samples.schema.json\n"
+    )
     loaded = load_mappings(mappings)  # raises, naming file and key, on any problem
     types = {r.type for r in loaded.resources if r.file == f"{service}.yaml"}
     assert len(types) >= 1 and all(t.startswith(f"aws.{service}.") for t in types)
+    [scaffolded] = [s for s in load_samples(loaded, mappings / "samples") if s.name == service]  # raises too
+    assert set(scaffolded.components) == types and scaffolded.seed and not scaffolded.events
 
 
 def test_each_resource_takes_the_items_own_id_and_arn() -> None:
@@ -41,6 +56,36 @@ def test_each_resource_takes_the_items_own_id_and_arn() -> None:
         "name": "Name",
     }
     assert yaml.safe_load(scaffold("eks"))["resources"]["cluster"]["list"]["items"] == "clusters[].{Name: @}"
+
+
+def test_the_samples_file_seeds_what_botocore_can_create_with_its_required_parameters() -> None:
+    from engine.language.scaffold import scaffold_samples
+
+    samples = yaml.safe_load(scaffold_samples("efs"))
+    assert samples["seed"] == [
+        {
+            "call": "efs.CreateAccessPoint",
+            "params": {"FileSystemId": "TODO"},
+        },  # ClientToken: botocore fills it
+        {"call": "efs.CreateFileSystem", "params": {}},
+        {"call": "efs.CreateMountTarget", "params": {"FileSystemId": "TODO", "SubnetId": "TODO"}},
+    ]
+    assert samples["expect"] == {
+        "components": {
+            f"aws.efs.{t}": 0 for t in ("access-point", "file-system", "mount-target", "replication")
+        },
+        "relations": {},
+    }
+    assert samples["events"] == []  # the scaffold writes no event rule
+
+
+def test_an_existing_samples_file_is_not_overwritten(tmp_path: Path) -> None:
+    mappings = tmp_path / "mappings"
+    (mappings / "samples").mkdir(parents=True)
+    (mappings / "samples" / "efs.yaml").write_text("version: 1\n")
+    result = CliRunner().invoke(main, ["new", "efs", "--mappings", str(mappings)])
+    assert result.exit_code == 2 and "samples/efs.yaml exists already" in result.output
+    assert not (mappings / "efs.yaml").exists()
 
 
 @pytest.mark.parametrize(

@@ -14,16 +14,16 @@ import pytest
 from engine.aws import fetch
 from engine.core.errors import AccessDenied
 from engine.core.phase import Limits
-from engine.language.loader import Call, Resource, load_mappings
+from engine.language.loader import Call, Resource
 from engine.scan.full_scan import scan
-from tests.support import CASSETTES, ROLE, ListSink, make_config
+from tests.support import CASSETTES, ROLE, ListSink, make_config, shared_mappings
 
 CASSETTE = str(
     CASSETTES
     / "test_plan_equivalence"
     / "test_the_bulk_plan_yields_exactly_the_components_and_relations_of_the_per_item_plan.yaml"
 )
-MAPPINGS = load_mappings()
+MAPPINGS = shared_mappings()
 ROOTS = [r for r in MAPPINGS.resources if r.parent is None and r.listing.call is not None]
 DETAILS = [(r, d) for r in MAPPINGS.resources for d in r.details if d.batch is None and d.chunk is None]
 JOINS = [(r, j) for r in MAPPINGS.resources for j in r.joins if j.call is not None]

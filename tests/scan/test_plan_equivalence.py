@@ -9,10 +9,9 @@ from __future__ import annotations
 import pytest
 
 from engine.core.phase import Limits
-from engine.language.loader import load_mappings
 from engine.scan.full_scan import scan
 from engine.scan.plan import per_item
-from tests.support import ListSink, make_config
+from tests.support import ListSink, make_config, shared_mappings
 
 pytestmark = pytest.mark.vcr
 
@@ -33,7 +32,7 @@ def plays(cassette) -> list[int]:
 
 
 def test_the_bulk_plan_yields_exactly_the_components_and_relations_of_the_per_item_plan(aws_env, estate, vcr):
-    mappings = load_mappings()
+    mappings = shared_mappings()
     bulk_sink, bulk, bulk_calls = run(mappings, aws_env)
     by_bulk = plays(vcr)
     naive_sink, naive, naive_calls = run(per_item(mappings), aws_env)

@@ -14,11 +14,10 @@ import pytest
 
 from engine.core.phase import Limits
 from engine.delivery.payload import validate_payload
-from engine.language.loader import load_mappings
 from engine.scan.full_scan import scan
 from tests.language.test_mappings import STACKPACK_TYPES
 from tests.language.test_relations_resolve import unresolved
-from tests.support import ACCOUNT, CASSETTES, ListSink, make_config
+from tests.support import ACCOUNT, CASSETTES, ListSink, make_config, shared_mappings
 
 pytestmark = pytest.mark.vcr
 
@@ -45,7 +44,7 @@ def run_scan(endpoint: str, **kwargs) -> tuple[ListSink, list]:
     max_bytes = kwargs.pop("max_bytes", 1_000_000)
     results, _calls = scan(
         make_config(**kwargs),
-        load_mappings(),
+        shared_mappings(),
         sink,
         limits=Limits(workers=1, max_bytes=max_bytes),
         endpoint_url=endpoint,
@@ -270,7 +269,7 @@ def test_relations_follow_the_reference_directions(aws_env, estate):
     # Every relation resolves (test_relations_resolve), but for what moto answered when the cassettes were
     # recorded, before demo/server.py corrected it: a fixed Lambda VpcId and a nested stack's name as its
     # physical id (re-recording leaves none).
-    dangling, _ = unresolved(sink, load_mappings())
+    dangling, _ = unresolved(sink, shared_mappings())
     moto_vpc = [
         (fn["order-processor"], "vpc-123abc"),
         (estate["lambda_alias_arns"]["order-processor:live"], "vpc-123abc"),

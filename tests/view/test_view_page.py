@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import time
 from collections.abc import Iterator
@@ -24,19 +23,14 @@ from engine.core.config import Instance
 from engine.core.stackpack import TRACE_SOURCE
 from engine.language.components import relation
 from engine.language.loader import load_mappings
-from engine.scan.last_snapshot import Snapshot
 from engine.view.page import render
 from engine.view.stql import views_for
 from tests.support import ACCOUNT, ROLE
-from tests.view.view_estate import scanned_estate
+from tests.view.view_estate import CHROMIUM_FLAGS, generated_estate, scanned_estate
 
 pytestmark = pytest.mark.live
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("TOPOLOGY_ARTIFACTS", ROOT / "out" / "test-artifacts"))
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
 INFRASTRUCTURE = {"Networking", "Storage", "Machines"}
 SERVERLESS = {
     "aws.s3.bucket",
@@ -165,38 +159,8 @@ def test_page_tabs_search_and_click_through_to_the_console(browser, tmp_path_fac
     assert errors == []
 
 
-def _estate_of(size: int, seed: int = 7) -> Snapshot:
-    """`size` components spread over every mapped type, with about 1.3 relations each."""
-    rng = random.Random(seed)
-    resources = [r for r in load_mappings().resources if r.emits_component]
-    components = []
-    for n in range(size):
-        resource = resources[n % len(resources)]
-        type_name = resource.types[n % len(resource.types)]
-        components.append({
-            "externalId": f"arn:aws:test:eu-west-1:{ACCOUNT}:{type_name}/{n}", "type": {"name": type_name},
-            "data": {
-                "Name": f"{resource.name}-{n}", "layer": resource.layer, "domain": resource.domain,
-                "Tags": {"team": f"team{n % 40}"}, "labels": ["stackpack:aws-v2", f"team:team{n % 40}"],
-                "tags": ["integration-type:aws-v2", f"integration-url:{ACCOUNT}"],
-                "Location": {"AwsAccount": ACCOUNT, "AwsRegion": "eu-west-1"},
-                "ConsoleUrl": f"https://eu-west-1.console.aws.amazon.com/ec2/home?region=eu-west-1#Thing:id={n}",
-            },
-        })  # fmt: skip
-    kinds = ["uses-service", "has-resource", "uses-ec2-host", "has_cluster_node"]
-    relations = []
-    for _ in range(int(size * 1.3)):
-        source, target = rng.sample(components, 2)
-        kind = rng.choice(kinds)
-        relations.append({
-            "externalId": f"{source['externalId']}-{kind}-{target['externalId']}", "type": {"name": kind},
-            "sourceId": source["externalId"], "targetId": target["externalId"], "data": {},
-        })  # fmt: skip
-    return Snapshot("generated", [ACCOUNT], components, relations, {ACCOUNT: time.time()})
-
-
 def test_page_stays_usable_at_5000_components(browser, tmp_path: Path):
-    snapshot = _estate_of(5000)
+    snapshot = generated_estate(5000)
     html = tmp_path / "topology-5000.html"
     html.write_text(
         render(snapshot, views_for(Instance(role_arn=ROLE, regions=("eu-west-1",)), load_mappings()))
@@ -235,6 +199,7 @@ def test_page_stays_usable_at_5000_components(browser, tmp_path: Path):
     timings = {
         "components": 5000, "relations": len(snapshot.relations), "html_bytes": html.stat().st_size,
         "load_to_ready_seconds": round(load_seconds, 2),
+        "first_draw_ms": round(page.evaluate("topologyPage.timings.firstDrawMs")),
         "page_ready_ms": round(page.evaluate("topologyPage.timings.readyMs")),
         "tab_switch_seconds": round(switch_seconds, 2), "search_seconds": round(search_seconds, 2),
         "zoom_seconds": round(zoom_seconds, 2),
@@ -249,7 +214,7 @@ def test_page_stays_usable_at_5000_components(browser, tmp_path: Path):
 
 
 def test_a_relation_seen_only_in_traces_is_drawn_dashed_with_its_own_legend(browser, tmp_path: Path):
-    snapshot = _estate_of(40)
+    snapshot = generated_estate(40)
     source, target = snapshot.components[0]["externalId"], snapshot.components[1]["externalId"]
     snapshot.relations.append(relation(source, target, "uses-service", {"Source": TRACE_SOURCE}))
     html = tmp_path / "traced.html"

@@ -24,7 +24,7 @@ from engine.language.loader import MAPPINGS, load_mappings
 from engine.scan.last_snapshot import Snapshot, SnapshotError, from_payloads, from_state
 from engine.view.page import page_data
 from engine.view.stql import ViewError, console_actions, views_for
-from tests.support import ACCOUNT, ROLE
+from tests.support import ACCOUNT, ROLE, shared_mappings
 from tests.view.view_estate import REGION, scanned_estate
 
 pytestmark = pytest.mark.live
@@ -141,9 +141,11 @@ def test_console_actions_name_the_console_and_every_mapped_console_is_known(mapp
     assert actions["aws.stepfunction.statemachine"] == "Go to Step Functions console"
     assert "aws.apigateway.method.http.integration" not in actions  # no console link, no action
     # The StackPack's names for every console the mappings link to, each declared in a mapping file.
+    # (A service with a cassette of its own, added later, declares its console_name: checked below.)
     names = "API Gateway,CloudFormation,DynamoDB,EC2,ECS,Firehose,Kinesis,Lambda,RDS,Redshift,Route 53,S3"
     names += ",SNS,SQS,Step Functions,VPC,Subnet,VPN Gateway,NAT Gateway"
-    assert set(actions.values()) == {f"Go to {name} console" for name in names.split(",")}
+    core = console_actions(shared_mappings(mappings))
+    assert set(core.values()) == {f"Go to {name} console" for name in names.split(",")}
     linked = {t for r in mappings.resources if r.emits_component and r.console is not None for t in r.types}
     assert linked and set(actions) == linked
     declared = set()

@@ -1,12 +1,15 @@
 """A small estate seeded in an in-process moto server and scanned once by `aws-topology scan`, for the views
 tests: a VPC with subnets, a security group and instances, S3 buckets, Lambda functions and an alias, an
 application and a network load balancer with a target group, an SQS queue. The scan writes both snapshot
-sources, the state and an `--out` run folder.
+sources, the state and an `--out` run folder. Also: a generated snapshot of any size (`generated_estate`, for
+the page at 5,000 components and `bench/page.py`), and the flags the page tests start Chromium with.
 """
 
 from __future__ import annotations
 
 import json
+import random
+import time
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -16,10 +19,16 @@ from click.testing import CliRunner
 from demo.common import lambda_zip, moto_post
 from demo.seed import AMI_ID, client
 from engine.cli import main
-from tests.support import ROLE, live_aws, moto_server
+from engine.language.loader import load_mappings
+from engine.scan.last_snapshot import Snapshot
+from tests.support import ACCOUNT, ROLE, live_aws, moto_server
 
 REGION = "eu-west-1"
 APIS = ["ec2", "s3", "lambda", "elbv2", "sqs"]
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -112,3 +121,33 @@ def scanned_estate(base: Path) -> ScannedEstate:
         result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     return ScannedEstate(config, state, out, seeded)
+
+
+def generated_estate(size: int, seed: int = 7) -> Snapshot:
+    """`size` components spread over every mapped type, with about 1.3 relations each."""
+    rng = random.Random(seed)
+    resources = [r for r in load_mappings().resources if r.emits_component]
+    components = []
+    for n in range(size):
+        resource = resources[n % len(resources)]
+        type_name = resource.types[n % len(resource.types)]
+        components.append({
+            "externalId": f"arn:aws:test:eu-west-1:{ACCOUNT}:{type_name}/{n}", "type": {"name": type_name},
+            "data": {
+                "Name": f"{resource.name}-{n}", "layer": resource.layer, "domain": resource.domain,
+                "Tags": {"team": f"team{n % 40}"}, "labels": ["stackpack:aws-v2", f"team:team{n % 40}"],
+                "tags": ["integration-type:aws-v2", f"integration-url:{ACCOUNT}"],
+                "Location": {"AwsAccount": ACCOUNT, "AwsRegion": "eu-west-1"},
+                "ConsoleUrl": f"https://eu-west-1.console.aws.amazon.com/ec2/home?region=eu-west-1#Thing:id={n}",
+            },
+        })  # fmt: skip
+    kinds = ["uses-service", "has-resource", "uses-ec2-host", "has_cluster_node"]
+    relations = []
+    for _ in range(int(size * 1.3)):
+        source, target = rng.sample(components, 2)
+        kind = rng.choice(kinds)
+        relations.append({
+            "externalId": f"{source['externalId']}-{kind}-{target['externalId']}", "type": {"name": kind},
+            "sourceId": source["externalId"], "targetId": target["externalId"], "data": {},
+        })  # fmt: skip
+    return Snapshot("generated", [ACCOUNT], components, relations, {ACCOUNT: time.time()})
