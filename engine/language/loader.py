@@ -59,6 +59,7 @@ class Call:
     paginate: bool = False
     rate: Rate | None = None
     next: NextPage | None = None
+    service: str | None = None  # the boto3 client when not the resource's: a detail's or join's `service`
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,6 @@ class Join:
     match: ParsedResult
     into: str
     call: Call | None = None  # made once per region of the unit, not per item
-    service: str | None = None  # the call's boto3 client
     items: ParsedResult | None = None  # the call's elements
     result: ParsedResult | None = None  # over the matched elements; default: the list
 
@@ -616,7 +616,7 @@ class _FileLoader:
         )
 
     def join(self, key: str, spec: dict) -> Join:
-        call, service = spec.get("call"), spec.get("call", {}).get("service")
+        call = spec.get("call")
         if call and call.get("args"):
             self.problem(f"{key}.call.args", "a join's call is made once per region: it has no item for args")
         return Join(
@@ -624,16 +624,16 @@ class _FileLoader:
             key=self.expression(f"{key}.key", spec["key"]),
             match=self.expression(f"{key}.match", spec["match"]),
             into=spec["into"],
-            call=self.other_call(f"{key}.call", call, service) if call else None,
-            service=service or (self.model.service_name if call and self.model is not None else None),
+            call=self.other_call(f"{key}.call", call) if call else None,
             items=self.expression(f"{key}.call.items", call["items"]) if call else None,
             result=self.expression(f"{key}.result", spec["result"]) if "result" in spec else None,
         )
 
-    def other_call(self, key: str, spec: dict, service: str | None) -> Call:
-        """A call checked against another service's model (`service`), or this file's."""
+    def other_call(self, key: str, spec: dict, extra_params: Iterable[str] = ()) -> Call:
+        """A call of the service its `service` names (checked against that model), else of this file's."""
+        service = spec.get("service")
         if service is None:
-            return self.call(key, spec)
+            return self.call(key, spec, extra_params)
         model, paginators = self.model, self.paginators
         try:
             session = botocore_data.session()
@@ -643,7 +643,7 @@ class _FileLoader:
             self.problem(f"{key}.service", f"{service!r} is not a boto3 client name")
             self.model, self.paginators = None, {}
         try:
-            return self.call(key, spec)
+            return replace(self.call(key, spec, extra_params), service=service)
         finally:
             self.model, self.paginators = model, paginators
 
@@ -656,7 +656,7 @@ class _FileLoader:
             self.problem(f"{key}.chunk", "use either batch or chunk")
         return Detail(
             chunk=(chunk["param"], chunk["size"]) if chunk else None,
-            call=self.call(key, spec, [batch["param"]] if batch else []),
+            call=self.other_call(key, spec, [batch["param"]] if batch else []),
             result=self.expression(f"{key}.result", spec["result"]) if "result" in spec else None,
             into=spec.get("into"),
             when=self.expression(f"{key}.when", spec["when"]) if "when" in spec else None,

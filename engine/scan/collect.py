@@ -209,14 +209,13 @@ class Collector:
         A denied or throttled call is a gap (its fallback details then run per item); any other failure
         fails the unit unless the join has fallback details.
         """
-        assert join.call is not None and join.service is not None
+        assert join.call is not None
+        service = join.call.service or unit.resource.service
         fallback = any(d.fallback and d.into == join.into for d in unit.resource.details)
         elements: list = []
         for region in unit.regions:
             try:
-                response = self.fetcher.call(
-                    self.account, region, join.service, join.call, dict(join.call.params)
-                )
+                response = self.fetcher.call(self.account, region, service, join.call, dict(join.call.params))
             except (AccessDenied, Throttled) as exc:
                 result.gaps.append(exc)
                 return None
@@ -296,7 +295,8 @@ class Collector:
             value = search(expression, item)
             if value is not None:
                 params.setdefault(name, value)
-        return self.fetcher.call(self.account, unit.client_region, unit.resource.service, call, params)
+        service = call.service or unit.resource.service
+        return self.fetcher.call(self.account, unit.client_region, service, call, params)
 
     def _detail(self, unit: Unit, detail: Detail, items: list[dict], result: UnitResult) -> list[dict]:
         todo = [i for i in items if detail.when is None or search(detail.when, i)]

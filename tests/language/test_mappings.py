@@ -322,6 +322,26 @@ BROKEN: list[tuple[str, str, str]] = [
         "known: AttributeNames, QueueUrl",
     ),
     (
+        "detail_operation_not_in_its_service",
+        add_to_queue(
+            "details: [{service: sns, operation: GetQueueAttributes, args: {QueueUrl: QueueUrl}}]\n"
+        ),
+        "sqs.yaml: resources.queue.details[0].operation: sns has no operation 'GetQueueAttributes'",
+    ),
+    (
+        "detail_argument_not_in_its_services_input",
+        add_to_queue(
+            "details: [{service: sns, operation: GetTopicAttributes, args: {QueueUrl: QueueUrl}}]\n"
+        ),
+        "sqs.yaml: resources.queue.details[0]: GetTopicAttributes has no parameter 'QueueUrl'; "
+        "known: TopicArn",
+    ),
+    (
+        "detail_of_an_unknown_service",
+        add_to_queue("details: [{service: sns2, operation: GetTopicAttributes}]\n"),
+        "sqs.yaml: resources.queue.details[0].service: 'sns2' is not a boto3 client name",
+    ),
+    (
         "paginate_without_paginator",
         add_to_queue(
             "details: [{operation: GetQueueAttributes, args: {QueueUrl: QueueUrl}, paginate: true}]\n"
@@ -591,6 +611,23 @@ def test_a_format_placeholder_may_read_vars_and_detail_keys_of_its_item(tmp_path
         """),
     )
     assert len(load_mappings(tmp_path).resources) == 1
+
+
+def test_a_detail_of_another_service_is_checked_against_and_called_on_that_service(tmp_path: Path) -> None:
+    details = """\
+        details:
+          - {service: sns, operation: ListSubscriptionsByTopic, args: {TopicArn: _topic}, into: _subs}
+          - {service: sns, operation: GetTopicAttributes, args: {TopicArn: _topic}, iam_action: sns:Get}
+          - {operation: GetQueueAttributes, args: {QueueUrl: QueueUrl}}
+    """
+    write(tmp_path, "sqs.yaml", add_to_queue(details))
+    [queue] = load_mappings(tmp_path).resources
+    calls = [(d.call.service, d.call.iam_action, d.call.paginate) for d in queue.details]
+    assert calls == [
+        ("sns", "sns:ListSubscriptionsByTopic", True),  # sns's signing name and paginator
+        ("sns", "sns:Get", False),
+        (None, "sqs:GetQueueAttributes", False),  # the file's service
+    ]
 
 
 def test_events_on_a_child_type_are_refused_saying_where_they_go(tmp_path: Path) -> None:
