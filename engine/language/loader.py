@@ -214,6 +214,7 @@ class Resource:
     vars: Vars = ()  # named sub-expressions, set on each item in order
     trace_rules: tuple[TraceRule, ...] = ()
     console_name: str | None = None  # the console `console` opens ("Step Functions"); None without one
+    parent_id: ParsedResult | None = None  # a child's: its parent's id, over the item its `get` returns
     # expression text -> the keys of the file that hold it, to name the key when it fails on an item
     expressions: Mapping[str, tuple[str, ...]] = field(default_factory=dict, compare=False, hash=False)
 
@@ -250,6 +251,15 @@ class Mappings:
 
     def children(self, parent: Resource) -> tuple[Resource, ...]:
         return tuple(r for r in self.resources if r.service == parent.service and r.parent == parent.name)
+
+    def parent_of(self, child: Resource) -> Resource | None:
+        found = (r for r in self.resources if r.service == child.service and r.name == child.parent)
+        return next(found, None)
+
+    def root(self, resource: Resource) -> Resource:
+        while (parent := self.parent_of(resource)) is not None:
+            resource = parent
+        return resource
 
 
 def load_mappings(directory: Path | str = MAPPINGS) -> Mappings:
@@ -427,6 +437,7 @@ class _FileLoader:
                 self.detail(f"{key}.details[{i}]", d) for i, d in enumerate(spec.get("details", []))
             ),
             get=self.get(f"{key}.get", spec["get"]) if "get" in spec else None,
+            parent_id=opt("parent_id"),
             region=opt("region"),
             id=(id_ := expr("id", spec["id"])),
             external_id=expr("external_id", spec["external_id"]) if "external_id" in spec else id_,
@@ -490,16 +501,13 @@ class _FileLoader:
             expressions={text: tuple(keys) for text, keys in self.where.items()},
         )
         for i, event in enumerate(spec.get("events", [])):
-            if event.get("action", "refresh") != "delete" and "get" not in spec:
+            if event.get("action", "refresh") != "delete" and "get" not in spec and parent is None:
                 self.problem(f"{key}.events[{i}]", "a refresh rule needs the resource's `get`")
             self.check_event_names(f"{key}.events[{i}].names", event)
+        if "parent_id" in spec and ("get" not in spec or parent is None):
+            self.problem(f"{key}.parent_id", "the parent's id over what `get` gives: add `parent` and `get`")
         if parent is not None and spec.get("events"):
-            root = _root(raw["resources"], name)
-            self.problem(
-                f"{key}.events",
-                f"a child type is refreshed through its root: move these rules to resources.{root}.events, "
-                f"with `ids` giving the {root}'s id (a deleted {name} goes at the next full scan)",
-            )
+            self.check_child_events(raw["resources"], name)
         self.check_placeholders(resource, spec)
         self.problems += shapes.check(raw["resources"], name, self.where, self.model).lines(self.path.name)
         if "console_name" in spec and "console" not in spec:
@@ -507,6 +515,33 @@ class _FileLoader:
         if resource.scope == "account" and resource.region is None:
             self.problem(f"{key}.region", "required for scope 'account'")
         return resource if len(self.problems) == before else None
+
+    def check_child_events(self, resources: dict, name: str) -> None:
+        """A child's events reach its root: its `get` finds it by the event's id, its `parent_id` names its
+        parent, and so on up to the root, whose `get` refreshes it. Delete rules alone need neither (their
+        deletes then go unconfirmed)."""
+        spec, parent = resources[name], resources[name]["parent"]
+        refresh = any(e.get("action", "refresh") != "delete" for e in spec["events"])
+        missing = [k for k in ("get", "parent_id") if k not in spec] if refresh or "get" in spec else []
+        if missing:
+            self.problem(
+                f"resources.{name}.events",
+                f"an event on a child type refreshes its root: add {' and '.join(f'`{k}`' for k in missing)} "
+                f"(`get`: the {name} by the id its event names; `parent_id`: the {parent}'s id, over the "
+                "item `get` returns)",
+            )
+        seen = {name}
+        while not missing and (refresh or "get" in spec) and parent in resources and parent not in seen:
+            seen.add(parent)
+            above = resources[parent]
+            needs = ("get", "parent_id") if "parent" in above else ("get",)
+            if lacks := [k for k in needs if k not in above]:
+                self.problem(
+                    f"resources.{name}.events",
+                    f"reach the root through resources.{parent}: add its "
+                    + " and ".join(f"`{k}`" for k in lacks),
+                )
+            parent = above.get("parent")
 
     def check_placeholders(self, resource: Resource, spec: dict) -> None:
         """Each `_` key a format() placeholder reads from the item must be one the item has: a context key, a
@@ -715,15 +750,6 @@ def _field_names(node: dict) -> set[str]:
     for child in node.get("children", []):
         names |= _field_names(child) if isinstance(child, dict) else set()
     return names
-
-
-def _root(resources: dict, name: str) -> str:
-    """The short name of the root of `name`'s parent chain (within one file's `resources`)."""
-    seen = {name}
-    while (parent := resources.get(name, {}).get("parent")) in resources and parent not in seen:
-        name = parent
-        seen.add(name)
-    return name
 
 
 def _literal(text: str) -> str:
