@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from jmespath.exceptions import JMESPathError
 
@@ -44,6 +45,7 @@ from engine.language.loader import Call, Detail, Join, Mappings
 from engine.scan.plan import Unit
 
 log = logging.getLogger("aws_topology")
+T = TypeVar("T")
 
 
 @dataclass
@@ -102,25 +104,7 @@ class Collector:
     ) -> None:
         result = UnitResult(unit)
         results.append(result)
-        started = time.monotonic()
-        items: list[dict] | None = None
-        try:
-            items = self._collect(unit, parents, result, seen)
-        except Interrupted as exc:
-            result.status, result.error = "interrupted", str(exc)
-        except AccessDenied as exc:
-            result.status, result.error = "denied", str(exc)
-            result.gaps.append(exc)
-        except Throttled as exc:
-            result.status, result.error = "throttled", str(exc)
-        except (CallFailed, ShapeError) as exc:
-            result.status, result.error = "failed", str(exc)
-        except JMESPathError as exc:
-            result.status, result.error = "failed", f"a mapping expression failed on an item: {exc}"
-        except Exception as exc:  # a unit's bug or an unparsable response must not stop the others
-            log.exception("event=unit.crashed unit=%s", unit.label)
-            result.status, result.error = "failed", f"{type(exc).__name__}: {str(exc)[:300]}"
-        result.seconds = time.monotonic() - started
+        items = _settled(result, lambda: self._collect(unit, parents, result, seen))
         for child in self.mappings.children(unit.resource):
             child_unit = replace(unit, resource=child)
             if items is None:  # the parent listing is unknown, so is everything under it
@@ -129,6 +113,24 @@ class Collector:
                 )
             else:
                 self._run(child_unit, items, results, seen)
+
+    def lift(self, unit: Unit) -> tuple[UnitResult, dict[str, str]]:
+        """Each of `unit.ids` (of a child type) that its `get` still finds, with its root's id: through its
+        `parent_id`, then its parent's `get` and `parent_id`, up to the root. Nothing is shaped; the result
+        says whether the calls completed."""
+        result = UnitResult(unit)
+        found = _settled(result, lambda: self._lift(unit))
+        return result, found or {}
+
+    def _lift(self, unit: Unit) -> dict[str, str]:
+        resource, parent = unit.resource, self.mappings.parent_of(unit.resource)
+        assert parent is not None and resource.parent_id is not None, f"{resource.key} has no parent_id"
+        found = {search(resource.id, i): search(resource.parent_id, i) for i in self._get(unit)}
+        found = {child: above for child, above in found.items() if isinstance(above, str) and above}
+        if parent.parent is None or not found:
+            return found
+        roots = self._lift(replace(unit, resource=parent, ids=tuple(dict.fromkeys(found.values()))))
+        return {child: roots[above] for child, above in found.items() if above in roots}
 
     def _unknown(self, unit: Unit, status: str, why: str, results: list[UnitResult]) -> None:
         results.append(UnitResult(unit, status, why))
@@ -381,6 +383,30 @@ class Collector:
 
         gone = set().union(*self.scheduler.map(describe, list(groups.values())))
         return [i for i in items if id(i) not in gone]
+
+
+def _settled(result: UnitResult, work: Callable[[], T]) -> T | None:
+    """`work()`, or None with the unit's status and error set from what it raised; its time is recorded."""
+    started = time.monotonic()
+    try:
+        return work()
+    except Interrupted as exc:
+        result.status, result.error = "interrupted", str(exc)
+    except AccessDenied as exc:
+        result.status, result.error = "denied", str(exc)
+        result.gaps.append(exc)
+    except Throttled as exc:
+        result.status, result.error = "throttled", str(exc)
+    except (CallFailed, ShapeError) as exc:
+        result.status, result.error = "failed", str(exc)
+    except JMESPathError as exc:
+        result.status, result.error = "failed", f"a mapping expression failed on an item: {exc}"
+    except Exception as exc:  # a unit's bug or an unparsable response must not stop the others
+        log.exception("event=unit.crashed unit=%s", result.unit.label)
+        result.status, result.error = "failed", f"{type(exc).__name__}: {str(exc)[:300]}"
+    finally:
+        result.seconds = time.monotonic() - started
+    return None
 
 
 def ancestry(name: str | None, parent: dict) -> dict:
