@@ -1,0 +1,182 @@
+"""Events that name only a child (an EFS mount target): the child's `get` finds it, `parent_id` names its
+parent, and the parent is refreshed; a child's delete is confirmed by its `get`. The rules, then a live delta
+against moto."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from demo.seed import client
+from engine.aws.fetch import Fetcher
+from engine.core.config import load_config
+from engine.core.state import State
+from engine.events.delta import UNCONFIRMED_KEY, apply_events
+from engine.events.eventbridge import Change, Rules
+from engine.language.loader import Mappings, load_mappings
+from tests.events.test_events import BUCKET, PREFIX, REGION, cloudtrail, firehose
+from tests.support import ACCOUNT, ListSink, live_aws
+
+SOURCE = "elasticfilesystem.amazonaws.com"
+EFS = f"""
+version: 1
+service: efs
+resources:
+  file-system:
+    type: test.efs.file-system
+    list: {{operation: DescribeFileSystems, items: "FileSystems[]"}}
+    get: {{operation: DescribeFileSystems, args: {{FileSystemId: _id}}, items: "FileSystems[]",
+           gone: [FileSystemNotFound]}}
+    id: FileSystemId
+    external_id: FileSystemArn
+  mount-target:
+    type: test.efs.mount-target
+    parent: file-system
+    list: {{operation: DescribeMountTargets, args: {{FileSystemId: FileSystemId}}, items: "MountTargets[]"}}
+    get: {{operation: DescribeMountTargets, args: {{MountTargetId: _id}}, items: "MountTargets[]",
+           gone: [MountTargetNotFound]}}
+    parent_id: FileSystemId
+    id: MountTargetId
+    external_id: "format('mt:{{_region}}:{{MountTargetId}}', @)"
+    relations:
+      - {{type: has-resource, direction: in, target: _parent._external_id}}
+    events:
+      - {{source: {SOURCE}, names: [CreateMountTarget], ids: responseElements.mountTargetId}}
+      - {{source: {SOURCE}, names: [DeleteMountTarget], ids: requestParameters.mountTargetId,
+         action: delete, delete_id: "format('mt:{{_region}}:{{_id}}', @)"}}
+"""
+
+
+def efs_mappings(folder: Path, text: str = EFS) -> Mappings:
+    folder.mkdir(exist_ok=True)
+    (folder / "efs.yaml").write_text(textwrap.dedent(text))
+    return load_mappings(folder)
+
+
+def created(mount_target: str) -> dict:
+    return cloudtrail(SOURCE, "CreateMountTarget", responseElements={"mountTargetId": mount_target})
+
+
+def deleted(mount_target: str) -> dict:
+    return cloudtrail(SOURCE, "DeleteMountTarget", requestParameters={"mountTargetId": mount_target})
+
+
+# --- what fires -------------------------------------------------------------------------------------
+
+
+def test_a_child_rule_fires_a_change_of_the_child_with_its_delete_id(tmp_path: Path) -> None:
+    mappings = efs_mappings(tmp_path / "m")
+    _, target = mappings.resources
+    rules = Rules(mappings)
+    assert rules.changes(created("fsmt-1"), ACCOUNT, (REGION,)) == [Change(target, REGION, "fsmt-1", False)]
+    assert rules.changes(deleted("fsmt-2"), ACCOUNT, (REGION,)) == [
+        Change(target, REGION, "fsmt-2", True, f"mt:{REGION}:fsmt-2")
+    ]
+    assert rules.changes(deleted("fsmt-2"), ACCOUNT, ("us-east-1",)) == []  # not a configured region
+
+
+def test_a_child_change_is_in_the_region_of_its_roots_unit(tmp_path: Path) -> None:
+    """A child whose root is listed once per account: its change goes to the root's `account` unit."""
+    text = EFS.replace(
+        "    type: test.efs.file-system\n", "    type: test.efs.file-system\n    scope: account\n"
+    )
+    text = text.replace("    id: FileSystemId\n", "    id: FileSystemId\n    region: \"'eu-west-1'\"\n")
+    _, target = (mappings := efs_mappings(tmp_path / "m", text)).resources
+    assert target.scope == "regional"
+    assert [c.region for c in Rules(mappings).changes(deleted("fsmt-2"), ACCOUNT, (REGION,))] == ["account"]
+
+
+# --- a live delta -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def estate(tmp_path: Path) -> Iterator[dict]:
+    """Two file systems: `one` with mount targets `kept` and `still`, `two` with `gone` (already deleted)."""
+    from demo.server import reset, start
+
+    server, endpoint = start(0)
+    reset(endpoint)
+    s3, ec2, efs = (client(s, REGION, endpoint) for s in ("s3", "ec2", "efs"))
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"{REGION}{zone}")
+        for i, zone in enumerate("ab")
+    ]
+    one, two = (efs.create_file_system(CreationToken=token) for token in ("one", "two"))
+    kept, still = (
+        efs.create_mount_target(FileSystemId=one["FileSystemId"], SubnetId=s["Subnet"]["SubnetId"])
+        for s in subnets
+    )
+    gone = efs.create_mount_target(
+        FileSystemId=two["FileSystemId"], SubnetId=subnets[0]["Subnet"]["SubnetId"]
+    )
+    efs.delete_mount_target(MountTargetId=gone["MountTargetId"])
+    conf = tmp_path / "conf.yaml"
+    conf.write_text(
+        "init_config: {aws_access_key_id: '', aws_secret_access_key: '', external_id: ext-id}\n"
+        f"instances: [{{role_arn: 'arn:aws:iam::{ACCOUNT}:role/R', regions: [{REGION}]}}]\n"
+    )
+    ids = {"kept": kept, "still": still, "gone": gone}
+    yield {
+        "endpoint": endpoint, "s3": s3, "conf": conf, "tmp": tmp_path, "one": one["FileSystemArn"],
+        "two": two["FileSystemArn"], **{name: mt["MountTargetId"] for name, mt in ids.items()},
+    }  # fmt: skip
+    server.stop()
+
+
+def apply(estate: dict, *events: dict) -> tuple[ListSink, dict]:
+    """Put one object of `events` in the bucket and apply it with the EFS mapping; the sink and a summary."""
+    key = f"{PREFIX}2026/12/01/12/stackstate-eventbridge-stream-1-2026-12-01-12-00"
+    estate["s3"].put_object(Bucket=BUCKET, Key=key, Body=firehose(*events))
+    config, sink = load_config(estate["conf"]), ListSink()
+    mappings = efs_mappings(estate["tmp"] / "m")
+    with live_aws(estate["endpoint"]), State(estate["tmp"] / "s.sqlite") as state:
+        result = apply_events(config, config.instances[0], mappings, sink, state, Fetcher())
+        unconfirmed = state.get(UNCONFIRMED_KEY.format(account=ACCOUNT), [])
+    summary = result.summary()
+    return sink, {**summary, "unconfirmed": [(u["resource"], u["id"]) for u in unconfirmed]}
+
+
+@pytest.mark.live
+def test_a_child_event_refreshes_its_parent_and_a_child_delete_is_confirmed_by_its_get(estate: dict) -> None:
+    sink, summary = apply(
+        estate,
+        created(estate["kept"]),  # refreshes file system one, and with it both of its mount targets
+        deleted(estate["gone"]),  # gone: deleted; its file system two is not refreshed
+        created("fsmt-00000000"),  # no such mount target: nothing is refreshed
+    )
+
+    assert summary["status"] == "complete" and summary["changes"] == 3, summary
+    mount_target = lambda name: f"mt:{REGION}:{estate[name]}"  # noqa: E731
+    assert set(sink.components()) == {estate["one"], mount_target("kept"), mount_target("still")}
+    assert (estate["one"], "has-resource", mount_target("kept")) in sink.relations()
+    [topology] = sink.topologies()
+    assert topology["delete_ids"] == [mount_target("gone")] and summary["unconfirmed"] == []
+    assert topology["start_snapshot"] is False and topology["stop_snapshot"] is False
+
+
+@pytest.mark.live
+def test_a_delete_of_a_child_its_get_still_finds_refreshes_its_parent_and_is_asked_again(
+    estate: dict,
+) -> None:
+    sink, summary = apply(estate, deleted(estate["still"]))
+
+    assert summary["status"] == "complete" and summary["unconfirmed_deletes"] == 1, summary
+    assert set(sink.components()) == {
+        estate["one"],
+        f"mt:{REGION}:{estate['kept']}",
+        f"mt:{REGION}:{estate['still']}",
+    }
+    [topology] = sink.topologies()
+    assert topology["delete_ids"] == []
+    assert summary["unconfirmed"] == [("efs.mount-target", estate["still"])]
+
+    client("efs", REGION, estate["endpoint"]).delete_mount_target(MountTargetId=estate["still"])
+    sink, summary = apply(estate)  # no new event: the unconfirmed delete is asked again
+    assert sink.topologies()[0]["delete_ids"] == [f"mt:{REGION}:{estate['still']}"]
+    assert summary["unconfirmed"] == [] and set(sink.components()) == set()
