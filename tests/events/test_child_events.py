@@ -8,17 +8,23 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import pytest
 
 from demo.seed import client
 from engine.aws.fetch import Fetcher
+from engine.aws.sessions import Account, client_config
 from engine.core.config import load_config
+from engine.core.errors import AccessDenied, MappingErrors
 from engine.core.state import State
 from engine.events.delta import UNCONFIRMED_KEY, apply_events
 from engine.events.eventbridge import Change, Rules
+from engine.language.components import Labels
 from engine.language.loader import Mappings, load_mappings
+from engine.scan.collect import Collector, UnitResult
+from engine.scan.plan import Unit
 from tests.events.test_events import BUCKET, PREFIX, REGION, cloudtrail, firehose
-from tests.support import ACCOUNT, ListSink, live_aws
+from tests.support import ACCOUNT, ROLE, ListSink, live_aws
 
 SOURCE = "elasticfilesystem.amazonaws.com"
 EFS = f"""
@@ -180,3 +186,78 @@ def test_a_delete_of_a_child_its_get_still_finds_refreshes_its_parent_and_is_ask
     sink, summary = apply(estate)  # no new event: the unconfirmed delete is asked again
     assert sink.topologies()[0]["delete_ids"] == [f"mt:{REGION}:{estate['still']}"]
     assert summary["unconfirmed"] == [] and set(sink.components()) == set()
+
+
+# --- a grandchild reaches its root, level by level (Collector.lift) ------------------------------------
+
+GRANDCHILD = """
+  access-point:
+    type: test.efs.access-point
+    parent: mount-target
+    list: {operation: DescribeAccessPoints, args: {FileSystemId: _root.FileSystemId}, items: "AccessPoints[]"}
+    get: {operation: DescribeAccessPoints, args: {AccessPointId: _id}, items: "AccessPoints[]"}
+    parent_id: "Tags[?Key == 'mount-target'].Value | [0]"
+    id: AccessPointId
+    events:
+      - {source: elasticfilesystem.amazonaws.com, names: [TagResource], ids: requestParameters.resourceId}
+"""
+
+
+class Answers:
+    """A fetcher answering each (operation, id asked) from a table; any other id is not found (empty)."""
+
+    def __init__(self, table: dict[tuple[str, str], dict], error: Exception | None = None) -> None:
+        self.table, self.error, self.asked = table, error, []
+
+    def call(self, account: object, region: str, service: str, call: object, params: dict) -> dict:
+        operation = call.operation  # type: ignore[attr-defined]
+        self.asked.append((service, operation, *params.values()))
+        if self.error is not None:
+            raise self.error
+        lists = {"DescribeAccessPoints": "AccessPoints", "DescribeMountTargets": "MountTargets"}
+        return self.table.get((operation, *params.values()), {lists[operation]: []})
+
+
+def lifted(tmp_path: Path, ids: tuple[str, ...], fetcher: Answers) -> tuple[UnitResult, dict[str, str]]:
+    mappings = efs_mappings(tmp_path / "m", EFS + GRANDCHILD)
+    point = mappings.resources[-1]
+    account = Account(ACCOUNT, ROLE, boto3.Session(region_name=REGION), client_config(1))
+    unit = Unit(ACCOUNT, REGION, REGION, point, (REGION,), ids)
+    return Collector(account, mappings, fetcher, Labels(account=ACCOUNT)).lift(unit)  # type: ignore[arg-type]
+
+
+def test_a_grandchild_is_lifted_through_each_parent_to_its_root(tmp_path: Path) -> None:
+    def point(access_point: str, mount_target: str) -> dict:
+        tags = [{"Key": "mount-target", "Value": mount_target}]
+        return {"AccessPoints": [{"AccessPointId": access_point, "Tags": tags}]}
+
+    mount_target = {"MountTargetId": "fsmt-1", "FileSystemId": "fs"}
+    fetcher = Answers({
+        ("DescribeAccessPoints", "fsap-1"): point("fsap-1", "fsmt-1"),
+        ("DescribeAccessPoints", "fsap-2"): point("fsap-2", "fsmt-9"),
+        ("DescribeMountTargets", "fsmt-1"): {"MountTargets": [mount_target]},
+    })  # fmt: skip
+
+    result, found = lifted(tmp_path, ("fsap-1", "fsap-2", "fsap-3"), fetcher)
+
+    assert result.complete and found == {"fsap-1": "fs"}  # fsap-2's mount target is gone, fsap-3 itself
+    assert ("efs", "DescribeMountTargets", "fsmt-9") in fetcher.asked
+
+
+def test_a_failed_lift_is_a_unit_result_not_a_crash(tmp_path: Path) -> None:
+    action = "elasticfilesystem:DescribeAccessPoints"
+    where = {"account": ACCOUNT, "region": REGION, "role_arn": ROLE}
+    denied = AccessDenied(operation="DescribeAccessPoints", code="AccessDenied", action=action, **where)
+    result, found = lifted(tmp_path, ("fsap-1",), Answers({}, denied))
+    assert (result.status, found) == ("denied", {})
+    assert [g.action for g in result.gaps] == [action]
+
+
+def test_a_grandchild_whose_parent_cannot_reach_the_root_is_refused(tmp_path: Path) -> None:
+    text = (EFS + GRANDCHILD).replace("    parent_id: FileSystemId\n", "")
+    with pytest.raises(MappingErrors) as caught:
+        efs_mappings(tmp_path / "m", text)
+    assert (
+        "efs.yaml: resources.access-point.events: reach the root through resources.mount-target: add its "
+        "`parent_id`" in str(caught.value).splitlines()
+    )
