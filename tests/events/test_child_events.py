@@ -136,9 +136,11 @@ def estate(tmp_path: Path) -> Iterator[dict]:
 
 
 def apply(estate: dict, *events: dict) -> tuple[ListSink, dict]:
-    """Put one object of `events` in the bucket and apply it with the EFS mapping; the sink and a summary."""
-    key = f"{PREFIX}2026/12/01/12/stackstate-eventbridge-stream-1-2026-12-01-12-00"
-    estate["s3"].put_object(Bucket=BUCKET, Key=key, Body=firehose(*events))
+    """Put one object of `events` (if any) in the bucket and apply the bucket with the EFS mapping; the sink
+    and the summary, with the deletes left unconfirmed."""
+    if events:
+        key = f"{PREFIX}2026/12/01/12/stackstate-eventbridge-stream-1-2026-12-01-12-00"
+        estate["s3"].put_object(Bucket=BUCKET, Key=key, Body=firehose(*events))
     config, sink = load_config(estate["conf"]), ListSink()
     mappings = efs_mappings(estate["tmp"] / "m")
     with live_aws(estate["endpoint"]), State(estate["tmp"] / "s.sqlite") as state:
@@ -261,3 +263,24 @@ def test_a_grandchild_whose_parent_cannot_reach_the_root_is_refused(tmp_path: Pa
         "efs.yaml: resources.access-point.events: reach the root through resources.mount-target: add its "
         "`parent_id`" in str(caught.value).splitlines()
     )
+
+
+@pytest.mark.live
+def test_a_child_event_whose_root_refresh_fails_keeps_its_object(estate: dict, monkeypatch) -> None:
+    run = Collector.run
+
+    def roots_fail(self: Collector, unit: Unit) -> list[UnitResult]:
+        return [UnitResult(unit, "failed", "DescribeFileSystems failed")]
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Collector, "run", roots_fail)
+        _, summary = apply(estate, created(estate["kept"]), deleted(estate["still"]))
+    assert summary["status"] == "INCOMPLETE" and summary["kept_objects"] == 1, summary
+    assert summary["unconfirmed"] == []  # the delete is not counted as tried: its object is read again
+
+    assert Collector.run is run
+    sink, summary = apply(estate)  # the kept object, read again
+    assert summary["status"] == "complete" and summary["unconfirmed"] == [
+        ("efs.mount-target", estate["still"])
+    ]
+    assert estate["one"] in sink.components()

@@ -89,6 +89,13 @@ def test_the_policy_grants_the_other_services_action(tmp_path: Path) -> None:
     assert "autoscaling:DescribeLaunchTemplates" not in actions
 
 
+def test_an_http_method_action_of_the_other_service_is_granted_on_that_services_paths(tmp_path: Path) -> None:
+    extra = "      - {service: apigateway, operation: GetRestApis, iam_action: apigateway:GET, into: _apis}\n"
+    text = GROUPS.replace("    id: AutoScalingGroupName\n", extra + "    id: AutoScalingGroupName\n")
+    statements = {s["Sid"]: s for s in role_policy(load(tmp_path, text))["Statement"]}
+    assert statements["ReadApigatewayGet"]["Resource"] == ["arn:aws:apigateway:*::/restapis"]
+
+
 def test_a_denied_detail_of_another_service_is_a_gap_naming_its_action(tmp_path: Path) -> None:
     mappings = load(tmp_path)
     account = account_in(REGION)
