@@ -438,7 +438,7 @@ def _refresh(
         results[(key, region)] = [outcome]
         root = (mappings.root(resource).key, region)
         lifted[(key, region)] = Lift(root, frozenset(found))
-        ids[root] += found.values()
+        ids[root] += [i for i in found.values() if i]
     for (key, region), wanted in ids.items():
         resource = by_key[key]
         if resource.parent is None and resource.get is not None and wanted:

@@ -114,23 +114,24 @@ class Collector:
             else:
                 self._run(child_unit, items, results, seen)
 
-    def lift(self, unit: Unit) -> tuple[UnitResult, dict[str, str]]:
+    def lift(self, unit: Unit) -> tuple[UnitResult, dict[str, str | None]]:
         """Each of `unit.ids` (of a child type) that its `get` still finds, with its root's id: through its
-        `parent_id`, then its parent's `get` and `parent_id`, up to the root. Nothing is shaped; the result
-        says whether the calls completed."""
+        `parent_id`, then its parent's `get` and `parent_id`, up to the root (None where the chain breaks).
+        Nothing is shaped; the result says whether the calls completed."""
         result = UnitResult(unit)
         found = _settled(result, lambda: self._lift(unit))
         return result, found or {}
 
-    def _lift(self, unit: Unit) -> dict[str, str]:
+    def _lift(self, unit: Unit) -> dict[str, str | None]:
         resource, parent = unit.resource, self.mappings.parent_of(unit.resource)
         assert parent is not None and resource.parent_id is not None, f"{resource.key} has no parent_id"
         found = {search(resource.id, i): search(resource.parent_id, i) for i in self._get(unit)}
-        found = {child: above for child, above in found.items() if isinstance(above, str) and above}
-        if parent.parent is None or not found:
+        found = {child: above if isinstance(above, str) and above else None for child, above in found.items()}
+        wanted = tuple(dict.fromkeys(above for above in found.values() if above))
+        if parent.parent is None or not wanted:
             return found
-        roots = self._lift(replace(unit, resource=parent, ids=tuple(dict.fromkeys(found.values()))))
-        return {child: roots[above] for child, above in found.items() if above in roots}
+        roots = self._lift(replace(unit, resource=parent, ids=wanted))
+        return {child: roots.get(above) if above else None for child, above in found.items()}
 
     def _unknown(self, unit: Unit, status: str, why: str, results: list[UnitResult]) -> None:
         results.append(UnitResult(unit, status, why))

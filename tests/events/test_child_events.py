@@ -162,6 +162,7 @@ def test_a_child_event_refreshes_its_parent_and_a_child_delete_is_confirmed_by_i
     assert summary["status"] == "complete" and summary["changes"] == 3, summary
     mount_target = lambda name: f"mt:{REGION}:{estate[name]}"  # noqa: E731
     assert set(sink.components()) == {estate["one"], mount_target("kept"), mount_target("still")}
+    assert len(sink.topologies()[0]["components"]) == 3  # each once: a child is shaped only under its root
     assert (estate["one"], "has-resource", mount_target("kept")) in sink.relations()
     [topology] = sink.topologies()
     assert topology["delete_ids"] == [mount_target("gone")] and summary["unconfirmed"] == []
@@ -237,13 +238,17 @@ def test_a_grandchild_is_lifted_through_each_parent_to_its_root(tmp_path: Path) 
     fetcher = Answers({
         ("DescribeAccessPoints", "fsap-1"): point("fsap-1", "fsmt-1"),
         ("DescribeAccessPoints", "fsap-2"): point("fsap-2", "fsmt-9"),
+        ("DescribeAccessPoints", "fsap-4"): {"AccessPoints": [{"AccessPointId": "fsap-4"}]},
+        ("DescribeAccessPoints", "fsap-5"): point("fsap-5", 7),  # type: ignore[arg-type]
         ("DescribeMountTargets", "fsmt-1"): {"MountTargets": [mount_target]},
     })  # fmt: skip
 
-    result, found = lifted(tmp_path, ("fsap-1", "fsap-2", "fsap-3"), fetcher)
+    result, found = lifted(tmp_path, ("fsap-1", "fsap-2", "fsap-3", "fsap-4", "fsap-5"), fetcher)
 
-    assert result.complete and found == {"fsap-1": "fs"}  # fsap-2's mount target is gone, fsap-3 itself
-    assert ("efs", "DescribeMountTargets", "fsmt-9") in fetcher.asked
+    assert result.complete  # found: still there; fsap-2's mount target is gone, fsap-4 and 5 name none
+    assert found == {"fsap-1": "fs", "fsap-2": None, "fsap-4": None, "fsap-5": None}  # fsap-3 is gone
+    mount_targets = [a[2:] for a in fetcher.asked if a[1] == "DescribeMountTargets"]
+    assert sorted(mount_targets, key=str) == [("fsmt-1",), ("fsmt-9",)]  # by id: none for "no parent"
 
 
 def test_a_failed_lift_is_a_unit_result_not_a_crash(tmp_path: Path) -> None:
