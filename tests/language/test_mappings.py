@@ -630,6 +630,15 @@ def test_a_detail_of_another_service_is_checked_against_and_called_on_that_servi
     ]
 
 
+def test_a_detail_of_another_service_gives_the_item_that_services_output_shape(tmp_path: Path) -> None:
+    detail = "details: [{service: sns, operation: GetTopicAttributes, args: {TopicArn: QueueUrl}}]\n"
+    write(tmp_path, "sqs.yaml", add_to_queue(detail + "name: \"format('{Atributes.DisplayName}', @)\"\n"))
+    [line] = problems(tmp_path)
+    assert line.startswith("sqs.yaml: resources.queue.name: ") and "did you mean Attributes?" in line
+    write(tmp_path, "sqs.yaml", add_to_queue(detail + "name: \"format('{Attributes.DisplayName}', @)\"\n"))
+    assert load_mappings(tmp_path).resources[0].details[0].call.service == "sns"
+
+
 # An SQS queue with a child type; each case below adds to the child (and maybe the queue).
 CHILD = """\
   attributes:
