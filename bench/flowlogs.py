@@ -10,8 +10,10 @@ some lines are NODATA. Then, alternating in each round, times:
   reader summing per flow, then connections, components, relations and gauges for the whole estate;
 - pure Python: decompress, split, and sum per flow in a dict (the alternative to pyarrow, for scale).
 
-S3 transfer is not part of it (moto's server would dominate). Usage:
-    python -m bench.flowlogs [--records 5000000] [--objects 50] [--interfaces 400] [--rounds 2]
+Each path's best wall time and its CPU time (all threads) are printed, then the engine's peak RSS (taken
+after its first run, before the pure-Python reader's dict); `--stages` adds where the engine's time goes,
+each stage run alone (wall and CPU). S3 transfer is not part of it (moto's server would dominate). Usage:
+    python -m bench.flowlogs [--records 5000000] [--objects 50] [--interfaces 400] [--rounds 2] [--stages]
 """
 
 from __future__ import annotations
@@ -20,19 +22,23 @@ import argparse
 import gzip
 import random
 import resource
+import shutil
 import tempfile
 import time
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from engine.core.config import Instance
 from engine.flowlogs.connections import Interface, _connections, _output, _private
-from engine.flowlogs.records import FlowSums, unpacked
+from engine.flowlogs.records import FlowSums, _tables, unpack, unpacked
 
 ACCOUNT = "123456789012"
 VPC = "vpc-0bench"
 CHUNK = 1 << 20
+T = TypeVar("T")
 
 
 def estate(interfaces: int) -> dict[str, Interface]:
@@ -125,6 +131,39 @@ def engine(paths: list[Path], interfaces: dict[str, Interface], scratch: Path) -
     return sums.records
 
 
+def stages(paths: list[Path], interfaces: dict[str, Interface], scratch: Path) -> dict[str, list[float]]:
+    """Wall and CPU seconds of each stage of `engine`, one stage after the other (no overlap)."""
+    spent: dict[str, list[float]] = {}
+    sums = FlowSums(interfaces=set(interfaces), private=_private)
+
+    def timed(stage: str, work: Callable[..., T], *args: object) -> T:
+        began, cpu = time.perf_counter(), time.process_time()
+        result = work(*args)
+        seconds = spent.setdefault(stage, [0.0, 0.0])
+        seconds[0] += time.perf_counter() - began
+        seconds[1] += time.process_time() - cpu
+        return result
+
+    for n, path in enumerate(paths):
+        where = scratch / f"stage-{n}"
+        where.mkdir()
+        own = FlowSums()
+        for segment in timed("gunzip to files", unpack, _chunks(path), where):
+            for table in timed("pyarrow CSV read", _read, segment, own):
+                timed("group-by", own._add, table, True)
+        timed("filter and merge", sums.merge, own)
+        shutil.rmtree(where)
+    instance = Instance(role_arn=f"arn:aws:iam::{ACCOUNT}:role/R", regions=("eu-west-1",))
+    owners = set(i.owner for i in interfaces.values() if i.owner)
+    for connection in timed("connections", _connections, sums, interfaces, Counter()):
+        timed("output", _output, connection, "eu-west-1", ACCOUNT, instance, (owners, {}))
+    return dict(spent)
+
+
+def _read(segment: Path, own: FlowSums) -> list:
+    return list(_tables(segment, False, True, own))
+
+
 def pure_python(paths: list[Path]) -> int:
     sums: dict[tuple, list[int]] = {}
     records = 0
@@ -159,6 +198,7 @@ def main() -> None:
     parser.add_argument("--interfaces", type=int, default=400)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--no-pure", action="store_true", help="Skip the pure-Python comparison.")
+    parser.add_argument("--stages", action="store_true", help="Time each stage of the engine alone too.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-flowlogs-") as tmp:
         directory = Path(tmp)
@@ -168,29 +208,35 @@ def main() -> None:
         print(f"generated {args.records:,} records in {len(paths)} gzip objects ({size / 1e6:.0f} MB) "
               f"in {time.perf_counter() - started:.0f}s")  # fmt: skip
         interfaces = estate(args.interfaces)
-        timings: dict[str, list[float]] = {"floor": [], "engine": [], "pure": []}
+        runs = {
+            "floor": lambda: floor(paths),
+            "engine": lambda: engine(paths, interfaces, directory),
+            "pure": lambda: pure_python(paths),
+        }
+        timings: dict[str, list[tuple[float, float]]] = {"floor": [], "engine": [], "pure": []}
+        rss = 0.0
         for _ in range(args.rounds):
             for name in timings:
                 if name == "pure" and args.no_pure:
                     continue
-                began = time.perf_counter()
-                runs = {
-                    "floor": lambda: floor(paths),
-                    "engine": lambda: engine(paths, interfaces, directory),
-                    "pure": lambda: pure_python(paths),
-                }
+                began, cpu = time.perf_counter(), time.process_time()
                 count = runs[name]()
-                timings[name].append(time.perf_counter() - began)
+                timings[name].append((time.perf_counter() - began, time.process_time() - cpu))
                 assert count >= args.records - args.objects, (name, count)
+                rss = rss or (name == "engine" and resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        spent = stages(paths, interfaces, directory) if args.stages else {}
     best = {name: min(t) for name, t in timings.items() if t}
-    for name, seconds in best.items():
+    floor_wall, floor_cpu = best["floor"]
+    for name, (seconds, cpu) in best.items():
         print(f"{name:>7}: {seconds:6.2f}s  {args.records / seconds:>12,.0f} records/s  "
-              f"{seconds / best['floor']:.2f}x floor")  # fmt: skip
-    ratio = best["engine"] / best["floor"]
-    pure = f" pure/engine={best['pure'] / best['engine']:.2f}" if "pure" in best else ""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    speed = args.records / best["engine"]
-    print(f"engine records/s={speed:,.0f} engine/floor={ratio:.2f}{pure} peak_rss_mb={rss:.0f}")
+              f"{seconds / floor_wall:.2f}x floor  (CPU {cpu:.2f}s, {cpu / floor_cpu:.2f}x)")  # fmt: skip
+    for stage, (seconds, cpu) in spent.items():
+        print(f"  stage {stage:<17} {seconds:6.2f}s  {seconds / floor_wall:.2f}x floor  "
+              f"(CPU {cpu:.2f}s, {cpu / floor_cpu:.2f}x)")  # fmt: skip
+    ratio = best["engine"][0] / floor_wall
+    pure = f" pure/engine={best['pure'][0] / best['engine'][0]:.2f}" if "pure" in best else ""
+    speed = args.records / best["engine"][0]
+    print(f"engine records/s={speed:,.0f} engine/floor={ratio:.2f}{pure} engine_peak_rss_mb={rss:.0f}")
 
 
 if __name__ == "__main__":

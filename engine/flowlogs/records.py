@@ -38,7 +38,9 @@ KEY = ("interface-id", "srcaddr", "dstaddr", "protocol")
 SUMS = (("bytes", "sum"), ("packets", "sum"), ("records", "sum"), ("start", "min"), ("end", "max"),
         ("srcport", "min"), ("dstport", "min"))  # fmt: skip
 SEGMENT = 64 << 20  # bytes of text read whole (an object is cut into segments of about this size)
-BLOCK = 4 << 20  # bytes of text per parsing block (blocks of a segment are parsed in parallel)
+# Bytes of text per parsing block (a segment's blocks are parsed in parallel): twice MAX_LINE, so each holds a
+# line end, and small enough that 2 cores share a 10 MB segment evenly (4 MiB: 3 blocks, a core idle a third).
+BLOCK = 2 << 20
 COMPACT_ROWS = 500_000  # partial sums kept before they are summed again
 MAX_LINE = 1 << 20  # bytes: a longer line makes the object unusable; also the step of decompression
 MAX_UNPACKED = 2 << 30  # bytes of unpacked content per object; more makes it unusable
@@ -110,8 +112,7 @@ class FlowSums:
         self.skipped.update(other.skipped)
         self._parts += parts
         self._rows += sum(part.num_rows for part in parts)
-        if self._rows > COMPACT_ROWS and len(self._parts) > 1:
-            self._compact()
+        self._compact_when_due()
 
     def flows(self) -> dict[tuple[str, str, str, int], Flow]:
         """The sums per (interface-id, srcaddr, dstaddr, protocol), of the flows kept."""
@@ -149,16 +150,21 @@ class FlowSums:
         self.records += table.num_rows
         if not strict:
             table = self._numbers(table)
+        usable = None
         if any(table[name].null_count for name in USED):  # NODATA/SKIPDATA lines have no addresses
-            self._count_unusable(table)
-            table = table.filter(self._usable(table))
+            usable = self._usable(table)
+            self._count_unusable(table, usable)
         if not table.num_rows:
             return
-        # Grouping on dictionary indices (each string hashed once) beats grouping on the strings.
+        # Grouping on dictionary indices (each string hashed once) beats grouping on the strings. Unusable
+        # lines get no interface, so they group apart and their groups are dropped: cheaper than filtering
+        # every column first.
         columns, dictionaries = {}, {}
         for name in KEY[:3]:
             encoded = pc.dictionary_encode(table[name]).combine_chunks()
             dictionaries[name], columns[name] = encoded.dictionary, encoded.indices
+        if usable is not None:
+            columns[KEY[0]] = pc.if_else(usable, columns[KEY[0]], None)
         columns.update({name: table[name] for name in ("protocol", "srcport", "dstport", "start", "end")})
         for name in ("bytes", "packets"):
             present = name in table.column_names
@@ -166,6 +172,10 @@ class FlowSums:
         first = [s for s in SUMS if s[0] != "records"] + [([], "count_all")]
         sums = pa.table(columns).group_by(list(KEY), use_threads=False).aggregate(first)
         sums = sums.rename_columns([c if c != "count_all" else "records_sum" for c in sums.column_names])
+        if usable is not None:
+            sums = sums.filter(pc.is_valid(sums[KEY[0]]))
+            if not sums.num_rows:
+                return
         for name, dictionary in dictionaries.items():
             sums = sums.set_column(sums.column_names.index(name), name, pc.take(dictionary, sums[name]))
         self._append(sums)
@@ -177,9 +187,8 @@ class FlowSums:
             usable = pc.and_(usable, pc.is_valid(table[name]))
         return usable
 
-    def _count_unusable(self, table: pa.Table) -> None:
+    def _count_unusable(self, table: pa.Table, usable: pa.Array) -> None:
         """Count the lines lacking an address, protocol, start or end: NODATA/SKIPDATA ones, and bad lines."""
-        usable = self._usable(table)
         if unusable := table.num_rows - (pc.sum(usable).as_py() or 0):
             no_data = 0
             if "log-status" in table.column_names:
@@ -207,6 +216,9 @@ class FlowSums:
         names = [*KEY, *(f"{c}_{op}" for c, op in SUMS)]
         self._parts.append(sums.select(names).rename_columns([*KEY, *(c for c, _ in SUMS)]))
         self._rows += sums.num_rows
+        self._compact_when_due()
+
+    def _compact_when_due(self) -> None:
         if self._rows > COMPACT_ROWS and len(self._parts) > 1:
             self._compact()
 
