@@ -53,7 +53,7 @@ _WARM_CALLS: dict[str, tuple[str, dict[str, object]]] = {
 STREAM_LABEL = "2024-01-01T00:00:00.000"
 
 
-def _post(url: str, timeout: float = 10.0) -> None:
+def _post(url: str, timeout: float = 60.0) -> None:
     """POST an empty body to ``url``; urllib raises on a non-2xx answer."""
     request = urllib.request.Request(url, data=b"", method="POST")
     with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -79,7 +79,9 @@ def wait_ready(endpoint: str, timeout: float = 20) -> None:
 
 
 def reset(endpoint: str, seed: int | None = 42) -> None:
-    """Wipe all moto state, then seed moto's id generator so ids are deterministic."""
+    """Wipe all moto state, then seed moto's id generator so ids are deterministic.
+
+    A reset rebuilds every backend moto has made: on a loaded machine that takes seconds, hence the minute."""
     base = endpoint.rstrip("/")
     _post(f"{base}/moto-api/reset")
     if seed is not None:

@@ -218,8 +218,8 @@ def new_command(service: str, mappings_dir: str) -> None:
         for existing in (p for p in (path, samples) if p.exists()):
             raise ScaffoldError(service=service, problem=f"{existing} exists already")
         text, samples_text = scaffold(service), scaffold_samples(service)
+    samples.parent.mkdir(parents=True, exist_ok=True)  # and the mappings folder, when it is new
     path.write_text(text, encoding="utf-8")
-    samples.parent.mkdir(exist_ok=True)
     samples.write_text(samples_text, encoding="utf-8")
     click.echo(
         f"wrote {path}: {text.count('    type: ')} resource types, and {samples}; next: aws-topology validate"

@@ -48,16 +48,14 @@ class Grant:
 
 
 def mapping_calls(mappings: Mappings) -> Iterator[tuple[str, Call]]:
-    """(boto3 client name, call) of every call of every mapping: list, details, get, joins, interfaces."""
+    """(boto3 client name, call) of every call of every mapping: list, details, get, joins, interfaces.
+    A detail or a join may call another client than its resource's (`service`)."""
     for resource in mappings.resources:
         calls = [resource.listing.call, *(d.call for d in resource.details)]
-        calls.append(resource.get.call if resource.get else None)
+        calls += [resource.get.call if resource.get else None, *(j.call for j in resource.joins)]
         for call in calls:
             if call is not None:
-                yield resource.service, call
-        for join in resource.joins:  # a join may make a call of its own, possibly of another client
-            if join.call is not None:
-                yield join.service or resource.service, join.call
+                yield call.service or resource.service, call
     for interfaces in mappings.interfaces:  # the flow-log reader's network interfaces
         if interfaces.listing.call is not None:
             yield interfaces.service, interfaces.listing.call

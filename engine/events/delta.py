@@ -60,7 +60,7 @@ from engine.events.eventbridge import (
     skip_reason,
 )
 from engine.language.components import labels_for
-from engine.language.loader import Mappings
+from engine.language.loader import Mappings, Resource
 from engine.scan.collect import Collector, UnitResult
 from engine.scan.plan import Unit
 
@@ -293,11 +293,12 @@ def _apply(
     retries = _unconfirmed(state, instance.account_id, mappings)
     changes = latest([c for c, _ in retries.values()] + [c for s in sources for c in s.changes])
     result.changes = len(changes)
-    refreshed = _refresh(account, instance, mappings, fetcher, changes)
+    refreshed, lifted = _refresh(account, instance, mappings, fetcher, changes)
     units = [u for us in refreshed.values() for u in us]
     failed = {key for key, us in refreshed.items() if not all(u.complete for u in us)}
+    failed |= {key for key, lift in lifted.items() if lift.found and lift.root in failed}  # its root's did
     result.failed_units = [u.unit.label for u in units if not u.complete]
-    deletes, unconfirmed = _confirm(changes, refreshed, failed)
+    deletes, unconfirmed = _confirm(changes, refreshed, failed, lifted)
     components = [c for u in units for c in u.components]
     relations = [r for u in units for r in u.relations]
     result.components, result.deletes = len(components), len(deletes)
@@ -330,16 +331,21 @@ def _apply(
 
 
 def _confirm(
-    changes: list[Change], refreshed: dict[tuple[str, str], list[UnitResult]], failed: set
+    changes: list[Change],
+    refreshed: dict[tuple[str, str], list[UnitResult]],
+    failed: set,
+    lifted: dict[tuple[str, str], Lift] | None = None,
 ) -> tuple[list[str], list[Change]]:
     """The external ids to delete (the get no longer finds them, or the type has no get) and the delete
     changes whose resource the get still found. Deletes of failed units are neither."""
     found = {c["externalId"] for us in refreshed.values() for c in us[0].components}
+    still = {(key, i) for key, lift in (lifted or {}).items() for i in lift.found}  # children get finds
     deletes, unconfirmed = [], []
     for change in changes:
-        if not change.delete or not change.delete_id or (change.resource.key, change.region) in failed:
+        key = (change.resource.key, change.region)
+        if not change.delete or not change.delete_id or key in failed:
             continue
-        if change.delete_id in found:  # AWS still describes it: refreshed, asked again next run
+        if change.delete_id in found or (key, change.id) in still:  # still there: refreshed, asked again
             unconfirmed.append(change)
         else:
             deletes.append(change.delete_id)
@@ -396,11 +402,20 @@ def split_stale(objects: list[dict], state: State, account: str) -> tuple[list[d
     return stale, [o for o in objects if o["LastModified"] >= before]
 
 
+@dataclass(frozen=True)
+class Lift:
+    """The changes of one (child type, region), lifted to its root: the child ids its `get` still found."""
+
+    root: tuple[str, str]  # (root type, region): the unit refreshed in their stead
+    found: frozenset[str] = frozenset()
+
+
 def _refresh(
     account: Account, instance: Instance, mappings: Mappings, fetcher: Fetcher, changes: list[Change]
-) -> dict[tuple[str, str], list[UnitResult]]:
+) -> tuple[dict[tuple[str, str], list[UnitResult]], dict[tuple[str, str], Lift]]:
     """Re-describe the changed resources: one unit per (type, region) with all of its ids, children too.
-    Deleted ids are asked as well, to confirm them; types without `get` cannot be (their deletes go as is)."""
+    Deleted ids are asked as well, to confirm them; types without `get` cannot be (their deletes go as is).
+    A child type's ids are found by its `get` and refresh their root's ids instead (`Collector.lift`)."""
     ids: dict[tuple[str, str], list[str]] = defaultdict(list)
     by_key = {r.key: r for r in mappings.resources}
     for change in changes:
@@ -408,15 +423,27 @@ def _refresh(
     collector = Collector(account, mappings, fetcher, labels_for(instance))
     configured = tuple(r for r in instance.regions if r != GLOBAL)
     results: dict[tuple[str, str], list[UnitResult]] = {}
-    for (key, region), wanted in ids.items():
-        resource = by_key[key]
-        if resource.get is None:  # the loader allows only delete rules here
-            continue
+    lifted: dict[tuple[str, str], Lift] = {}
+
+    def unit(resource: Resource, region: str, wanted: list[str]) -> Unit:
         client_region = GLOBAL_REGION if region in (GLOBAL, "account") else region
         regions = configured if region == "account" else (client_region,)
-        unit = Unit(account.id, region, client_region, resource, regions, tuple(dict.fromkeys(wanted)))
-        results[(key, region)] = collector.run(unit)
-    return results
+        return Unit(account.id, region, client_region, resource, regions, tuple(dict.fromkeys(wanted)))
+
+    for (key, region), wanted in list(ids.items()):
+        resource = by_key[key]
+        if resource.parent is None or resource.get is None:  # a child without get: delete rules only
+            continue
+        outcome, found = collector.lift(unit(resource, region, wanted))
+        results[(key, region)] = [outcome]
+        root = (mappings.root(resource).key, region)
+        lifted[(key, region)] = Lift(root, frozenset(found))
+        ids[root] += [i for i in found.values() if i]
+    for (key, region), wanted in ids.items():
+        resource = by_key[key]
+        if resource.parent is None and resource.get is not None and wanted:
+            results[(key, region)] = collector.run(unit(resource, region, wanted))
+    return results, lifted
 
 
 def problem(exc: Exception) -> str:

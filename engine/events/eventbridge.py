@@ -109,16 +109,18 @@ def skip_reason(envelope: dict, account: str) -> str | None:
 
 
 class Rules:
-    """The `events:` rules of every mapping, indexed by what an envelope names."""
+    """The `events:` rules of every mapping, indexed by what an envelope names. A child type's change is in
+    the region of its root's unit (the delta reaches the root through the child's `get` and `parent_id`)."""
 
     def __init__(self, mappings: Mappings) -> None:
-        self._index: dict[tuple[str, str, str], list[tuple[Resource, EventRule]]] = {}
+        self._index: dict[tuple[str, str, str], list[tuple[Resource, EventRule, str]]] = {}
         for resource in mappings.resources:
+            scope = mappings.root(resource).scope
             for rule in resource.event_rules:
                 names = rule.names if rule.detail_type == CLOUDTRAIL else {""}
                 for name in names:
                     key = (rule.detail_type, rule.source, name)
-                    self._index.setdefault(key, []).append((resource, rule))
+                    self._index.setdefault(key, []).append((resource, rule, scope))
 
     def changes(self, envelope: dict, account: str, regions: tuple[str, ...]) -> list[Change]:
         """The changes one envelope asks for, in configured regions only; nothing for unknown events."""
@@ -136,10 +138,10 @@ class Rules:
         if not matching:
             return []
         at, found_changes = _time(envelope.get("time") or detail.get("eventTime")), []
-        for resource, rule in matching:
+        for resource, rule, scope in matching:
             if rule.api_version and rule.api_version != detail.get("apiVersion"):
                 continue
-            where = _unit_region(resource, str(region or ""), regions)
+            where = _unit_region(scope, str(region or ""), regions)
             if where is None:
                 continue
             for found in as_list(search(rule.ids, detail)):
@@ -150,11 +152,11 @@ class Rules:
         return found_changes
 
 
-def _unit_region(resource: Resource, region: str, regions: tuple[str, ...]) -> str | None:
+def _unit_region(scope: str, region: str, regions: tuple[str, ...]) -> str | None:
     """Where the change is applied: its region when configured; `global` types only with `global`."""
-    if resource.scope == GLOBAL:
+    if scope == GLOBAL:
         return GLOBAL if GLOBAL in regions else None
-    if resource.scope == "account":
+    if scope == "account":
         return "account" if any(r != GLOBAL for r in regions) else None
     return region if region in regions else None
 

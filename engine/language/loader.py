@@ -59,6 +59,7 @@ class Call:
     paginate: bool = False
     rate: Rate | None = None
     next: NextPage | None = None
+    service: str | None = None  # the boto3 client when not the resource's: a detail's or join's `service`
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,6 @@ class Join:
     match: ParsedResult
     into: str
     call: Call | None = None  # made once per region of the unit, not per item
-    service: str | None = None  # the call's boto3 client
     items: ParsedResult | None = None  # the call's elements
     result: ParsedResult | None = None  # over the matched elements; default: the list
 
@@ -214,6 +214,7 @@ class Resource:
     vars: Vars = ()  # named sub-expressions, set on each item in order
     trace_rules: tuple[TraceRule, ...] = ()
     console_name: str | None = None  # the console `console` opens ("Step Functions"); None without one
+    parent_id: ParsedResult | None = None  # a child's: its parent's id, over the item its `get` returns
     # expression text -> the keys of the file that hold it, to name the key when it fails on an item
     expressions: Mapping[str, tuple[str, ...]] = field(default_factory=dict, compare=False, hash=False)
 
@@ -250,6 +251,15 @@ class Mappings:
 
     def children(self, parent: Resource) -> tuple[Resource, ...]:
         return tuple(r for r in self.resources if r.service == parent.service and r.parent == parent.name)
+
+    def parent_of(self, child: Resource) -> Resource | None:
+        found = (r for r in self.resources if r.service == child.service and r.name == child.parent)
+        return next(found, None)
+
+    def root(self, resource: Resource) -> Resource:
+        while (parent := self.parent_of(resource)) is not None:
+            resource = parent
+        return resource
 
 
 def load_mappings(directory: Path | str = MAPPINGS) -> Mappings:
@@ -427,6 +437,7 @@ class _FileLoader:
                 self.detail(f"{key}.details[{i}]", d) for i, d in enumerate(spec.get("details", []))
             ),
             get=self.get(f"{key}.get", spec["get"]) if "get" in spec else None,
+            parent_id=opt("parent_id"),
             region=opt("region"),
             id=(id_ := expr("id", spec["id"])),
             external_id=expr("external_id", spec["external_id"]) if "external_id" in spec else id_,
@@ -490,16 +501,13 @@ class _FileLoader:
             expressions={text: tuple(keys) for text, keys in self.where.items()},
         )
         for i, event in enumerate(spec.get("events", [])):
-            if event.get("action", "refresh") != "delete" and "get" not in spec:
+            if event.get("action", "refresh") != "delete" and "get" not in spec and parent is None:
                 self.problem(f"{key}.events[{i}]", "a refresh rule needs the resource's `get`")
             self.check_event_names(f"{key}.events[{i}].names", event)
+        if "parent_id" in spec and ("get" not in spec or parent is None):
+            self.problem(f"{key}.parent_id", "the parent's id over what `get` gives: add `parent` and `get`")
         if parent is not None and spec.get("events"):
-            root = _root(raw["resources"], name)
-            self.problem(
-                f"{key}.events",
-                f"a child type is refreshed through its root: move these rules to resources.{root}.events, "
-                f"with `ids` giving the {root}'s id (a deleted {name} goes at the next full scan)",
-            )
+            self.check_child_events(raw["resources"], name)
         self.check_placeholders(resource, spec)
         self.problems += shapes.check(raw["resources"], name, self.where, self.model).lines(self.path.name)
         if "console_name" in spec and "console" not in spec:
@@ -507,6 +515,33 @@ class _FileLoader:
         if resource.scope == "account" and resource.region is None:
             self.problem(f"{key}.region", "required for scope 'account'")
         return resource if len(self.problems) == before else None
+
+    def check_child_events(self, resources: dict, name: str) -> None:
+        """A child's events reach its root: its `get` finds it by the event's id, its `parent_id` names its
+        parent, and so on up to the root, whose `get` refreshes it. Delete rules alone need neither (their
+        deletes then go unconfirmed)."""
+        spec, parent = resources[name], resources[name]["parent"]
+        refresh = any(e.get("action", "refresh") != "delete" for e in spec["events"])
+        missing = [k for k in ("get", "parent_id") if k not in spec] if refresh or "get" in spec else []
+        if missing:
+            self.problem(
+                f"resources.{name}.events",
+                f"an event on a child type refreshes its root: add {' and '.join(f'`{k}`' for k in missing)} "
+                f"(`get`: the {name} by the id its event names; `parent_id`: the {parent}'s id, over the "
+                "item `get` returns)",
+            )
+        seen = {name}
+        while not missing and (refresh or "get" in spec) and parent in resources and parent not in seen:
+            seen.add(parent)
+            above = resources[parent]
+            needs = ("get", "parent_id") if "parent" in above else ("get",)
+            if lacks := [k for k in needs if k not in above]:
+                self.problem(
+                    f"resources.{name}.events",
+                    f"reach the root through resources.{parent}: add its "
+                    + " and ".join(f"`{k}`" for k in lacks),
+                )
+            parent = above.get("parent")
 
     def check_placeholders(self, resource: Resource, spec: dict) -> None:
         """Each `_` key a format() placeholder reads from the item must be one the item has: a context key, a
@@ -616,7 +651,7 @@ class _FileLoader:
         )
 
     def join(self, key: str, spec: dict) -> Join:
-        call, service = spec.get("call"), spec.get("call", {}).get("service")
+        call = spec.get("call")
         if call and call.get("args"):
             self.problem(f"{key}.call.args", "a join's call is made once per region: it has no item for args")
         return Join(
@@ -624,16 +659,16 @@ class _FileLoader:
             key=self.expression(f"{key}.key", spec["key"]),
             match=self.expression(f"{key}.match", spec["match"]),
             into=spec["into"],
-            call=self.other_call(f"{key}.call", call, service) if call else None,
-            service=service or (self.model.service_name if call and self.model is not None else None),
+            call=self.other_call(f"{key}.call", call) if call else None,
             items=self.expression(f"{key}.call.items", call["items"]) if call else None,
             result=self.expression(f"{key}.result", spec["result"]) if "result" in spec else None,
         )
 
-    def other_call(self, key: str, spec: dict, service: str | None) -> Call:
-        """A call checked against another service's model (`service`), or this file's."""
+    def other_call(self, key: str, spec: dict, extra_params: Iterable[str] = ()) -> Call:
+        """A call of the service its `service` names (checked against that model), else of this file's."""
+        service = spec.get("service")
         if service is None:
-            return self.call(key, spec)
+            return self.call(key, spec, extra_params)
         model, paginators = self.model, self.paginators
         try:
             session = botocore_data.session()
@@ -643,7 +678,7 @@ class _FileLoader:
             self.problem(f"{key}.service", f"{service!r} is not a boto3 client name")
             self.model, self.paginators = None, {}
         try:
-            return self.call(key, spec)
+            return replace(self.call(key, spec, extra_params), service=service)
         finally:
             self.model, self.paginators = model, paginators
 
@@ -656,7 +691,7 @@ class _FileLoader:
             self.problem(f"{key}.chunk", "use either batch or chunk")
         return Detail(
             chunk=(chunk["param"], chunk["size"]) if chunk else None,
-            call=self.call(key, spec, [batch["param"]] if batch else []),
+            call=self.other_call(key, spec, [batch["param"]] if batch else []),
             result=self.expression(f"{key}.result", spec["result"]) if "result" in spec else None,
             into=spec.get("into"),
             when=self.expression(f"{key}.when", spec["when"]) if "when" in spec else None,
@@ -715,15 +750,6 @@ def _field_names(node: dict) -> set[str]:
     for child in node.get("children", []):
         names |= _field_names(child) if isinstance(child, dict) else set()
     return names
-
-
-def _root(resources: dict, name: str) -> str:
-    """The short name of the root of `name`'s parent chain (within one file's `resources`)."""
-    seen = {name}
-    while (parent := resources.get(name, {}).get("parent")) in resources and parent not in seen:
-        name = parent
-        seen.add(name)
-    return name
 
 
 def _literal(text: str) -> str:

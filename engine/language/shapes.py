@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from functools import reduce
 from typing import Any
 
+from botocore.exceptions import UnknownServiceError
+
+from engine.core import botocore_data
 from engine.language.dialect import ExpressionError, compile_expression
 
 PLACEHOLDER = re.compile(r"\{([^{}]+)\}")  # as format() reads its template
@@ -209,6 +212,14 @@ def output(model: Any, operation: str | None) -> Shape:
     return botocore_shape(shape) if shape is not None else None
 
 
+def _model(service: str | None) -> Any:
+    """botocore's model of a detail's own `service`; None without one, or for an unknown name (reported)."""
+    try:
+        return botocore_data.service_model(service) if service else None
+    except UnknownServiceError:
+        return None
+
+
 def item_shape(resources: Mapping[str, dict], name: str, model: Any) -> Shape:
     """The shape of `name`'s items once described; unknown when it cannot be followed."""
     spec, chain = resources[name], _ancestors(resources, name)
@@ -231,7 +242,7 @@ def item_shape(resources: Mapping[str, dict], name: str, model: Any) -> Shape:
         root = _as(above[chain[-1]], "_root")
         sources.append({"_parent": _as(parent, "_parent"), "_root": root, "_ancestors": ancestors})
     for detail in spec.get("details", []):
-        response = output(model, detail["operation"])
+        response = output(_model(detail.get("service")) or model, detail["operation"])
         if "batch" in detail:
             response = element(Walk().over(detail["batch"]["items"], response))
         value = Walk().over(detail["result"], response) if "result" in detail else response

@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from jmespath.exceptions import JMESPathError
 
@@ -45,6 +45,7 @@ from engine.language.loader import Call, Detail, Join, Mappings
 from engine.scan.plan import Unit
 
 log = logging.getLogger("aws_topology")
+T = TypeVar("T")
 
 BATCH = 256  # shaped records handed to the collector's `store` at once
 CHUNK = 500  # listed items detailed and shaped at once when the records are stored as they are shaped
@@ -116,25 +117,7 @@ class Collector:
     ) -> None:
         result = UnitResult(unit)
         results.append(result)
-        started = time.monotonic()
-        items: list[dict] | None = None
-        try:
-            items = self._collect(unit, parents, result, seen)
-        except Interrupted as exc:
-            result.status, result.error = "interrupted", str(exc)
-        except AccessDenied as exc:
-            result.status, result.error = "denied", str(exc)
-            result.gaps.append(exc)
-        except Throttled as exc:
-            result.status, result.error = "throttled", str(exc)
-        except (CallFailed, ShapeError) as exc:
-            result.status, result.error = "failed", str(exc)
-        except JMESPathError as exc:
-            result.status, result.error = "failed", f"a mapping expression failed on an item: {exc}"
-        except Exception as exc:  # a unit's bug or an unparsable response must not stop the others
-            log.exception("event=unit.crashed unit=%s", unit.label)
-            result.status, result.error = "failed", f"{type(exc).__name__}: {str(exc)[:300]}"
-        result.seconds = time.monotonic() - started
+        items = _settled(result, lambda: self._collect(unit, parents, result, seen))
         for child in self.mappings.children(unit.resource):
             child_unit = replace(unit, resource=child)
             if items is None:  # the parent listing is unknown, so is everything under it
@@ -143,6 +126,25 @@ class Collector:
                 )
             else:
                 self._run(child_unit, items, results, seen)
+
+    def lift(self, unit: Unit) -> tuple[UnitResult, dict[str, str | None]]:
+        """Each of `unit.ids` (of a child type) that its `get` still finds, with its root's id: through its
+        `parent_id`, then its parent's `get` and `parent_id`, up to the root (None where the chain breaks).
+        Nothing is shaped; the result says whether the calls completed."""
+        result = UnitResult(unit)
+        found = _settled(result, lambda: self._lift(unit))
+        return result, found or {}
+
+    def _lift(self, unit: Unit) -> dict[str, str | None]:
+        resource, parent = unit.resource, self.mappings.parent_of(unit.resource)
+        assert parent is not None and resource.parent_id is not None, f"{resource.key} has no parent_id"
+        found = {search(resource.id, i): search(resource.parent_id, i) for i in self._get(unit)}
+        found = {child: above if isinstance(above, str) and above else None for child, above in found.items()}
+        wanted = tuple(dict.fromkeys(above for above in found.values() if above))
+        if parent.parent is None or not wanted:
+            return found
+        roots = self._lift(replace(unit, resource=parent, ids=wanted))
+        return {child: roots.get(above) if above else None for child, above in found.items()}
 
     def _unknown(self, unit: Unit, status: str, why: str, results: list[UnitResult]) -> None:
         results.append(UnitResult(unit, status, why))
@@ -252,14 +254,13 @@ class Collector:
         A denied or throttled call is a gap (its fallback details then run per item); any other failure
         fails the unit unless the join has fallback details.
         """
-        assert join.call is not None and join.service is not None
+        assert join.call is not None
+        service = join.call.service or unit.resource.service
         fallback = any(d.fallback and d.into == join.into for d in unit.resource.details)
         elements: list = []
         for region in unit.regions:
             try:
-                response = self.fetcher.call(
-                    self.account, region, join.service, join.call, dict(join.call.params)
-                )
+                response = self.fetcher.call(self.account, region, service, join.call, dict(join.call.params))
             except (AccessDenied, Throttled) as exc:
                 result.gaps.append(exc)
                 return None
@@ -339,7 +340,8 @@ class Collector:
             value = search(expression, item)
             if value is not None:
                 params.setdefault(name, value)
-        return self.fetcher.call(self.account, unit.client_region, unit.resource.service, call, params)
+        service = call.service or unit.resource.service
+        return self.fetcher.call(self.account, unit.client_region, service, call, params)
 
     def _detail(self, unit: Unit, detail: Detail, items: list[dict], result: UnitResult) -> list[dict]:
         todo = [i for i in items if detail.when is None or search(detail.when, i)]
@@ -424,6 +426,30 @@ class Collector:
 
         gone = set().union(*self.scheduler.map(describe, list(groups.values())))
         return [i for i in items if id(i) not in gone]
+
+
+def _settled(result: UnitResult, work: Callable[[], T]) -> T | None:
+    """`work()`, or None with the unit's status and error set from what it raised; its time is recorded."""
+    started = time.monotonic()
+    try:
+        return work()
+    except Interrupted as exc:
+        result.status, result.error = "interrupted", str(exc)
+    except AccessDenied as exc:
+        result.status, result.error = "denied", str(exc)
+        result.gaps.append(exc)
+    except Throttled as exc:
+        result.status, result.error = "throttled", str(exc)
+    except (CallFailed, ShapeError) as exc:
+        result.status, result.error = "failed", str(exc)
+    except JMESPathError as exc:
+        result.status, result.error = "failed", f"a mapping expression failed on an item: {exc}"
+    except Exception as exc:  # a unit's bug or an unparsable response must not stop the others
+        log.exception("event=unit.crashed unit=%s", result.unit.label)
+        result.status, result.error = "failed", f"{type(exc).__name__}: {str(exc)[:300]}"
+    finally:
+        result.seconds = time.monotonic() - started
+    return None
 
 
 def ancestry(name: str | None, parent: dict) -> dict:

@@ -103,8 +103,9 @@ def _rate(call: Call) -> str:
 
 
 def _plan_resource(unit: Unit, resource: Resource, mappings: Mappings, planned: list[PlannedCall]) -> None:
-    def add(call: Call, count: str, service: str = resource.service, when: str = "") -> None:
+    def add(call: Call, count: str, when: str = "") -> None:
         paged = call.paginate or call.next is not None
+        service = call.service or resource.service
         planned.append(PlannedCall(resource.key, service, call.operation, count, paged, _rate(call), when))
 
     listing = resource.listing
@@ -114,7 +115,7 @@ def _plan_resource(unit: Unit, resource: Resource, mappings: Mappings, planned: 
     bulk = {j.into: j for j in resource.joins if j.call is not None}
     for join in bulk.values():
         assert join.call is not None
-        add(join.call, "once" if regions == 1 else f"once in each of {regions} regions", join.service or "")
+        add(join.call, "once" if regions == 1 else f"once in each of {regions} regions")
     for detail in resource.details:
         if detail.batch is not None:
             count = f"per {detail.batch.size} items"

@@ -826,8 +826,8 @@ def test_every_root_component_type_can_be_refreshed_and_has_rules(shipped: Mappi
     assert {r.key for r in roots if not r.emits_component} == set(RELATION_ONLY)
     assert [r.key for r in roots if r.emits_component and (r.get is None or not r.event_rules)] == []
     assert [r.key for r in roots if not r.emits_component and (r.get or r.event_rules)] == []
-    # `get` has no parent context: an event on a child type re-collects its root.
-    assert [r.key for r in shipped.resources if r.parent and (r.get or r.event_rules)] == []
+    # A child is shaped under its parent: its `get` serves only to reach its root (`parent_id`).
+    assert [r.key for r in shipped.resources if r.parent and r.get and r.parent_id is None] == []
 
 
 def test_a_refresh_rule_on_a_type_without_get_is_refused(tmp_path) -> None:

@@ -279,8 +279,8 @@ BROKEN: list[tuple[str, str, str]] = [
         add_to_queue("lisst: {operation: ListQueues}\n"),
         "sqs.yaml: resources.queue: unknown key(s) 'lisst'; expected one of: cloudformation, component, "
         "console, console_name, cw_dimensions, data, details, domain, emit, events, external_id, filter, "
-        "get, id, joins, layer, list, name, parent, region, relations, scope, tags, traces, type, types, "
-        "urns, vars",
+        "get, id, joins, layer, list, name, parent, parent_id, region, relations, scope, tags, traces, type, "
+        "types, urns, vars",
     ),
     (
         "missing_id",
@@ -320,6 +320,26 @@ BROKEN: list[tuple[str, str, str]] = [
         add_to_queue("details: [{operation: GetQueueAttributes, args: {Url: QueueUrl}}]\n"),
         "sqs.yaml: resources.queue.details[0]: GetQueueAttributes has no parameter 'Url'; "
         "known: AttributeNames, QueueUrl",
+    ),
+    (
+        "detail_operation_not_in_its_service",
+        add_to_queue(
+            "details: [{service: sns, operation: GetQueueAttributes, args: {QueueUrl: QueueUrl}}]\n"
+        ),
+        "sqs.yaml: resources.queue.details[0].operation: sns has no operation 'GetQueueAttributes'",
+    ),
+    (
+        "detail_argument_not_in_its_services_input",
+        add_to_queue(
+            "details: [{service: sns, operation: GetTopicAttributes, args: {QueueUrl: QueueUrl}}]\n"
+        ),
+        "sqs.yaml: resources.queue.details[0]: GetTopicAttributes has no parameter 'QueueUrl'; "
+        "known: TopicArn",
+    ),
+    (
+        "detail_of_an_unknown_service",
+        add_to_queue("details: [{service: sns2, operation: GetTopicAttributes}]\n"),
+        "sqs.yaml: resources.queue.details[0].service: 'sns2' is not a boto3 client name",
     ),
     (
         "paginate_without_paginator",
@@ -593,22 +613,98 @@ def test_a_format_placeholder_may_read_vars_and_detail_keys_of_its_item(tmp_path
     assert len(load_mappings(tmp_path).resources) == 1
 
 
-def test_events_on_a_child_type_are_refused_saying_where_they_go(tmp_path: Path) -> None:
-    child = """\
-      attributes:
-        type: aws.sqs.attributes
-        parent: queue
-        list: {items: "[_parent]"}
-        id: QueueUrl
-        events:
-          - {source: sqs.amazonaws.com, names: [DeleteQueue], ids: requestParameters.queueUrl, action: delete}
+def test_a_detail_of_another_service_is_checked_against_and_called_on_that_service(tmp_path: Path) -> None:
+    details = """\
+        details:
+          - {service: sns, operation: ListSubscriptionsByTopic, args: {TopicArn: _topic}, into: _subs}
+          - {service: sns, operation: GetTopicAttributes, args: {TopicArn: _topic}, iam_action: sns:Get}
+          - {operation: GetQueueAttributes, args: {QueueUrl: QueueUrl}}
     """
-    write(tmp_path, "sqs.yaml", QUEUE + textwrap.indent(textwrap.dedent(child), "  "))
-    assert problems(tmp_path) == [
-        "sqs.yaml: resources.attributes.events: a child type is refreshed through its root: move these rules "
-        "to resources.queue.events, with `ids` giving the queue's id (a deleted attributes goes at the next "
-        "full scan)"
+    write(tmp_path, "sqs.yaml", add_to_queue(details))
+    [queue] = load_mappings(tmp_path).resources
+    calls = [(d.call.service, d.call.iam_action, d.call.paginate) for d in queue.details]
+    assert calls == [
+        ("sns", "sns:ListSubscriptionsByTopic", True),  # sns's signing name and paginator
+        ("sns", "sns:Get", False),
+        (None, "sqs:GetQueueAttributes", False),  # the file's service
     ]
+
+
+def test_a_detail_of_another_service_gives_the_item_that_services_output_shape(tmp_path: Path) -> None:
+    detail = "details: [{service: sns, operation: GetTopicAttributes, args: {TopicArn: QueueUrl}}]\n"
+    write(tmp_path, "sqs.yaml", add_to_queue(detail + "name: \"format('{Atributes.DisplayName}', @)\"\n"))
+    [line] = problems(tmp_path)
+    assert line.startswith("sqs.yaml: resources.queue.name: ") and "did you mean Attributes?" in line
+    write(tmp_path, "sqs.yaml", add_to_queue(detail + "name: \"format('{Attributes.DisplayName}', @)\"\n"))
+    assert load_mappings(tmp_path).resources[0].details[0].call.service == "sns"
+
+
+# An SQS queue with a child type; each case below adds to the child (and maybe the queue).
+CHILD = """\
+  attributes:
+    type: aws.sqs.attributes
+    parent: queue
+    list: {operation: GetQueueAttributes, args: {QueueUrl: QueueUrl}, items: "[Attributes]"}
+    id: QueueArn
+"""
+CHILD_GET = "get: {operation: GetQueueAttributes, args: {QueueUrl: _id}, items: '[Attributes]'}\n"
+REFRESH = (
+    "events: [{source: sqs.amazonaws.com, names: [SetQueueAttributes], ids: requestParameters.queueUrl}]\n"
+)
+DELETE = "events: [{source: sqs.amazonaws.com, names: [DeleteQueue], ids: x, action: delete}]\n"
+QUEUE_GET = "get: {items: '[{QueueUrl: _id}]'}\n"
+ADD = "sqs.yaml: resources.attributes.events: an event on a child type refreshes its root: add "
+WHAT = (
+    " (`get`: the attributes by the id its event names; `parent_id`: the queue's id, over the item `get` "
+    "returns)"
+)
+NEEDS_GET = "the parent's id over what `get` gives: add `parent` and `get`"
+CHILD_EVENTS = [
+    ("refresh_without_get", "", REFRESH, [ADD + "`get` and `parent_id`" + WHAT]),
+    ("get_without_parent_id", "", CHILD_GET + DELETE, [ADD + "`parent_id`" + WHAT]),
+    (
+        "root_without_get",
+        "",
+        CHILD_GET + "parent_id: QueueUrl\n" + REFRESH,
+        ["sqs.yaml: resources.attributes.events: reach the root through resources.queue: add its `get`"],
+    ),
+    (
+        "parent_id_without_get",
+        QUEUE_GET,
+        "parent_id: QueueUrl\n",
+        [f"sqs.yaml: resources.attributes.parent_id: {NEEDS_GET}"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("queue", "child", "expected"), [c[1:] for c in CHILD_EVENTS], ids=[c[0] for c in CHILD_EVENTS]
+)
+def test_events_on_a_child_type_without_a_way_to_its_root_say_what_to_add(
+    tmp_path: Path, queue: str, child: str, expected: list[str]
+) -> None:
+    write(tmp_path, "sqs.yaml", add_to_queue(queue) + CHILD + textwrap.indent(child, "    "))
+    assert problems(tmp_path) == expected
+
+
+def test_a_child_type_with_get_and_parent_id_loads_its_events(tmp_path: Path) -> None:
+    child = CHILD_GET + "parent_id: QueueUrl\n" + REFRESH
+    write(tmp_path, "sqs.yaml", add_to_queue(QUEUE_GET) + CHILD + textwrap.indent(child, "    "))
+    queue, attributes = (mappings := load_mappings(tmp_path)).resources
+    assert attributes.parent_id is not None and attributes.event_rules[0].names == {"SetQueueAttributes"}
+    assert mappings.parent_of(attributes) == queue and mappings.root(attributes) == queue
+    assert mappings.parent_of(queue) is None and mappings.root(queue) == queue
+
+
+def test_a_delete_rule_on_a_child_without_get_loads_unconfirmed(tmp_path: Path) -> None:
+    write(tmp_path, "sqs.yaml", QUEUE + CHILD + textwrap.indent(DELETE, "    "))
+    _, attributes = load_mappings(tmp_path).resources
+    assert attributes.get is None and attributes.event_rules[0].delete
+
+
+def test_a_parent_id_on_a_root_type_is_refused(tmp_path: Path) -> None:
+    write(tmp_path, "sqs.yaml", add_to_queue(QUEUE_GET + "parent_id: QueueUrl\n"))
+    assert problems(tmp_path) == [f"sqs.yaml: resources.queue.parent_id: {NEEDS_GET}"]
 
 
 def test_a_misspelt_cloudtrail_event_name_is_refused_with_the_operation_meant(tmp_path: Path) -> None:

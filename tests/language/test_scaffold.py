@@ -88,6 +88,13 @@ def test_an_existing_samples_file_is_not_overwritten(tmp_path: Path) -> None:
     assert not (mappings / "efs.yaml").exists()
 
 
+def test_a_mappings_folder_that_does_not_exist_yet_is_made(tmp_path: Path) -> None:
+    mappings = tmp_path / "new" / "mappings"
+    result = CliRunner().invoke(main, ["new", "efs", "--mappings", str(mappings)])
+    assert result.exception is None and result.exit_code == 0, result.output
+    assert (mappings / "efs.yaml").is_file() and (mappings / "samples" / "efs.yaml").is_file()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
