@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -46,6 +47,7 @@ from engine.scan.plan import Unit
 
 log = logging.getLogger("aws_topology")
 T = TypeVar("T")
+Index = dict[str, list] | dict[str, bytes]  # a join's elements by key (`_index`)
 
 BATCH = 256  # shaped records handed to the collector's `store` at once
 CHUNK = 500  # listed items detailed and shaped at once when the records are stored as they are shaped
@@ -156,7 +158,7 @@ class Collector:
     ) -> list[dict]:
         resource = unit.resource
         if unit.ids:  # a refresh of a few ids: per-item calls beat region-wide ones
-            bulk: dict[str, Task[list | None]] = {}
+            bulk: dict[str, Task[Index | None]] = {}
         else:
             bulk = {
                 j.into: self.scheduler.spawn(lambda j=j: self._join_elements(unit, j, result))
@@ -175,7 +177,7 @@ class Collector:
         parents: list[dict] | None,
         result: UnitResult,
         seen: dict[str, list[dict]],
-        bulk: dict[str, Task[list | None]],
+        bulk: dict[str, Task[Index | None]],
     ) -> list[dict]:
         """The listed items, detailed, joined and shaped `CHUNK` at a time when the records are stored as
         they are shaped (`store`); then only the items children or joins read are kept (others: [])."""
@@ -183,7 +185,7 @@ class Collector:
         listed = self._list(unit, parents)
         size = CHUNK if self.store is not None else max(1, len(listed))
         kept = self.store is None or resource.name in self._joined or bool(self.mappings.children(resource))
-        indexes: dict[str, dict[str, list] | None] = {}
+        indexes: dict[str, Index | None] = {}
         items: list[dict] = []
         while listed:
             chunk, listed[:size] = listed[:size], []  # the chunk's items are let go once shaped
@@ -199,8 +201,8 @@ class Collector:
         items: list[dict],
         result: UnitResult,
         seen: dict[str, list[dict]],
-        bulk: dict[str, Task[list | None]],
-        indexes: dict[str, dict[str, list] | None],
+        bulk: dict[str, Task[Index | None]],
+        indexes: dict[str, Index | None],
     ) -> list[dict]:
         """Details, joins and records of listed items (`indexes`: each join's elements by key, built once)."""
         resource = unit.resource
@@ -218,10 +220,9 @@ class Collector:
         for join in resource.joins:
             if join.into not in indexes:
                 if join.call is None:
-                    elements: list | None = seen.get(join.resource or "", [])
+                    indexes[join.into] = _index(join, seen.get(join.resource or "", []))
                 else:
-                    elements = bulk[join.into].result() if join.into in bulk else None
-                indexes[join.into] = None if elements is None else _index(join, elements)
+                    indexes[join.into] = bulk[join.into].result() if join.into in bulk else None
             if (index := indexes[join.into]) is not None:
                 _join(join, items, index)
         items = bind(items)
@@ -248,8 +249,9 @@ class Collector:
             if (region := search(unit.resource.region, item)) in unit.regions
         ]
 
-    def _join_elements(self, unit: Unit, join: Join, result: UnitResult) -> list | None:
-        """The elements of a join's call, made once per region of the unit; None when a call failed.
+    def _join_elements(self, unit: Unit, join: Join, result: UnitResult) -> Index | None:
+        """The elements of a join's call, made once per region of the unit, indexed (`_index`, packed: a
+        region's tags are one small bytes object per key, not thousands of dicts); None when a call failed.
 
         A denied or throttled call is a gap (its fallback details then run per item); any other failure
         fails the unit unless the join has fallback details.
@@ -272,7 +274,7 @@ class Collector:
                 )
                 return None
             elements += as_list(search(join.items, response))
-        return elements
+        return _index(join, elements, packed=True)
 
     def _context(self, unit: Unit, item: Any, **extra: Any) -> dict:
         region = unit.client_region
@@ -468,18 +470,22 @@ def _serial_map(fn: Any, items: list) -> list:
     return [fn(item) for item in items]
 
 
-def _index(join: Join, elements: list) -> dict[str, list]:
-    """A join's elements by their `key`."""
+def _index(join: Join, elements: list, packed: bool = False) -> Index:
+    """A join's elements by their `key`; `packed`: each key's elements pickled (unpickled per item)."""
     index: dict[str, list] = {}
     for element in elements:
         index.setdefault(_key(search(join.key, element)), []).append(element)
-    return index
+    if not packed:
+        return index
+    return {key: pickle.dumps(found, pickle.HIGHEST_PROTOCOL) for key, found in index.items()}
 
 
-def _join(join: Join, items: list[dict], index: dict[str, list]) -> None:
+def _join(join: Join, items: list[dict], index: Index) -> None:
     """Each item gets the elements whose `key` equals its `match` (or `result` over them) under `into`."""
     for item in items:
         matched = index.get(_key(search(join.match, item)), [])
+        if isinstance(matched, bytes):
+            matched = pickle.loads(matched)  # pickled by `_index`, in this process
         value = search(join.result, matched) if join.result is not None else matched
         if value is not None:
             item[join.into] = value
