@@ -12,6 +12,10 @@ does not make its 4,000 calls one after another. A join with a `call` is started
 once per region of the unit; when it fails, its `fallback` details are made per item instead and the gap
 is reported. Items of regions that are not configured are dropped as soon as their region is known
 (after the detail marked `locates`), before the later details are made for them.
+
+With a `store` (the full scan's spill), memory does not grow with a unit: its listed items are detailed,
+joined and shaped `CHUNK` at a time, their records handed to the store every `BATCH`, and only the items
+that children or joins read are kept; a join call's elements are kept packed.
 """
 
 from __future__ import annotations

@@ -10,8 +10,9 @@ per-item call and join call of an account runs on the account's own `Scheduler` 
 as AWS limits each account separately), and the schedulers share one `Pool` of at most `max_threads`
 threads (at most `workers` times the accounts side by side). Each account's payloads are built
 and sent by the calling thread as soon as that account is collected, so sinks and the state are used from
-one thread only. While an account runs, each finished unit's components and relations wait on disk (`Spill`);
-its payloads are then built and sent one at a time, so memory holds the running units, not the estate.
+one thread only. While an account runs, each unit's components and relations go to disk (`Spill`) as they are
+shaped, 256 at a time; its payloads are then built and sent one at a time, so memory holds a batch per
+running unit, not the estate.
 Components come before relations in the payloads, so every relation is sent after the
 components of the whole account (none is dropped for being early). A set `stop` event (SIGINT, SIGTERM)
 ends the scan at the next API call; an interrupted account sends nothing. An account whose collection or
@@ -71,8 +72,9 @@ class Span:
 class Spill:
     """An account's shaped records on disk (an anonymous temporary file) until its payloads are sent.
 
-    A unit's components and relations are written as soon as it ends, so an account of 20,000 resources
-    holds in memory only the units still running, and payloads are then built reading one unit at a time.
+    A unit's components and relations are written while it is shaped (`AccountScan.keep`), so an account of
+    50,000 resources holds in memory a batch per running unit, and payloads are then built reading one
+    span (a batch) at a time.
     `put` may be called from any thread; reads use `pread`, so they never move a shared file position.
     """
 
