@@ -25,7 +25,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
+from engine.aws import fetch
 from engine.core.config import Config, Instance
+from engine.core.errors import AccessDenied
 from engine.core.phase import Limits
 from engine.language.loader import Call, Mappings, load_mappings
 from engine.language.samples import Samples, load_samples
@@ -258,6 +260,21 @@ def scan_live(
             endpoint_url=endpoint,
         )
     return sink, results
+
+
+def deny(monkeypatch: pytest.MonkeyPatch, *operations: str) -> None:
+    """AWS answers AccessDenied to `operations`, as botocore's error would be classified."""
+    original = fetch.Fetcher.call
+
+    def call(self, account, region, service, spec: Call, params):  # type: ignore[no-untyped-def]
+        if spec.operation in operations:
+            raise AccessDenied(
+                role_arn=account.role_arn, action=spec.iam_action, operation=spec.operation,
+                account=account.id, region=region, code="AccessDenied",
+            )  # fmt: skip
+        return original(self, account, region, service, spec, params)
+
+    monkeypatch.setattr(fetch.Fetcher, "call", call)
 
 
 def with_params(mappings: Mappings, key: str, operation: str, **params: object) -> Mappings:

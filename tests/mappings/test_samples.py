@@ -17,9 +17,10 @@ import pytest
 
 from demo.samples import seed_samples
 from engine.core.phase import Limits
-from engine.language.loader import Mappings, load_mappings
+from engine.language.loader import Join, Mappings, Resource, load_mappings
 from engine.language.samples import GLOBAL, Samples
 from engine.scan.full_scan import AccountScan, scan
+from engine.scan.plan import per_item
 from tests.events.test_event_rules import fired, from_file
 from tests.support import OWN_CASSETTES, ROOT, ListSink, make_config, recording, shipped_samples
 
@@ -95,15 +96,12 @@ def test_the_scan_of_the_seed_finds_exactly_what_the_samples_file_expects(
     exists = recording(request.config) or (OWN_CASSETTES / f"{seeded.name}.yaml").exists()
     if not exists:
         pytest.fail(cassette_problem(seeded.name, exists, []) or "", pytrace=False)
-    regions = seeded.regions
-    if GLOBAL not in regions and any(r.scope == GLOBAL for r in mappings.resources):
-        regions = (*regions, GLOBAL)
-    sink = ListSink()
-    [result], _ = scan(
-        make_config(regions=regions), mappings, sink, limits=Limits(workers=1), endpoint_url=aws_env
-    )
+    sink, result = scan_own(seeded, mappings, aws_env)
+    # The per-item plan too (every join's call replaced by its per-item fallback), in the same cassette, so
+    # the denial tests (test_samples_denials.py) can replay a denied join's fallback.
+    naive_sink, naive = scan_own(seeded, per_item(mappings), aws_env)
 
-    problems = not_complete(result)
+    problems = not_complete(result) + not_complete(naive)
     stale = cassette_problem(seeded.name, True, problems)
     if stale:
         pytest.fail(stale, pytrace=False)
@@ -113,6 +111,26 @@ def test_the_scan_of_the_seed_finds_exactly_what_the_samples_file_expects(
     assert dict(found) == {kind: n for kind, n in seeded.components.items() if n}
     relations = Counter(kind for source, kind, _ in sink.relations() if source in components)
     assert dict(relations) == {kind: n for kind, n in seeded.relations.items() if n}
+    if all(fallback_of(r, j) for r in mappings.resources for j in r.joins if j.call):  # else it has less
+        assert naive_sink.components() == components  # whole records: data, tags, labels
+        assert naive_sink.relations() == sink.relations()
+
+
+def fallback_of(resource: Resource, join: Join) -> bool:
+    """Whether the join's call has a per-item fallback (a join of another IAM action, such as tags, may)."""
+    return any(d.fallback and d.into == join.into for d in resource.details)
+
+
+def scan_own(samples: Samples, mappings: Mappings, endpoint: str) -> tuple[ListSink, AccountScan]:
+    """A scan of `mappings` over the samples file's regions (and `global` when a type is global)."""
+    regions = samples.regions
+    if GLOBAL not in regions and any(r.scope == GLOBAL for r in mappings.resources):
+        regions = (*regions, GLOBAL)
+    sink = ListSink()
+    [result], _ = scan(
+        make_config(regions=regions), mappings, sink, limits=Limits(workers=1), endpoint_url=endpoint
+    )
+    return sink, result
 
 
 @pytest.mark.parametrize(("name", "event"), EVENTS, ids=[event.label for _, event in EVENTS])

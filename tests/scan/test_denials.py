@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import pytest
 
-from engine.aws import fetch
-from engine.core.errors import AccessDenied
 from engine.core.phase import Limits
-from engine.language.loader import Call, Resource
+from engine.language.loader import Resource
 from engine.scan.full_scan import scan
-from tests.support import CASSETTES, ROLE, ListSink, make_config, shared_mappings
+from tests.support import CASSETTES, ROLE, ListSink, deny, make_config, shared_mappings
 
 CASSETTE = str(
     CASSETTES
@@ -27,21 +25,6 @@ MAPPINGS = shared_mappings()
 ROOTS = [r for r in MAPPINGS.resources if r.parent is None and r.listing.call is not None]
 DETAILS = [(r, d) for r in MAPPINGS.resources for d in r.details if d.batch is None and d.chunk is None]
 JOINS = [(r, j) for r in MAPPINGS.resources for j in r.joins if j.call is not None]
-
-
-def deny(monkeypatch: pytest.MonkeyPatch, *operations: str) -> None:
-    """AWS answers AccessDenied to `operations`, as botocore's error would be classified."""
-    original = fetch.Fetcher.call
-
-    def call(self, account, region, service, spec: Call, params):  # type: ignore[no-untyped-def]
-        if spec.operation in operations:
-            raise AccessDenied(
-                role_arn=account.role_arn, action=spec.iam_action, operation=spec.operation,
-                account=account.id, region=region, code="AccessDenied",
-            )  # fmt: skip
-        return original(self, account, region, service, spec, params)
-
-    monkeypatch.setattr(fetch.Fetcher, "call", call)
 
 
 def run(resource: Resource, endpoint: str) -> tuple[ListSink, object]:
