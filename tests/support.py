@@ -29,7 +29,7 @@ from engine.aws import fetch
 from engine.core.config import Config, Instance
 from engine.core.errors import AccessDenied
 from engine.core.phase import Limits
-from engine.language.loader import Call, Mappings, load_mappings
+from engine.language.loader import Call, Detail, Mappings, Resource, load_mappings
 from engine.language.samples import Samples, load_samples
 from engine.scan.full_scan import AccountScan, scan
 
@@ -275,6 +275,12 @@ def deny(monkeypatch: pytest.MonkeyPatch, *operations: str) -> None:
         return original(self, account, region, service, spec, params)
 
     monkeypatch.setattr(fetch.Fetcher, "call", call)
+
+
+def deny_detail(monkeypatch: pytest.MonkeyPatch, resource: Resource, detail: Detail) -> None:
+    """AWS denies the detail; a `fallback` detail together with its join's call (it is made only then)."""
+    joins = [j.call.operation for j in resource.joins if j.call and detail.fallback and j.into == detail.into]
+    deny(monkeypatch, detail.call.operation, *joins)
 
 
 def with_params(mappings: Mappings, key: str, operation: str, **params: object) -> Mappings:

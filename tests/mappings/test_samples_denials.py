@@ -12,7 +12,7 @@ import pytest
 
 from engine.language.loader import Mappings, Resource, load_mappings
 from tests.mappings.test_samples import SAMPLES, fallback_of, own_mappings, scan_own
-from tests.support import OWN_CASSETTES, ROLE, ListSink, deny
+from tests.support import OWN_CASSETTES, ROLE, ListSink, deny, deny_detail
 
 SHIPPED = load_mappings()
 OWN = {name: own_mappings(samples, SHIPPED) for name, samples in SAMPLES.items()}
@@ -76,8 +76,7 @@ def test_a_denied_listing_marks_only_its_unit_and_names_the_permission(aws_env, 
 )
 def test_a_denied_detail_keeps_the_items_and_their_external_ids(aws_env, monkeypatch, name, resource, detail):
     whole, _ = run(name, aws_env)
-    joins = [j.call.operation for j in resource.joins if j.call and detail.fallback and j.into == detail.into]
-    deny(monkeypatch, detail.call.operation, *joins)
+    deny_detail(monkeypatch, resource, detail)
     sink, result = run(name, aws_env)
 
     assert result.complete, [u.error for u in result.units if not u.complete]

@@ -14,7 +14,7 @@ import pytest
 from engine.core.phase import Limits
 from engine.language.loader import Resource
 from engine.scan.full_scan import scan
-from tests.support import CASSETTES, ROLE, ListSink, deny, make_config, shared_mappings
+from tests.support import CASSETTES, ROLE, ListSink, deny, deny_detail, make_config, shared_mappings
 
 CASSETTE = str(
     CASSETTES
@@ -73,8 +73,7 @@ def test_a_denied_listing_marks_only_its_unit_and_names_the_permission(
 )
 def test_a_denied_detail_keeps_the_items_and_reports_the_gap(aws_env, estate, monkeypatch, resource, detail):
     whole, _ = run(resource, aws_env)
-    joins = [j.call.operation for j in resource.joins if j.call and detail.fallback and j.into == detail.into]
-    deny(monkeypatch, detail.call.operation, *joins)
+    deny_detail(monkeypatch, resource, detail)
     sink, result = run(resource, aws_env)
 
     assert result.complete, [u.error for u in result.units if not u.complete]
