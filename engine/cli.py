@@ -44,6 +44,7 @@ from engine.delivery.http import HttpSink, shown_url
 from engine.delivery.spool import SpoolingSink
 from engine.deploy.policy import agent_policy, role_policy
 from engine.deploy.template import render as render_template
+from engine.language.catalogue import catalogue
 from engine.language.loader import MAPPINGS, Mappings, load_mappings
 from engine.language.samples import load_samples
 from engine.run import EVENTS, FLOWLOGS, RUN, SCAN, TRACES, Phases, RunSettings, run_cycle, stopping_on
@@ -110,13 +111,28 @@ def agent_policy_command(organizations: bool) -> None:
     click.echo(json.dumps(agent_policy(organizations=organizations), indent=2))
 
 
+out_option = click.option("--out", type=click.Path(dir_okay=False), help="Write it here instead of stdout.")
+
+
 @main.command("cfn")
 @mappings_option
-@click.option("--out", type=click.Path(dir_okay=False), help="Write the template here instead of stdout.")
+@out_option
 def cfn_command(mappings_dir: str, out: str | None) -> None:
     """Print the CloudFormation template each monitored account deploys, generated from the mappings."""
     with _bad_input():
-        text = render_template(load_mappings(mappings_dir))
+        _print_or_write(render_template(load_mappings(mappings_dir)), out)
+
+
+@main.command("types")
+@mappings_option
+@out_option
+def types_command(mappings_dir: str, out: str | None) -> None:
+    """Print the catalogue of component types (markdown): layer, mapping, calls, relations and events."""
+    with _bad_input():
+        _print_or_write(catalogue(load_mappings(mappings_dir)), out)
+
+
+def _print_or_write(text: str, out: str | None) -> None:
     if out:
         Path(out).write_text(text, encoding="utf-8")
         click.echo(f"wrote {out}")
