@@ -611,10 +611,14 @@ class _FileLoader:
             return compile_expression("@")
 
     def check_event_names(self, key: str, event: dict) -> None:
-        """A CloudTrail event name is an operation of the file's service (botocore's model), maybe with the
-        API version CloudTrail adds (`CreateFunction20150331v2`): a misspelt one would never match."""
+        """A CloudTrail event's source is the service's signing name (`ecr.amazonaws.com`), and each name an
+        operation of the file's service (botocore's model), maybe with the API version CloudTrail adds
+        (`CreateFunction20150331v2`): a misspelt one would never match."""
         if self.model is None or event.get("detail_type", CLOUDTRAIL) != CLOUDTRAIL:
             return
+        source = f"{self.model.signing_name}.amazonaws.com"  # CloudTrail's eventSource (not the endpoint)
+        if event.get("source", source) != source:
+            self.problem(key.removesuffix(".names") + ".source", f"CloudTrail names this service {source!r}")
         operations = self.model.operation_names
         for name in event.get("names", ()):
             if _API_VERSION.sub("", name) not in operations:
