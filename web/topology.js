@@ -25,6 +25,10 @@
   const relColor = (type) => REL_COLORS[type] || `hsl(${hashHue(type)}, 45%, 45%)`;
   const TRACED = ' (traces)'; // a relation seen only in OpenTelemetry traces: its legend entry and dashed style
   const TRACED_COLOR = '#c2255c';
+  // Colours by class (a class per component type and per relation type), not by a data mapper per element.
+  const indexOf = (list) => new Map(list.map((t, k) => [t, k]));
+  const NODE_TYPES = indexOf([...new Set(nodes.map((n) => n.type))]);
+  const REL_TYPES = indexOf([...new Set(rels.map((r) => r.type))]);
 
   // Relations per node (indices into rels); an end outside the snapshot is its external id (a string).
   const outgoing = nodes.map(() => []), incoming = nodes.map(() => []);
@@ -33,16 +37,14 @@
     if (typeof r.t === 'number') incoming[r.t].push(k);
   });
 
-  // What search looks at: name, external id, type, identifiers, labels (AWS tags as key:value), tag values.
-  const haystacks = new Array(nodes.length);
-  function haystack(i) {
-    if (haystacks[i] === undefined) {
-      const n = nodes[i], d = n.data || {};
-      const tags = d.Tags && typeof d.Tags === 'object' ? Object.entries(d.Tags).map(([k, v]) => `${k}:${v} ${v}`) : [];
-      haystacks[i] = [n.name, n.id, n.type, n.region, ...(d.identifiers || []), ...(d.URN || []),
-        ...(d.labels || []), ...(d.tags || []), ...tags].join('\n').toLowerCase();
-    }
-    return haystacks[i];
+  // What search looks at: name, external id, type, identifiers, labels (AWS tags as key:value), tag values;
+  // lowercased, one string per node, built on the first search.
+  let haystacks = null;
+  function haystack(n) {
+    const d = n.data || {};
+    const tags = d.Tags && typeof d.Tags === 'object' ? Object.entries(d.Tags).map(([k, v]) => `${k}:${v} ${v}`) : [];
+    return [n.name, n.id, n.type, n.region, ...(d.identifiers || []), ...(d.URN || []),
+      ...(d.labels || []), ...(d.tags || []), ...tags].join('\n').toLowerCase();
   }
 
   // One cytoscape instance per view, built on its first visit (the others in idle time after the first
@@ -61,7 +63,8 @@
     // defaults where they do, bands below everything by depth instead of a z-index on every element, and on a
     // big graph labels only on the elements in sight (`labelled`, see labelInSight).
     style: [
-      { selector: 'node.component', style: { width: 28, height: 28, 'background-color': 'data(color)' } },
+      { selector: 'node.component', style: { width: 28, height: 28 } },
+      ...[...NODE_TYPES].map(([t, k]) => ({ selector: `.t${k}`, style: { 'background-color': typeColor(t) } })),
       { selector: `node.component${LABELLED}`, style: {
         label: 'data(name)', 'font-size': 12, 'text-valign': 'bottom', 'text-margin-y': 2, 'text-max-width': 140,
         'text-wrap': 'ellipsis', 'min-zoomed-font-size': 5, color: '#1d2733',
@@ -74,16 +77,17 @@
         'text-valign': 'top', 'text-halign': 'center', 'text-margin-y': -4, events: 'no',
       } },
       { selector: 'edge', style: {
-        width: 1.2, 'line-color': 'data(color)', opacity: 0.65, 'curve-style': BIG ? 'haystack' : 'straight',
+        width: 1.2, opacity: 0.65, 'curve-style': BIG ? 'haystack' : 'straight',
       } },
       { selector: `edge${LABELLED}`, style: {
         label: 'data(type)', 'font-size': 8, 'min-zoomed-font-size': 9, 'text-rotation': 'autorotate', color: '#4a5868',
       } },
       ...(BIG ? [] : [{ selector: 'edge', style: {
-        'target-arrow-shape': 'triangle', 'target-arrow-color': 'data(color)', 'arrow-scale': 0.8,
+        'target-arrow-shape': 'triangle', 'arrow-scale': 0.8,
         'text-background-color': '#fafbfc', 'text-background-opacity': 0.8,
       } }]),
-      { selector: 'edge.traced', style: { 'line-style': 'dashed', width: 2 } },
+      ...[...REL_TYPES].map(([t, k]) => ({ selector: `.r${k}`, style: { 'line-color': relColor(t), 'target-arrow-color': relColor(t) } })),
+      { selector: 'edge.traced', style: { 'line-style': 'dashed', width: 2, 'line-color': TRACED_COLOR, 'target-arrow-color': TRACED_COLOR } },
       { selector: '.dim', style: { opacity: 0.12 } },
       { selector: 'edge.dim', style: { opacity: 0.04 } },
       { selector: 'node.match', style: { 'border-width': 4, 'border-color': '#1f6feb', opacity: 1 } },
@@ -93,19 +97,32 @@
   const graphs = []; // per view: { cy, box, searched (the query its classes show), edges (types drawn), done }
   let cy = null; // the current view's instance
 
+  // Each node's place sorted by type, then name (as localeCompare; one sort for all views).
+  let ranks = null;
+  function ranked() {
+    if (ranks) return ranks;
+    const collate = new Intl.Collator().compare;
+    const sorted = nodes.map((_, i) => i).sort((a, b) => (nodes[a].type < nodes[b].type ? -1
+      : nodes[a].type > nodes[b].type ? 1 : collate(nodes[a].name, nodes[b].name)));
+    ranks = new Int32Array(nodes.length);
+    sorted.forEach((i, k) => { ranks[i] = k; });
+    return ranks;
+  }
+
   // Grouped by layer: one band per layer, top to bottom, its components on a grid sorted by type and name.
-  // Returns the elements and the box the bands and their titles fill (to fit the view without measuring).
+  // Returns the elements, the box the bands and their titles fill (to fit the view without measuring) and the
+  // members in that order (the order search lists them in).
   function layout(members) {
     const byLayer = layers.map(() => []);
     for (const i of members) byLayer[nodes[i].layer].push(i);
     const cols = Math.max(6, Math.ceil(Math.sqrt(members.length * 0.9)));
     const width = cols * CELL_W;
-    const elements = [];
+    const elements = [], order = [];
     let y = 0, top = null, bottom = 0;
     byLayer.forEach((group, l) => {
       if (!group.length) return;
-      group.sort((a, b) => (nodes[a].type < nodes[b].type ? -1 : nodes[a].type > nodes[b].type ? 1
-        : nodes[a].name.localeCompare(nodes[b].name)));
+      const rank = ranked();
+      group.sort((a, b) => rank[a] - rank[b]);
       const rows = Math.ceil(group.length / cols);
       const height = BAND_HEAD + rows * CELL_H;
       const font = Math.max(20, Math.round(width / 50));
@@ -115,8 +132,9 @@
         position: { x: width / 2 - CELL_W / 2, y: y + height / 2 - 20 } });
       group.forEach((i, k) => {
         const n = nodes[i];
-        elements.push({ group: 'nodes', classes: 'component',
-          data: { id: `n${i}`, idx: i, name: n.name, color: typeColor(n.type) },
+        order.push(i);
+        elements.push({ group: 'nodes', classes: `component t${NODE_TYPES.get(n.type)}`,
+          data: { id: `n${i}`, idx: i, name: n.name },
           position: { x: (k % cols) * CELL_W, y: y + BAND_HEAD + Math.floor(k / cols) * CELL_H } });
       });
       if (top === null) top = -24 - font * 1.3;
@@ -124,7 +142,7 @@
       y += height + BAND_GAP + font * 1.5;
     });
     const box = top === null ? null : { x1: -CELL_W / 2 - 21, x2: width - CELL_W / 2 + 21, y1: top, y2: bottom + 1 };
-    return { elements, box };
+    return { elements, box, order };
   }
 
   // The viewport that shows `box` whole with `padding` pixels around it, as cy.fit would.
@@ -160,20 +178,21 @@
     const t0 = performance.now();
     const members = views[v].nodes;
     const inside = new Set(members);
-    const { elements: nodeElements, box: bounds } = layout(members);
+    const { elements: nodeElements, box: bounds, order } = layout(members);
     const edgeElements = [], types = new Set();
     rels.forEach((r, k) => {
       if (typeof r.s === 'number' && typeof r.t === 'number' && r.s !== r.t && inside.has(r.s) && inside.has(r.t)) {
         const type = r.traced ? r.type + TRACED : r.type;
         types.add(type);
-        edgeElements.push({ group: 'edges', classes: r.traced ? 'traced' : '', data: { id: `e${k}`, source: `n${r.s}`, target: `n${r.t}`, type, color: r.traced ? TRACED_COLOR : relColor(r.type) } });
+        edgeElements.push({ group: 'edges', classes: r.traced ? `r${REL_TYPES.get(r.type)} traced` : `r${REL_TYPES.get(r.type)}`,
+          data: { id: `e${k}`, source: `n${r.s}`, target: `n${r.t}`, type } });
       }
     });
     const t1 = performance.now();
     const box = document.createElement('div');
     box.className = 'view';
     $('cy').appendChild(box);
-    const g = { v, box, inside, types, searched: '', done: false };
+    const g = { v, box, inside, types, members: order, searched: '', done: false };
     // No fit: it would measure every element (and so style it) before the first frame.
     const viewport = bounds ? fitted(bounds, box.clientWidth, box.clientHeight, 30) : {};
     g.cy = cytoscape({ container: box, ...OPTIONS, ...viewport }); // elements added after: no layout runs
@@ -236,16 +255,18 @@
   function search(text, g = graphs[current]) {
     const q = (text || '').trim().toLowerCase();
     const matches = [];
+    if (q) {
+      haystacks = haystacks || nodes.map(haystack);
+      for (const i of g.members) if (haystacks[i].includes(q)) matches.push(i);
+    }
     if (q || g.searched) {
       g.cy.batch(() => {
         if (g.searched) g.cy.elements('.dim, .match').removeClass('dim match');
         if (!q) return;
-        const hit = [], miss = [];
-        g.cy.nodes('.component').forEach((node) => {
-          if (haystack(node.data('idx')).includes(q)) { hit.push(node); matches.push(node.data('idx')); } else miss.push(node);
-        });
-        g.cy.collection(hit).addClass('match');
-        g.cy.collection(miss).addClass('dim');
+        const hit = new Set(matches), hits = [], misses = [];
+        g.cy.nodes('.component').forEach((node) => (hit.has(node.data('idx')) ? hits : misses).push(node));
+        g.cy.collection(hits).addClass('match');
+        g.cy.collection(misses).addClass('dim');
         g.cy.edges().addClass('dim');
       });
     }
