@@ -37,11 +37,14 @@
     if (typeof r.t === 'number') incoming[r.t].push(k);
   });
 
+  // A component's data is inlined as JSON text (parsed on its first use: a string parses much faster).
+  const dataOf = (n) => (typeof n.data === 'string' ? (n.data = JSON.parse(n.data)) : n.data || {});
+
   // What search looks at: name, external id, type, identifiers, labels (AWS tags as key:value), tag values;
   // lowercased, one string per node, built on the first search.
   let haystacks = null;
   function haystack(n) {
-    const d = n.data || {};
+    const d = dataOf(n);
     const tags = d.Tags && typeof d.Tags === 'object' ? Object.entries(d.Tags).map(([k, v]) => `${k}:${v} ${v}`) : [];
     return [n.name, n.id, n.type, n.region, ...(d.identifiers || []), ...(d.URN || []),
       ...(d.labels || []), ...(d.tags || []), ...tags].join('\n').toLowerCase();
@@ -322,7 +325,7 @@
   }
 
   function details(i) {
-    const n = nodes[i], d = n.data || {};
+    const n = nodes[i], d = dataOf(n);
     const chips = (list) => (list && list.length ? list.map((x) => `<span class="chip">${esc(x)}</span>`).join('') : '<span class="hint">none</span>');
     const relList = [
       ...outgoing[i].map((k) => `<li><span class="rel">→ ${esc(rels[k].type)}</span> ${end(rels[k].t)}</li>`),
