@@ -25,10 +25,6 @@
   const relColor = (type) => REL_COLORS[type] || `hsl(${hashHue(type)}, 45%, 45%)`;
   const TRACED = ' (traces)'; // a relation seen only in OpenTelemetry traces: its legend entry and dashed style
   const TRACED_COLOR = '#c2255c';
-  // Colours by class (a class per component type and per relation type), not by a data mapper per element.
-  const indexOf = (list) => new Map(list.map((t, k) => [t, k]));
-  const NODE_TYPES = indexOf([...new Set(nodes.map((n) => n.type))]);
-  const REL_TYPES = indexOf([...new Set(rels.map((r) => r.type))]);
 
   // Relations per node (indices into rels); an end outside the snapshot is its external id (a string).
   const outgoing = nodes.map(() => []), incoming = nodes.map(() => []);
@@ -41,8 +37,9 @@
   const dataOf = (n) => (typeof n.data === 'string' ? (n.data = JSON.parse(n.data)) : n.data || {});
 
   // What search looks at: name, external id, type, identifiers, labels (AWS tags as key:value), tag values;
-  // lowercased, one string per node, built on the first search.
-  let haystacks = null;
+  // lowercased, one string per node: made on its first search, or in idle time once the views are built.
+  const haystacks = new Array(nodes.length);
+  const haystackOf = (i) => haystacks[i] ?? (haystacks[i] = haystack(nodes[i]));
   function haystack(n) {
     const d = dataOf(n);
     const tags = d.Tags && typeof d.Tags === 'object' ? Object.entries(d.Tags).map(([k, v]) => `${k}:${v} ${v}`) : [];
@@ -66,8 +63,7 @@
     // defaults where they do, bands below everything by depth instead of a z-index on every element, and on a
     // big graph labels only on the elements in sight (`labelled`, see labelInSight).
     style: [
-      { selector: 'node.component', style: { width: 28, height: 28 } },
-      ...[...NODE_TYPES].map(([t, k]) => ({ selector: `.t${k}`, style: { 'background-color': typeColor(t) } })),
+      { selector: 'node.component', style: { width: 28, height: 28, 'background-color': 'data(color)' } },
       { selector: `node.component${LABELLED}`, style: {
         label: 'data(name)', 'font-size': 12, 'text-valign': 'bottom', 'text-margin-y': 2, 'text-max-width': 140,
         'text-wrap': 'ellipsis', 'min-zoomed-font-size': 5, color: '#1d2733',
@@ -80,17 +76,16 @@
         'text-valign': 'top', 'text-halign': 'center', 'text-margin-y': -4, events: 'no',
       } },
       { selector: 'edge', style: {
-        width: 1.2, opacity: 0.65, 'curve-style': BIG ? 'haystack' : 'straight',
+        width: 1.2, 'line-color': 'data(color)', opacity: 0.65, 'curve-style': BIG ? 'haystack' : 'straight',
       } },
       { selector: `edge${LABELLED}`, style: {
         label: 'data(type)', 'font-size': 8, 'min-zoomed-font-size': 9, 'text-rotation': 'autorotate', color: '#4a5868',
       } },
       ...(BIG ? [] : [{ selector: 'edge', style: {
-        'target-arrow-shape': 'triangle', 'arrow-scale': 0.8,
+        'target-arrow-shape': 'triangle', 'target-arrow-color': 'data(color)', 'arrow-scale': 0.8,
         'text-background-color': '#fafbfc', 'text-background-opacity': 0.8,
       } }]),
-      ...[...REL_TYPES].map(([t, k]) => ({ selector: `.r${k}`, style: { 'line-color': relColor(t), 'target-arrow-color': relColor(t) } })),
-      { selector: 'edge.traced', style: { 'line-style': 'dashed', width: 2, 'line-color': TRACED_COLOR, 'target-arrow-color': TRACED_COLOR } },
+      { selector: 'edge.traced', style: { 'line-style': 'dashed', width: 2 } },
       { selector: '.dim', style: { opacity: 0.12 } },
       { selector: 'edge.dim', style: { opacity: 0.04 } },
       { selector: 'node.match', style: { 'border-width': 4, 'border-color': '#1f6feb', opacity: 1 } },
@@ -136,8 +131,8 @@
       group.forEach((i, k) => {
         const n = nodes[i];
         order.push(i);
-        elements.push({ group: 'nodes', classes: `component t${NODE_TYPES.get(n.type)}`,
-          data: { id: `n${i}`, idx: i, name: n.name },
+        elements.push({ group: 'nodes', classes: 'component',
+          data: { id: `n${i}`, idx: i, name: n.name, color: typeColor(n.type) },
           position: { x: (k % cols) * CELL_W, y: y + BAND_HEAD + Math.floor(k / cols) * CELL_H } });
       });
       if (top === null) top = -24 - font * 1.3;
@@ -187,8 +182,8 @@
       if (typeof r.s === 'number' && typeof r.t === 'number' && r.s !== r.t && inside.has(r.s) && inside.has(r.t)) {
         const type = r.traced ? r.type + TRACED : r.type;
         types.add(type);
-        edgeElements.push({ group: 'edges', classes: r.traced ? `r${REL_TYPES.get(r.type)} traced` : `r${REL_TYPES.get(r.type)}`,
-          data: { id: `e${k}`, source: `n${r.s}`, target: `n${r.t}`, type } });
+        edgeElements.push({ group: 'edges', classes: r.traced ? 'traced' : '',
+          data: { id: `e${k}`, source: `n${r.s}`, target: `n${r.t}`, type, color: r.traced ? TRACED_COLOR : relColor(r.type) } });
       }
     });
     const t1 = performance.now();
@@ -251,12 +246,20 @@
     if (paused) g.cy.startBatch(); else g.cy.endBatch();
   }
 
-  // Build the views not visited yet, one per idle moment, so a tab switch finds them ready.
+  // Build the views not visited yet, one per idle moment, so a tab switch finds them ready; then the search
+  // strings, 2,000 per idle moment.
+  const idle = window.requestIdleCallback || ((f) => setTimeout(f, 50));
   function prebuild() {
     const next = views.findIndex((_, v) => !graphs[v]);
-    if (next < 0) return;
-    const idle = window.requestIdleCallback || ((f) => setTimeout(f, 50));
-    idle(() => { if (!graphs[next]) graphs[next] = build(next); setTimeout(prebuild, 0); });
+    if (next >= 0) idle(() => { if (!graphs[next]) graphs[next] = build(next); setTimeout(prebuild, 0); });
+    else index(0);
+  }
+  function index(from) {
+    if (from >= nodes.length) return;
+    idle(() => {
+      for (let i = from; i < Math.min(from + 2000, nodes.length); i++) haystackOf(i);
+      index(from + 2000);
+    });
   }
 
   function legend(g) {
@@ -271,8 +274,7 @@
     const q = (text || '').trim().toLowerCase();
     const matches = [];
     if (q) {
-      haystacks = haystacks || nodes.map(haystack);
-      for (const i of g.members) if (haystacks[i].includes(q)) matches.push(i);
+      for (const i of g.members) if (haystackOf(i).includes(q)) matches.push(i);
     }
     if (q || g.searched) {
       g.cy.batch(() => {
