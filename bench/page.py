@@ -7,8 +7,8 @@ with every node of the first view: `topologyPage.timings.firstDrawMs`), the time
 too (`completeMs`; on a big graph they are added after the first draw), where the time went (the page's
 `timings`: script start, JSON parse, per view the layout, the instance with its nodes, and from its build
 to its first frame), then a tab switch to Infrastructure once the views are built, a search and a zoom
-(each up to the second frame after it; the zoom also until the labels in sight are drawn), and first draw /
-the empty page's first draw.
+(each up to the second frame after it; the zoom also until the labels in sight are drawn), first draw /
+the empty page's first draw, and where the first draw went (`breakdown`).
 
     .venv/bin/python -m bench.page [--sizes 5000 50000] [--rounds 1] [--keep DIR] [--web OLD/web]
 
