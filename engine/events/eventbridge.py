@@ -11,10 +11,12 @@ delivered or spooled.
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Any, NamedTuple
@@ -29,6 +31,7 @@ from engine.language.loader import CLOUDTRAIL, EventRule, Mappings, Resource
 
 PREFIX = "AWSLogs/{account}/EventBridge/{region}/"
 GLOBAL = "global"
+REGIONAL = "regional"
 MAX_TEXT = 64 << 20  # bytes an object may inflate to; past it the object is corrupt (a decompression bomb)
 
 
@@ -60,6 +63,12 @@ def prefixes(account: str, regions: tuple[str, ...]) -> list[str]:
 def envelopes(body: bytes, limit: int | None = None) -> list[dict]:
     """The JSON objects of one Firehose object: gzip or plain, UTF-8, concatenated without separators;
     `CorruptObject` past `limit` bytes of text (default `MAX_TEXT`)."""
+    return list(each_envelope(body, limit))
+
+
+def each_envelope(body: bytes, limit: int | None = None) -> Iterator[dict]:
+    """`envelopes(body, limit)` one at a time, each decoded when asked for: it can be dispatched and freed
+    before the next is decoded (`CorruptObject` is raised when the iteration reaches the problem)."""
     limit = MAX_TEXT if limit is None else limit
     if body[:2] == b"\x1f\x8b":
         body = _gunzip(body, limit)
@@ -69,11 +78,12 @@ def envelopes(body: bytes, limit: int | None = None) -> list[dict]:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CorruptObject(f"not UTF-8 (bad byte at offset {exc.start})") from None
-    found, pos, end = [], 0, len(text)
-    while True:
-        pos = _SPACE(text, pos).end()
-        if pos == end:
-            return found
+    pos, end = 0, len(text)
+    while pos < end:
+        if text[pos] != "{":  # Firehose writes envelopes back to back: most need no skip
+            pos = _SPACE(text, pos).end()
+            if pos == end:
+                return
         try:
             value, pos = _DECODE(text, pos)
         except json.JSONDecodeError as exc:
@@ -81,18 +91,20 @@ def envelopes(body: bytes, limit: int | None = None) -> list[dict]:
         except RecursionError:
             raise CorruptObject(f"JSON nested too deeply at character {pos}") from None
         if isinstance(value, dict):
-            found.append(value)
+            yield value
 
 
 def _gunzip(body: bytes, limit: int) -> bytes:
     """Every gzip member of `body`, inflated in steps; `CorruptObject` past `limit` bytes of output."""
-    out, data = bytearray(), body
+    parts: list[bytes] = []
+    size, data = 0, body
     while data:
         inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
         try:
             while data and not inflater.eof:
-                out += inflater.decompress(data, limit + 1 - len(out))
-                if len(out) > limit:
+                parts.append(inflater.decompress(data, limit + 1 - size))
+                size += len(parts[-1])
+                if size > limit:
                     raise CorruptObject(f"inflates to more than {limit} bytes")
                 data = inflater.unconsumed_tail
         except zlib.error as exc:
@@ -100,7 +112,21 @@ def _gunzip(body: bytes, limit: int) -> bytes:
         if not inflater.eof:
             raise CorruptObject("bad gzip data: truncated")
         data = inflater.unused_data
-    return bytes(out)
+    return parts[0] if len(parts) == 1 else b"".join(parts)  # one part (one member): no copy
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector paused while an object's envelopes are decoded and dispatched: decoded
+    JSON holds no cycles (reference counting frees it), and the collector's passes over the envelopes and
+    changes still alive would cost more than decoding them. Enabled again after, if it was."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def skip_reason(envelope: dict, account: str) -> str | None:
@@ -138,6 +164,8 @@ class Rules:
         for resource in mappings.resources:
             scope = mappings.root(resource).scope
             for rule in resource.event_rules:
+                if scope not in (GLOBAL, "account"):
+                    scope = REGIONAL  # one object: `is` tells it
                 plan = _Plan(resource, rule, scope, rule.api_version, _getter(rule.ids), rule.delete)
                 if rule.detail_type == CLOUDTRAIL:
                     for name in rule.names:
@@ -169,8 +197,11 @@ class Rules:
         for resource, rule, scope, api_version, ids, delete in plans:
             if api_version and api_version != detail.get("apiVersion"):
                 continue
-            where = _unit_region(scope, region_text, regions)
-            if where is None:
+            if scope is REGIONAL:
+                if region_text not in regions:
+                    continue
+                where = region_text
+            elif (where := _unit_region(scope, region_text, regions)) is None:
                 continue
             try:
                 value = ids(detail)
@@ -180,7 +211,8 @@ class Rules:
                 if not isinstance(found, str) or not found:
                     continue
                 if at is None:
-                    at = self._time(envelope.get("time") or detail.get("eventTime"))
+                    moment = envelope.get("time") or detail.get("eventTime")
+                    at = self._time(moment) if moment else ""
                 delete_id = _delete_id(rule, found, account, region) if delete else None
                 found_changes.append(_new(Change, (resource, where, found, delete, delete_id, at)))
         return found_changes
