@@ -100,7 +100,8 @@ def same(envelope: dict) -> None:
 
 
 def variants(envelope: dict) -> list[dict]:
-    """The envelope with a time of each form, its region only outside, and a nested `eventSource`."""
+    """The envelope with a time of each form, another API version, its region only outside, and a nested
+    `eventSource`."""
     detail = envelope["detail"]
     outer = {k: v for k, v in envelope.items() if k != "detail"}
     return [
@@ -109,6 +110,7 @@ def variants(envelope: dict) -> list[dict]:
         {**envelope, "time": "2024-05-02T12:15:00+02:00", "detail": {**detail, "eventTime": "garbage"}},
         {**envelope, "detail": {**detail, "eventTime": "2024-05-02T10:15:00"}},
         {**envelope, "time": 20240502},
+        {**envelope, "detail": {**detail, "apiVersion": "1999-01-01"}},
         {**outer, "region": "us-east-1", "detail": {k: v for k, v in detail.items() if k != "awsRegion"}},
         {**envelope, "detail": {**detail, "requestParameters": {"eventSource": "x", **(
             detail.get("requestParameters") if isinstance(detail.get("requestParameters"), dict) else {})}}},
