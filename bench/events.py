@@ -1,13 +1,14 @@
 """Benchmark: event deltas. Prints events/s for read + parse + dispatch, and API calls per refreshed resource.
 
 1. 100,000 CloudTrail envelopes in 200 gzip objects (as Firehose writes them), held in memory: time to
-   decompress and decode them (`events.envelopes`), match them against every mapping's rules and keep the
-   last change per resource (`Rules.changes`, `latest`). Re-description is excluded. The floor is the time
-   to decompress and `json.loads` the same objects and nothing else.
+   decompress and decode them (`eventbridge.each_envelope`), match them against every mapping's rules and
+   keep the last change per resource (`Rules.changes`, `latest`), as the event delta does (each object
+   under `gc_paused`). Re-description is excluded. The floor is the time to decompress and `json.loads`
+   the same objects and nothing else. `--stages`: the CPU seconds of each stage alone (best of 5).
 2. Against a moto server: N instances and N queues, one event each, applied with `apply_events`; prints the
    API calls the refresh made per refreshed resource (batched `get` where the API takes many ids).
 
-    .venv/bin/python -m bench.events [--events 100000] [--objects 200] [--resources 300]
+    .venv/bin/python -m bench.events [--events 100000] [--objects 200] [--resources 300] [--stages]
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from engine.core.config import Config, Instance
 from engine.core.state import State
 from engine.delivery.sinks import FileSink
 from engine.events.delta import apply_events
-from engine.events.eventbridge import Rules, envelopes, latest
+from engine.events.eventbridge import Rules, each_envelope, envelopes, gc_paused, latest
 from engine.language.loader import load_mappings
 
 ACCOUNT = "123456789012"
@@ -58,16 +59,61 @@ def objects(events: int, count: int) -> list[bytes]:
     ]
 
 
-def dispatch(bodies: list[bytes]) -> tuple[float, int, int]:
-    rules = Rules(load_mappings())
+def dispatch(bodies: list[bytes], rules: Rules | None = None) -> tuple[float, int, int]:
+    rules = rules or Rules(load_mappings())
     started = time.perf_counter()
     found, changes = 0, []
     for body in bodies:
-        for envelope in envelopes(body):
-            found += 1
-            changes += rules.changes(envelope, ACCOUNT, (REGION,))
+        with gc_paused():
+            for envelope in each_envelope(body):
+                found += 1
+                changes += rules.changes(envelope, ACCOUNT, (REGION,))
     kept = latest(changes)
     return time.perf_counter() - started, found, len(kept)
+
+
+def stages(bodies: list[bytes]) -> None:
+    """The CPU seconds of each stage alone, best of 5, and each as a multiple of the floor's."""
+    rules = Rules(load_mappings())
+    decoded = [envelopes(body) for body in bodies]
+    changes = [c for found in decoded for e in found for c in rules.changes(e, ACCOUNT, (REGION,))]
+
+    def read() -> None:
+        for body in bodies:
+            for _ in each_envelope(body):
+                pass
+
+    def match() -> None:
+        with gc_paused():
+            for found in decoded:
+                for envelope in found:
+                    rules.changes(envelope, ACCOUNT, (REGION,))
+
+    def collector_on() -> None:  # dispatch without gc_paused
+        kept = []
+        for body in bodies:
+            for envelope in each_envelope(body):
+                kept += rules.changes(envelope, ACCOUNT, (REGION,))
+        latest(kept)
+
+    timed = {
+        "floor (decompress + json decode)": lambda: floor(bodies),
+        "decompress": lambda: [gzip.decompress(body).decode() for body in bodies],
+        "read (each_envelope)": read,
+        "match (Rules.changes, decoded envelopes)": match,
+        "latest": lambda: latest(changes),
+        "dispatch (read + match + latest)": lambda: dispatch(bodies, rules),
+        "dispatch, collector not paused": collector_on,
+    }
+    best = dict.fromkeys(timed, float("inf"))
+    for _ in range(5):
+        for name, run in timed.items():
+            started = time.process_time()
+            run()
+            best[name] = min(best[name], time.process_time() - started)
+    base = best["floor (decompress + json decode)"]
+    for name, seconds in best.items():
+        print(f"  {name:44} {seconds:6.3f} s CPU  {seconds / base:5.2f}x floor")
 
 
 def floor(bodies: list[bytes]) -> float:
@@ -120,6 +166,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--objects", type=int, default=200)
     parser.add_argument("--resources", type=int, default=300)
+    parser.add_argument("--stages", action="store_true", help="time each stage alone (CPU seconds)")
     args = parser.parse_args()
 
     bodies = objects(args.events, args.objects)
@@ -130,6 +177,8 @@ def main() -> None:
         f"events_per_second={found / seconds:,.0f} floor_seconds={base:.2f} "
         f"ratio dispatch/floor={seconds / base:.2f}"
     )
+    if args.stages:
+        stages(bodies)
     calls, refreshed = refresh_calls(args.resources)
     print(f"refreshed={refreshed} calls={calls} calls_per_refreshed_resource={calls / refreshed:.2f}")
 

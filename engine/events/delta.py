@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -54,7 +54,8 @@ from engine.events.eventbridge import (
     Change,
     CorruptObject,
     Rules,
-    envelopes,
+    each_envelope,
+    gc_paused,
     latest,
     prefixes,
     skip_reason,
@@ -201,7 +202,9 @@ def _from_bucket(
     sources = [Source("stale", [], lambda: retired.extend(stale), ordered=False)] if stale else []
     for obj in fresh:
         try:
-            changes = _changes(envelopes(bucket.read(obj, MAX_OBJECT)), rules, instance, result)
+            body = bucket.read(obj, MAX_OBJECT)
+            with gc_paused():  # each envelope decoded, dispatched and freed before the next
+                changes = _changes(each_envelope(body), rules, instance, result)
         except Throttled as exc:  # read again next run, like a kept object
             sources.append(Source(obj["Key"], [], lambda: None))
             result.kept.append(obj["Key"])
@@ -258,13 +261,15 @@ def _from_cloudtrail(
 
 
 def _changes(
-    found: list[dict], rules: Rules, instance: Instance, result: AccountDelta, strict: bool = True
+    found: Iterable[dict], rules: Rules, instance: Instance, result: AccountDelta, strict: bool = True
 ) -> list[Change]:
     """The changes of one object's (or lookup's) envelopes; counts go to `result` only once all derived.
     An envelope the rules fail on raises (`strict`: its object is corrupt) or is skipped and counted."""
     counts = {"failed_calls": 0, "foreign": 0, "unknown": 0, "bad_events": 0}
     changes: list[Change] = []
+    read = 0
     for envelope in found:
+        read += 1
         if reason := skip_reason(envelope, instance.account_id):
             counts[reason] += 1
             continue
@@ -278,7 +283,7 @@ def _changes(
             continue
         counts["unknown"] += not derived
         changes += derived
-    result.envelopes += len(found)
+    result.envelopes += read
     for name, count in counts.items():
         setattr(result, name, getattr(result, name) + count)
     return changes

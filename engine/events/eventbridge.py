@@ -11,24 +11,34 @@ delivered or spooled.
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any, NamedTuple
 
+from jmespath.parser import ParsedResult
+
 from engine.aws.sessions import GLOBAL_REGION, partition
+from engine.language.compiled import closure
 from engine.language.components import as_list
-from engine.language.dialect import search
+from engine.language.dialect import OPTIONS, search
 from engine.language.loader import CLOUDTRAIL, EventRule, Mappings, Resource
 
 PREFIX = "AWSLogs/{account}/EventBridge/{region}/"
 GLOBAL = "global"
+REGIONAL = "regional"
 MAX_TEXT = 64 << 20  # bytes an object may inflate to; past it the object is corrupt (a decompression bomb)
 
 
 _SPACE = re.compile(r"\s*").match  # what may stand between two envelopes
 _DECODE = json.JSONDecoder().raw_decode
+_at = attrgetter("at")
+_new = tuple.__new__  # a Change without NamedTuple's Python-level __new__
 
 
 class CorruptObject(ValueError):
@@ -53,6 +63,12 @@ def prefixes(account: str, regions: tuple[str, ...]) -> list[str]:
 def envelopes(body: bytes, limit: int | None = None) -> list[dict]:
     """The JSON objects of one Firehose object: gzip or plain, UTF-8, concatenated without separators;
     `CorruptObject` past `limit` bytes of text (default `MAX_TEXT`)."""
+    return list(each_envelope(body, limit))
+
+
+def each_envelope(body: bytes, limit: int | None = None) -> Iterator[dict]:
+    """`envelopes(body, limit)` one at a time, each decoded when asked for: it can be dispatched and freed
+    before the next is decoded (`CorruptObject` is raised when the iteration reaches the problem)."""
     limit = MAX_TEXT if limit is None else limit
     if body[:2] == b"\x1f\x8b":
         body = _gunzip(body, limit)
@@ -62,11 +78,12 @@ def envelopes(body: bytes, limit: int | None = None) -> list[dict]:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CorruptObject(f"not UTF-8 (bad byte at offset {exc.start})") from None
-    found, pos, end = [], 0, len(text)
-    while True:
-        pos = _SPACE(text, pos).end()
-        if pos == end:
-            return found
+    pos, end = 0, len(text)
+    while pos < end:
+        if text[pos] != "{":  # Firehose writes envelopes back to back: most need no skip
+            pos = _SPACE(text, pos).end()
+            if pos == end:
+                return
         try:
             value, pos = _DECODE(text, pos)
         except json.JSONDecodeError as exc:
@@ -74,18 +91,20 @@ def envelopes(body: bytes, limit: int | None = None) -> list[dict]:
         except RecursionError:
             raise CorruptObject(f"JSON nested too deeply at character {pos}") from None
         if isinstance(value, dict):
-            found.append(value)
+            yield value
 
 
 def _gunzip(body: bytes, limit: int) -> bytes:
     """Every gzip member of `body`, inflated in steps; `CorruptObject` past `limit` bytes of output."""
-    out, data = bytearray(), body
+    parts: list[bytes] = []
+    size, data = 0, body
     while data:
         inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
         try:
             while data and not inflater.eof:
-                out += inflater.decompress(data, limit + 1 - len(out))
-                if len(out) > limit:
+                parts.append(inflater.decompress(data, limit + 1 - size))
+                size += len(parts[-1])
+                if size > limit:
                     raise CorruptObject(f"inflates to more than {limit} bytes")
                 data = inflater.unconsumed_tail
         except zlib.error as exc:
@@ -93,7 +112,21 @@ def _gunzip(body: bytes, limit: int) -> bytes:
         if not inflater.eof:
             raise CorruptObject("bad gzip data: truncated")
         data = inflater.unused_data
-    return bytes(out)
+    return parts[0] if len(parts) == 1 else b"".join(parts)  # one part (one member): no copy
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector paused while an object's envelopes are decoded and dispatched: decoded
+    JSON holds no cycles (reference counting frees it), and the collector's passes over the envelopes and
+    changes still alive would cost more than decoding them. Enabled again after, if it was."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def skip_reason(envelope: dict, account: str) -> str | None:
@@ -108,48 +141,98 @@ def skip_reason(envelope: dict, account: str) -> str | None:
     return None
 
 
+class _Plan(NamedTuple):
+    """One rule of one resource, ready to dispatch: its id expression as a function of the detail."""
+
+    resource: Resource
+    rule: EventRule
+    scope: str  # the root's scope: "regional", "global" or "account"
+    api_version: str | None
+    ids: Callable[[Any], Any]
+    delete: bool
+
+
 class Rules:
     """The `events:` rules of every mapping, indexed by what an envelope names. A child type's change is in
     the region of its root's unit (the delta reaches the root through the child's `get` and `parent_id`)."""
 
     def __init__(self, mappings: Mappings) -> None:
-        self._index: dict[tuple[str, str, str], list[tuple[Resource, EventRule, str]]] = {}
+        # CloudTrail calls by (eventSource, eventName); other detail-types by (detail-type, source)
+        self._calls: dict[tuple[str, str], list[_Plan]] = {}
+        self._others: dict[tuple[str, str], list[_Plan]] = {}
+        self._times: dict[str, str] = {}  # event time -> `_time` of it: an object's events share few times
         for resource in mappings.resources:
             scope = mappings.root(resource).scope
             for rule in resource.event_rules:
-                names = rule.names if rule.detail_type == CLOUDTRAIL else {""}
-                for name in names:
-                    key = (rule.detail_type, rule.source, name)
-                    self._index.setdefault(key, []).append((resource, rule, scope))
+                if scope not in (GLOBAL, "account"):
+                    scope = REGIONAL  # one object: `is` tells it
+                plan = _Plan(resource, rule, scope, rule.api_version, _getter(rule.ids), rule.delete)
+                if rule.detail_type == CLOUDTRAIL:
+                    for name in rule.names:
+                        self._calls.setdefault((rule.source, name), []).append(plan)
+                else:
+                    self._others.setdefault((rule.detail_type, rule.source), []).append(plan)
 
     def changes(self, envelope: dict, account: str, regions: tuple[str, ...]) -> list[Change]:
         """The changes one envelope asks for, in configured regions only; nothing for unknown events."""
         detail = envelope.get("detail")
         if not isinstance(detail, dict):
             return []
-        detail_type = str(envelope.get("detail-type", ""))
+        detail_type = envelope.get("detail-type", "")
+        if detail_type.__class__ is not str:
+            detail_type = str(detail_type)
         if detail_type == CLOUDTRAIL:
-            key = (detail_type, str(detail.get("eventSource", "")), str(detail.get("eventName", "")))
+            source, name = detail.get("eventSource", ""), detail.get("eventName", "")
+            if source.__class__ is not str or name.__class__ is not str:
+                source, name = str(source), str(name)
+            plans = self._calls.get((source, name))
             region = detail.get("awsRegion") or envelope.get("region")
         else:
-            key = (detail_type, str(envelope.get("source", "")), "")
+            plans = self._others.get((detail_type, str(envelope.get("source", ""))))
             region = envelope.get("region")
-        matching = self._index.get(key)
-        if not matching:
+        if not plans:
             return []
-        at, found_changes = _time(envelope.get("time") or detail.get("eventTime")), []
-        for resource, rule, scope in matching:
-            if rule.api_version and rule.api_version != detail.get("apiVersion"):
+        region_text = region if region.__class__ is str else str(region or "")
+        at, found_changes = None, []
+        for resource, rule, scope, api_version, ids, delete in plans:
+            if api_version and api_version != detail.get("apiVersion"):
                 continue
-            where = _unit_region(scope, str(region or ""), regions)
-            if where is None:
+            if scope is REGIONAL:
+                if region_text not in regions:
+                    continue
+                where = region_text
+            elif (where := _unit_region(scope, region_text, regions)) is None:
                 continue
-            for found in as_list(search(rule.ids, detail)):
+            try:
+                value = ids(detail)
+            except Exception:  # `search` raises it again, naming the expression and the value
+                value = search(rule.ids, detail)
+            for found in (value,) if value.__class__ is str else as_list(value):
                 if not isinstance(found, str) or not found:
                     continue
-                delete_id = _delete_id(rule, found, account, region)
-                found_changes.append(Change(resource, where, found, rule.delete, delete_id, at))
+                if at is None:
+                    moment = envelope.get("time") or detail.get("eventTime")
+                    at = self._time(moment) if moment else ""
+                delete_id = _delete_id(rule, found, account, region) if delete else None
+                found_changes.append(_new(Change, (resource, where, found, delete, delete_id, at)))
         return found_changes
+
+    def _time(self, value: Any) -> str:
+        """`_time(value)`, remembered for strings."""
+        if value.__class__ is not str:
+            return _time(value)
+        found = self._times.get(value)
+        if found is None:
+            if len(self._times) >= 4096:
+                self._times.clear()
+            found = self._times[value] = _time(value)
+        return found
+
+
+def _getter(expression: ParsedResult) -> Callable[[Any], Any]:
+    """The expression as a function of the value: its closure, or `search` where there is none."""
+    fast = closure(expression.parsed, OPTIONS.custom_functions)
+    return fast if fast is not None else lambda value: search(expression, value)
 
 
 def _unit_region(scope: str, region: str, regions: tuple[str, ...]) -> str | None:
@@ -185,10 +268,16 @@ def _time(value: Any) -> str:
 
 def latest(changes: list[Change]) -> list[Change]:
     """One change per resource: the latest event wins (a create then a delete is a delete); events of the
-    same time keep the order given (the objects' order, then the order within an object)."""
-    last: dict[tuple[str, str, str], Change] = {}
-    for change in sorted(changes, key=lambda c: c.at):
-        key = (change.resource.key, change.region, change.id)
-        last.pop(key, None)
-        last[key] = change
-    return list(last.values())
+    same time keep the order given (the objects' order, then the order within an object). The changes come
+    in the order of their events: each where a stable sort by time puts it."""
+    last: dict[tuple[str, str, str, str], Change] = {}
+    for change in changes:
+        resource, region, found, _, _, at = change
+        key = (resource.service, resource.name, region, found)  # the parts of `resource.key`, not joined
+        kept = last.get(key)
+        if kept is None:
+            last[key] = change
+        elif at >= kept.at:  # a later event (or as late and later in order) wins, and moves to the end
+            del last[key]
+            last[key] = change
+    return sorted(last.values(), key=_at)

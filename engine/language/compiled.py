@@ -54,6 +54,33 @@ def _chain(node: dict, children: list, functions: Any) -> Getter:
     return chain
 
 
+def _subexpression(node: dict, children: list, functions: Any) -> Getter:
+    """`a.b.c`: a path of plain fields is one function (the common case); anything else chains."""
+    if any(child["type"] != "field" for child in node["children"]):
+        return _chain(node, children, functions)
+    names = tuple(child["value"] for child in node["children"])
+    if len(names) == 2:
+        first, second = names
+
+        def pair(value: Any) -> Any:
+            try:
+                return value.get(first).get(second)
+            except AttributeError:  # not an object at some step: null, as `field` gives
+                return None
+
+        return pair
+
+    def path(value: Any) -> Any:
+        try:
+            for name in names:
+                value = value.get(name)
+        except AttributeError:
+            return None
+        return value
+
+    return path
+
+
 def _index(node: dict, children: list, functions: Any) -> Getter:
     position = node["value"]
 
@@ -205,7 +232,7 @@ def _function(node: dict, children: list, functions: Any) -> Getter:
 
 _BUILDERS: dict[str, Callable[[dict, list, Any], Getter]] = {
     "field": _field,
-    "subexpression": _chain,
+    "subexpression": _subexpression,
     "index_expression": _chain,
     "pipe": _chain,
     "index": _index,
