@@ -119,7 +119,7 @@ def engine(paths: list[Path], interfaces: dict[str, Interface], scratch: Path) -
     sums = FlowSums(interfaces=set(interfaces), private=_private)
     for _, segments in unpacked(paths, _chunks, scratch):
         assert isinstance(segments, list), segments
-        own = FlowSums()  # as the reader does: an object counts only whole
+        own = sums.empty()  # as the reader does: an object counts only whole
         for segment in segments:
             own.add_object(segment)
         sums.merge(own)
@@ -147,7 +147,7 @@ def stages(paths: list[Path], interfaces: dict[str, Interface], scratch: Path) -
     for n, path in enumerate(paths):
         where = scratch / f"stage-{n}"
         where.mkdir()
-        own = FlowSums()
+        own = sums.empty()
         for segment in timed("gunzip to files", unpack, _chunks(path), where):
             for table in timed("pyarrow CSV read", _read, segment, own):
                 timed("group-by", own._add, table, True)

@@ -350,11 +350,13 @@ def _read_all(
 
 def _read(obj: dict, paths: list[Path], sums: dict[str, FlowSums]) -> Exception | None:
     """Read an unpacked object into its region's sums, whole or not at all; its failure, if any."""
-    key, own = obj["Key"], FlowSums()
+    key = obj["Key"]
     try:
+        region = sums[_region(key)]
+        own = region.empty()  # filtered as it is read: lines left out are counted, never summed
         for path in paths:
             own.add_object(path, parquet=key.endswith(".parquet"))
-        sums[_region(key)].merge(own)
+        region.merge(own)
     except Exception as exc:  # whatever it is, it is this object's
         return exc
     return None

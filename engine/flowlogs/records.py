@@ -75,9 +75,10 @@ class FlowSums:
     """Per-flow sums over any number of objects, and what was skipped.
 
     With `interfaces`, only flows of these interfaces are kept, and with `private`, only those between two
-    private addresses; merged objects are filtered as they come, so the sums grow with the private
-    traffic of known interfaces, not with every public peer. What is left out is counted in `skipped`
-    (records, by reason), decided on whole columns, not flow by flow."""
+    private addresses; objects read or merged are filtered as they come (lines as they are read, before
+    they are grouped), so the sums grow with the private traffic of known interfaces, not with every public
+    peer. What is left out is counted in `skipped` (records, by reason), decided on whole columns (each
+    distinct interface or address judged once), not flow by flow."""
 
     interfaces: Collection[str] | None = None
     private: Callable[[str], bool] | None = None
@@ -91,16 +92,21 @@ class FlowSums:
     def add_object(self, path: Path, parquet: bool = False) -> None:
         """Read one file `unpack` wrote (a segment of an object's text, or a Parquet object) into the sums."""
         before = (self.records, self.skipped_status, self.bad_lines, len(self._parts), self._rows)
+        skipped = self.skipped.copy()
         try:
             try:
                 self._read(path, parquet, strict=True)
             except pa.ArrowInvalid:  # a number that is not one: read again, checking each value
                 self.records, self.skipped_status, self.bad_lines = before[:3]
                 del self._parts[before[3] :]
-                self._rows = before[4]
+                self._rows, self.skipped = before[4], skipped
                 self._read(path, parquet, strict=False)
         except pa.ArrowException as exc:  # e.g. a Parquet list column where a number belongs
             raise UnsupportedObject(f"unreadable: {type(exc).__name__}: {str(exc)[:200]}") from None
+
+    def empty(self) -> FlowSums:
+        """New sums with these filters: for one object, read on its own and then merged (or not at all)."""
+        return FlowSums(interfaces=self.interfaces, private=self.private)
 
     def merge(self, other: FlowSums) -> None:
         """Add another object's sums (read on its own, so a corrupt object adds nothing)."""
@@ -163,8 +169,11 @@ class FlowSums:
         for name in KEY[:3]:
             encoded = pc.dictionary_encode(table[name]).combine_chunks()
             dictionaries[name], columns[name] = encoded.dictionary, encoded.indices
+        if self.interfaces is not None or self.private is not None:
+            usable = self._filtered(dictionaries, columns, usable)
         if usable is not None:
-            columns[KEY[0]] = pc.if_else(usable, columns[KEY[0]], None)
+            for name in KEY[:3]:  # all three: the lines left out fall into a few groups
+                columns[name] = pc.if_else(usable, columns[name], None)
         columns.update({name: table[name] for name in ("protocol", "srcport", "dstport", "start", "end")})
         for name in ("bytes", "packets"):
             present = name in table.column_names
@@ -179,6 +188,26 @@ class FlowSums:
         for name, dictionary in dictionaries.items():
             sums = sums.set_column(sums.column_names.index(name), name, pc.take(dictionary, sums[name]))
         self._append(sums)
+
+    def _filtered(self, dictionaries: dict, columns: dict, usable: pa.Array | None) -> pa.Array:
+        """The usable lines the filters keep, counting the others as `_kept` does, decided on the dictionaries
+        (each interface and address judged once), so the lines left out are never grouped."""
+        kept = pa.repeat(pa.scalar(True), len(columns[KEY[0]])) if usable is None else usable
+        if self.interfaces is not None:
+            known = pc.is_in(dictionaries[KEY[0]], pa.array(list(self.interfaces), pa.string()))
+            kept = self._count(kept, pc.take(known, columns[KEY[0]]), "unknown_interface")
+        if self.private is not None:
+            inside = {}
+            for name in KEY[1:3]:
+                private = pa.array([self.private(a) for a in dictionaries[name].to_pylist()], pa.bool_())
+                inside[name] = pc.take(private, columns[name])
+            kept = self._count(kept, pc.and_kleene(*inside.values()), "public")
+        return kept
+
+    def _count(self, kept: pa.Array, passes: pa.Array, reason: str) -> pa.Array:
+        if left_out := pc.sum(pc.and_kleene(kept, pc.invert(passes))).as_py():
+            self.skipped[reason] += left_out
+        return pc.and_kleene(kept, passes)
 
     @staticmethod
     def _usable(table: pa.Table) -> pa.Array:
