@@ -11,9 +11,9 @@ is that of a scanner alone). Both use ``--workers`` threads over all accounts:
   task per thread, items one after another; no shaping, no payloads).
 
 Prints the medians: ``engine / naive floor``, resources/s, API calls per resource of both, the engine's peak
-RSS, and the components per type.
+RSS, and the components per type; with ``--calls``, the engine's calls by operation (last round).
 
-    .venv/bin/python -m bench.scan [--resources 5000] [--accounts 3] [--workers 8] [--rounds 3]
+    .venv/bin/python -m bench.scan [--resources 5000] [--accounts 3] [--workers 8] [--rounds 3] [--calls]
 """
 
 from __future__ import annotations
