@@ -2,7 +2,7 @@
 # aws-topology launcher. Bootstraps .venv from pyproject.toml on first use.
 #   ./run.sh                 demo: moto server on 127.0.0.1, seeded estate, real scan, summary
 #   ./run.sh test [ARGS]     ruff + the offline test suite (cassettes + in-process moto)
-#   ./run.sh record SERVICE [SERVICE...]   re-record cassettes/mappings/SERVICE.yaml from mappings/samples/
+#   ./run.sh record SERVICE [SERVICE...]   aws-topology record, with the test extras it needs
 #   ./run.sh ARGS            any aws-topology command, e.g. ./run.sh scan -c conf.yaml --out out/
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -124,21 +124,11 @@ case "${1:-}" in
     exec "$VENV/bin/pytest" "$@"
     ;;
   record)
-    # Each service's scan test of tests/mappings/test_samples.py in record mode: a moto server on the fixed
-    # port, reset, the core estate and the service's seed steps, then the scan of its mapping file recorded.
-    # Only the test extras: no browser, npm or PostgreSQL (no recorded test needs them).
+    # `aws-topology record SERVICE...` with the test extras installed: only those (no browser, npm or
+    # PostgreSQL: no recorded test needs them).
     shift
-    [ $# -gt 0 ] || { echo "usage: ./run.sh record SERVICE [SERVICE...]" >&2; exit 2; }
-    nodes=()
-    for service in "$@"; do
-      [ -f "mappings/samples/$service.yaml" ] || {
-        echo "run.sh: no mappings/samples/$service.yaml (aws-topology new $service writes a first one)" >&2
-        exit 2
-      }
-      nodes+=("tests/mappings/test_samples.py::test_the_scan_of_the_seed_finds_exactly_what_the_samples_file_expects[$service]")
-    done
     bootstrap test
-    exec "$VENV/bin/pytest" -q -p no:randomly -p no:cacheprovider --record-mode=rewrite "${nodes[@]}"
+    exec "$VENV/bin/aws-topology" record "$@"
     ;;
   view) bootstrap demo; bootstrap_web; exec "$VENV/bin/aws-topology" "$@" ;;
   *) bootstrap demo; exec "$VENV/bin/aws-topology" "$@" ;;

@@ -7,8 +7,8 @@ with every node of the first view: `topologyPage.timings.firstDrawMs`), the time
 too (`completeMs`; on a big graph they are added after the first draw), where the time went (the page's
 `timings`: script start, JSON parse, per view the layout, the instance with its nodes, and from its build
 to its first frame), then a tab switch to Infrastructure once the views are built, a search and a zoom
-(each up to the second frame after it; the zoom also until the labels in sight are drawn), and first draw /
-the empty page's first draw.
+(each up to the second frame after it; the zoom also until the labels in sight are drawn), first draw /
+the empty page's first draw, and where the first draw went (`breakdown`).
 
     .venv/bin/python -m bench.page [--sizes 5000 50000] [--rounds 1] [--keep DIR] [--web OLD/web]
 
@@ -79,6 +79,7 @@ def measure(browser, path: Path) -> dict:
         page.wait_for_function("window.topologyPage && topologyPage.ready", timeout=300_000, polling=50)
         timings = page.evaluate("topologyPage.timings")
         figures = {k: round(v) for k, v in timings.items() if isinstance(v, int | float)}
+        figures["firstView"] = {k: round(v) for k, v in timings.get("view0", {}).items()}
         figures["nodes"] = page.evaluate("topologyPage.cy.nodes('.component').length")
         if figures["nodes"]:
             # The other views are built in idle time after the first draw: switch once they are drawn.
@@ -95,6 +96,23 @@ def measure(browser, path: Path) -> dict:
     if errors:
         raise RuntimeError(f"{path}: {errors}")
     return figures
+
+
+def breakdown(figures: dict) -> str:
+    """Where the first draw went: the page's HTML up to the script, JSON parse, the first view's layout, its
+    instance with its nodes, from there to its first frame (style and draw), and what is left (the rest)."""
+    view = figures["firstView"]
+    if not view:
+        return "no graph"
+    parts = {
+        "HTML to script": figures["scriptMs"],
+        "JSON parse": figures["parsedMs"],
+        "layout": view["layoutMs"],
+        "nodes added": view["addMs"],
+        "style and first frame": view["drawnMs"] - view["layoutMs"] - view["addMs"],
+    }
+    parts["other"] = figures["firstDrawMs"] - sum(parts.values())
+    return ", ".join(f"{name} {ms} ms" for name, ms in parts.items())
 
 
 def main() -> None:
@@ -131,6 +149,7 @@ def main() -> None:
                         f" search {figures['searchMs']} ms, zoom {figures['zoomMs']} ms"
                         f" (labels drawn {figures['zoomLabelsMs']} ms)"
                     )
+                    print(f"         first draw: {breakdown(figures)}")
                     print(f"         timings: {figures}")
             browser.close()
     finally:

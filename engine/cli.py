@@ -9,10 +9,12 @@ The commands that run phases (scan, events, flowlogs, run) load and lock here, t
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -37,6 +39,7 @@ from engine.core.errors import (
     Locked,
     StateError,
 )
+from engine.core.paths import SOURCE_TREE
 from engine.core.phase import Limits
 from engine.core.shard import shard_of
 from engine.core.state import RUN_KINDS, State
@@ -44,6 +47,7 @@ from engine.delivery.http import HttpSink, shown_url
 from engine.delivery.spool import SpoolingSink
 from engine.deploy.policy import agent_policy, role_policy
 from engine.deploy.template import render as render_template
+from engine.language.catalogue import catalogue
 from engine.language.loader import MAPPINGS, Mappings, load_mappings
 from engine.language.samples import load_samples
 from engine.run import EVENTS, FLOWLOGS, RUN, SCAN, TRACES, Phases, RunSettings, run_cycle, stopping_on
@@ -110,13 +114,28 @@ def agent_policy_command(organizations: bool) -> None:
     click.echo(json.dumps(agent_policy(organizations=organizations), indent=2))
 
 
+out_option = click.option("--out", type=click.Path(dir_okay=False), help="Write it here instead of stdout.")
+
+
 @main.command("cfn")
 @mappings_option
-@click.option("--out", type=click.Path(dir_okay=False), help="Write the template here instead of stdout.")
+@out_option
 def cfn_command(mappings_dir: str, out: str | None) -> None:
     """Print the CloudFormation template each monitored account deploys, generated from the mappings."""
     with _bad_input():
-        text = render_template(load_mappings(mappings_dir))
+        _print_or_write(render_template(load_mappings(mappings_dir)), out)
+
+
+@main.command("types")
+@mappings_option
+@out_option
+def types_command(mappings_dir: str, out: str | None) -> None:
+    """Print the catalogue of component types (markdown): layer, mapping, calls, relations and events."""
+    with _bad_input():
+        _print_or_write(catalogue(load_mappings(mappings_dir)), out)
+
+
+def _print_or_write(text: str, out: str | None) -> None:
     if out:
         Path(out).write_text(text, encoding="utf-8")
         click.echo(f"wrote {out}")
@@ -224,6 +243,38 @@ def new_command(service: str, mappings_dir: str) -> None:
     click.echo(
         f"wrote {path}: {text.count('    type: ')} resource types, and {samples}; next: aws-topology validate"
     )
+
+
+@main.command("record")
+@click.argument("services", nargs=-1, required=True, metavar="SERVICE...")
+def record_command(services: tuple[str, ...]) -> None:
+    """Re-record each SERVICE's own cassette (cassettes/mappings/SERVICE.yaml) from its samples file: a fresh
+    moto server, the demo estate and the service's seed steps, then its scan. Runs in a checkout of the
+    repository with the test extras (`./run.sh record SERVICE` installs them)."""
+    with _bad_input():
+        argv = _record_argv(services)
+    sys.exit(subprocess.call(argv, cwd=SOURCE_TREE))
+
+
+def _record_argv(services: tuple[str, ...]) -> list[str]:
+    """The pytest command that records `services`: each one's scan test of tests/mappings/test_samples.py."""
+    test = SOURCE_TREE / "tests/mappings/test_samples.py"
+    if not test.is_file():
+        raise BadInput(problem=f"record runs in a checkout of the repository: no {test}")
+    missing = [m for m in ("pytest", "pytest_recording", "vcr", "moto") if not importlib.util.find_spec(m)]
+    if missing:
+        raise BadInput(
+            problem=f"record needs the test extras (pip install -e '.[test]'; ./run.sh record installs "
+            f"them): {', '.join(missing)} not installed"
+        )
+    for name in services:
+        if not (MAPPINGS / "samples" / f"{name}.yaml").is_file():
+            raise BadInput(problem=f"no mappings/samples/{name}.yaml (aws-topology new {name} writes one)")
+    node = f"{test}::test_the_scan_of_the_seed_finds_exactly_what_the_samples_file_expects"
+    return [
+        sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
+        "--record-mode=rewrite", *(f"{node}[{name}]" for name in services),
+    ]  # fmt: skip
 
 
 @main.command("try")

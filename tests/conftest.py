@@ -88,6 +88,36 @@ def estate(request: pytest.FixtureRequest) -> dict:
     return ids
 
 
+@pytest.fixture(autouse=True)
+def every_request_answered(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A replayed request the cassette has no answer for fails the test: the engine would take a join's
+    fallback or report a gap, and a stale cassette would pass unnoticed."""
+    cassette = request.getfixturevalue("vcr") if "vcr" in request.fixturenames else None
+    if cassette is None or recording(request.config):
+        yield
+        return
+    misses: list[str] = []
+    can_play = cassette.can_play_response_for
+
+    def answered(vcr_request: Any) -> bool:
+        found = can_play(vcr_request)
+        if not found:
+            misses.append(f"{vcr_request.method} {vcr_request.uri} {str(vcr_request.body or '')[:120]}")
+        return found
+
+    cassette.can_play_response_for = answered
+    yield
+    del cassette.can_play_response_for
+    if misses:
+        where = Path(cassette._path).relative_to(CASSETTES.parent)
+        fix = (
+            f"./run.sh record {where.stem}"
+            if where.parent.name == "mappings"
+            else f"./run.sh test --record-mode=rewrite {request.node.path.relative_to(CASSETTES.parent)}"
+        )
+        pytest.fail(f"{where} lacks {len(misses)} answer(s) (first: {misses[0]}): re-record: {fix}", False)
+
+
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch) -> str:
     """Fake base credentials (moto's default account) and the fixed endpoint."""

@@ -33,16 +33,18 @@
     if (typeof r.t === 'number') incoming[r.t].push(k);
   });
 
-  // What search looks at: name, external id, type, identifiers, labels (AWS tags as key:value), tag values.
+  // A component's data is inlined as JSON text (parsed on its first use: a string parses much faster).
+  const dataOf = (n) => (typeof n.data === 'string' ? (n.data = JSON.parse(n.data)) : n.data || {});
+
+  // What search looks at: name, external id, type, identifiers, labels (AWS tags as key:value), tag values;
+  // lowercased, one string per node: made on its first search, or in idle time once the views are built.
   const haystacks = new Array(nodes.length);
-  function haystack(i) {
-    if (haystacks[i] === undefined) {
-      const n = nodes[i], d = n.data || {};
-      const tags = d.Tags && typeof d.Tags === 'object' ? Object.entries(d.Tags).map(([k, v]) => `${k}:${v} ${v}`) : [];
-      haystacks[i] = [n.name, n.id, n.type, n.region, ...(d.identifiers || []), ...(d.URN || []),
-        ...(d.labels || []), ...(d.tags || []), ...tags].join('\n').toLowerCase();
-    }
-    return haystacks[i];
+  const haystackOf = (i) => haystacks[i] ?? (haystacks[i] = haystack(nodes[i]));
+  function haystack(n) {
+    const d = dataOf(n);
+    const tags = d.Tags && typeof d.Tags === 'object' ? Object.entries(d.Tags).map(([k, v]) => `${k}:${v} ${v}`) : [];
+    return [n.name, n.id, n.type, n.region, ...(d.identifiers || []), ...(d.URN || []),
+      ...(d.labels || []), ...(d.tags || []), ...tags].join('\n').toLowerCase();
   }
 
   // One cytoscape instance per view, built on its first visit (the others in idle time after the first
@@ -93,19 +95,32 @@
   const graphs = []; // per view: { cy, box, searched (the query its classes show), edges (types drawn), done }
   let cy = null; // the current view's instance
 
+  // Each node's place sorted by type, then name (as localeCompare; one sort for all views).
+  let ranks = null;
+  function ranked() {
+    if (ranks) return ranks;
+    const collate = new Intl.Collator().compare;
+    const sorted = nodes.map((_, i) => i).sort((a, b) => (nodes[a].type < nodes[b].type ? -1
+      : nodes[a].type > nodes[b].type ? 1 : collate(nodes[a].name, nodes[b].name)));
+    ranks = new Int32Array(nodes.length);
+    sorted.forEach((i, k) => { ranks[i] = k; });
+    return ranks;
+  }
+
   // Grouped by layer: one band per layer, top to bottom, its components on a grid sorted by type and name.
-  // Returns the elements and the box the bands and their titles fill (to fit the view without measuring).
+  // Returns the elements, the box the bands and their titles fill (to fit the view without measuring) and the
+  // members in that order (the order search lists them in).
   function layout(members) {
     const byLayer = layers.map(() => []);
     for (const i of members) byLayer[nodes[i].layer].push(i);
     const cols = Math.max(6, Math.ceil(Math.sqrt(members.length * 0.9)));
     const width = cols * CELL_W;
-    const elements = [];
+    const elements = [], order = [];
     let y = 0, top = null, bottom = 0;
     byLayer.forEach((group, l) => {
       if (!group.length) return;
-      group.sort((a, b) => (nodes[a].type < nodes[b].type ? -1 : nodes[a].type > nodes[b].type ? 1
-        : nodes[a].name.localeCompare(nodes[b].name)));
+      const rank = ranked();
+      group.sort((a, b) => rank[a] - rank[b]);
       const rows = Math.ceil(group.length / cols);
       const height = BAND_HEAD + rows * CELL_H;
       const font = Math.max(20, Math.round(width / 50));
@@ -115,6 +130,7 @@
         position: { x: width / 2 - CELL_W / 2, y: y + height / 2 - 20 } });
       group.forEach((i, k) => {
         const n = nodes[i];
+        order.push(i);
         elements.push({ group: 'nodes', classes: 'component',
           data: { id: `n${i}`, idx: i, name: n.name, color: typeColor(n.type) },
           position: { x: (k % cols) * CELL_W, y: y + BAND_HEAD + Math.floor(k / cols) * CELL_H } });
@@ -124,7 +140,7 @@
       y += height + BAND_GAP + font * 1.5;
     });
     const box = top === null ? null : { x1: -CELL_W / 2 - 21, x2: width - CELL_W / 2 + 21, y1: top, y2: bottom + 1 };
-    return { elements, box };
+    return { elements, box, order };
   }
 
   // The viewport that shows `box` whole with `padding` pixels around it, as cy.fit would.
@@ -160,20 +176,21 @@
     const t0 = performance.now();
     const members = views[v].nodes;
     const inside = new Set(members);
-    const { elements: nodeElements, box: bounds } = layout(members);
+    const { elements: nodeElements, box: bounds, order } = layout(members);
     const edgeElements = [], types = new Set();
     rels.forEach((r, k) => {
       if (typeof r.s === 'number' && typeof r.t === 'number' && r.s !== r.t && inside.has(r.s) && inside.has(r.t)) {
         const type = r.traced ? r.type + TRACED : r.type;
         types.add(type);
-        edgeElements.push({ group: 'edges', classes: r.traced ? 'traced' : '', data: { id: `e${k}`, source: `n${r.s}`, target: `n${r.t}`, type, color: r.traced ? TRACED_COLOR : relColor(r.type) } });
+        edgeElements.push({ group: 'edges', classes: r.traced ? 'traced' : '',
+          data: { id: `e${k}`, source: `n${r.s}`, target: `n${r.t}`, type, color: r.traced ? TRACED_COLOR : relColor(r.type) } });
       }
     });
     const t1 = performance.now();
     const box = document.createElement('div');
     box.className = 'view';
     $('cy').appendChild(box);
-    const g = { v, box, inside, types, searched: '', done: false };
+    const g = { v, box, inside, types, members: order, searched: '', done: false };
     // No fit: it would measure every element (and so style it) before the first frame.
     const viewport = bounds ? fitted(bounds, box.clientWidth, box.clientHeight, 30) : {};
     g.cy = cytoscape({ container: box, ...OPTIONS, ...viewport }); // elements added after: no layout runs
@@ -201,7 +218,11 @@
   function show(v) {
     const t0 = performance.now();
     const g = graphs[v] || (graphs[v] = build(v));
-    if (graphs[current] && current !== v) graphs[current].box.classList.remove('shown');
+    if (graphs[current] && current !== v) {
+      graphs[current].box.classList.remove('shown');
+      pause(graphs[current], graphs[current].done);
+    }
+    pause(g, false);
     g.box.classList.add('shown');
     current = v;
     cy = g.cy;
@@ -217,12 +238,28 @@
     page.timings.lastShowMs = performance.now() - t0;
   }
 
-  // Build the views not visited yet, one per idle moment, so a tab switch finds them ready.
+  // The view left, once complete, does no work while hidden: cytoscape neither draws nor builds its texture
+  // caches while it batches (at 50,000 components that background work made a search on another tab 5x slower).
+  function pause(g, paused) {
+    if (paused === Boolean(g.paused)) return;
+    g.paused = paused;
+    if (paused) g.cy.startBatch(); else g.cy.endBatch();
+  }
+
+  // Build the views not visited yet, one per idle moment, so a tab switch finds them ready; then the search
+  // strings, 2,000 per idle moment.
+  const idle = window.requestIdleCallback || ((f) => setTimeout(f, 50));
   function prebuild() {
     const next = views.findIndex((_, v) => !graphs[v]);
-    if (next < 0) return;
-    const idle = window.requestIdleCallback || ((f) => setTimeout(f, 50));
-    idle(() => { if (!graphs[next]) graphs[next] = build(next); setTimeout(prebuild, 0); });
+    if (next >= 0) idle(() => { if (!graphs[next]) graphs[next] = build(next); setTimeout(prebuild, 0); });
+    else index(0);
+  }
+  function index(from) {
+    if (from >= nodes.length) return;
+    idle(() => {
+      for (let i = from; i < Math.min(from + 2000, nodes.length); i++) haystackOf(i);
+      index(from + 2000);
+    });
   }
 
   function legend(g) {
@@ -236,16 +273,17 @@
   function search(text, g = graphs[current]) {
     const q = (text || '').trim().toLowerCase();
     const matches = [];
+    if (q) {
+      for (const i of g.members) if (haystackOf(i).includes(q)) matches.push(i);
+    }
     if (q || g.searched) {
       g.cy.batch(() => {
         if (g.searched) g.cy.elements('.dim, .match').removeClass('dim match');
         if (!q) return;
-        const hit = [], miss = [];
-        g.cy.nodes('.component').forEach((node) => {
-          if (haystack(node.data('idx')).includes(q)) { hit.push(node); matches.push(node.data('idx')); } else miss.push(node);
-        });
-        g.cy.collection(hit).addClass('match');
-        g.cy.collection(miss).addClass('dim');
+        const hit = new Set(matches), hits = [], misses = [];
+        g.cy.nodes('.component').forEach((node) => (hit.has(node.data('idx')) ? hits : misses).push(node));
+        g.cy.collection(hits).addClass('match');
+        g.cy.collection(misses).addClass('dim');
         g.cy.edges().addClass('dim');
       });
     }
@@ -289,7 +327,7 @@
   }
 
   function details(i) {
-    const n = nodes[i], d = n.data || {};
+    const n = nodes[i], d = dataOf(n);
     const chips = (list) => (list && list.length ? list.map((x) => `<span class="chip">${esc(x)}</span>`).join('') : '<span class="hint">none</span>');
     const relList = [
       ...outgoing[i].map((k) => `<li><span class="rel">→ ${esc(rels[k].type)}</span> ${end(rels[k].t)}</li>`),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent.parent  # engine/ is a namespace package: importlib.resources needs
-_SOURCE_TREE = _PACKAGE.parent  # a single folder, so the data is found beside engine/'s own files
+SOURCE_TREE = _PACKAGE.parent  # a single folder, so the data is found beside engine/'s own files
 
 
 def data_dir(name: str) -> Path:
@@ -18,8 +18,8 @@ def data_dir(name: str) -> Path:
     packaged = _PACKAGE / f"_{name}"
     if packaged.is_dir():
         return packaged
-    source = _SOURCE_TREE / name
-    if source.is_dir() and (_SOURCE_TREE / "pyproject.toml").is_file():
+    source = SOURCE_TREE / name
+    if source.is_dir() and (SOURCE_TREE / "pyproject.toml").is_file():
         return source
     raise FileNotFoundError(f"no {name}/ folder: no package data ({packaged}), no source tree ({source})")
 

@@ -1,21 +1,20 @@
-"""The catalogue of component types, generated from the mappings (`docs/types.md`).
+"""The catalogue of component types, generated from the mappings (`aws-topology types`).
 
 In: the loaded `Mappings`. Out: one markdown table row per component type: type, layer, where it is declared,
-the API calls that collect it, its relations and its event rules. `python -m engine.language.catalogue` writes
-it to stdout; tests/language/test_mapping_language.py fails while the committed file is stale.
+the API calls that collect it, its relations and its event rules. Generated on demand, never committed: adding
+a mapping file changes no generated file.
 """
 
 from __future__ import annotations
 
-from engine.language.loader import Mappings, Resource, load_mappings
+from engine.language.loader import Mappings, Resource
 
 HEADER = """# Component types
 
-Generated from `mappings/*.yaml` by `python -m engine.language.catalogue > docs/types.md`; do not edit by
-hand. Calls: `list` (how items are enumerated; *derived* when read from the parent item), `details`, `get` (by
-id, for event deltas). Relations: `type → target type` (`←` for `direction: in`; *outside* when the other end
-is not a component type). Events: the CloudTrail event names (or EventBridge detail-types) that refresh the
-type, and those that delete it (*delete*).
+Generated from `mappings/*.yaml` by `aws-topology types`. Calls: `list` (how items are enumerated; *derived*
+when read from the parent item), `details`, `get` (by id, for event deltas). Relations: `type → target type`
+(`←` for `direction: in`; *outside* when the other end is not a component type). Events: the CloudTrail event
+names (or EventBridge detail-types) that refresh the type, and those that delete it (*delete*).
 
 | Type | Layer | Mapping | Calls | Relations | Events |
 |---|---|---|---|---|---|
@@ -61,11 +60,3 @@ def _events(resource: Resource) -> str:
         names = ", ".join(sorted(rule.names)) or rule.detail_type
         found.append(f"{names}{' (*delete*)' if rule.delete else ''}")
     return "<br>".join(found)
-
-
-def main() -> None:
-    print(catalogue(load_mappings()), end="")
-
-
-if __name__ == "__main__":
-    main()

@@ -510,11 +510,27 @@ class _FileLoader:
             self.check_child_events(raw["resources"], name)
         self.check_placeholders(resource, spec)
         self.problems += shapes.check(raw["resources"], name, self.where, self.model).lines(self.path.name)
+        for sub, text in shapes.check_identity(raw["resources"], name, self.model):
+            self.problem(sub, text)
+        self.check_fallbacks(key, resource)
         if "console_name" in spec and "console" not in spec:
             self.problem(f"{key}.console_name", "names the console of `console`: add the link, or remove it")
         if resource.scope == "account" and resource.region is None:
             self.problem(f"{key}.region", "required for scope 'account'")
         return resource if len(self.problems) == before else None
+
+    def check_fallbacks(self, key: str, resource: Resource) -> None:
+        """A join's per-item fallback must need another IAM action: a role denied the join is denied a
+        fallback of the same action too, and the data would be lost instead of read item by item."""
+        joins = {j.into: j.call for j in resource.joins if j.call is not None}
+        for i, detail in enumerate(resource.details):
+            join = joins.get(detail.into) if detail.fallback else None
+            if join is not None and join.iam_action == detail.call.iam_action:
+                self.problem(
+                    f"{key}.details[{i}].fallback",
+                    f"needs {detail.call.iam_action}, as the join it stands in for ({join.operation}) does: "
+                    "a role denied one is denied both; fall back on a call of another action",
+                )
 
     def check_child_events(self, resources: dict, name: str) -> None:
         """A child's events reach its root: its `get` finds it by the event's id, its `parent_id` names its
@@ -595,10 +611,14 @@ class _FileLoader:
             return compile_expression("@")
 
     def check_event_names(self, key: str, event: dict) -> None:
-        """A CloudTrail event name is an operation of the file's service (botocore's model), maybe with the
-        API version CloudTrail adds (`CreateFunction20150331v2`): a misspelt one would never match."""
+        """A CloudTrail event's source is the service's signing name (`ecr.amazonaws.com`), and each name an
+        operation of the file's service (botocore's model), maybe with the API version CloudTrail adds
+        (`CreateFunction20150331v2`): a misspelt one would never match."""
         if self.model is None or event.get("detail_type", CLOUDTRAIL) != CLOUDTRAIL:
             return
+        source = f"{self.model.signing_name}.amazonaws.com"  # CloudTrail's eventSource (not the endpoint)
+        if event.get("source", source) != source:
+            self.problem(key.removesuffix(".names") + ".source", f"CloudTrail names this service {source!r}")
         operations = self.model.operation_names
         for name in event.get("names", ()):
             if _API_VERSION.sub("", name) not in operations:

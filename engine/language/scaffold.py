@@ -127,7 +127,9 @@ def _resource(service: str, model: Any, operation: str) -> tuple[str, list[str]]
     else:
         return None
     own = _singular(member)
-    ident = _field(fields, "Id", own) or _field(fields, "Name", own) or _field(fields, "Arn", own)
+    # The item's own id, name or ARN (`repositoryName`) before another's id (`registryId`).
+    found = [f for f in (_field(fields, s, own) for s in ("Id", "Name", "Arn")) if f]
+    ident = next((f for f in found if f.lower().startswith(own.lower())), found[0] if found else None)
     if ident is None:
         return None
     arn = _field(fields, "Arn", own)

@@ -308,6 +308,27 @@ def check(
     return Checked(walk.problems, walk.checked, walk.unchecked)
 
 
+def check_identity(resources: Mapping[str, dict], name: str, model: Any) -> list[tuple[str, str]]:
+    """The external id (else the id) of resource `name` read from its item before any detail: a role may be
+    denied a detail, and the component must keep its identity then. `detail || listed` is fine: only the last
+    alternative of an `||` is checked. Problems as (key, text)."""
+    spec = resources[name]
+    key = "external_id" if "external_id" in spec else "id"
+    listed = item_shape({**resources, name: {k: v for k, v in spec.items() if k != "details"}}, name, model)
+    if not spec.get("details") or not isinstance(listed, Struct):
+        return []
+    try:
+        node = compile_expression(spec[key]).parsed
+    except ExpressionError:  # reported by the loader
+        return []
+    while node["type"] == "or_expression":
+        node = node["children"][-1]
+    label = "the item before its details (a role may be denied a detail: add `|| ` what the listing gives)"
+    walk = Walk(key=f"resources.{name}.{key}")
+    walk.shape(node, Struct(listed.sources, label, lenient=True), strict=True)
+    return walk.problems
+
+
 def _element(each: str | None, item: Shape) -> Shape:
     """What a relation's or emit's expressions see: the item, or each element of `each` with `_item`."""
     if each is None:

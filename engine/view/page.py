@@ -117,8 +117,11 @@ def render(snapshot: Snapshot, views: list[View], actions: Mapping[str, str] | N
     """The HTML page of `snapshot` with one tab per view (`actions`: as `page_data`)."""
     template = (WEB / "topology.html").read_text(encoding="utf-8")
     app = (WEB / "topology.js").read_text(encoding="utf-8")
+    payload = page_data(snapshot, views, actions=actions)
+    for node in payload["nodes"]:  # JSON text the page parses when it needs it (details, search)
+        node["data"] = json.dumps(node["data"], separators=(",", ":"), ensure_ascii=False)
     # `<` escaped: the JSON cannot close its script element, and stays JSON.
-    data = json.dumps(page_data(snapshot, views, actions=actions), separators=(",", ":"), ensure_ascii=False)
+    data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
     parts = {
         "/*@@DATA@@*/": data.replace("<", "\\u003c"),
         "/*@@LIBRARY@@*/": _script_safe(library()),

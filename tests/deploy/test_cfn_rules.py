@@ -1,5 +1,5 @@
-"""The rules AWS enforces on deploy/stackstate-resources.cfn.yaml, checked on the template as each region of a
-StackSet sees it (the main region, with the role and the bucket, and any other region).
+"""The rules AWS enforces on the template each monitored account deploys (`aws-topology cfn`), checked as
+each region of a StackSet sees it (the main region, with the role and the bucket, and any other region).
 
 `Stack` resolves the template the way CloudFormation does for one stack: parameters and pseudo parameters
 substituted, conditions evaluated, resources and outputs whose condition is false dropped, `Fn::If` /
@@ -24,12 +24,10 @@ import botocore.session
 import pytest
 import yaml
 
-from engine.deploy.template import template
+from engine.deploy.template import render, template
 from engine.language.loader import load_mappings
 from tests.support import ACCOUNT
 
-ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE = ROOT / "deploy" / "stackstate-resources.cfn.yaml"
 AGENT_ACCOUNT = "210987654321"
 OTHER_ACCOUNT = "999999999999"
 EXTERNAL_ID = "uniquesecret!1"
@@ -476,9 +474,11 @@ def test_security_scan_finds_nothing_unexplained(tmp_path: Path, tracing: dict[s
     parameters = tmp_path / "parameters.json"
     given = {"MainRegion": MAIN, "StsAccountId": AGENT_ACCOUNT, "ExternalId": "x", **tracing}
     parameters.write_text(json.dumps(given))
+    template = tmp_path / "stackstate-resources.cfn.yaml"
+    template.write_text(render(load_mappings()))
     cfripper = Path(sys.executable).with_name("cfripper")
     result = subprocess.run(
-        [str(cfripper), str(TEMPLATE), "--format", "json", "--resolve", "--resolve-parameters",
+        [str(cfripper), str(template), "--format", "json", "--resolve", "--resolve-parameters",
          str(parameters), "--aws-account-id", ACCOUNT, "--logging", "ERROR"],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
@@ -486,7 +486,7 @@ def test_security_scan_finds_nothing_unexplained(tmp_path: Path, tracing: dict[s
     report = json.loads(result.stdout)
     assert report["exceptions"] == []
     found = {(f["rule"], r) for f in report["failures"] for r in f["resource_ids"]}
-    resources = yaml.safe_load(TEMPLATE.read_text())["Resources"]
+    resources = yaml.safe_load(template.read_text())["Resources"]
     declared = {
         (skip["rule"], name): skip["reason"]
         for name, r in resources.items()

@@ -846,8 +846,9 @@ def test_a_delete_rule_on_a_type_without_get_loads_unconfirmed(tmp_path) -> None
 
 
 def test_every_cloudtrail_rule_names_operations_of_its_own_service(shipped: Mappings) -> None:
-    """eventSource is the service's endpoint, each eventName one of its operations (Lambda's carry the API
-    version: `UpdateFunctionCode20150331v2`), and apiVersion, when set, the service's."""
+    """eventSource is the service's signing name (ECR's endpoint is api.ecr), each eventName one of its
+    operations (Lambda's carry the API version: `UpdateFunctionCode20150331v2`), and apiVersion, when set,
+    the service's."""
     session = botocore.session.get_session()
     wrong = []
     for resource in shipped.resources:
@@ -855,9 +856,9 @@ def test_every_cloudtrail_rule_names_operations_of_its_own_service(shipped: Mapp
         for index, rule in enumerate(resource.event_rules):
             where = f"{resource.key}.events[{index}]"
             if rule.detail_type != CLOUDTRAIL:
-                wrong += [f"{where}.source"] if rule.source != f"aws.{model.endpoint_prefix}" else []
+                wrong += [f"{where}.source"] if rule.source != f"aws.{model.signing_name}" else []
                 continue
-            wrong += [f"{where}.source"] if rule.source != f"{model.endpoint_prefix}.amazonaws.com" else []
+            wrong += [f"{where}.source"] if rule.source != f"{model.signing_name}.amazonaws.com" else []
             wrong += [f"{where}.api_version"] if rule.api_version not in (None, model.api_version) else []
             operations = {re.sub(r"20[0-9]{6}(v[0-9])?$", "", name) for name in rule.names}
             wrong += [f"{where}: {name}" for name in sorted(operations - set(model.operation_names))]

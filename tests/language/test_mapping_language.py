@@ -1,5 +1,5 @@
 """The mapping language stays readable: short expressions, no `_parent._parent`, no lookup tables inside
-expressions; vars, ancestors and the docs (schema fields, functions, docs/types.md) are checked too."""
+expressions; vars, ancestors and the docs (schema fields, functions, the types catalogue) are checked too."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 import yaml
+from click.testing import CliRunner
 from jmespath import functions as builtin
 
+from engine import cli
 from engine.core.errors import MappingErrors
 from engine.core.paths import MAPPINGS, SCHEMAS
 from engine.language import loader
@@ -210,11 +212,15 @@ def test_every_function_is_documented_with_its_signature_and_every_documented_on
     assert {n: len(a) for n, a in documented.items()} == {n: len(table[n]["signature"]) for n in documented}
 
 
-def test_the_catalogue_of_types_is_current():
-    current = catalogue(loader.load_mappings())
-    assert (ROOT / "docs" / "types.md").read_text() == current, (
-        "run: python -m engine.language.catalogue > docs/types.md"
-    )
-    rows = [line for line in current.splitlines() if line.startswith("| `aws.")]
+def test_the_types_command_prints_one_catalogue_row_per_component_type(tmp_path: Path):
+    result = CliRunner().invoke(cli.main, ["types"])
+    assert result.exception is None and result.exit_code == 0, result.output
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| `aws.")]
     types = {t for r in loader.load_mappings().resources if r.emits_component for t in r.types}
-    assert len(rows) == len(types)
+    assert sorted(row.split("`")[1] for row in rows) == sorted(types)
+    row = "| `aws.efs.mount-target` | Storage | efs.yaml `mount-target` (under `file-system`) | list: "
+    assert row in result.stdout
+    out = tmp_path / "types.md"
+    result = CliRunner().invoke(cli.main, ["types", "--out", str(out)])
+    assert result.exit_code == 0 and result.stdout == f"wrote {out}\n"
+    assert out.read_text() == catalogue(loader.load_mappings())

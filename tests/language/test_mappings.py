@@ -720,3 +720,15 @@ def test_a_misspelt_cloudtrail_event_name_is_refused_with_the_operation_meant(tm
         "model); did you mean DeleteQueue?",
         "sqs.yaml: resources.queue.events[0].names: 'Nothing' is not an operation of sqs (botocore's model)",
     ]  # a name with CloudTrail's API version is the operation's; an EventBridge event has no names to check
+
+
+def test_a_cloudtrail_event_source_must_be_the_services_signing_name(tmp_path: Path) -> None:
+    events = """\
+        events:
+          - {source: sqs.amazonaws.com, names: [DeleteQueue], ids: requestParameters.queueUrl, action: delete}
+          - {source: queue.amazonaws.com, names: [PurgeQueue], ids: requestParameters.q, action: delete}
+    """
+    write(tmp_path, "sqs.yaml", QUEUE + textwrap.indent(textwrap.dedent(events), "    "))
+    assert problems(tmp_path) == [
+        "sqs.yaml: resources.queue.events[1].source: CloudTrail names this service 'sqs.amazonaws.com'"
+    ]

@@ -56,6 +56,8 @@ def test_each_resource_takes_the_items_own_id_and_arn() -> None:
         "name": "Name",
     }
     assert yaml.safe_load(scaffold("eks"))["resources"]["cluster"]["list"]["items"] == "clusters[].{Name: @}"
+    repository = yaml.safe_load(scaffold("ecr"))["resources"]["repository"]
+    assert repository["id"] == "repositoryName"  # its own name before another's id (registryId)
 
 
 def test_the_samples_file_seeds_what_botocore_can_create_with_its_required_parameters() -> None:

@@ -465,3 +465,80 @@ def test_botocore_shapes_and_unions() -> None:
 
 def test_the_checked_lines_name_the_file() -> None:
     assert shapes.Checked([("k", "text")], 1, 0).lines("f.yaml") == ["f.yaml: k: text"]
+
+
+# --- the external id does not need a detail ------------------------------------------------------------
+
+QUEUE = """\
+version: 1
+service: sqs
+resources:
+  queue:
+    type: aws.sqs.queue
+    list: {operation: ListQueues, items: "QueueUrls[].{QueueUrl: @}"}
+    details:
+      - {operation: GetQueueAttributes, args: {QueueUrl: QueueUrl}, params: {AttributeNames: [All]},
+         result: Attributes}
+    id: QueueUrl
+    external_id: EXTERNAL_ID
+"""
+
+
+def load_queue(directory: Path, external_id: str) -> None:
+    (directory / "sqs.yaml").write_text(QUEUE.replace("EXTERNAL_ID", external_id), encoding="utf-8")
+    load_mappings(directory)
+
+
+def test_an_external_id_that_only_a_detail_gives_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(MappingErrors) as caught:
+        load_queue(tmp_path, "QueueArn")
+    assert str(caught.value).splitlines() == [
+        "sqs.yaml: resources.queue.external_id: reads QueueArn, which the item before its details (a role "
+        "may be denied a detail: add `|| ` what the listing gives) does not have; did you mean QueueUrl? it "
+        "has: QueueUrl"
+    ]
+    with pytest.raises(MappingErrors, match=r"\{QueueName\} reads QueueName, which the item before"):
+        load_queue(tmp_path, "format('arn:{_partition}:sqs:{_region}:{_account}:{QueueName}', @)")
+
+
+def test_an_external_id_from_a_detail_with_a_fallback_from_the_listing_loads(tmp_path: Path) -> None:
+    load_queue(tmp_path, "QueueArn || format('arn:{_partition}:sqs:{_region}:{_account}:{QueueUrl}', @)")
+    load_queue(tmp_path, "QueueUrl")
+    with pytest.raises(MappingErrors, match="reads QueueArn, which the item before its details"):
+        load_queue(tmp_path, "QueueUrl || QueueArn")  # the last alternative is what a denied detail leaves
+
+
+# --- a join's fallback needs another IAM action ---------------------------------------------------------
+
+TABLE = """\
+version: 1
+service: dynamodb
+resources:
+  table:
+    type: aws.dynamodb.table
+    list: {operation: ListTables, items: "TableNames[].{TableName: @}"}
+    details:
+      - {operation: ListTagsOfResource, args: {ResourceArn: TableName}, result: Tags, into: Tags,
+         fallback: true}
+    joins:
+      - call: {service: resourcegroupstaggingapi, operation: GetResources, iam_action: IAM_ACTION,
+               items: "ResourceTagMappingList[]"}
+        key: ResourceARN
+        match: TableName
+        result: "[0].Tags"
+        into: Tags
+    id: TableName
+"""
+
+
+def test_a_fallback_that_needs_the_joins_own_iam_action_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "dynamodb.yaml").write_text(TABLE.replace("IAM_ACTION", "dynamodb:ListTagsOfResource"))
+    with pytest.raises(MappingErrors) as caught:
+        load_mappings(tmp_path)
+    assert str(caught.value).splitlines() == [
+        "dynamodb.yaml: resources.table.details[0].fallback: needs dynamodb:ListTagsOfResource, as the join "
+        "it stands in for (GetResources) does: a role denied one is denied both; fall back on a call of "
+        "another action"
+    ]
+    (tmp_path / "dynamodb.yaml").write_text(TABLE.replace("IAM_ACTION", "tag:GetResources"))
+    load_mappings(tmp_path)

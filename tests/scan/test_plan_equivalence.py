@@ -11,7 +11,7 @@ import pytest
 from engine.core.phase import Limits
 from engine.scan.full_scan import scan
 from engine.scan.plan import per_item
-from tests.support import ListSink, make_config, shared_mappings
+from tests.support import ListSink, make_config, recording, shared_mappings
 
 pytestmark = pytest.mark.vcr
 
@@ -31,17 +31,19 @@ def plays(cassette) -> list[int]:
     return [cassette.play_counts[i] for i in range(len(cassette))]
 
 
-def test_the_bulk_plan_yields_exactly_the_components_and_relations_of_the_per_item_plan(aws_env, estate, vcr):
+def test_the_bulk_plan_yields_exactly_the_components_and_relations_of_the_per_item_plan(
+    aws_env, estate, vcr, request
+):
     mappings = shared_mappings()
     bulk_sink, bulk, bulk_calls = run(mappings, aws_env)
     by_bulk = plays(vcr)
     naive_sink, naive, naive_calls = run(per_item(mappings), aws_env)
-    by_naive = [n - b for n, b in zip(plays(vcr), by_bulk, strict=True)]
-
-    # Each plan makes each recorded request at most once (playback repeats would hide a doubled call), and
-    # every recorded request is made by one of them.
-    assert set(by_bulk) <= {0, 1} and set(by_naive) <= {0, 1}
-    assert all(b or n for b, n in zip(by_bulk, by_naive, strict=True))
+    if not recording(request.config):  # nothing is played while recording
+        by_naive = [n - b for n, b in zip(plays(vcr), by_bulk, strict=True)]
+        # Each plan makes each recorded request at most once (playback repeats would hide a doubled call),
+        # and every recorded request is made by one of them.
+        assert set(by_bulk) <= {0, 1} and set(by_naive) <= {0, 1}
+        assert all(b or n for b, n in zip(by_bulk, by_naive, strict=True))
 
     assert bulk.complete and naive.complete
     assert bulk.gaps() == naive.gaps() == []

@@ -15,7 +15,6 @@ from engine.aws.fetch import Fetcher
 from engine.core.phase import Limits
 from engine.language.loader import Mappings, load_mappings
 from engine.scan.full_scan import scan
-from engine.scan.plan import per_item
 from tests.support import ListSink, live_aws, make_config, moto_server
 
 pytestmark = pytest.mark.live
@@ -28,13 +27,6 @@ resources:
   cluster:
     type: test.cache-cluster
     list: {operation: DescribeCacheClusters, items: "CacheClusters[]"}
-    details:
-      - operation: DescribeCacheSubnetGroups
-        args: {CacheSubnetGroupName: CacheSubnetGroupName}
-        when: CacheSubnetGroupName
-        result: "CacheSubnetGroups[0]"
-        into: _subnet_group
-        fallback: true
     joins:
       - call: {operation: DescribeCacheSubnetGroups, items: "CacheSubnetGroups[]"}
         key: CacheSubnetGroupName
@@ -46,6 +38,23 @@ resources:
     relations:
       - {type: uses-service, target: "_subnet_group.Subnets[].SubnetIdentifier"}
 """
+# The same subnet groups read per cluster: not as the join's fallback, which needs another IAM action.
+PER_ITEM = CLUSTERS.replace(
+    """    joins:
+      - call: {operation: DescribeCacheSubnetGroups, items: "CacheSubnetGroups[]"}
+        key: CacheSubnetGroupName
+        match: CacheSubnetGroupName
+        result: "[0]"
+        into: _subnet_group
+""",
+    """    details:
+      - operation: DescribeCacheSubnetGroups
+        args: {CacheSubnetGroupName: CacheSubnetGroupName}
+        when: CacheSubnetGroupName
+        result: "CacheSubnetGroups[0]"
+        into: _subnet_group
+""",
+)
 
 
 def scanned(endpoint: str, mappings: Mappings) -> tuple[ListSink, int]:
@@ -59,8 +68,10 @@ def scanned(endpoint: str, mappings: Mappings) -> tuple[ListSink, int]:
 
 
 def test_a_region_wide_join_of_a_non_tag_listing_replaces_the_call_per_item(tmp_path: Path) -> None:
-    (tmp_path / "elasticache.yaml").write_text(textwrap.dedent(CLUSTERS))
-    mappings = load_mappings(tmp_path)
+    (tmp_path / "bulk").mkdir()
+    (tmp_path / "bulk" / "elasticache.yaml").write_text(textwrap.dedent(CLUSTERS))
+    (tmp_path / "per-item").mkdir()
+    (tmp_path / "per-item" / "elasticache.yaml").write_text(textwrap.dedent(PER_ITEM))
     with moto_server() as endpoint:
         ec2, cache = client("ec2", REGION, endpoint), client("elasticache", REGION, endpoint)
         vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
@@ -75,8 +86,8 @@ def test_a_region_wide_join_of_a_non_tag_listing_replaces_the_call_per_item(tmp_
                 CacheClusterId=name, Engine="redis", CacheNodeType="cache.t3.micro", NumCacheNodes=1,
                 CacheSubnetGroupName=group,
             )  # fmt: skip
-        bulk, bulk_calls = scanned(endpoint, mappings)
-        naive, naive_calls = scanned(endpoint, per_item(mappings))
+        bulk, bulk_calls = scanned(endpoint, load_mappings(tmp_path / "bulk"))
+        naive, naive_calls = scanned(endpoint, load_mappings(tmp_path / "per-item"))
 
     assert {k: c["data"]["VpcId"] for k, c in bulk.components().items()} == {"c1": vpc, "c2": vpc, "c3": vpc}
     assert bulk.relations() == {
