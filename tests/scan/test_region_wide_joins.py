@@ -15,6 +15,7 @@ from engine.aws.fetch import Fetcher
 from engine.core.phase import Limits
 from engine.language.loader import Mappings, load_mappings
 from engine.scan.full_scan import scan
+from engine.scan.plan import per_item
 from tests.support import ListSink, live_aws, make_config, moto_server
 
 pytestmark = pytest.mark.live
