@@ -11,9 +11,9 @@ is that of a scanner alone). Both use ``--workers`` threads over all accounts:
   task per thread, items one after another; no shaping, no payloads).
 
 Prints the medians: ``engine / naive floor``, resources/s, API calls per resource of both, the engine's peak
-RSS, and the components per type.
+RSS, and the components per type; with ``--calls``, the engine's calls by operation (last round).
 
-    .venv/bin/python -m bench.scan [--resources 5000] [--accounts 3] [--workers 8] [--rounds 3]
+    .venv/bin/python -m bench.scan [--resources 5000] [--accounts 3] [--workers 8] [--rounds 3] [--calls]
 """
 
 from __future__ import annotations
@@ -54,15 +54,31 @@ def config_for(accounts: int) -> Config:
 
 def _engine(accounts: int, workers: int, out: Any) -> None:
     """In a fresh process: one engine scan; sends its figures back."""
+    from engine.aws.fetch import Fetcher
     from engine.core.phase import Limits
     from engine.delivery.sinks import FileSink
-    from engine.scan.full_scan import scan
+    from engine.scan.full_scan import PATIENCE, scan
+
+    per_operation: Counter[str] = Counter()
+
+    class Counting(Fetcher):
+        """Also counts the requests per service and operation (pages included)."""
+
+        def _take(self, account: str, region: str, service: str, operation: str) -> None:
+            with self._lock:
+                per_operation[f"{service}:{operation}"] += 1
+            super()._take(account, region, service, operation)
 
     mappings = load_mappings()
+    fetcher = Counting(patience=PATIENCE)
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
         results, calls = scan(
-            config_for(accounts), mappings, FileSink(folder), limits=Limits(workers, accounts)
+            config_for(accounts),
+            mappings,
+            FileSink(folder),
+            limits=Limits(workers, accounts),
+            fetcher=fetcher,
         )
         seconds = time.perf_counter() - started
     types = sum((r.component_types for r in results), Counter())
@@ -75,6 +91,7 @@ def _engine(accounts: int, workers: int, out: Any) -> None:
             "incomplete": [f"{u.unit.label}: {u.error}" for r in results for u in r.units if not u.complete],
             "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "types": dict(types),
+            "operations": dict(per_operation),
         }
     )
 
@@ -127,6 +144,7 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=3, choices=range(1, len(ACCOUNTS) + 1))
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--calls", action="store_true", help="list the engine's calls by operation")
     parser.add_argument("--engine-only", action="store_true", help="no naive floor (large estates)")
     parser.add_argument(
         "--no-warm-up", action="store_true", help="skip the warm-up scan (large estates: seeding warmed moto)"
@@ -191,6 +209,8 @@ def report(engines: list[dict], floors: list[dict], args: argparse.Namespace) ->
         f"engine: seconds={e:.2f} resources/s={components / e:.0f} calls={last['calls']} "
         f"calls/resource={last['calls'] / components:.2f} peak_rss_mb={max(r['rss_mb'] for r in engines):.0f}"
     )
+    if args.calls:
+        print_calls(last["operations"], components)
     if floors:
         f = statistics.median(r["seconds"] for r in floors)
         naive = floors[-1]
@@ -200,6 +220,14 @@ def report(engines: list[dict], floors: list[dict], args: argparse.Namespace) ->
             f"peak_rss_mb={max(r['rss_mb'] for r in floors):.0f}"
         )
         print(f"ratio engine / naive floor = {e / f:.2f}")
+
+
+def print_calls(operations: dict[str, int], components: int) -> None:
+    """The engine's calls by operation, most first: count, calls per resource, share of all calls."""
+    total = sum(operations.values())
+    print(f"calls by operation: {total} in all, {len(operations)} operations")
+    for name, count in Counter(operations).most_common():
+        print(f"  {name:<58} {count:>6} {count / components:>6.3f}/resource {100 * count / total:>5.1f}%")
 
 
 if __name__ == "__main__":

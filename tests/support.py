@@ -262,12 +262,13 @@ def scan_live(
     return sink, results
 
 
-def deny(monkeypatch: pytest.MonkeyPatch, *operations: str) -> None:
-    """AWS answers AccessDenied to `operations`, as botocore's error would be classified."""
+def deny(monkeypatch: pytest.MonkeyPatch, *operations: str | Call) -> None:
+    """AWS answers AccessDenied to `operations`, as botocore's error would be classified: every call of an
+    operation named, or only the very call given (a join's, when the listing makes the same operation)."""
     original = fetch.Fetcher.call
 
     def call(self, account, region, service, spec: Call, params):  # type: ignore[no-untyped-def]
-        if spec.operation in operations:
+        if spec.operation in operations or spec in operations:
             raise AccessDenied(
                 role_arn=account.role_arn, action=spec.iam_action, operation=spec.operation,
                 account=account.id, region=region, code="AccessDenied",
@@ -279,7 +280,7 @@ def deny(monkeypatch: pytest.MonkeyPatch, *operations: str) -> None:
 
 def deny_detail(monkeypatch: pytest.MonkeyPatch, resource: Resource, detail: Detail) -> None:
     """AWS denies the detail; a `fallback` detail together with its join's call (it is made only then)."""
-    joins = [j.call.operation for j in resource.joins if j.call and detail.fallback and j.into == detail.into]
+    joins = [j.call for j in resource.joins if j.call and detail.fallback and j.into == detail.into]
     deny(monkeypatch, detail.call.operation, *joins)
 
 

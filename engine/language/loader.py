@@ -672,8 +672,6 @@ class _FileLoader:
 
     def join(self, key: str, spec: dict) -> Join:
         call = spec.get("call")
-        if call and call.get("args"):
-            self.problem(f"{key}.call.args", "a join's call is made once per region: it has no item for args")
         return Join(
             resource=spec.get("resource"),
             key=self.expression(f"{key}.key", spec["key"]),

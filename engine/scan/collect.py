@@ -211,23 +211,32 @@ class Collector:
         """Details, joins and records of listed items (`indexes`: each join's elements by key, built once)."""
         resource = unit.resource
         bind = lambda found: [with_vars(resource.vars, i) for i in found]  # noqa: E731
-        items = bind(items)
-        located = resource.region is None
-        for detail in resource.details:
-            if detail.fallback and detail.into in bulk and bulk[detail.into].result() is not None:
-                continue  # the join's region-wide call answered: no call per item
-            items = bind(self._detail(unit, detail, items, result))
-            if detail.locates and not located:
-                items, located = bind(self._locate(unit, items)), True
-        if not located:
-            items = self._locate(unit, items)
-        for join in resource.joins:
+        joins = {j.into: j for j in resource.joins}
+
+        def index_of(join: Join) -> Index | None:
             if join.into not in indexes:
                 if join.call is None:
                     indexes[join.into] = _index(join, seen.get(join.resource or "", []))
                 else:
                     indexes[join.into] = bulk[join.into].result() if join.into in bulk else None
-            if (index := indexes[join.into]) is not None:
+            return indexes[join.into]
+
+        items = bind(items)
+        located, joined = resource.region is None, set()
+        for detail in resource.details:
+            join = joins.get(detail.into or "") if detail.fallback and detail.into in bulk else None
+            if join is not None and (index := index_of(join)) is not None:
+                _join(join, items, index)  # the region-wide call answered: joined here, no call per item,
+                joined.add(join.into)  # so later details, `when` and `locates` see it as they see the call's
+                items = bind(items)
+            else:
+                items = bind(self._detail(unit, detail, items, result))
+            if detail.locates and not located:
+                items, located = bind(self._locate(unit, items)), True
+        if not located:
+            items = self._locate(unit, items)
+        for join in resource.joins:
+            if join.into not in joined and (index := index_of(join)) is not None:
                 _join(join, items, index)
         items = bind(items)
         for item in items:
@@ -258,15 +267,22 @@ class Collector:
         region's tags are one small bytes object per key, not thousands of dicts); None when a call failed.
 
         A denied or throttled call is a gap (its fallback details then run per item); any other failure
-        fails the unit unless the join has fallback details.
+        fails the unit unless the join has fallback details. The call's `args` are evaluated over the region's
+        context keys; for an account-wide resource, each object element gets `_region`: the region it was
+        read in.
         """
         assert join.call is not None
         service = join.call.service or unit.resource.service
         fallback = any(d.fallback and d.into == join.into for d in unit.resource.details)
         elements: list = []
         for region in unit.regions:
+            params = dict(join.call.params)
+            for name, expression in join.call.args:  # over the region's context keys: no item here
+                value = search(expression, context({}, self.account.id, region, partition(region)))
+                if value is not None:
+                    params.setdefault(name, value)
             try:
-                response = self.fetcher.call(self.account, region, service, join.call, dict(join.call.params))
+                response = self.fetcher.call(self.account, region, service, join.call, params)
             except (AccessDenied, Throttled) as exc:
                 result.gaps.append(exc)
                 return None
@@ -277,7 +293,10 @@ class Collector:
                     "event=join.fallback unit=%s operation=%s problem=%r", unit.label, exc.operation, str(exc)
                 )
                 return None
-            elements += as_list(search(join.items, response))
+            found = as_list(search(join.items, response))
+            if unit.resource.region is not None:  # account-wide: which region's call gave it says where it is
+                found = [{**e, "_region": region} if isinstance(e, dict) else e for e in found]
+            elements += found
         return _index(join, elements, packed=True)
 
     def _context(self, unit: Unit, item: Any, **extra: Any) -> dict:

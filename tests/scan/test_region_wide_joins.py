@@ -1,17 +1,21 @@
 """A region-wide join serves any listing, not only tags: each ElastiCache cluster gets its subnet group's VPC
-and subnets from one DescribeCacheSubnetGroups per region instead of one call per cluster (live moto)."""
+and subnets from one DescribeCacheSubnetGroups per region instead of one call per cluster; each S3 bucket its
+region from one ListBuckets per configured region (live moto)."""
 
 from __future__ import annotations
 
 import textwrap
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from demo.seed import client
+from engine.aws.fetch import Fetcher
 from engine.core.phase import Limits
 from engine.language.loader import Mappings, load_mappings
 from engine.scan.full_scan import scan
+from engine.scan.plan import per_item
 from tests.support import ListSink, live_aws, make_config, moto_server
 
 pytestmark = pytest.mark.live
@@ -94,3 +98,53 @@ def test_a_region_wide_join_of_a_non_tag_listing_replaces_the_call_per_item(tmp_
     }
     assert (bulk.components(), bulk.relations()) == (naive.components(), naive.relations())
     assert naive_calls - bulk_calls == 2  # three clusters: one DescribeCacheSubnetGroups instead of three
+
+
+BUCKETS = {"eu-west-1": ["logs-eu", "assets-eu"], "us-east-1": ["assets-us"], "ap-southeast-2": ["far-away"]}
+
+
+def test_an_account_wide_join_reads_each_region_with_its_own_args_and_locates_the_items() -> None:
+    """S3: one ListBuckets per configured region (`args: {BucketRegion: _region}`, each element read with its
+    `_region`) locates every bucket instead of one GetBucketLocation per bucket; a bucket of a region that is
+    not configured is dropped, as its location drops it, and no later detail is made for it."""
+    mappings, config = load_mappings(), make_config(regions=("eu-west-1", "us-east-1"), apis_to_run=("s3",))
+    with moto_server() as endpoint:
+        for region, names in BUCKETS.items():
+            s3 = client("s3", region, endpoint)
+            for name in names:
+                where = {} if region == "us-east-1" else {"LocationConstraint": region}
+                s3.create_bucket(Bucket=name, **({"CreateBucketConfiguration": where} if where else {}))
+        sink, counted = ListSink(), Counter()
+        naive, naive_counted = ListSink(), Counter()
+        for plan, into, tally in ((mappings, sink, counted), (per_item(mappings), naive, naive_counted)):
+            with live_aws(endpoint):
+                [result], _ = scan(
+                    config,
+                    plan,
+                    into,
+                    limits=Limits(workers=1),
+                    endpoint_url=endpoint,
+                    fetcher=counting(tally),
+                )
+            assert result.complete, [u.error for u in result.units if not u.complete]
+
+    located = {c["data"]["Name"]: c["data"].get("BucketLocation") for c in sink.components().values()}
+    assert located == {"logs-eu": "eu-west-1", "assets-eu": "eu-west-1", "assets-us": None}  # as AWS gives it
+    regions = {c["data"]["Location"]["AwsRegion"] for c in sink.components().values()}
+    assert regions == {"eu-west-1", "us-east-1"}
+    assert (sink.components(), sink.relations()) == (naive.components(), naive.relations())
+    assert counted["GetBucketLocation"] == 0 and naive_counted["GetBucketLocation"] == 4
+    assert counted["ListBuckets"] == 3  # the account's listing, then one per configured region
+    notifications = "GetBucketNotificationConfiguration"
+    assert counted[notifications] == naive_counted[notifications] == 3  # none for the far-away bucket
+
+
+def counting(tally: Counter) -> Fetcher:
+    """A fetcher that counts the requests per operation into `tally`."""
+
+    class Counting(Fetcher):
+        def _take(self, account: str, region: str, service: str, operation: str) -> None:
+            tally[operation] += 1
+            super()._take(account, region, service, operation)
+
+    return Counting()
