@@ -16,6 +16,7 @@ import itertools
 import json
 import os
 import socket
+import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,14 @@ def estate(request: pytest.FixtureRequest) -> dict:
     CASSETTES.mkdir(exist_ok=True)
     saved.write_text(json.dumps(ids, indent=2, sort_keys=True, default=str) + "\n")
     return ids
+
+
+@pytest.fixture(autouse=True, scope="module")
+def tracing_ends_with_module() -> Iterator[None]:
+    """Memory tracing a test started (tests/fuzz.py `bounded`) stops once, when its module ends."""
+    yield
+    if tracemalloc.is_tracing():
+        tracemalloc.stop()
 
 
 @pytest.fixture(autouse=True)
