@@ -313,9 +313,11 @@ def check_identity(resources: Mapping[str, dict], name: str, model: Any) -> list
     denied a detail, and the component must keep its identity then. `detail || listed` is fine: only the last
     alternative of an `||` is checked. Problems as (key, text)."""
     spec = resources[name]
+    if not spec.get("details"):
+        return []
     key = "external_id" if "external_id" in spec else "id"
     listed = item_shape({**resources, name: {k: v for k, v in spec.items() if k != "details"}}, name, model)
-    if not spec.get("details") or not isinstance(listed, Struct):
+    if not isinstance(listed, Struct):
         return []
     try:
         node = compile_expression(spec[key]).parsed

@@ -16,6 +16,7 @@ from engine.core.errors import MappingErrors
 from engine.language import shapes
 from engine.language.loader import load_mappings
 from engine.language.shapes import SCALAR, Array, Dict, Struct, Walk, botocore_shape, element, union
+from tests.language import test_mappings
 
 TOPICS = {"list": {"operation": "ListTopics", "items": "Topics[]"}, "id": "TopicArn"}
 HAS_TOPIC_ARN = "which the item does not have; did you mean TopicArn? it has: TopicArn"
@@ -469,19 +470,15 @@ def test_the_checked_lines_name_the_file() -> None:
 
 # --- the external id does not need a detail ------------------------------------------------------------
 
-QUEUE = """\
-version: 1
-service: sqs
-resources:
-  queue:
-    type: aws.sqs.queue
-    list: {operation: ListQueues, items: "QueueUrls[].{QueueUrl: @}"}
+QUEUE = (
+    test_mappings.QUEUE
+    + """\
     details:
       - {operation: GetQueueAttributes, args: {QueueUrl: QueueUrl}, params: {AttributeNames: [All]},
          result: Attributes}
-    id: QueueUrl
     external_id: EXTERNAL_ID
 """
+)
 
 
 def load_queue(directory: Path, external_id: str) -> None:
