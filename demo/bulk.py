@@ -141,6 +141,7 @@ _SERVICES = (
 _MAX_INSTANCES = 200
 _MAX_SUBNETS_PER_REGION = 238  # /24s left in the bulk /16 after the /20 fleet and the two load-balancer /24s
 _MAX_DELIVERY_STREAMS_PER_REGION = 50  # moto's quota (AWS's default one) of Firehose streams per region
+_MAX_DOMAINS = 20  # moto's quota (AWS's default one) of registered domains per account
 _PASSWORD = "MotoBulkOnly1"  # moto needs a master password and never checks it
 _HANDLER = "def handler(event, context):\n    return event\n"
 _ROLES = {
@@ -196,6 +197,7 @@ def plan_bulk(resources: int, regions: int) -> dict[str, list[int]]:
     counts.update(
         {kind: [max(1, int(resources * share / _size(kind)))] for kind, share in _GLOBAL_SHARES.items()}
     )
+    counts["domains"] = [min(counts["domains"][0], _MAX_DOMAINS)]
     for index in range(regions):
         counts["subnets"][index] = min(counts["subnets"][index], _MAX_SUBNETS_PER_REGION)
         counts["delivery_streams"][index] = min(

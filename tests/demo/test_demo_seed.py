@@ -626,6 +626,15 @@ def test_bulk_in_separate_account(endpoint: str, estate: dict[str, Any]) -> None
     assert len(client("s3", EU, endpoint).list_buckets()["Buckets"]) == len(estate["buckets"])
 
 
+def test_bulk_plan_keeps_to_quotas() -> None:
+    """A large estate stays within moto's quotas (AWS's defaults): 20 registered domains per account, 50
+    delivery streams per region."""
+    plan = plan_bulk(50_000, 2)
+    assert plan["domains"] == [20]
+    assert plan["delivery_streams"] == [50, 50]
+    assert plan_bulk(150, 2)["domains"] == [1]
+
+
 def test_seed_is_deterministic(endpoint: str, estate: dict[str, Any]) -> None:
     """A second seed on the same server, whose moto apps and backends all exist by now, gives the same ids.
 
