@@ -8,10 +8,11 @@ deleted between listing and describing drops only its own children (`gone` codes
 throttled *detail* call keeps the item with less data and is reported as a permission gap.
 
 Per-item calls (details, child listings) fan out over the account's `Scheduler`, so a unit of 2,000 queues
-does not make its 4,000 calls one after another. A join with a `call` is started beside the unit's listing,
-once per region of the unit; when it fails, its `fallback` details are made per item instead and the gap
-is reported. Items of regions that are not configured are dropped as soon as their region is known
-(after the detail marked `locates`), before the later details are made for them.
+does not make its 4,000 calls one after another. A join with a `call` is started once the unit's listing has
+items (an empty listing makes no join call), once per region of the unit; when it fails, its `fallback`
+details are made per item instead and the gap is reported. Items of regions that are not configured are
+dropped as soon as their region is known (after the detail marked `locates`), before the later details are
+made for them.
 
 With a `store` (the full scan's spill), memory does not grow with a unit: its listed items are detailed,
 joined and shaped `CHUNK` at a time, their records handed to the store every `BATCH`, and only the items
@@ -160,20 +161,12 @@ class Collector:
     def _collect(
         self, unit: Unit, parents: list[dict] | None, result: UnitResult, seen: dict[str, list[dict]]
     ) -> list[dict]:
-        resource = unit.resource
-        if unit.ids:  # a refresh of a few ids: per-item calls beat region-wide ones
-            bulk: dict[str, Task[Index | None]] = {}
-        else:
-            bulk = {
-                j.into: self.scheduler.spawn(lambda j=j: self._join_elements(unit, j, result))
-                for j in resource.joins
-                if j.call is not None
-            }
+        bulk: dict[str, Task[Index | None]] = {}  # the region-wide join calls, started once items are listed
         try:
             return self._collect_items(unit, parents, result, seen, bulk)
         finally:
             for task in bulk.values():
-                task.cancel()  # the listing failed before the join was needed: no wasted call
+                task.cancel()  # the unit failed before the join was needed: no wasted call
 
     def _collect_items(
         self,
@@ -187,6 +180,12 @@ class Collector:
         they are shaped (`store`); then only the items children or joins read are kept (others: [])."""
         resource = unit.resource
         listed = self._list(unit, parents)
+        if listed and not unit.ids:  # nothing listed, nothing to join; a refresh of a few ids: per-item calls
+            bulk.update(
+                (j.into, self.scheduler.spawn(lambda j=j: self._join_elements(unit, j, result)))
+                for j in resource.joins
+                if j.call is not None
+            )
         size = CHUNK if self.store is not None else max(1, len(listed))
         kept = self.store is None or resource.name in self._joined or bool(self.mappings.children(resource))
         indexes: dict[str, Index | None] = {}

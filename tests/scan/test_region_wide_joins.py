@@ -100,6 +100,24 @@ def test_a_region_wide_join_of_a_non_tag_listing_replaces_the_call_per_item(tmp_
     assert naive_calls - bulk_calls == 2  # three clusters: one DescribeCacheSubnetGroups instead of three
 
 
+def test_an_empty_listing_makes_no_region_wide_join_call(tmp_path: Path) -> None:
+    """A region without clusters costs its listing only: the join's call waits for listed items (with
+    workers free to start it beside the listing, as in a full scan)."""
+    (tmp_path / "elasticache.yaml").write_text(textwrap.dedent(CLUSTERS))
+    tally: Counter = Counter()
+    with moto_server() as endpoint, live_aws(endpoint):
+        [result], calls = scan(
+            make_config(regions=(REGION,)),
+            load_mappings(tmp_path),
+            ListSink(),
+            limits=Limits(workers=4),
+            endpoint_url=endpoint,
+            fetcher=counting(tally),
+        )
+    assert result.complete, [u.error for u in result.units if not u.complete]
+    assert dict(tally) == {"DescribeCacheClusters": 1} and calls == 1
+
+
 BUCKETS = {"eu-west-1": ["logs-eu", "assets-eu"], "us-east-1": ["assets-us"], "ap-southeast-2": ["far-away"]}
 
 
