@@ -35,12 +35,14 @@
   });
 
   // Each component's data comes after this script (the first frame does not wait for it), one JSON text per
-  // component, parsed on its first use (details, search); {} until the page is parsed that far.
+  // component, parsed on its first use (details, search); {} until the whole page is parsed.
   let texts = null;
   function dataOf(i) {
     const n = nodes[i];
     if (n.data) return n.data;
-    texts ??= JSON.parse(document.getElementById('topology-details')?.content.textContent || 'null');
+    if (!texts && document.readyState !== 'loading') {
+      texts = JSON.parse(document.getElementById('topology-details').content.textContent);
+    }
     return texts ? (n.data = JSON.parse(texts[i])) : {};
   }
 
