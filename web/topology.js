@@ -21,7 +21,8 @@
     for (let i = 0; i < text.length; i++) h = (h * 31 + text.charCodeAt(i)) >>> 0;
     return h % 360;
   }
-  const typeColor = (type) => `hsl(${hashHue(type)}, 55%, 52%)`;
+  const typeColors = new Map();
+  const typeColor = (type) => typeColors.get(type) ?? typeColors.set(type, `hsl(${hashHue(type)}, 55%, 52%)`).get(type);
   const relColor = (type) => REL_COLORS[type] || `hsl(${hashHue(type)}, 45%, 45%)`;
   const TRACED = ' (traces)'; // a relation seen only in OpenTelemetry traces: its legend entry and dashed style
   const TRACED_COLOR = '#c2255c';
@@ -33,19 +34,31 @@
     if (typeof r.t === 'number') incoming[r.t].push(k);
   });
 
-  // A component's data is inlined as JSON text (parsed on its first use: a string parses much faster).
-  const dataOf = (n) => (typeof n.data === 'string' ? (n.data = JSON.parse(n.data)) : n.data || {});
+  // Each component's data comes after this script (the first frame does not wait for it), one JSON text per
+  // component, parsed on its first use (details, search); {} until the whole page is parsed.
+  let texts = null;
+  function dataOf(i) {
+    const n = nodes[i];
+    if (n.data) return n.data;
+    if (!texts && document.readyState !== 'loading') {
+      texts = JSON.parse(document.getElementById('topology-details').content.textContent);
+    }
+    return texts ? (n.data = JSON.parse(texts[i])) : {};
+  }
 
   // What search looks at: name, external id, type, identifiers, labels (AWS tags as key:value), tag values;
   // lowercased, one string per node: made on its first search, or in idle time once the views are built.
   const haystacks = new Array(nodes.length);
-  const haystackOf = (i) => haystacks[i] ?? (haystacks[i] = haystack(nodes[i]));
-  function haystack(n) {
-    const d = dataOf(n);
+  const haystackOf = (i) => haystacks[i] ?? haystack(i);
+  function haystack(i) {
+    const n = nodes[i], d = dataOf(i);
     const tags = d.Tags && typeof d.Tags === 'object' ? Object.entries(d.Tags).map(([k, v]) => `${k}:${v} ${v}`) : [];
-    return [n.name, n.id, n.type, n.region, ...(d.identifiers || []), ...(d.URN || []),
+    const text = [n.name, n.id, n.type, where(d).region, ...(d.identifiers || []), ...(d.URN || []),
       ...(d.labels || []), ...(d.tags || []), ...tags].join('\n').toLowerCase();
+    if (texts) haystacks[i] = text;
+    return text;
   }
+  const where = (d) => ({ account: d.Location?.AwsAccount ?? '', region: d.Location?.AwsRegion ?? '' });
 
   // One cytoscape instance per view, built on its first visit (the others in idle time after the first
   // draw), stacked in #cy: a tab switch shows an instance that is ready instead of re-adding elements.
@@ -63,7 +76,7 @@
     // defaults where they do, bands below everything by depth instead of a z-index on every element, and on a
     // big graph labels only on the elements in sight (`labelled`, see labelInSight).
     style: [
-      { selector: 'node.component', style: { width: 28, height: 28, 'background-color': 'data(color)' } },
+      { selector: 'node.component', style: { 'background-color': 'data(color)' } }, // the default size, 30
       { selector: `node.component${LABELLED}`, style: {
         label: 'data(name)', 'font-size': 12, 'text-valign': 'bottom', 'text-margin-y': 2, 'text-max-width': 140,
         'text-wrap': 'ellipsis', 'min-zoomed-font-size': 5, color: '#1d2733',
@@ -95,19 +108,8 @@
   const graphs = []; // per view: { cy, box, searched (the query its classes show), edges (types drawn), done }
   let cy = null; // the current view's instance
 
-  // Each node's place sorted by type, then name (as localeCompare; one sort for all views).
-  let ranks = null;
-  function ranked() {
-    if (ranks) return ranks;
-    const collate = new Intl.Collator().compare;
-    const sorted = nodes.map((_, i) => i).sort((a, b) => (nodes[a].type < nodes[b].type ? -1
-      : nodes[a].type > nodes[b].type ? 1 : collate(nodes[a].name, nodes[b].name)));
-    ranks = new Int32Array(nodes.length);
-    sorted.forEach((i, k) => { ranks[i] = k; });
-    return ranks;
-  }
-
-  // Grouped by layer: one band per layer, top to bottom, its components on a grid sorted by type and name.
+  // Grouped by layer: one band per layer, top to bottom, its components on a grid in the view's order (the
+  // page data lists each view's members by type, then name).
   // Returns the elements, the box the bands and their titles fill (to fit the view without measuring) and the
   // members in that order (the order search lists them in).
   function layout(members) {
@@ -119,8 +121,6 @@
     let y = 0, top = null, bottom = 0;
     byLayer.forEach((group, l) => {
       if (!group.length) return;
-      const rank = ranked();
-      group.sort((a, b) => rank[a] - rank[b]);
       const rows = Math.ceil(group.length / cols);
       const height = BAND_HEAD + rows * CELL_H;
       const font = Math.max(20, Math.round(width / 50));
@@ -217,6 +217,7 @@
 
   function show(v) {
     const t0 = performance.now();
+    const fresh = !graphs[v]; // nothing selected in it yet: no query over its elements
     const g = graphs[v] || (graphs[v] = build(v));
     if (graphs[current] && current !== v) {
       graphs[current].box.classList.remove('shown');
@@ -232,8 +233,10 @@
     $('query').title = views[v].description;
     legend(g);
     if (g.searched !== $('search').value.trim().toLowerCase()) search($('search').value);
-    cy.$(':selected').unselect();
-    cy.edges('.near').removeClass('near');
+    if (!fresh) {
+      cy.$(':selected').unselect();
+      cy.edges('.near').removeClass('near');
+    }
     if (selected !== null && inView.has(selected)) highlight(g, selected);
     page.timings.lastShowMs = performance.now() - t0;
   }
@@ -327,7 +330,7 @@
   }
 
   function details(i) {
-    const n = nodes[i], d = dataOf(n);
+    const n = nodes[i], d = dataOf(i), { account, region } = where(d);
     const chips = (list) => (list && list.length ? list.map((x) => `<span class="chip">${esc(x)}</span>`).join('') : '<span class="hint">none</span>');
     const relList = [
       ...outgoing[i].map((k) => `<li><span class="rel">→ ${esc(rels[k].type)}</span> ${end(rels[k].t)}</li>`),
@@ -337,11 +340,11 @@
       <h2 id="detail-name">${esc(n.name)}</h2>
       <div class="type">${esc(n.type)}</div>
       <div class="id" id="detail-id">${esc(n.id)}</div>
-      ${n.console ? `<a class="action" id="console-link" href="${esc(n.console)}" target="_blank" rel="noopener noreferrer">${esc(n.action)}</a>`
+      ${d.ConsoleUrl ? `<a class="action" id="console-link" href="${esc(d.ConsoleUrl)}" target="_blank" rel="noopener noreferrer">${esc(n.action)}</a>`
         : '<p class="hint">No console link for this type.</p>'}
       <h3>Component</h3>
       <ul><li>layer: ${esc(layers[n.layer])} · domain: ${esc(d.domain || '')}</li>
-        <li>account ${esc(n.account)} · region ${esc(n.region || '')}${inView.has(i) ? '' : ' · <span class="hint">not in this view</span>'}</li>
+        <li>account ${esc(account)} · region ${esc(region)}${inView.has(i) ? '' : ' · <span class="hint">not in this view</span>'}</li>
         ${(d.environments || []).length ? `<li>environments: ${d.environments.map(esc).join(', ')}</li>` : ''}</ul>
       <h3>Labels</h3><div id="detail-labels">${chips(d.labels)}</div>
       <h3>Identifiers</h3><div>${chips([...(d.identifiers || [])])}</div>
@@ -386,7 +389,7 @@
   cy.one('render', () => { page.timings.firstDrawMs = performance.now(); });
   const first = graphs[0];
   (function whenDone() {
-    if (!first.done) { setTimeout(whenDone, 10); return; }
+    if (!first.done || document.readyState === 'loading') { setTimeout(whenDone, 10); return; }
     requestAnimationFrame(() => requestAnimationFrame(() => {
       page.timings.readyMs = performance.now() - started;
       page.timings.completeMs = performance.now();

@@ -45,6 +45,13 @@ def _script_safe(code: str) -> str:
     return re.sub(r"</(script)", r"<\\/\1", code, flags=re.IGNORECASE).replace("<!--", "<\\!--")
 
 
+def _json_safe(value: object) -> str:
+    """JSON text with no `<` or `&` (escaped in its strings): it cannot close the element it is in, holds no
+    HTML character reference, and stays JSON."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace("&", "\\u0026")
+
+
 def _layers(components: list[dict]) -> list[str]:
     present = {c["data"].get("layer") or NO_LAYER for c in components}
     known = [layer for layer in LAYER_ORDER if layer in present]
@@ -57,6 +64,12 @@ def _traced(relation: dict) -> bool:
     return isinstance(data, dict) and data.get("Source") == TRACE_SOURCE
 
 
+def _rank(component: dict) -> tuple[str, str, str]:
+    """Where a component sits in its layer's grid: by type, then name (case-insensitive first)."""
+    name = str(component.get("data", {}).get("Name") or component["externalId"])
+    return component["type"]["name"], name.casefold(), name
+
+
 def page_data(
     snapshot: Snapshot,
     views: list[View],
@@ -64,22 +77,22 @@ def page_data(
     actions: Mapping[str, str] | None = None,
 ) -> dict:
     """What the page's script reads: nodes (with the console link's action name from `actions`, type ->
-    name), relations by node index (`traced` when seen only in traces), views with their member indices."""
+    name; account, region and console link are in their `data`), relations by node index (`traced` when
+    seen only in traces), views with their member indices in layout order (by type, then name: the page
+    draws them in that order, no sort)."""
     components = snapshot.components
     layers = _layers(components)
+    ranked = sorted(range(len(components)), key=lambda i: _rank(components[i]))
     layer_index = {layer: i for i, layer in enumerate(layers)}
     index = {c["externalId"]: i for i, c in enumerate(components)}
     nodes = []
     for c in components:
         data = c.get("data", {})
-        console = data.get("ConsoleUrl")
         nodes.append({
             "id": c["externalId"], "type": c["type"]["name"],
             "name": str(data.get("Name") or c["externalId"]),
             "layer": layer_index[data.get("layer") or NO_LAYER],
-            "account": data.get("Location", {}).get("AwsAccount", ""),
-            "region": data.get("Location", {}).get("AwsRegion", ""),
-            "console": console, "action": console and (actions or {}).get(c["type"]["name"], NO_ACTION),
+            "action": data.get("ConsoleUrl") and (actions or {}).get(c["type"]["name"], NO_ACTION),
             "data": data,
         })  # fmt: skip
     relations = [
@@ -106,7 +119,7 @@ def page_data(
                 "account": v.account,
                 "query": v.query,
                 "description": v.description,
-                "nodes": [i for i, c in enumerate(components) if v.matches(c)],
+                "nodes": [i for i in ranked if v.matches(components[i])],
             }
             for v in views
         ],
@@ -114,18 +127,18 @@ def page_data(
 
 
 def render(snapshot: Snapshot, views: list[View], actions: Mapping[str, str] | None = None) -> str:
-    """The HTML page of `snapshot` with one tab per view (`actions`: as `page_data`)."""
+    """The HTML page of `snapshot` with one tab per view (`actions`: as `page_data`). What the first frame
+    needs comes before the scripts; each component's data (details, search) after them, as one JSON text per
+    component (the page parses one when it needs it), so the first frame waits for neither."""
     template = (WEB / "topology.html").read_text(encoding="utf-8")
     app = (WEB / "topology.js").read_text(encoding="utf-8")
     payload = page_data(snapshot, views, actions=actions)
-    for node in payload["nodes"]:  # JSON text the page parses when it needs it (details, search)
-        node["data"] = json.dumps(node["data"], separators=(",", ":"), ensure_ascii=False)
-    # `<` escaped: the JSON cannot close its script element, and stays JSON.
-    data = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    details = [json.dumps(n.pop("data"), separators=(",", ":"), ensure_ascii=False) for n in payload["nodes"]]
     parts = {
-        "/*@@DATA@@*/": data.replace("<", "\\u003c"),
+        "/*@@DATA@@*/": _json_safe(payload),
         "/*@@LIBRARY@@*/": _script_safe(library()),
         "/*@@APP@@*/": _script_safe(app),
+        "/*@@DETAILS@@*/": _json_safe(details),
     }
     for marker, text in parts.items():
         if template.count(marker) != 1:
