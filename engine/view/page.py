@@ -64,9 +64,13 @@ def _traced(relation: dict) -> bool:
     return isinstance(data, dict) and data.get("Source") == TRACE_SOURCE
 
 
+def _name(component: dict) -> str:
+    return str(component.get("data", {}).get("Name") or component["externalId"])
+
+
 def _rank(component: dict) -> tuple[str, str, str]:
     """Where a component sits in its layer's grid: by type, then name (case-insensitive first)."""
-    name = str(component.get("data", {}).get("Name") or component["externalId"])
+    name = _name(component)
     return component["type"]["name"], name.casefold(), name
 
 
@@ -90,7 +94,7 @@ def page_data(
         data = c.get("data", {})
         nodes.append({
             "id": c["externalId"], "type": c["type"]["name"],
-            "name": str(data.get("Name") or c["externalId"]),
+            "name": _name(c),
             "layer": layer_index[data.get("layer") or NO_LAYER],
             "action": data.get("ConsoleUrl") and (actions or {}).get(c["type"]["name"], NO_ACTION),
             "data": data,
