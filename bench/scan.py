@@ -55,6 +55,7 @@ def config_for(accounts: int) -> Config:
 def _engine(accounts: int, workers: int, out: Any) -> None:
     """In a fresh process: one engine scan; sends its figures back."""
     from engine.aws.fetch import Fetcher
+    from engine.core import botocore_data
     from engine.core.phase import Limits
     from engine.delivery.sinks import FileSink
     from engine.scan.full_scan import PATIENCE, scan
@@ -70,6 +71,7 @@ def _engine(accounts: int, workers: int, out: Any) -> None:
             super()._take(account, region, service, operation)
 
     mappings = load_mappings()
+    botocore_data.forget()  # as a run does
     fetcher = Counting(patience=PATIENCE)
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()

@@ -28,6 +28,7 @@ import click
 from engine.aws.organizations import STATE_KEY as ORGANIZATIONS_KEY
 from engine.aws.organizations import from_saved
 from engine.aws.sessions import known_regions
+from engine.core import botocore_data
 from engine.core.config import Config, api_filter, load_config
 from engine.core.errors import (
     EXIT_BAD_INPUT,
@@ -391,6 +392,7 @@ def _work(options: dict[str, Any], phases: Phases, stop: threading.Event) -> int
         if bool(out) == bool(receiver):
             raise click.UsageError("give exactly one of --out DIR or --receiver URL")
     _warn_unknown_apis(config, mappings)
+    botocore_data.forget()  # the whole models were for checking the mappings; clients carry narrowed ones
     with _bad_input():
         if receiver and not receiver.startswith(("http://", "https://")):
             raise click.UsageError(f"--receiver must be an http(s) URL, not {shown_url(receiver)[:80]!r}")

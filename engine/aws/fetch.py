@@ -158,7 +158,7 @@ class Fetcher:
         return sum(c["throttles"] for c in self.per_account.values())
 
     def _client(self, account: Account, region: str, service: str, call: Call) -> Any:
-        client = account.client(service, region)
+        client = account.client(service, region, call.operation)
         with self._lock:
             if call.rate:
                 self._rates[(service, call.operation)] = call.rate

@@ -18,6 +18,7 @@ from botocore import xform_name
 
 from engine.aws.fetch import Fetcher
 from engine.aws.sessions import GLOBAL_REGION, Account
+from engine.core import botocore_data
 from engine.core.errors import CallFailed
 from engine.core.state import State
 from engine.language.loader import Call
@@ -35,6 +36,8 @@ VERSIONING = _s3("GetBucketVersioning", "s3:GetBucketVersioning")
 LIST = _s3("ListObjectsV2", "s3:ListBucket", paginate=True)
 GET = _s3("GetObject", "s3:GetObject")
 DELETE = _s3("DeleteObjects", "s3:DeleteObject")
+# S3 is also a mapped service: its clients carry these operations too (one client per region, not two)
+botocore_data.client_loader().want("s3", [c.operation for c in (VERSIONING, LIST, GET, DELETE)])
 
 
 @dataclass

@@ -28,7 +28,6 @@ from botocore.exceptions import (
 from botocore.parsers import ResponseParserError
 
 from engine.core import botocore_data
-from engine.core.botocore_data import shared_loader
 from engine.core.config import Config, Instance
 from engine.core.errors import CredentialsError, Unreachable
 from engine.core.proxy import proxy_for, resolve_proxies
@@ -80,22 +79,26 @@ class Account:
     config: ClientConfig
     endpoint_url: str | None = None
     proxies: Mapping[str, str] = field(default_factory=dict, repr=False)  # set only by the config's `proxy`
-    _clients: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
+    _clients: dict[tuple[str, str], tuple[Any, frozenset[str]]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def client(self, service: str, region: str) -> Any:
+    def client(self, service: str, region: str, operation: str | None = None) -> Any:
+        """The client of `service` in `region`; built again if it lacks `operation` (see `NarrowLoader`)."""
         key = (service, region)
         found = self._clients.get(key)  # the common case takes no lock
-        if found is not None:
-            return found
-        with self._lock:
-            if key not in self._clients:
-                client = proxied_client(
-                    self.session, service, region, self.config, self.endpoint_url, self.proxies
-                )
-                client.meta.events.register("before-parse", refuse_html)
-                self._clients[key] = client
-            return self._clients[key]
+        if found is None or (operation is not None and operation not in found[1]):
+            with self._lock:
+                found = self._clients.get(key)
+                if found is None or (operation is not None and operation not in found[1]):
+                    if operation is not None:
+                        botocore_data.client_loader().want(service, [operation])
+                    client = proxied_client(
+                        self.session, service, region, self.config, self.endpoint_url, self.proxies
+                    )
+                    client.meta.events.register("before-parse", refuse_html)
+                    operations = frozenset(client.meta.service_model.operation_names)
+                    found = self._clients[key] = (client, operations)
+        return found[0]
 
 
 def base_session(config: Config) -> boto3.Session:
@@ -108,9 +111,9 @@ def base_session(config: Config) -> boto3.Session:
 
 
 def boto3_session(credentials: RefreshableCredentials | None = None, **keys: str) -> boto3.Session:
-    """A boto3 session on a botocore session of its own (its credentials) that uses the shared loader."""
+    """A boto3 session on a botocore session of its own (its credentials) that uses the clients' loader."""
     core = botocore.session.get_session()
-    loader = shared_loader()
+    loader = botocore_data.client_loader()
     core.register_component("data_loader", loader)
     if credentials is not None:
         core._credentials = credentials  # botocore has no public setter for refreshable credentials

@@ -11,13 +11,12 @@ granted on the resource paths the operations' botocore models request, not on ev
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from engine.core.botocore_data import service_model
 from engine.core.stackpack import ROLE_NAME
-from engine.language.loader import Call, Mappings
+from engine.language.loader import Mappings
 
 LOG_BUCKET_PATTERN = "stackstate-logs-*"
 VERSION = "2012-10-17"
@@ -47,24 +46,10 @@ class Grant:
     paths: tuple[str, ...] | None = None
 
 
-def mapping_calls(mappings: Mappings) -> Iterator[tuple[str, Call]]:
-    """(boto3 client name, call) of every call of every mapping: list, details, get, joins, interfaces.
-    A detail or a join may call another client than its resource's (`service`)."""
-    for resource in mappings.resources:
-        calls = [resource.listing.call, *(d.call for d in resource.details)]
-        calls += [resource.get.call if resource.get else None, *(j.call for j in resource.joins)]
-        for call in calls:
-            if call is not None:
-                yield call.service or resource.service, call
-    for interfaces in mappings.interfaces:  # the flow-log reader's network interfaces
-        if interfaces.listing.call is not None:
-            yield interfaces.service, interfaces.listing.call
-
-
 def grants(mappings: Mappings) -> list[Grant]:
     """Every action the mappings and the readers need, each once, in a stable order."""
     found: dict[str, set[str] | None] = {}
-    for service, call in mapping_calls(mappings):
+    for service, call in mappings.calls():
         action = call.iam_action
         path = _resource_path(service, call.operation) if _by_http_method(action) else None
         if path is None or found.get(action, set()) is None:

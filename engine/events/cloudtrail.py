@@ -144,7 +144,7 @@ def _read(
     account: Account, region: str, start: datetime, end: datetime, max_events: int, result: Lookup
 ) -> tuple[list[dict], bool]:
     """The newest events of [start, end], up to `max_events` (a page more at most); whether more remain."""
-    client = account.client("cloudtrail", region)
+    client = account.client("cloudtrail", region, "LookupEvents")
     bucket = _bucket(account.id, region)
     params: dict[str, Any] = {"LookupAttributes": WRITES_ONLY, "StartTime": start, "EndTime": end}
     events: list[dict] = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
@@ -249,6 +249,19 @@ class Mappings:
     def services(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(r.service for r in self.resources))
 
+    def calls(self) -> Iterator[tuple[str, Call]]:
+        """(boto3 client name, call) of every call of every mapping: list, details, get, joins, interfaces.
+        A detail or a join may call another client than its resource's (`service`)."""
+        for resource in self.resources:
+            calls = [resource.listing.call, *(d.call for d in resource.details)]
+            calls += [resource.get.call if resource.get else None, *(j.call for j in resource.joins)]
+            for call in calls:
+                if call is not None:
+                    yield call.service or resource.service, call
+        for interfaces in self.interfaces:  # the flow-log reader's network interfaces
+            if interfaces.listing.call is not None:
+                yield interfaces.service, interfaces.listing.call
+
     def children(self, parent: Resource) -> tuple[Resource, ...]:
         return tuple(r for r in self.resources if r.service == parent.service and r.parent == parent.name)
 
@@ -263,7 +276,8 @@ class Mappings:
 
 
 def load_mappings(directory: Path | str = MAPPINGS) -> Mappings:
-    """Load and check every `*.yaml` in `directory`; raise `MappingErrors` listing every problem."""
+    """Load and check every `*.yaml` in `directory`; raise `MappingErrors` listing every problem.
+    The clients of this process will then carry the operations the mappings call (`NarrowLoader`)."""
     problems: list[str] = []
     resources: list[Resource] = []
     files = sorted(Path(directory).glob("*.yaml"))
@@ -280,7 +294,10 @@ def load_mappings(directory: Path | str = MAPPINGS) -> Mappings:
             problems += _declared_twice(f"{path.name}: resources.{resource.name}", resource, declared)
     if problems:
         raise MappingErrors(details="\n".join(problems))
-    return Mappings(_with_tables(resources), tuple(interfaces))
+    mappings = Mappings(_with_tables(resources), tuple(interfaces))
+    for service, call in mappings.calls():
+        botocore_data.client_loader().want(service, [call.operation])
+    return mappings
 
 
 def _declared_twice(where: str, resource: Resource, declared: dict[str, str]) -> list[str]:

@@ -329,7 +329,10 @@ def test_two_types_claiming_one_external_id_keep_the_snapshot_open(tmp_path, mon
         stub.add_response("list_delivery_streams", answer)
         stub.add_response("list_delivery_streams", answer)
         account = account_in(REGION)
-        account._clients[("firehose", REGION)] = client
+        account._clients[("firehose", REGION)] = (
+            client,
+            frozenset(client.meta.service_model.operation_names),
+        )
         monkeypatch.setattr(scan_module, "assume", lambda *args, **kwargs: account)
         sink = ListSink()
         [result], _ = scan_module.scan(
