@@ -56,6 +56,7 @@ def _engine(accounts: int, workers: int, out: Any) -> None:
     """In a fresh process: one engine scan; sends its figures back."""
     from engine.aws.fetch import Fetcher
     from engine.core import botocore_data
+    from engine.core.allocator import limit_arenas
     from engine.core.phase import Limits
     from engine.delivery.sinks import FileSink
     from engine.scan.full_scan import PATIENCE, scan
@@ -70,6 +71,7 @@ def _engine(accounts: int, workers: int, out: Any) -> None:
                 per_operation[f"{service}:{operation}"] += 1
             super()._take(account, region, service, operation)
 
+    limit_arenas()  # as the command does
     mappings = load_mappings()
     botocore_data.forget()  # as a run does
     fetcher = Counting(patience=PATIENCE)

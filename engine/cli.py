@@ -29,6 +29,7 @@ from engine.aws.organizations import STATE_KEY as ORGANIZATIONS_KEY
 from engine.aws.organizations import from_saved
 from engine.aws.sessions import known_regions
 from engine.core import botocore_data
+from engine.core.allocator import limit_arenas
 from engine.core.config import Config, api_filter, load_config
 from engine.core.errors import (
     EXIT_BAD_INPUT,
@@ -77,6 +78,7 @@ mappings_option = click.option(
 @click.group()
 def main() -> None:
     """Declarative AWS topology collector emitting StackState receiver payloads."""
+    limit_arenas()
 
 
 @main.command("validate")

@@ -124,7 +124,6 @@ def test_dockerfile_installs_the_wheel_as_a_non_root_user() -> None:
     assert not re.search(r"^COPY (?!--from=build)", final, flags=re.M)  # nothing of the source tree
     assert re.search(r"^USER 10001", final, flags=re.M)
     assert 'ENTRYPOINT ["aws-topology"]' in final
-    assert re.search(r"^ENV .*\bMALLOC_ARENA_MAX=2\b", final, flags=re.M)  # less peak memory (benchmarks.md)
 
 
 def _docker_daemon() -> str | None:
