@@ -20,6 +20,9 @@ import botocore.session
 from botocore.loaders import Loader
 
 SERVICE_MODEL = "service-2"
+# Operations botocore calls by itself: S3's redirect handlers ask HeadBucket for a bucket's region, and
+# directory buckets need CreateSession.
+BOTOCORE_CALLS = {"s3": frozenset({"HeadBucket", "CreateSession"})}
 
 
 @cache
@@ -55,7 +58,8 @@ class NarrowLoader(Loader):
 
     def want(self, service: str, operations: Iterable[str]) -> None:
         with self._lock:
-            self._wanted[service] = self._wanted.get(service, frozenset()).union(operations)
+            known = self._wanted.get(service, BOTOCORE_CALLS.get(service, frozenset()))
+            self._wanted[service] = known.union(operations)
 
     def has(self, service: str, operation: str) -> bool:
         """Whether a client of `service` built now has `operation` (always, for a service not narrowed)."""

@@ -56,6 +56,15 @@ def test_a_client_on_a_narrowed_model_has_only_the_wanted_methods_and_parses_the
     assert attributes == {"VisibilityTimeout": "30"}
 
 
+def test_what_botocore_calls_by_itself_is_kept():
+    loader = NarrowLoader()
+    loader.want("s3", ["ListBuckets"])
+
+    operations = loader.load_service_model("s3", "service-2")["operations"]
+
+    assert set(operations) == {"ListBuckets", "HeadBucket", "CreateSession"}
+
+
 def test_a_service_nothing_wants_keeps_its_whole_model():
     loader = NarrowLoader()
     loader.want("sqs", ["ListQueues"])
