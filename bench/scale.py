@@ -59,16 +59,24 @@ def _engine(code: str | None, count: int, workers: int | None, side: int | None,
         sys.path.insert(0, code)
         for name in [m for m in sys.modules if m.split(".")[0] == "engine"]:
             del sys.modules[name]
-    from engine.core import phase
+    from engine.core import botocore_data, phase
     from engine.delivery.sinks import FileSink
     from engine.language.loader import load_mappings
     from engine.scan.full_scan import scan
 
+    try:  # as the command does (a checkout from before may have neither)
+        from engine.core.allocator import limit_arenas
+
+        limit_arenas()
+    except ImportError:
+        pass
+    mappings = load_mappings()
+    getattr(botocore_data, "forget", lambda: None)()
     defaults = phase.LIMITS
     limits = phase.Limits(workers or defaults.workers, side or defaults.accounts)
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
-        results, calls = scan(config_for(count), load_mappings(), FileSink(folder), limits=limits)
+        results, calls = scan(config_for(count), mappings, FileSink(folder), limits=limits)
         seconds = time.perf_counter() - started
     usage = resource.getrusage(resource.RUSAGE_SELF)
     out.send(
