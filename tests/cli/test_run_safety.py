@@ -520,7 +520,9 @@ def test_a_client_at_the_address_of_a_collected_one_is_hooked_too(monkeypatch):
             self.hooked.append(event)
 
     clients = [Client(), Client()]
-    account = type("Account", (), {"id": ACCOUNT, "client": lambda self, service, region: clients.pop(0)})()
+    account = type(
+        "Account", (), {"id": ACCOUNT, "client": lambda self, service, region, operation: clients.pop(0)}
+    )()
     monkeypatch.setattr(fetch, "id", lambda obj: 4242, raising=False)  # the second client reuses the address
     fetcher = fetch.Fetcher()
     call = Call(operation="ListQueues", method="list_queues", iam_action="sqs:ListQueues")
