@@ -85,11 +85,11 @@ class Account:
     def client(self, service: str, region: str, operation: str | None = None) -> Any:
         """The client of `service` in `region`; built again if it lacks `operation` (see `NarrowLoader`)."""
         key = (service, region)
+        lacks = lambda found: found is None or (operation is not None and operation not in found[1])  # noqa: E731
         found = self._clients.get(key)  # the common case takes no lock
-        if found is None or (operation is not None and operation not in found[1]):
+        if lacks(found):
             with self._lock:
-                found = self._clients.get(key)
-                if found is None or (operation is not None and operation not in found[1]):
+                if lacks(found := self._clients.get(key)):
                     if operation is not None:
                         botocore_data.client_loader().want(service, [operation])
                     client = proxied_client(

@@ -46,8 +46,8 @@ def forget() -> None:
 class NarrowLoader(Loader):
     """botocore's loader whose service models keep only the operations wanted of them (all when none are).
 
-    Wanted operations only grow; a client built before an operation was wanted lacks its method, so the
-    caller asks `has` and builds the client again (`engine.aws.sessions.Account.client`).
+    Wanted operations only grow; a client built before an operation was wanted lacks its method and is built
+    again (`engine.aws.sessions.Account.client`).
     """
 
     def __init__(self) -> None:
@@ -60,11 +60,6 @@ class NarrowLoader(Loader):
         with self._lock:
             known = self._wanted.get(service, BOTOCORE_CALLS.get(service, frozenset()))
             self._wanted[service] = known.union(operations)
-
-    def has(self, service: str, operation: str) -> bool:
-        """Whether a client of `service` built now has `operation` (always, for a service not narrowed)."""
-        wanted = self._wanted.get(service)
-        return wanted is None or operation in wanted
 
     def load_service_model(self, service_name: str, type_name: str, api_version: str | None = None) -> Any:
         wanted = self._wanted.get(service_name)
