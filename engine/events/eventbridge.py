@@ -14,7 +14,6 @@ from __future__ import annotations
 import gc
 import json
 import re
-import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from typing import Any, NamedTuple
 from jmespath.parser import ParsedResult
 
 from engine.aws.sessions import GLOBAL_REGION, partition
+from engine.core import gunzip
 from engine.language.compiled import closure
 from engine.language.components import as_list
 from engine.language.dialect import OPTIONS, search
@@ -99,7 +99,7 @@ def _gunzip(body: bytes, limit: int) -> bytes:
     parts: list[bytes] = []
     size, data = 0, body
     while data:
-        inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        inflater = gunzip.inflater()
         try:
             while data and not inflater.eof:
                 parts.append(inflater.decompress(data, limit + 1 - size))
@@ -107,7 +107,7 @@ def _gunzip(body: bytes, limit: int) -> bytes:
                 if size > limit:
                     raise CorruptObject(f"inflates to more than {limit} bytes")
                 data = inflater.unconsumed_tail
-        except zlib.error as exc:
+        except gunzip.error as exc:
             raise CorruptObject(f"bad gzip data: {exc}") from None
         if not inflater.eof:
             raise CorruptObject("bad gzip data: truncated")

@@ -16,7 +16,6 @@ fields, broken gzip, too large) raises `UnsupportedObject` and is left alone by 
 from __future__ import annotations
 
 import shutil
-import zlib
 from collections import Counter, deque
 from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,6 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as csv
 import pyarrow.parquet as pq
+
+from engine.core import gunzip
 
 REQUIRED = ("interface-id", "srcaddr", "dstaddr", "srcport", "dstport", "protocol", "start", "end")
 OPTIONAL = ("bytes", "packets", "log-status")
@@ -277,7 +278,7 @@ def unpack(
             if total > limit:
                 raise UnsupportedObject(f"more than {limit:,} bytes unpacked (the bound per object)")
             out.write(piece)
-    except zlib.error as exc:
+    except gunzip.error as exc:
         raise UnsupportedObject(f"cannot decompress: {exc}") from None
     finally:
         out.close()
@@ -289,7 +290,7 @@ def _pieces(chunks: Iterable[bytes], step: int) -> Iterator[bytes]:
     inflate: Any = None
     for chunk in chunks:
         if inflate is None:
-            inflate = zlib.decompressobj(31) if chunk[:2] == GZIP else False
+            inflate = gunzip.inflater() if chunk[:2] == GZIP else False
         if inflate is False:
             yield from (chunk[at : at + step] for at in range(0, len(chunk), step))
             continue
@@ -298,10 +299,10 @@ def _pieces(chunks: Iterable[bytes], step: int) -> Iterator[bytes]:
             if piece:
                 yield piece
             if inflate.eof and inflate.unused_data:  # the next gzip member
-                chunk, inflate = inflate.unused_data, zlib.decompressobj(31)
+                chunk, inflate = inflate.unused_data, gunzip.inflater()
                 continue
             chunk = inflate.unconsumed_tail
-            if not chunk and len(piece) < step:  # a full piece may leave output inside zlib
+            if not chunk and len(piece) < step:  # a full piece may leave output inside the inflater
                 break
     if inflate and not inflate.eof:
         raise UnsupportedObject("cannot decompress: the gzip stream ends early (truncated object)")

@@ -608,7 +608,7 @@ def test_a_bad_object_is_corrupt_and_only_an_unreadable_one_is_tried_again_later
 
     assert [s.name for s in sources] == [good, "delete"]
     assert result.corrupt == {
-        bad: "bad gzip data: Error -3 while decompressing data: unknown compression method",
+        bad: "bad gzip data: Error -5 Gzip/zlib wrapper specifies unsupported compress method",
         kms: f"GetObject in {ACCOUNT}/{REGION} failed: KMS.DisabledException: ",
         crash: result.corrupt[crash],
         large: f"larger than {MAX_OBJECT} bytes",
