@@ -217,10 +217,10 @@ class Resource:
     parent_id: ParsedResult | None = None  # a child's: its parent's id, over the item its `get` returns
     # expression text -> the keys of the file that hold it, to name the key when it fails on an item
     expressions: Mapping[str, tuple[str, ...]] = field(default_factory=dict, compare=False, hash=False)
+    key: str = field(init=False, compare=False, hash=False, repr=False)  # "service.name", made once
 
-    @property
-    def key(self) -> str:
-        return f"{self.service}.{self.name}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.service}.{self.name}")
 
 
 @dataclass(frozen=True)
