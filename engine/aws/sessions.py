@@ -48,7 +48,7 @@ def partition(region: str) -> str:
     A region no partition knows (a new one, or a typo that `validate` warns about) is taken as `aws`.
     """
     try:
-        return botocore_data.session().get_partition_for_region(region)
+        return botocore_data.endpoint_resolver().get_partition_for_region(region)
     except UnknownRegionError:
         return "aws"
 
@@ -56,7 +56,7 @@ def partition(region: str) -> str:
 @lru_cache(maxsize=1)
 def known_regions() -> frozenset[str]:
     """Every region of every partition in botocore's endpoint data."""
-    data = botocore_data.session().get_data("endpoints")
+    data = botocore_data.data("endpoints")
     return frozenset(r for p in data["partitions"] for r in p["regions"])
 
 
@@ -229,7 +229,7 @@ def require_external_id(sts: Any, role_arn: str) -> None:
 @lru_cache(maxsize=1)
 def _aws_dns_suffixes() -> tuple[str, ...]:
     """The DNS suffixes of every AWS partition (amazonaws.com, amazonaws.com.cn, api.aws, ...)."""
-    partitions = botocore_data.session().get_data("partitions")["partitions"]
+    partitions = botocore_data.data("partitions")["partitions"]
     outputs = [p["outputs"] for p in partitions]
     found = {o[k] for o in outputs for k in ("dnsSuffix", "dualStackDnsSuffix") if k in o}
     return tuple(sorted(found))

@@ -1,6 +1,6 @@
 """botocore's bundled data (service models, paginators, partitions, endpoints), and the models clients use.
 
-Two loaders, each parsing a JSON file once:
+Two loaders, each parsing a JSON file once (the data files, `data`, only through the second):
 - `session()`: whole models, for checking mappings and for the authors' tools. A run drops them once its
   mappings are checked (`forget`).
 - `client_loader()`: the one loader of every account's boto3 session. A service some mapping calls gets a
@@ -18,6 +18,7 @@ from typing import Any
 
 import botocore.session
 from botocore.loaders import Loader
+from botocore.regions import EndpointResolver
 
 SERVICE_MODEL = "service-2"
 # Operations botocore calls by itself: S3's redirect handlers ask HeadBucket for a bucket's region, and
@@ -79,6 +80,18 @@ class NarrowLoader(Loader):
 def client_loader() -> NarrowLoader:
     """The process's one loader for clients (shared by every account's session)."""
     return NarrowLoader()
+
+
+def data(name: str) -> Any:
+    """A bundled data file (`endpoints`, `partitions`), through the clients' loader: parsed once per process,
+    whatever `forget` drops (botocore's `endpoints` alone is about 7 MB parsed)."""
+    return client_loader().load_data(name)
+
+
+@cache
+def endpoint_resolver() -> EndpointResolver:
+    """botocore's resolver over `data("endpoints")`: partitions and regions without a session."""
+    return EndpointResolver(data("endpoints"))
 
 
 def narrowed(model: dict, operations: Iterable[str]) -> dict:

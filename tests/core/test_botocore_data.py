@@ -87,3 +87,17 @@ def test_an_account_builds_its_client_again_for_an_operation_it_lacks(monkeypatc
     assert again is first and not hasattr(first, "purge_queue")
     assert wider is not first and hasattr(wider, "purge_queue") and hasattr(wider, "list_queues")
     assert account.client("sqs", REGION) is wider
+
+
+def test_partitions_and_regions_come_from_the_clients_loader_not_the_whole_model_session():
+    from engine.aws.sessions import _aws_dns_suffixes, known_regions, partition
+
+    botocore_data.forget()
+    for cached in (partition, known_regions, _aws_dns_suffixes):
+        cached.cache_clear()
+
+    assert partition("cn-north-1") == "aws-cn" and partition("xx-nowhere-1") == "aws"
+    assert "eu-west-1" in known_regions() and "amazonaws.com" in _aws_dns_suffixes()
+    # botocore's `endpoints` (about 7 MB parsed) is not parsed a second time by a session of its own
+    assert botocore_data.session.cache_info().currsize == 0
+    assert botocore_data.data("endpoints") is botocore_data.client_loader().load_data("endpoints")
