@@ -74,10 +74,16 @@ class Task(Generic[T]):
 
 
 class Pool:
-    """Threads, started when a queued task could run and none is free, at most `max_threads`."""
+    """Threads, started when a queued task could run and none is free, at most `max_threads`.
 
-    def __init__(self, max_threads: int) -> None:
+    With `max_items`, new (normal) tasks wait while the items `hold` says are in flight reach it; urgent ones
+    never wait, so the holders finish and `release` lets the next start.
+    """
+
+    def __init__(self, max_threads: int, max_items: int | None = None) -> None:
         self.max_threads = max(1, max_threads)
+        self.max_items = max_items
+        self._held = 0  # items of running tasks (`hold`, `release`)
         self._cond = threading.Condition()
         self._schedulers: list[Scheduler] = []
         self._threads: list[threading.Thread] = []
@@ -110,11 +116,23 @@ class Pool:
             if scheduler._urgent:
                 scheduler._running += 1
                 return scheduler, scheduler._urgent.popleft()
+        if self.max_items is not None and self._held >= self.max_items:
+            return None  # new tasks wait: `release` wakes the threads
         for scheduler in open_:
             if scheduler._normal:
                 scheduler._running += 1
                 return scheduler, scheduler._normal.popleft()
         return None
+
+    def hold(self, items: int) -> None:
+        """A running task holds `items` (listed items in memory) until it `release`s them."""
+        with self._cond:
+            self._held += items
+
+    def release(self, items: int) -> None:
+        with self._cond:
+            self._held -= items
+            self._cond.notify_all()
 
     def _leave(self, scheduler: Scheduler) -> None:
         """Forget a scheduler whose work is over; what it left queued (idle fan-out helpers) never runs."""
@@ -177,6 +195,13 @@ class Scheduler:
         task: Task[T] = Task(fn)
         self.pool._queue(self, task, urgent)
         return task
+
+    def hold(self, items: int) -> None:
+        """See `Pool.hold`: new tasks of every scheduler on the pool wait while too many items are held."""
+        self.pool.hold(items)
+
+    def release(self, items: int) -> None:
+        self.pool.release(items)
 
     def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         """`fn` over `items`, in order, fanned out over the account's workers while the caller runs its share.

@@ -69,6 +69,7 @@ class UnitResult:
     gaps: list[CallFailed] = field(default_factory=list)  # denied or throttled detail calls
     seconds: float = 0.0
     kept: tuple[int, int] = (0, 0)  # components and relations already moved out of the lists (to a spill)
+    listed: int = 0  # items listed, held against the pool's budget while the unit runs
 
     @property
     def counts(self) -> tuple[int, int]:
@@ -108,7 +109,10 @@ class Collector:
     def run(self, unit: Unit) -> list[UnitResult]:
         """The results of the unit's root type and of each of its child types, root first."""
         results: list[UnitResult] = []
-        self._run(unit, None, results, {})
+        try:
+            self._run(unit, None, results, {})
+        finally:
+            self.scheduler.release(sum(r.listed for r in results))
         return results
 
     def collect(
@@ -117,7 +121,10 @@ class Collector:
         """One resource type of `unit`, without its children: its result and its shaped items. `parents`: the
         parent type's items; `seen`: earlier types' items by short name (for joins), updated. Errors raise."""
         result = UnitResult(unit)
-        return result, self._collect(unit, parents, result, {} if seen is None else seen)
+        try:
+            return result, self._collect(unit, parents, result, {} if seen is None else seen)
+        finally:
+            self.scheduler.release(result.listed)
 
     def _run(
         self, unit: Unit, parents: list[dict] | None, results: list[UnitResult], seen: dict[str, list[dict]]
@@ -180,6 +187,8 @@ class Collector:
         they are shaped (`store`); then only the items children or joins read are kept (others: [])."""
         resource = unit.resource
         listed = self._list(unit, parents)
+        result.listed = len(listed)
+        self.scheduler.hold(result.listed)  # new units wait while the run holds too many (`Pool.hold`)
         if listed and not unit.ids:  # nothing listed, nothing to join; a refresh of a few ids: per-item calls
             bulk.update(
                 (j.into, self.scheduler.spawn(lambda j=j: self._join_elements(unit, j, result)))

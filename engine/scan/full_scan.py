@@ -57,6 +57,10 @@ from engine.scan.progress import Progress
 log = logging.getLogger("aws_topology")
 
 MAX_CARRY_AGE = 7 * 24 * 3600  # a week: then the unit stops counting and the snapshot stays open
+# Listed items of the units running, all accounts together, past which no new unit starts (fan-out work of
+# started units goes on): their parsed responses and items are most of what a scan holds, so its peak stays
+# near the same height whatever the estate (docs/benchmarks.md, "Memory").
+MAX_ITEMS = 10_000
 PATIENCE = 3  # extra rounds for a call still throttled after botocore's retries (2, 4, 8 s back-off)
 
 
@@ -316,7 +320,7 @@ def scan(
     parallel, max_threads = sizes(limits, len(config.instances))
     done: dict[int, AccountScan] = {}
     with (
-        Pool(max_threads) as threads,
+        Pool(max_threads, MAX_ITEMS) as threads,
         ThreadPoolExecutor(parallel, thread_name_prefix="account") as pool,
     ):
         futures: dict[Future, int] = {

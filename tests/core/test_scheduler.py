@@ -77,6 +77,34 @@ def test_work_of_started_units_goes_before_new_units():
     assert order == ["detail", "unit"]
 
 
+def test_new_units_of_every_account_wait_while_the_pool_holds_its_items_and_fan_out_work_goes_on():
+    started: list[str] = []
+    listed, done = threading.Event(), threading.Event()
+    with Pool(8, max_items=100) as pool:
+        first, second = Scheduler(4, pool), Scheduler(4, pool)
+
+        def big_unit() -> None:
+            first.hold(100)  # its listing: the budget is reached
+            listed.set()
+            assert first.map(lambda n: n * 2, range(4)) == [0, 2, 4, 6]  # its fan-out still runs
+            assert second.spawn(lambda: "detail").result(help=False) == "detail"  # urgent: never waits
+            done.wait(5)
+            started.append("big released")
+            first.release(100)
+
+        unit = first.spawn(big_unit, urgent=False)
+        assert listed.wait(5)
+        others = [
+            s.spawn(partial(started.append, f"unit {n}"), urgent=False) for n, s in enumerate((first, second))
+        ]
+        time.sleep(0.1)
+        assert started == []  # neither account started a new unit while the items were held
+        done.set()
+        for task in (unit, *others):
+            task.result(help=False)
+    assert started[0] == "big released" and sorted(started[1:]) == ["unit 0", "unit 1"]
+
+
 class Peak:
     """How many callers are inside at once, at most (per key and in all)."""
 

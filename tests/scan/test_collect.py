@@ -12,6 +12,7 @@ from botocore.stub import Stubber
 from engine.aws.fetch import Fetcher
 from engine.aws.sessions import Account, client_config
 from engine.core.phase import Limits
+from engine.core.scheduler import Serial
 from engine.language.components import Labels
 from engine.language.loader import load_mappings
 from engine.scan.collect import Collector, UnitResult
@@ -155,6 +156,42 @@ def test_a_parent_deleted_mid_scan_drops_only_its_own_children(tmp_path):
 
     assert all(r.complete for r in results)
     assert [c["externalId"] for c in results[1].components] == [f"{kept}/task/x"]
+
+
+class Holding(Serial):
+    """Counts the items held against the pool's budget (`Scheduler.hold`), and the most at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held = self.most = 0
+
+    def hold(self, items: int) -> None:
+        self.held += items
+        self.most = max(self.most, self.held)
+
+    def release(self, items: int) -> None:
+        self.held -= items
+
+
+def test_a_units_listed_items_are_held_while_it_runs_and_released_when_it_ends_failed_or_not(tmp_path):
+    (tmp_path / "test.yaml").write_text(textwrap.dedent(ECS))
+    mappings = load_mappings(tmp_path)
+    [unit] = plan(make_config(regions=(REGION,)).instances[0], mappings)
+    account, holding = account_in(REGION), Holding()
+    clusters = [CLUSTER, CLUSTER.replace("/one", "/two")]
+    with Stubber(account.client("ecs", REGION)) as stub:
+        stub.add_response("list_clusters", {"clusterArns": clusters})
+        for _ in clusters:
+            stub.add_response("list_container_instances", {"containerInstanceArns": []})
+        stub.add_response("list_tasks", {"taskArns": [f"{CLUSTER}/task/x", f"{CLUSTER}/task/y"]})
+        stub.add_client_error("list_tasks", service_error_code="ServerException", http_status_code=400)
+        stub.add_response("list_services", {"serviceArns": [f"{CLUSTER}/service/web"]})
+        stub.add_response("list_services", {"serviceArns": []})
+        results = Collector(account, mappings, Fetcher(), Labels(account=ACCOUNT), holding).run(unit)
+
+    assert [r.status for r in results] == ["complete", "failed", "complete"]
+    assert [r.listed for r in results] == [2, 0, 1]  # the failed child listing holds nothing
+    assert (holding.most, holding.held) == (3, 0)
 
 
 def test_a_templated_type_outside_its_declared_types_fails_the_unit(tmp_path):
