@@ -2,7 +2,7 @@
 
 1. 100,000 CloudTrail envelopes in 200 gzip objects (as Firehose writes them), held in memory: time to
    decompress and decode them (`eventbridge.each_envelope`), skip and match them (`delta._changes`:
-   `skip_reason`, then every mapping's rules by `Rules.changes`) and keep the last change per resource
+   `Rules.dispatch`, which counts the skipped ones) and keep the last change per resource
    (`latest`), as the event delta does (each object under `gc_paused`). Re-description is excluded. The
    floor is the time to decompress (zlib) and `json.loads` the same objects and nothing else; each path's
    best wall time of `--rounds`, run in turn. `--stages`: the CPU seconds of each stage alone (best of 5),
@@ -32,7 +32,7 @@ from engine.core.config import Config, Instance
 from engine.core.state import State
 from engine.delivery.sinks import FileSink
 from engine.events.delta import AccountDelta, _changes, apply_events
-from engine.events.eventbridge import Rules, each_envelope, envelopes, gc_paused, latest, skip_reason
+from engine.events.eventbridge import Rules, each_envelope, envelopes, gc_paused, latest
 from engine.language.loader import load_mappings
 
 ACCOUNT = "123456789012"
@@ -93,13 +93,7 @@ def stages(bodies: list[bytes]) -> None:
     def match() -> None:
         with gc_paused():
             for found in decoded:
-                for envelope in found:
-                    rules.changes(envelope, ACCOUNT, (REGION,))
-
-    def skips() -> None:
-        for found in decoded:
-            for envelope in found:
-                skip_reason(envelope, ACCOUNT)
+                rules.dispatch(found, ACCOUNT, (REGION,))
 
     def collector_on() -> None:  # dispatch without gc_paused
         kept, result = [], AccountDelta(ACCOUNT, "bench")
@@ -112,8 +106,7 @@ def stages(bodies: list[bytes]) -> None:
         "floor with ISA-L's inflate (the engine's)": lambda: floor(bodies, _isal),
         "decompress": lambda: [gzip.decompress(body).decode() for body in bodies],
         "read (each_envelope)": read,
-        "skip_reason, decoded envelopes": skips,
-        "match (Rules.changes, decoded envelopes)": match,
+        "skip and match (Rules.dispatch, decoded)": match,
         "latest": lambda: latest(changes),
         "dispatch (read + skip + match + latest)": lambda: dispatch(bodies, rules),
         "dispatch, collector not paused": collector_on,

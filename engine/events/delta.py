@@ -58,7 +58,6 @@ from engine.events.eventbridge import (
     gc_paused,
     latest,
     prefixes,
-    skip_reason,
 )
 from engine.language.components import labels_for
 from engine.language.loader import Mappings, Resource
@@ -265,28 +264,14 @@ def _changes(
 ) -> list[Change]:
     """The changes of one object's (or lookup's) envelopes; counts go to `result` only once all derived.
     An envelope the rules fail on raises (`strict`: its object is corrupt) or is skipped and counted."""
-    counts = {"failed_calls": 0, "foreign": 0, "unknown": 0, "bad_events": 0}
-    changes: list[Change] = []
-    read = 0
-    for envelope in found:
-        read += 1
-        if reason := skip_reason(envelope, instance.account_id):
-            counts[reason] += 1
-            continue
-        try:
-            derived = list(rules.changes(envelope, instance.account_id, instance.regions))
-        except Exception as exc:
-            if strict:
-                raise
-            counts["bad_events"] += 1
-            log.warning("event=events.bad_event problem=%r", _crash(exc))
-            continue
-        counts["unknown"] += not derived
-        changes += derived
-    result.envelopes += read
+    changes, counts = rules.dispatch(found, instance.account_id, instance.regions, None if strict else _bad)
     for name, count in counts.items():
         setattr(result, name, getattr(result, name) + count)
     return changes
+
+
+def _bad(exc: Exception) -> None:
+    log.warning("event=events.bad_event problem=%r", _crash(exc))
 
 
 def _apply(

@@ -97,6 +97,22 @@ def _index(node: dict, children: list, functions: Any) -> Getter:
 
 def _projection(node: dict, children: list, functions: Any) -> Getter:
     base, each = children
+    left, right = node["children"]
+    if right["type"] == "field":  # `a[].b`, the common case: the field read inline
+        name = right["value"]
+        # `a[]` flattens nested lists: read `a` itself, and flatten only where an element is a list
+        items = closure(left["children"][0], functions) if left["type"] == "flatten" else base
+
+        def fields(value: Any) -> Any:
+            found = items(value)
+            if not isinstance(found, list):
+                return None
+            try:
+                return [current for element in found if (current := element.get(name)) is not None]
+            except AttributeError:  # an element that is not an object (a list to flatten, null, ...)
+                return [current for element in base(value) if (current := each(element)) is not None]
+
+        return fields
 
     def projection(value: Any) -> Any:
         found = base(value)

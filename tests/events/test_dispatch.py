@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import gzip
 import json
+import math
 
 import pytest
 
@@ -86,6 +87,44 @@ def test_envelopes_are_read_one_at_a_time_and_a_corrupt_one_raises_when_reached(
         next(read)
     with pytest.raises(CorruptObject, match="bad JSON at character 23"):
         envelopes(body)
+
+
+BRACES = [  # `}{` in strings: where a piece would end inside a string, and so fail to decode alone
+    {"s": "}{"},
+    {"s": "x}{", "t": {"u": "}{}{"}},
+    {"s": '"}{"', "list": [{}, {"v": "\\"}, "}{"]},
+    {"s": "é}{é", "n": {"m": {}}},
+    {},
+]
+
+
+def test_braces_inside_strings_read_back_as_written() -> None:
+    """Firehose writes envelopes back to back, `}{` between them; the same two characters in a string
+    must not split an envelope."""
+    text = "".join(json.dumps(e, separators=(",", ":"), ensure_ascii=False) for e in BRACES)
+    assert text.count("}{") > len(BRACES)
+    assert list(each_envelope(gzip.compress(text.encode()))) == BRACES
+    assert list(each_envelope(text.encode())) == BRACES
+
+
+def test_what_the_fast_decoder_refuses_is_read_as_the_stdlib_reads_it() -> None:
+    """A lone surrogate, NaN: the stdlib's decoder reads them, and so do we. (An integer is exact up to 64
+    bits unsigned; past that orjson gives a float: no rule reads a number as an id.)"""
+    text = '{"a":1}{"big":18446744073709551615}{"lone":"\\ud800"}{"n":NaN}{"z":2}'
+    found = list(each_envelope(text.encode()))
+    assert found[:3] == [{"a": 1}, {"big": 2**64 - 1}, {"lone": "\ud800"}]
+    assert math.isnan(found[3]["n"]) and found[4] == {"z": 2} and len(found) == 5
+
+
+def test_a_broken_envelope_after_good_ones_is_named_by_its_character_not_its_byte() -> None:
+    """The good envelopes before it are read; the error names the character where the text breaks
+    (each `é` is two bytes, one character)."""
+    good = '{"é":"é"}{"b":"}{"}'
+    body = (good + '{"c":}{"d":1}').encode()
+    read = each_envelope(body)
+    assert [next(read), next(read)] == [{"é": "é"}, {"b": "}{"}]
+    with pytest.raises(CorruptObject, match=f"bad JSON at character {len(good) + 5}: Expecting value"):
+        next(read)
 
 
 def test_the_collector_is_paused_only_inside_and_left_as_it_was() -> None:
