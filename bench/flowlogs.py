@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 from engine.core import gunzip
 from engine.core.config import Instance
-from engine.flowlogs.connections import Interface, _connections, _output, _private
+from engine.flowlogs.connections import READERS, Interface, _connections, _output, _private
 from engine.flowlogs.records import FlowSums, _tables, unpack, unpacked
 
 ACCOUNT = "123456789012"
@@ -119,12 +119,16 @@ def floor(paths: list[Path], inflater: Callable[[], Any] = lambda: zlib.decompre
 
 def engine(paths: list[Path], interfaces: dict[str, Interface], scratch: Path) -> int:
     sums = FlowSums(interfaces=set(interfaces), private=_private)
-    for _, segments in unpacked(paths, _chunks, scratch):
-        assert isinstance(segments, list), segments
-        own = sums.empty()  # as the reader does: an object counts only whole
+
+    def own(_: Path, segments: list[Path]) -> FlowSums:  # as the reader does: an object counts only whole
+        mine = sums.empty()
         for segment in segments:
-            own.add_object(segment)
-        sums.merge(own)
+            mine.add_object(segment)
+        return mine
+
+    for _, read in unpacked(paths, _chunks, scratch, read=own, workers=READERS):
+        assert isinstance(read, FlowSums), read
+        sums.merge(read)
     skipped: Counter = Counter()
     instance = Instance(role_arn=f"arn:aws:iam::{ACCOUNT}:role/R", regions=("eu-west-1",))
     owners = set(i.owner for i in interfaces.values() if i.owner)

@@ -77,6 +77,7 @@ PREFIXES = (
 )
 UNDELETED_KEY = "flowlogs.undeleted.{account}"  # delivered, but S3 kept them: key -> ETag and version
 MAX_OBJECTS = 2000  # per account and run, known-corrupt ones not counted; the rest waits for the next run
+READERS = 2  # objects unpacked and read at once: one's single-threaded steps overlap the other's parsing
 RECENT_KEY = "flowlogs.recent.{account}.{slot}"  # one kv value per minute of the last hour, reused in turn
 RECENT_SECONDS = 3600  # connections seen this recently are sent again after a full snapshot replaced them
 SLOT_SECONDS = 60
@@ -332,15 +333,25 @@ def _read_all(
     wanted: list[dict], bucket: LogBucket, corrupt: dict, sums: dict[str, FlowSums], result: AccountFlows,
     max_unpacked: int,
 ) -> list[dict]:  # fmt: skip
-    """Read each object into its region's sums; return those read whole. No object's failure stops the
-    others: it is recorded corrupt, or, when the problem may pass, left for the next run."""
+    """Read each object into its region's sums (`READERS` at once, merged in order); return those read
+    whole. No object's failure stops the others: it is recorded corrupt, or, when the problem may pass, left
+    for the next run."""
     read = []
+
+    def own(obj: dict, paths: list[Path]) -> FlowSums:
+        """The object's own sums (filtered as read: lines left out are counted, never summed)."""
+        key = obj["Key"]
+        mine = sums[_region(key)].empty()
+        for path in paths:
+            mine.add_object(path, parquet=key.endswith(".parquet"))
+        return mine
+
     with tempfile.TemporaryDirectory(prefix="flowlogs-") as directory:
         for obj, content in unpacked(
             wanted, bucket.chunks, Path(directory), parquet=lambda o: o["Key"].endswith(".parquet"),
-            limit=max_unpacked,
+            limit=max_unpacked, read=own, workers=READERS,
         ):  # fmt: skip
-            problem = content if isinstance(content, Exception) else _read(obj, content, sums)
+            problem = content if isinstance(content, Exception) else _merge(obj, content, sums)
             if problem is None:
                 read.append(obj)
             else:
@@ -348,15 +359,10 @@ def _read_all(
     return read
 
 
-def _read(obj: dict, paths: list[Path], sums: dict[str, FlowSums]) -> Exception | None:
-    """Read an unpacked object into its region's sums, whole or not at all; its failure, if any."""
-    key = obj["Key"]
+def _merge(obj: dict, own: FlowSums, sums: dict[str, FlowSums]) -> Exception | None:
+    """Merge an object's own sums into its region's, whole or not at all; the failure, if any."""
     try:
-        region = sums[_region(key)]
-        own = region.empty()  # filtered as it is read: lines left out are counted, never summed
-        for path in paths:
-            own.add_object(path, parquet=key.endswith(".parquet"))
-        region.merge(own)
+        sums[_region(obj["Key"])].merge(own)
     except Exception as exc:  # whatever it is, it is this object's
         return exc
     return None

@@ -311,19 +311,24 @@ def _pieces(chunks: Iterable[bytes], step: int) -> Iterator[bytes]:
 def unpacked(
     objects: Iterable[T], chunks: Callable[[T], Iterable[bytes]], directory: Path,
     parquet: Callable[[T], bool] = lambda _: False, ahead: int = 2, limit: int = MAX_UNPACKED,
-) -> Iterator[tuple[T, list[Path] | Exception]]:  # fmt: skip
+    read: Callable[[T, list[Path]], Any] | None = None, workers: int = 1,
+) -> Iterator[tuple[T, Any]]:  # fmt: skip
     """Each object `unpack`ed under `directory`, in order, up to `ahead` of them while the caller reads the
     current one: download and decompression (which release the GIL) overlap parsing. An object that cannot
     be downloaded or unpacked comes with its exception (`UnsupportedObject`, a failed call, a full disk), for
-    the caller to judge. Each object's files are removed once the caller moves on."""  # fmt: skip
+    the caller to judge. With `read`, each object's files are read on the unpacking thread too, and what
+    `read(object, files)` returns (or raises) comes instead of the files: `workers` objects are unpacked and
+    read at once (pyarrow's readers release the GIL), still handed over in order. Each object's files are
+    removed once the caller moves on."""  # fmt: skip
     waiting: deque[tuple[T, Path, Future]] = deque()
     pending = iter(enumerate(objects))
 
-    def job(obj: T, where: Path) -> list[Path]:
+    def job(obj: T, where: Path) -> Any:
         where.mkdir()
-        return unpack(chunks(obj), where, segment=None if parquet(obj) else SEGMENT, limit=limit)
+        paths = unpack(chunks(obj), where, segment=None if parquet(obj) else SEGMENT, limit=limit)
+        return paths if read is None else read(obj, paths)
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="unpack") as pool:
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unpack") as pool:
         try:
             while True:
                 while len(waiting) < ahead + 1 and (nxt := next(pending, None)) is not None:
@@ -344,7 +349,7 @@ def unpacked(
                 shutil.rmtree(where, ignore_errors=True)
 
 
-def _outcome(future: Future) -> list[Path] | Exception:
+def _outcome(future: Future) -> Any:
     try:
         return future.result()
     except Exception as exc:  # the object's own failure, judged by the caller

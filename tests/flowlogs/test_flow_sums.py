@@ -469,6 +469,25 @@ def test_objects_are_unpacked_ahead_in_order_each_with_its_files_or_its_failure(
     assert objects.threads == {"unpack_0"}  # downloads run on the unpacking thread
 
 
+def test_with_a_reader_objects_are_read_two_at_once_and_handed_over_in_order(tmp_path: Path) -> None:
+    objects = Objects(a=b"h\n1\n", b=b"h\n2\n", c=RuntimeError("no such key"), d=b"h\n4\n")
+    both = threading.Barrier(2, timeout=30)  # a's read and b's meet here, or neither goes on
+
+    def read(name: str, paths: list[Path]) -> tuple[str, list[bytes]]:
+        if name in "ab":
+            both.wait()
+        if name == "d":
+            raise ValueError("not flow-log data")
+        return threading.current_thread().name, [path.read_bytes() for path in paths]
+
+    outcomes = list(unpacked(objects, objects.chunks, tmp_path, read=read, workers=2))
+    assert [name for name, _ in outcomes] == ["a", "b", "c", "d"]
+    (_, (thread_a, a)), (_, (thread_b, b)) = outcomes[:2]
+    assert (a, b) == ([b"h\n1\n"], [b"h\n2\n"]) and thread_a != thread_b
+    assert isinstance(outcomes[2][1], RuntimeError) and isinstance(outcomes[3][1], ValueError)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_unpacking_is_bounded_per_object_and_by_how_far_ahead(tmp_path: Path) -> None:
     limit = 2 * records.MAX_LINE
     long_line, too_much = b"h\n" + b"z" * (records.MAX_LINE + 1), b"h\n" + b"1\n" * records.MAX_LINE
