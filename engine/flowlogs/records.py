@@ -43,6 +43,7 @@ SEGMENT = 64 << 20  # bytes of text read whole (an object is cut into segments o
 # line end, and small enough that 2 cores share a 10 MB segment evenly (4 MiB: 3 blocks, a core idle a third).
 BLOCK = 2 << 20
 COMPACT_ROWS = 500_000  # partial sums kept before they are summed again
+VERDICTS = 200_000  # addresses whose `private` verdict is remembered (about 30 MB)
 MAX_LINE = 1 << 20  # bytes: a longer line makes the object unusable; also the step of decompression
 MAX_UNPACKED = 2 << 30  # bytes of unpacked content per object; more makes it unusable
 GZIP = b"\x1f\x8b"
@@ -89,6 +90,22 @@ class FlowSums:
     skipped: Counter = field(default_factory=Counter)
     _parts: list[pa.Table] = field(default_factory=list)
     _rows: int = 0
+    _verdicts: dict[str, bool] = field(default_factory=dict)  # address -> `private(address)`, for `empty` too
+
+    def _private(self, addresses: list[str]) -> list[bool]:
+        """`private` of each address, each judged once per run (the same peers come back in every object);
+        forgotten past `VERDICTS` addresses, so that a run with many public peers stays bounded."""
+        verdicts, private = self._verdicts, self.private
+        assert private is not None
+        if len(verdicts) > VERDICTS:
+            verdicts.clear()
+        found = []
+        for address in addresses:
+            verdict = verdicts.get(address)
+            if verdict is None:
+                verdict = verdicts[address] = private(address)
+            found.append(verdict)
+        return found
 
     def add_object(self, path: Path, parquet: bool = False) -> None:
         """Read one file `unpack` wrote (a segment of an object's text, or a Parquet object) into the sums."""
@@ -107,7 +124,7 @@ class FlowSums:
 
     def empty(self) -> FlowSums:
         """New sums with these filters: for one object, read on its own and then merged (or not at all)."""
-        return FlowSums(interfaces=self.interfaces, private=self.private)
+        return FlowSums(interfaces=self.interfaces, private=self.private, _verdicts=self._verdicts)
 
     def merge(self, other: FlowSums) -> None:
         """Add another object's sums (read on its own, so a corrupt object adds nothing)."""
@@ -139,7 +156,9 @@ class FlowSums:
             addresses = pc.unique(
                 pa.chunked_array([*table["srcaddr"].chunks, *table["dstaddr"].chunks], pa.string())
             )
-            inside = pa.array([a for a in addresses.to_pylist() if self.private(a)], pa.string())
+            listed = addresses.to_pylist()
+            judged = zip(listed, self._private(listed), strict=True)
+            inside = pa.array([address for address, ok in judged if ok], pa.string())
             both = pc.and_(pc.is_in(table["srcaddr"], inside), pc.is_in(table["dstaddr"], inside))
             self._skip("public", table, both)
             table = table.filter(both)
@@ -200,7 +219,7 @@ class FlowSums:
         if self.private is not None:
             inside = {}
             for name in KEY[1:3]:
-                private = pa.array([self.private(a) for a in dictionaries[name].to_pylist()], pa.bool_())
+                private = pa.array(self._private(dictionaries[name].to_pylist()), pa.bool_())
                 inside[name] = pc.take(private, columns[name])
             kept = self._count(kept, pc.and_kleene(*inside.values()), "public")
         return kept

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -155,6 +156,29 @@ def test_a_private_flow_needs_both_addresses_private(tmp_path: Path) -> None:
     sums.merge(first)  # 10.0.0.1 is only a source, 10.0.0.3 only a destination
     assert sums.flows() == {("eni-a", "10.0.0.1", "10.0.0.3", 6): Flow(200, 2, 2, 100, 160, 40000, 443)}
     assert dict(sums.skipped) == {"public": 3}
+
+
+def test_each_address_is_judged_once_for_every_object_of_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    judged: Counter = Counter()
+
+    def private(address: str) -> bool:
+        judged[address] += 1
+        return address.startswith("10.")
+
+    sums = FlowSums(private=private)
+    for n in range(3):  # each object read on its own, as the reader does, then merged
+        own = sums.empty()
+        lines = line("eni-a", "10.0.0.1", "10.0.0.2"), line("eni-a", "10.0.0.1", "52.0.0.1")
+        read(text(tmp_path / f"{n}", *lines), own)
+        sums.merge(own)
+    assert judged == {"10.0.0.1": 1, "10.0.0.2": 1, "52.0.0.1": 1}
+    assert sums.flows()[("eni-a", "10.0.0.1", "10.0.0.2", 6)].records == 3
+    assert dict(sums.skipped) == {"public": 3}
+    monkeypatch.setattr(records, "VERDICTS", 1)  # past the bound: forgotten, judged again
+    read(text(tmp_path / "more", line("eni-a", "10.0.0.1", "10.0.0.2")), sums.empty())
+    assert judged == {"10.0.0.1": 2, "10.0.0.2": 2, "52.0.0.1": 1}
 
 
 def test_no_known_interface_or_no_private_address_keeps_nothing(tmp_path: Path) -> None:
