@@ -76,16 +76,21 @@ def each_envelope(body: bytes, limit: int | None = None) -> Iterator[dict]:
         body = _gunzip(body, limit)
     elif len(body) > limit:
         raise CorruptObject(f"larger than {limit} bytes")
-    stripped = body.strip()
-    if stripped[:1] != b"{" or stripped[-1:] != b"}":
-        yield from _exact(body, 0)
-        return
     # Firehose writes envelopes back to back: `}{` is where one ends and the next begins, or else sits in a
     # string. Each piece between is decoded by orjson (about 1.3x the stdlib's decoder here, bench.events);
     # a piece cut inside a string ends in an open string and fails, as does any other problem or separator:
     # from that piece on, the stdlib's decoder reads (`_exact`), and says what is wrong where. Pieces that all
     # decode are exactly the envelopes `_exact` reads: a JSON object ends at its closing brace.
-    pieces = stripped[1:-1].split(b"}{")
+    pieces = body.split(b"}{")  # the only copy of the text: the first and last pieces lose their brace
+    first, last = pieces[0].lstrip(), pieces[-1].rstrip()
+    head = len(pieces[0]) - len(first)  # the characters before the first brace
+    if first[:1] != b"{" or last[-1:] != b"}":
+        yield from _exact(body, 0)
+        return
+    if len(pieces) == 1:
+        pieces[0] = first[1:-1]
+    else:
+        pieces[0], pieces[-1] = first[1:], last[:-1]
     done = 0
     try:
         for piece in pieces:
@@ -93,7 +98,7 @@ def each_envelope(body: bytes, limit: int | None = None) -> Iterator[dict]:
             done += 1
             yield envelope
     except orjson.JSONDecodeError:
-        offset = len(body) - len(body.lstrip()) + sum(len(p) + 2 for p in pieces[:done])
+        offset = head + sum(len(p) + 2 for p in pieces[:done])
         yield from _exact(body, len(body[:offset].decode("utf-8")))
 
 

@@ -118,8 +118,8 @@ def test_what_the_fast_decoder_refuses_is_read_as_the_stdlib_reads_it() -> None:
 
 def test_a_broken_envelope_after_good_ones_is_named_by_its_character_not_its_byte() -> None:
     """The good envelopes before it are read; the error names the character where the text breaks
-    (each `é` is two bytes, one character)."""
-    good = '{"é":"é"}{"b":"}{"}'
+    (the spaces before the first envelope count; each `é` is two bytes, one character)."""
+    good = ' \n{"é":"é"}{"b":"}{"}'
     body = (good + '{"c":}{"d":1}').encode()
     read = each_envelope(body)
     assert [next(read), next(read)] == [{"é": "é"}, {"b": "}{"}]
