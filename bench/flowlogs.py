@@ -119,14 +119,8 @@ def floor(paths: list[Path], inflater: Callable[[], Any] = lambda: zlib.decompre
 
 def engine(paths: list[Path], interfaces: dict[str, Interface], scratch: Path) -> int:
     sums = FlowSums(interfaces=set(interfaces), private=_private)
-
-    def own(_: Path, segments: list[Path]) -> FlowSums:  # as the reader does: an object counts only whole
-        mine = sums.empty()
-        for segment in segments:
-            mine.add_object(segment)
-        return mine
-
-    for _, read in unpacked(paths, _chunks, scratch, read=own, workers=READERS):
+    whole = unpacked(paths, _chunks, scratch, read=lambda _, files: sums.of_files(files), workers=READERS)
+    for _, read in whole:  # as the reader does: each object's own sums, merged whole
         assert isinstance(read, FlowSums), read
         sums.merge(read)
     skipped: Counter = Counter()

@@ -338,13 +338,8 @@ def _read_all(
     for the next run."""
     read = []
 
-    def own(obj: dict, paths: list[Path]) -> FlowSums:
-        """The object's own sums (filtered as read: lines left out are counted, never summed)."""
-        key = obj["Key"]
-        mine = sums[_region(key)].empty()
-        for path in paths:
-            mine.add_object(path, parquet=key.endswith(".parquet"))
-        return mine
+    def own(obj: dict, paths: list[Path]) -> FlowSums:  # filtered as read: lines left out are counted
+        return sums[_region(obj["Key"])].of_files(paths, parquet=obj["Key"].endswith(".parquet"))
 
     with tempfile.TemporaryDirectory(prefix="flowlogs-") as directory:
         for obj, content in unpacked(

@@ -126,6 +126,13 @@ class FlowSums:
         """New sums with these filters: for one object, read on its own and then merged (or not at all)."""
         return FlowSums(interfaces=self.interfaces, private=self.private, _verdicts=self._verdicts)
 
+    def of_files(self, paths: list[Path], parquet: bool = False) -> FlowSums:
+        """New sums with these filters, of one object's files (`unpack`'s): to merge whole, or not at all."""
+        own = self.empty()
+        for path in paths:
+            own.add_object(path, parquet=parquet)
+        return own
+
     def merge(self, other: FlowSums) -> None:
         """Add another object's sums (read on its own, so a corrupt object adds nothing)."""
         other._compact()
