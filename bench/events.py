@@ -1,18 +1,23 @@
 """Benchmark: event deltas. Prints events/s for read + parse + dispatch, and API calls per refreshed resource.
 
-1. 100,000 CloudTrail envelopes in 200 gzip objects (as Firehose writes them), held in memory: time to
-   decompress and decode them (`eventbridge.each_envelope`), skip and match them (`delta._changes`:
-   `Rules.dispatch`, which counts the skipped ones) and keep the last change per resource
-   (`latest`), as the event delta does (each object under `gc_paused`). Re-description is excluded. The
-   floor is the time to decompress (zlib) and `json.loads` the same objects and nothing else; each path's
-   best wall time of `--rounds`, run in turn. `--stages`: the CPU seconds of each stage alone (best of 5),
-   and the floor with the engine's inflate (ISA-L) for comparison. Run twice: on minimal envelopes (the
-   fields the rules read, 0.3 KB) and on envelopes as AWS writes them (`_as_aws_writes_it`, 1.5 KB).
-2. Against a moto server: N instances and N queues, one event each, applied with `apply_events`; prints the
+1. 100,000 CloudTrail envelopes in 200 gzip objects (as Firehose writes them), held in memory and handed over
+   as the delta's download threads do (`in_order`): time to decompress and decode them
+   (`eventbridge.each_envelope`), skip and match them (`delta._changes`: `Rules.dispatch`, which counts the
+   skipped ones) and keep the last change per resource (`latest`), as the event delta does (each object under
+   `gc_paused`). Re-description is excluded. The floor is the time to decompress (zlib) and `json.loads` the
+   same objects and nothing else; each path's best wall time of `--rounds`, run in turn. `--stages`: the CPU
+   seconds of each stage alone (best of 5), and the floor with the engine's inflate (ISA-L) for comparison.
+   Run twice: on minimal envelopes (the fields the rules read, 0.3 KB) and on envelopes as AWS writes them
+   (`_as_aws_writes_it`, 1.5 KB).
+2. Against a moto server, `--downloads` objects of 200 envelopes, each GetObject answered `--latency` seconds
+   late (S3's time to first byte; moto answers at once): the delta's read of them (`_from_bucket`), one at a
+   time and with `AHEAD` downloaded while one is read.
+3. Against a moto server: N instances and N queues, one event each, applied with `apply_events`; prints the
    API calls the refresh made per refreshed resource (batched `get` where the API takes many ids).
 
     .venv/bin/python -m bench.events [--events 100000] [--objects 200] [--resources 300] [--rounds 5]
-                                       [--stages]
+                                       [--downloads 100] [--latency 0.02] [--stages]
+   (--downloads 0 --resources 0: no moto server)
 """
 
 from __future__ import annotations
@@ -23,16 +28,21 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from demo.seed import AMI_ID, client
 from demo.server import reset, start
 from engine.aws.fetch import Fetcher
+from engine.aws.log_bucket import LogBucket
+from engine.aws.sessions import assume
 from engine.core import gunzip
+from engine.core.ahead import in_order
 from engine.core.config import Config, Instance
 from engine.core.state import State
 from engine.delivery.sinks import FileSink
-from engine.events.delta import AccountDelta, _changes, apply_events
+from engine.events.delta import AHEAD, AccountDelta, _changes, _from_bucket, apply_events
 from engine.events.eventbridge import Rules, each_envelope, envelopes, gc_paused, latest
 from engine.language.loader import load_mappings
 
@@ -107,11 +117,15 @@ def dispatch(bodies: list[bytes], rules: Rules | None = None) -> tuple[float, in
     result = AccountDelta(ACCOUNT, "bench")
     started = time.perf_counter()
     changes = []
-    for body in bodies:
+    for _, body in in_order(bodies, _downloaded, workers=AHEAD, ahead=AHEAD):  # handed over as in the delta
         with gc_paused():
             changes += _changes(each_envelope(body), rules, INSTANCE, result)
     kept = latest(changes)
     return time.perf_counter() - started, result.envelopes, len(kept)
+
+
+def _downloaded(body: bytes) -> bytes:
+    return body  # held in memory: what the delta's download threads hand over
 
 
 def stages(bodies: list[bytes]) -> None:
@@ -171,16 +185,25 @@ def _isal(body: bytes) -> bytes:
     return gunzip.inflater().decompress(body)
 
 
-def refresh_calls(resources: int) -> tuple[int, int]:
-    """API calls of one delta that refreshes `resources` instances and `resources` queues."""
+@contextmanager
+def _log_bucket() -> Iterator[tuple[str, Any, str]]:
+    """A moto server with the account's versioned log bucket: its endpoint, an S3 client, the bucket."""
     server, endpoint = start(0)
     os.environ.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
     try:
         reset(endpoint)
-        ec2, sqs, s3 = (client(s, REGION, endpoint) for s in ("ec2", "sqs", "s3"))
-        bucket = f"stackstate-logs-{ACCOUNT}"
+        s3, bucket = client("s3", REGION, endpoint), f"stackstate-logs-{ACCOUNT}"
         s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
         s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        yield endpoint, s3, bucket
+    finally:
+        server.stop()
+
+
+def refresh_calls(resources: int) -> tuple[int, int]:
+    """API calls of one delta that refreshes `resources` instances and `resources` queues."""
+    with _log_bucket() as (endpoint, s3, bucket):
+        ec2, sqs = (client(s, REGION, endpoint) for s in ("ec2", "sqs"))
         ids = [i["InstanceId"] for i in ec2.run_instances(ImageId=AMI_ID, MinCount=resources,
                                                             MaxCount=resources)["Instances"]]  # fmt: skip
         urls = [sqs.create_queue(QueueName=f"q-{i}")["QueueUrl"] for i in range(resources)]
@@ -202,8 +225,40 @@ def refresh_calls(resources: int) -> tuple[int, int]:
             )  # fmt: skip
         assert result.complete, result
         return fetcher.calls, result.components
-    finally:
-        server.stop()
+
+
+class _Distant(Fetcher):
+    """The run's fetcher, with S3's time to first byte (`latency` seconds) before each GetObject."""
+
+    def __init__(self, latency: float) -> None:
+        super().__init__()
+        self.latency = latency
+
+    def call(self, account: Any, region: str, service: str, call: Any, params: dict[str, Any]) -> dict:
+        if call.operation == "GetObject":
+            time.sleep(self.latency)
+        return super().call(account, region, service, call, params)
+
+
+def downloads(count: int, latency: float, rounds: int) -> dict[int, float]:
+    """Seconds to read `count` objects of 200 envelopes from moto (`_from_bucket`), each GetObject
+    `latency` seconds late: per how many are downloaded ahead (0: one at a time), best of `rounds`."""
+    with _log_bucket() as (endpoint, s3, bucket):
+        for i, body in enumerate(objects(count * 200, count)):
+            s3.put_object(Bucket=bucket, Key=f"AWSLogs/{ACCOUNT}/EventBridge/{REGION}/o-{i:05d}", Body=body)
+        rules, fetcher = Rules(load_mappings()), _Distant(latency)
+        account = assume(Config(external_id="bench", instances=(INSTANCE,)), INSTANCE, endpoint_url=endpoint)
+        best = {0: float("inf"), AHEAD: float("inf")}
+        with tempfile.TemporaryDirectory() as out, State(os.path.join(out, "s.sqlite")) as state:
+            for _ in range(rounds):
+                for ahead in best:
+                    result = AccountDelta(ACCOUNT, bucket)
+                    started = time.perf_counter()
+                    read = _from_bucket(LogBucket(account, bucket, fetcher, state, "events"), INSTANCE, rules,
+                                        state, result, ahead=ahead)  # fmt: skip
+                    best[ahead] = min(best[ahead], time.perf_counter() - started)
+                    assert len(read) == count + 1 and not result.corrupt, result  # and the delete source
+        return best
 
 
 def main() -> None:
@@ -211,6 +266,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--objects", type=int, default=200)
     parser.add_argument("--resources", type=int, default=300)
+    parser.add_argument("--downloads", type=int, default=100, help="objects read from moto (0: none)")
+    parser.add_argument("--latency", type=float, default=0.02, help="seconds before each GetObject answers")
     parser.add_argument("--rounds", type=int, default=5, help="each path's best wall time of these")
     parser.add_argument("--stages", action="store_true", help="time each stage alone (CPU seconds)")
     args = parser.parse_args()
@@ -228,8 +285,15 @@ def main() -> None:
         )
         if args.stages:
             stages(bodies)
-    calls, refreshed = refresh_calls(args.resources)
-    print(f"refreshed={refreshed} calls={calls} calls_per_refreshed_resource={calls / refreshed:.2f}")
+    if args.downloads:
+        one, ahead = downloads(args.downloads, args.latency, args.rounds).values()
+        print(
+            f"objects={args.downloads} latency_ms={args.latency * 1000:.0f} seconds_one_at_a_time={one:.2f} "
+            f"seconds_{AHEAD}_ahead={ahead:.2f} ratio ahead/one={ahead / one:.2f}"
+        )
+    if args.resources:
+        calls, refreshed = refresh_calls(args.resources)
+        print(f"refreshed={refreshed} calls={calls} calls_per_refreshed_resource={calls / refreshed:.2f}")
 
 
 if __name__ == "__main__":

@@ -3,19 +3,19 @@
 In: `Config`, one `Instance`, `Mappings`, a sink, the `State`. Out: `AccountDelta` (counts, the objects
 deleted, kept, corrupt). Steps: refuse an unversioned bucket; list each configured region's prefix; drop
 unread the objects written well before the last complete snapshot whose payloads all reached the receiver
-(`STALE_MARGIN` before its start: their effect is in it); read the rest (`eventbridge.envelopes`), turn them
-into changes (`eventbridge.Rules`; failed calls and other accounts' envelopes change nothing), keep the latest
-change per resource, re-describe refreshed *and deleted* resources by id through their mapping's `get`
-(children included): a delete is sent only for ids the get reports gone; one still found is refreshed
-instead and tried again next run, at most `CONFIRM_TRIES` runs. One delta is sent (components, relations,
-`delete_ids`; no snapshot flags), then the objects are deleted, exactly the version read. An object whose
-changes did not all apply is kept and read again next run, and so is every newer one, so that its events
-are never applied after newer ones. Any problem reading or deriving changes from one object (corrupt,
-too large, unreadable, an unexpected JSON type) records it as corrupt: left in place, not read again
-while unchanged (one that could not be read: not before `UNREADABLE_RETRY`), shown by `status`; the
-other objects go on. When the bucket is missing or denied (its
-versioning or its listing), CloudTrail `LookupEvents` is read instead (`engine.events.cloudtrail`), from a
-cursor that moves, like an object's deletion, only once the delta is delivered.
+(`STALE_MARGIN` before its start: their effect is in it); read the rest (`AHEAD` of them downloaded on threads
+while one is read), turn them into changes (`eventbridge.Rules`; failed calls and other accounts' envelopes
+change nothing), keep the latest change per resource, re-describe refreshed *and deleted* resources by id
+through their mapping's `get` (children included): a delete is sent only for ids the get reports gone; one
+still found is refreshed instead and tried again next run, at most `CONFIRM_TRIES` runs. One delta is sent
+(components, relations, `delete_ids`; no snapshot flags), then the objects are deleted, exactly the version
+read. An object whose changes did not all apply is kept and read again next run, and so is every newer one, so
+that its events are never applied after newer ones. Any problem reading or deriving changes from one object
+(corrupt, too large, unreadable, an unexpected JSON type) records it as corrupt: left in place, not read again
+while unchanged (one that could not be read: not before `UNREADABLE_RETRY`), shown by `status`; the other
+objects go on. When the bucket is missing or denied (its versioning or its listing), CloudTrail `LookupEvents`
+is read instead (`engine.events.cloudtrail`), from a cursor that moves, like an object's deletion, only once
+the delta is delivered.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,6 +34,7 @@ import boto3
 from engine.aws.fetch import Fetcher
 from engine.aws.log_bucket import LogBucket, TooLarge, Unversioned
 from engine.aws.sessions import GLOBAL_REGION, Account, assume
+from engine.core.ahead import in_order
 from engine.core.config import Config, Instance
 from engine.core.errors import (
     AccessDenied,
@@ -71,6 +73,7 @@ CONFIRM_TRIES = 5  # runs a delete that AWS does not confirm yet is tried again
 UNCONFIRMED_KEY = "events.unconfirmed.{account}"
 UNREADABLE_RETRY = 3600.0  # seconds before an object that could not be read (KMS, archived) is read again
 MAX_OBJECT = 16 << 20  # compressed bytes read of one object (Firehose writes at most 5 MB)
+AHEAD = 2  # objects downloaded (each at most `MAX_OBJECT`) while the one before is read and dispatched
 
 
 @dataclass
@@ -176,10 +179,16 @@ class Source:
 
 
 def _from_bucket(
-    bucket: LogBucket, instance: Instance, rules: Rules, state: State, result: AccountDelta
+    bucket: LogBucket,
+    instance: Instance,
+    rules: Rules,
+    state: State,
+    result: AccountDelta,
+    ahead: int = AHEAD,
 ) -> list[Source]:
-    """One source per readable object, oldest first. A bucket whose listing is denied raises `AccessDenied`
-    (CloudTrail is read instead); any other listing failure is the run's error."""
+    """One source per readable object, oldest first, `ahead` of them downloaded while one is read. A bucket
+    whose listing is denied raises `AccessDenied` (CloudTrail is read instead); any other listing failure is
+    the run's error."""
     try:
         objects = bucket.objects(prefixes(instance.account_id, instance.regions))
     except AccessDenied:
@@ -199,25 +208,33 @@ def _from_bucket(
     result.stale = len(stale)
     retired: list[dict] = []
     sources = [Source("stale", [], lambda: retired.extend(stale), ordered=False)] if stale else []
-    for obj in fresh:
-        try:
-            body = bucket.read(obj, MAX_OBJECT)
-            with gc_paused():  # each envelope decoded, dispatched and freed before the next
-                changes = _changes(each_envelope(body), rules, instance, result)
-        except Throttled as exc:  # read again next run, like a kept object
-            sources.append(Source(obj["Key"], [], lambda: None))
-            result.kept.append(obj["Key"])
-            log.warning("event=events.read_throttled key=%s problem=%r", obj["Key"], str(exc))
-            continue
-        except Interrupted:
-            raise
-        except Exception as exc:  # corrupt, too large, unreadable (KMS, archived), a JSON of the wrong type
-            why = str(exc) if isinstance(exc, CorruptObject | TooLarge | CallFailed) else _crash(exc)
-            result.corrupt[obj["Key"]] = why
-            unreadable = isinstance(exc, CallFailed)  # the cause may be fixed: tried again later
-            bucket.record_corrupt(corrupt, obj, why, UNREADABLE_RETRY if unreadable else None)
-            continue
-        sources.append(Source(obj["Key"], changes, lambda o=obj: retired.append(o)))
+
+    def download(obj: dict) -> bytes:  # on a reading thread: waiting on S3 releases the GIL
+        return bucket.read(obj, MAX_OBJECT)
+
+    with closing(in_order(fresh, download, workers=max(ahead, 1), ahead=ahead, name="events")) as reads:
+        for obj, read in reads:
+            try:
+                if isinstance(read, Exception):
+                    raise read
+                with gc_paused():  # each envelope decoded, dispatched and freed before the next
+                    changes = _changes(each_envelope(read), rules, instance, result)
+            except Throttled as exc:  # read again next run, like a kept object
+                sources.append(Source(obj["Key"], [], lambda: None))
+                result.kept.append(obj["Key"])
+                log.warning("event=events.read_throttled key=%s problem=%r", obj["Key"], str(exc))
+                continue
+            except Interrupted:
+                raise
+            except (
+                Exception
+            ) as exc:  # corrupt, too large, unreadable (KMS, archived), a JSON of the wrong type
+                why = str(exc) if isinstance(exc, CorruptObject | TooLarge | CallFailed) else _crash(exc)
+                result.corrupt[obj["Key"]] = why
+                unreadable = isinstance(exc, CallFailed)  # the cause may be fixed: tried again later
+                bucket.record_corrupt(corrupt, obj, why, UNREADABLE_RETRY if unreadable else None)
+                continue
+            sources.append(Source(obj["Key"], changes, lambda o=obj: retired.append(o)))
     bucket.save_corrupt(corrupt, {o["Key"] for o in objects})
 
     def delete() -> None:

@@ -16,10 +16,9 @@ fields, broken gzip, too large) raises `UnsupportedObject` and is left alone by 
 from __future__ import annotations
 
 import shutil
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import suppress
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -30,6 +29,7 @@ import pyarrow.csv as csv
 import pyarrow.parquet as pq
 
 from engine.core import gunzip
+from engine.core.ahead import in_order
 
 REQUIRED = ("interface-id", "srcaddr", "dstaddr", "srcport", "dstport", "protocol", "start", "end")
 OPTIONAL = ("bytes", "packets", "log-status")
@@ -346,40 +346,25 @@ def unpacked(
     `read(object, files)` returns (or raises) comes instead of the files: `workers` objects are unpacked and
     read at once (pyarrow's readers release the GIL), still handed over in order. Each object's files are
     removed once the caller moves on."""  # fmt: skip
-    waiting: deque[tuple[T, Path, Future]] = deque()
-    pending = iter(enumerate(objects))
+    made: list[Path] = []
 
-    def job(obj: T, where: Path) -> Any:
+    def job(item: tuple[int, T]) -> Any:
+        index, obj = item
+        made.append(where := directory / f"object-{index}")
         where.mkdir()
         paths = unpack(chunks(obj), where, segment=None if parquet(obj) else SEGMENT, limit=limit)
         return paths if read is None else read(obj, paths)
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="unpack") as pool:
-        try:
-            while True:
-                while len(waiting) < ahead + 1 and (nxt := next(pending, None)) is not None:
-                    where = directory / f"object-{nxt[0]}"
-                    waiting.append((nxt[1], where, pool.submit(job, nxt[1], where)))
-                if not waiting:
-                    return
-                obj, where, future = waiting.popleft()
-                try:
-                    yield obj, _outcome(future)
-                finally:
-                    shutil.rmtree(where, ignore_errors=True)
-        finally:
-            for _, where, future in waiting:
-                future.cancel()
-                with suppress(Exception):
-                    future.result()
-                shutil.rmtree(where, ignore_errors=True)
-
-
-def _outcome(future: Future) -> Any:
     try:
-        return future.result()
-    except Exception as exc:  # the object's own failure, judged by the caller
-        return exc
+        with closing(in_order(enumerate(objects), job, workers, ahead, name="unpack")) as done:
+            for (index, obj), outcome in done:
+                try:
+                    yield obj, outcome
+                finally:
+                    shutil.rmtree(directory / f"object-{index}", ignore_errors=True)
+    finally:  # the objects unpacked ahead that the caller never took
+        for where in made:
+            shutil.rmtree(where, ignore_errors=True)
 
 
 class _Segments:

@@ -12,6 +12,7 @@ import gzip
 import io
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -547,6 +548,27 @@ def test_objects_are_sources_oldest_first_then_one_delete_of_what_was_retired(
     assert fake.removed == [{"Key": new, "VersionId": "v1"}, {"Key": stale}]  # unread: a delete marker
     assert result.deleted == [new, stale] and result.not_deleted == {}
     assert set(fake.objects) == {old, f"AWSLogs/999999999999/EventBridge/{REGION}/x"}
+
+
+def test_objects_are_downloaded_two_at_once_and_their_changes_kept_in_order(
+    fake: FakeAws, state: State, rules: Rules, account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = [fake.put(name, firehose(envelope("CreateTable", f"t{n}"))) for n, name in enumerate("abc")]
+    both = threading.Barrier(2, timeout=10)  # the reads of a and b meet here, or neither goes on
+    get = fake.GetObject
+
+    def meeting(Bucket: str, Key: str) -> dict:
+        if Key != keys[2]:
+            both.wait()
+        return get(Bucket=Bucket, Key=Key)
+
+    monkeypatch.setattr(fake, "GetObject", meeting)
+    sources, result = read_bucket(fake, state, rules, account)
+
+    assert result.corrupt == {}
+    assert [(s.name, [c.id for c in s.changes]) for s in sources] == [
+        (keys[0], ["t0"]), (keys[1], ["t1"]), (keys[2], ["t2"]), ("delete", []),
+    ]  # fmt: skip
 
 
 def test_a_key_s3_did_not_delete_is_reported_and_the_deleted_ones_extend(
