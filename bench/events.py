@@ -1,14 +1,14 @@
 """Benchmark: event deltas. Prints events/s for read + parse + dispatch, and API calls per refreshed resource.
 
-1. 100,000 CloudTrail envelopes in 200 gzip objects (as Firehose writes them), held in memory and handed over
-   as the delta's download threads do (`in_order`): time to decompress and decode them
-   (`eventbridge.each_envelope`), skip and match them (`delta._changes`: `Rules.dispatch`, which counts the
-   skipped ones) and keep the last change per resource (`latest`), as the event delta does (each object under
-   `gc_paused`). Re-description is excluded. The floor is the time to decompress (zlib) and `json.loads` the
-   same objects and nothing else; each path's best wall time of `--rounds`, run in turn. `--stages`: the CPU
-   seconds of each stage alone (best of 5), and the floor with the engine's inflate (ISA-L) for comparison.
-   Run twice: on minimal envelopes (the fields the rules read, 0.3 KB) and on envelopes as AWS writes them
-   (`_as_aws_writes_it`, 1.5 KB).
+1. 100,000 CloudTrail envelopes in 200 gzip objects (as Firehose writes them), held in memory: time to
+   decompress and decode them (`eventbridge.each_envelope`), skip and match them (`delta._changes`:
+   `Rules.dispatch`, which counts the skipped ones) and keep the last change per resource (`latest`), as the
+   event delta does (each object under `gc_paused`), without its download (part 2). Re-description is
+   excluded. The floor is the time to decompress (zlib) and `json.loads` the same objects and nothing else;
+   each path's best wall time of `--rounds`, run in turn. `--stages`: the CPU seconds of each stage alone
+   (best of 5), and the floor with the engine's inflate (ISA-L) for comparison. Run twice: on minimal
+   envelopes (the fields the rules read, 0.3 KB) and on envelopes as AWS writes them (`_as_aws_writes_it`,
+   1.5 KB).
 2. Against a moto server, `--downloads` objects of 200 envelopes, each GetObject answered `--latency` seconds
    late (S3's time to first byte; moto answers at once): the delta's read of them (`_from_bucket`), one at a
    time and with `AHEAD` downloaded while one is read.
@@ -38,7 +38,6 @@ from engine.aws.fetch import Fetcher
 from engine.aws.log_bucket import LogBucket
 from engine.aws.sessions import assume
 from engine.core import gunzip
-from engine.core.ahead import in_order
 from engine.core.config import Config, Instance
 from engine.core.state import State
 from engine.delivery.sinks import FileSink
@@ -117,15 +116,11 @@ def dispatch(bodies: list[bytes], rules: Rules | None = None) -> tuple[float, in
     result = AccountDelta(ACCOUNT, "bench")
     started = time.perf_counter()
     changes = []
-    for _, body in in_order(bodies, _downloaded, workers=AHEAD, ahead=AHEAD):  # handed over as in the delta
+    for body in bodies:
         with gc_paused():
             changes += _changes(each_envelope(body), rules, INSTANCE, result)
     kept = latest(changes)
     return time.perf_counter() - started, result.envelopes, len(kept)
-
-
-def _downloaded(body: bytes) -> bytes:
-    return body  # held in memory: what the delta's download threads hand over
 
 
 def stages(bodies: list[bytes]) -> None:

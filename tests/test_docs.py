@@ -139,6 +139,30 @@ def cli_commands(group: click.Group) -> set[str]:
     return names
 
 
+def documented_modules(text: str) -> dict[str, set[str]]:
+    """The module tables of docs/architecture.md: per `engine/X/` section (`""` for "Top level"), the file
+    names in the first column."""
+    tables: dict[str, set[str]] = {}
+    for section in ("\n" + text).split("\n### ")[1:]:
+        heading, _, body = section.partition("\n")
+        package = re.match(r"`engine/(\w+)/`", heading)
+        if package is None and not heading.startswith("Top level"):
+            continue
+        cells = (
+            line.split("|")[1].strip() for line in body.split("\n## ")[0].splitlines() if line[:1] == "|"
+        )
+        tables[package.group(1) if package else ""] = {c.strip("`") for c in cells if c.endswith(".py`")}
+    return tables
+
+
+def engine_modules(engine: Path) -> dict[str, set[str]]:
+    """The engine's modules on disk, as `documented_modules` names them (no `__init__.py`)."""
+    found = {"": {p.name for p in engine.glob("*.py") if p.name != "__init__.py"}}
+    for package in (p for p in engine.iterdir() if (p / "__init__.py").is_file()):
+        found[package.name] = {p.name for p in package.glob("*.py") if p.name != "__init__.py"}
+    return found
+
+
 def test_readme_starts_with_the_two_commands() -> None:
     closed_at, commands = first_code_block(README.read_text(encoding="utf-8"))
     assert closed_at <= FIRST_BLOCK_BY
@@ -230,3 +254,18 @@ def test_command_table_check_fails() -> None:
     assert table_commands(readme.replace("`spool list`", "`spool lists`")) - cli_commands(main) == {
         "spool lists"
     }
+
+
+def test_the_architecture_names_every_engine_module_in_its_package() -> None:
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    assert documented_modules(text) == engine_modules(ROOT / "engine")
+
+
+def test_module_table_check_fails(tmp_path: Path) -> None:
+    text = "### `engine/core/`: x\n| module | owns |\n|---|---|\n| `a.py` | A |\n\n### Top level\n"
+    text += "| `run.py` | r |\n\n## The run cycle\n| `not.py` | a table of another section |\n"
+    assert documented_modules(text) == {"core": {"a.py"}, "": {"run.py"}}
+    (tmp_path / "core").mkdir()
+    for name in ("core/__init__.py", "core/a.py", "core/b.py", "run.py", "__init__.py"):
+        (tmp_path / name).touch()
+    assert engine_modules(tmp_path) == {"core": {"a.py", "b.py"}, "": {"run.py"}}  # b.py: not documented
