@@ -226,9 +226,7 @@ def _from_bucket(
                 continue
             except Interrupted:
                 raise
-            except (
-                Exception
-            ) as exc:  # corrupt, too large, unreadable (KMS, archived), a JSON of the wrong type
+            except Exception as exc:  # corrupt, too large, unreadable (KMS, archived), JSON of a wrong type
                 why = str(exc) if isinstance(exc, CorruptObject | TooLarge | CallFailed) else _crash(exc)
                 result.corrupt[obj["Key"]] = why
                 unreadable = isinstance(exc, CallFailed)  # the cause may be fixed: tried again later
