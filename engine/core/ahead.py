@@ -22,10 +22,9 @@ def in_order(
 ) -> Iterator[tuple[T, R | Exception]]:
     """Each item and `work(item)`'s result or exception, in the items' order (see the module)."""
     waiting: deque[tuple[T, Future[R]]] = deque()
-    pending = iter(items)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name) as pool:
         try:
-            for item in pending:
+            for item in items:
                 waiting.append((item, pool.submit(work, item)))
                 if len(waiting) > ahead:
                     yield _handed(*waiting.popleft())
